@@ -1,0 +1,1 @@
+"""dlq_replayer: inspect, export, fix and redrive what did not land."""

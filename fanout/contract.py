@@ -1,0 +1,166 @@
+"""The message contract: the one copy, shared by the splitter, the writer, the replayer and
+the local runtime.
+
+A rows message is self-describing, so a message sitting in the dead-letter queue can be
+understood and replayed on its own::
+
+    {"v": 1, "kind": "rows", "job": "...", "seq": 12, "part": 0, "parts": 1,
+     "source": {"bucket": "...", "key": "...", "etag": "...", "version": null},
+     "header": ["account", ...], "lines": [302, 303, ...], "rows": [["...", ...], ...]}
+
+`seq` is the index of the message's first row // 25, so a re-run of the splitter
+produces the same messages; `part`/`parts` number the pieces of a message that had to
+be split to fit the queue's maximum message size. A message is identified in a job by
+`message_id` ("12" or "12.1"), which is what the ledger deduplicates on.
+
+A rejected message (kind "rejected") carries the rows that can never be written, each
+with its source line and a reason, so the dlq_replayer can show, export and fix them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from fanout.settings import MAX_SQS_MESSAGE_BYTES
+
+SCHEMA_VERSION = 1
+KIND_ROWS = "rows"
+KIND_REJECTED = "rejected"
+
+
+class ContractError(ValueError):
+    """A message body that does not follow the contract."""
+
+
+@dataclass(frozen=True)
+class Source:
+    bucket: str
+    key: str
+    etag: str = ""
+    version: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"bucket": self.bucket, "key": self.key, "etag": self.etag, "version": self.version}
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One row that can never be written, and why."""
+
+    line: int
+    row: list[str]
+    reason: str
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "row": self.row, "reason": self.reason, "detail": self.detail}
+
+
+@dataclass
+class RowsMessage:
+    job: str
+    seq: int
+    source: Source
+    header: list[str]
+    lines: list[int]
+    rows: list[list[str]]
+    part: int = 0
+    parts: int = 1
+    kind: str = KIND_ROWS
+    rejections: list[Rejection] = field(default_factory=list)
+
+    @property
+    def message_id(self) -> str:
+        return str(self.seq) if self.parts == 1 else f"{self.seq}.{self.part}"
+
+    def encode(self) -> str:
+        body: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "kind": self.kind,
+            "job": self.job,
+            "seq": self.seq,
+            "part": self.part,
+            "parts": self.parts,
+            "source": self.source.as_dict(),
+            "header": self.header,
+        }
+        if self.kind == KIND_REJECTED:
+            body["rejections"] = [r.as_dict() for r in self.rejections]
+        else:
+            body["lines"] = self.lines
+            body["rows"] = self.rows
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode(body: str) -> RowsMessage:
+    """Parse a message body; raise ContractError with the reason when it is not ours."""
+    try:
+        data = json.loads(body)
+    except (TypeError, ValueError) as exc:
+        raise ContractError(f"message body is not JSON: {exc}") from exc
+    if not isinstance(data, dict) or data.get("v") != SCHEMA_VERSION:
+        raise ContractError(f"unsupported message version: {data.get('v') if isinstance(data, dict) else data!r}")
+    try:
+        source = Source(**data["source"])
+        kind = data.get("kind", KIND_ROWS)
+        message = RowsMessage(
+            job=str(data["job"]),
+            seq=int(data["seq"]),
+            part=int(data.get("part", 0)),
+            parts=int(data.get("parts", 1)),
+            source=source,
+            header=list(data["header"]),
+            lines=list(data.get("lines", [])),
+            rows=[list(r) for r in data.get("rows", [])],
+            kind=kind,
+            rejections=[Rejection(**r) for r in data.get("rejections", [])],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ContractError(f"message is missing or has a bad field: {exc}") from exc
+    if kind == KIND_ROWS and len(message.lines) != len(message.rows):
+        raise ContractError("message has a different number of lines and rows")
+    return message
+
+
+def split_to_fit(message: RowsMessage, limit: int = MAX_SQS_MESSAGE_BYTES) -> list[RowsMessage]:
+    """Split a message into parts whose encoded bodies fit `limit` bytes.
+
+    Parts keep the message's seq so the split is as deterministic as the message itself.
+    A single row too large for the queue stays alone in its part; the caller rejects it.
+    """
+    if len(message.encode().encode()) <= limit or len(message.rows) <= 1:
+        return [message]
+    halves: list[tuple[list[int], list[list[str]]]] = [(message.lines, message.rows)]
+    done: list[tuple[list[int], list[list[str]]]] = []
+    while halves:
+        lines, rows = halves.pop(0)
+        probe = RowsMessage(message.job, message.seq, message.source, message.header, lines, rows)
+        if len(rows) <= 1 or len(probe.encode().encode()) <= limit:
+            done.append((lines, rows))
+            continue
+        mid = len(rows) // 2
+        halves[:0] = [(lines[:mid], rows[:mid]), (lines[mid:], rows[mid:])]
+    return [
+        RowsMessage(message.job, message.seq, message.source, message.header, lines, rows,
+                    part=i, parts=len(done))
+        for i, (lines, rows) in enumerate(done)
+    ]
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def job_id_for(source: Source) -> str:
+    """A job id derived from the object version, so a duplicate S3 event maps to the same job."""
+    identity = f"{source.bucket}/{source.key}@{source.version or source.etag}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    stem = _UNSAFE.sub("-", source.key.rsplit("/", 1)[-1])[:40].strip("-") or "object"
+    return f"{stem}-{digest}"

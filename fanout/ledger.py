@@ -1,0 +1,270 @@
+"""The jobs ledger: one record per job, exact counts under duplicate delivery.
+
+Layout (one DynamoDB table, `pk`/`sk` strings):
+
+* the job item, `pk=JOB, sk="job"`: status, source, table, rows_read, messages_total
+  (both set by the splitter when it has sent everything), a `messages_reported`
+  counter (an upper bound: duplicates count twice), started/finished and, once
+  complete, the exact counts;
+* one batch record per writer invocation, `pk=JOB, sk="b#<request id>"`, holding
+  `message_id:written:rejected:superseded` for each message that invocation finished.
+
+Bookkeeping costs two small writes per writer invocation (a PutItem under 1 KB and
+an UpdateItem of the job item), not per message: with 10 messages of 25 rows an
+invocation, that is 2 write units per 250 data writes (0.8%).
+
+Exactness: a message's counts are a pure function of its content, so duplicates of
+it carry identical counts. When `messages_reported` reaches `messages_total`, the
+finalizer reads the batch records, keeps one entry per message id, and completes the
+job only when every message id is present. The status flip is conditional, so
+completion is detected — and the summary published — exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+JOB_SK = "job"
+BATCH_PREFIX = "b#"
+
+SPLITTING = "SPLITTING"
+RUNNING = "RUNNING"
+COMPLETE = "COMPLETE"
+FAILED = "FAILED"
+
+SPLIT_LEASE_S = 960  # a little over the splitter's 15-minute maximum timeout
+
+
+@dataclass(frozen=True)
+class MessageCounts:
+    written: int = 0
+    rejected: int = 0
+    superseded: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.written + self.rejected + self.superseded
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: int) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def start_job(
+    ddb: Any, ledger_table: str, job: str, *, source_uri: str, table: str, owner: str
+) -> str:
+    """Claim the job for splitting. Returns "new", "resume" (an earlier splitter's lease
+    ran out: a crash or a retry) or "skip" (another splitter has it, or it is done)."""
+    now = time.time()
+    try:
+        ddb.put_item(
+            TableName=ledger_table,
+            Item={
+                "pk": _s(job), "sk": _s(JOB_SK), "status": _s(SPLITTING),
+                "source": _s(source_uri), "table": _s(table), "started_at": _s(now_iso()),
+                "split_owner": _s(owner), "split_lease_until": _n(int(now + SPLIT_LEASE_S)),
+                "messages_reported": _n(0),
+            },
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+        return "new"
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+    try:
+        ddb.update_item(
+            TableName=ledger_table,
+            Key={"pk": _s(job), "sk": _s(JOB_SK)},
+            UpdateExpression="SET split_owner = :o, split_lease_until = :l",
+            ConditionExpression="#st = :splitting AND (split_lease_until < :now OR split_owner = :o)",
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues={
+                ":o": _s(owner), ":l": _n(int(now + SPLIT_LEASE_S)),
+                ":splitting": _s(SPLITTING), ":now": _n(int(now)),
+            },
+        )
+        return "resume"
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+    return "skip"
+
+
+def finish_split(
+    ddb: Any, ledger_table: str, job: str, *, rows_read: int, messages_total: int,
+    header: list[str], error_location: str,
+) -> dict[str, Any]:
+    """Record what the splitter sent; the job is RUNNING until every message is reported."""
+    response = ddb.update_item(
+        TableName=ledger_table,
+        Key={"pk": _s(job), "sk": _s(JOB_SK)},
+        UpdateExpression=(
+            "SET rows_read = :r, messages_total = :m, #st = :running, split_finished_at = :t, "
+            "header = :h, error_location = :e REMOVE split_lease_until"
+        ),
+        ConditionExpression="#st = :splitting",
+        ExpressionAttributeNames={"#st": "status"},
+        ExpressionAttributeValues={
+            ":r": _n(rows_read), ":m": _n(messages_total), ":running": _s(RUNNING),
+            ":splitting": _s(SPLITTING), ":t": _s(now_iso()),
+            ":h": {"L": [_s(h) for h in header]}, ":e": _s(error_location),
+        },
+        ReturnValues="ALL_NEW",
+    )
+    return response["Attributes"]
+
+
+def fail_job(ddb: Any, ledger_table: str, job: str, *, error: str) -> None:
+    """End a job that cannot be split (bad input): status FAILED with the reason."""
+    ddb.update_item(
+        TableName=ledger_table,
+        Key={"pk": _s(job), "sk": _s(JOB_SK)},
+        UpdateExpression="SET #st = :failed, #err = :e, finished_at = :t REMOVE split_lease_until",
+        ExpressionAttributeNames={"#st": "status", "#err": "error"},
+        ExpressionAttributeValues={":failed": _s(FAILED), ":e": _s(error), ":t": _s(now_iso())},
+    )
+
+
+def record_batch(
+    ddb: Any, ledger_table: str, request_id: str, results: Mapping[str, Mapping[str, MessageCounts]]
+) -> list[dict[str, Any]]:
+    """Record the messages one writer invocation finished, per job. Returns the updated job
+    items of jobs that may now be complete (reported >= total)."""
+    ready = []
+    for job, messages in results.items():
+        if not messages:
+            continue
+        encoded = ",".join(
+            f"{mid}:{c.written}:{c.rejected}:{c.superseded}" for mid, c in messages.items()
+        )
+        ddb.put_item(
+            TableName=ledger_table,
+            Item={"pk": _s(job), "sk": _s(BATCH_PREFIX + request_id), "m": _s(encoded)},
+        )
+        attributes = ddb.update_item(
+            TableName=ledger_table,
+            Key={"pk": _s(job), "sk": _s(JOB_SK)},
+            UpdateExpression="ADD messages_reported :n",
+            ExpressionAttributeValues={":n": _n(len(messages))},
+            ReturnValues="ALL_NEW",
+        )["Attributes"]
+        if may_be_complete(attributes):
+            ready.append(attributes)
+    return ready
+
+
+def may_be_complete(job_item: Mapping[str, Any]) -> bool:
+    if job_item.get("status", {}).get("S") != RUNNING or "messages_total" not in job_item:
+        return False
+    return int(job_item["messages_reported"]["N"]) >= int(job_item["messages_total"]["N"])
+
+
+def read_message_counts(ddb: Any, ledger_table: str, job: str) -> dict[str, MessageCounts]:
+    """Every message id reported for the job, once each (duplicates carry equal counts)."""
+    counts: dict[str, MessageCounts] = {}
+    paginator = ddb.get_paginator("query")
+    for page in paginator.paginate(
+        TableName=ledger_table,
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :b)",
+        ExpressionAttributeValues={":pk": _s(job), ":b": _s(BATCH_PREFIX)},
+        ConsistentRead=True,
+    ):
+        for item in page.get("Items", []):
+            for entry in item["m"]["S"].split(","):
+                mid, written, rejected, superseded = entry.rsplit(":", 3)
+                counts[mid] = MessageCounts(int(written), int(rejected), int(superseded))
+    return counts
+
+
+def totals(counts: Iterable[MessageCounts]) -> MessageCounts:
+    written = rejected = superseded = 0
+    for c in counts:
+        written += c.written
+        rejected += c.rejected
+        superseded += c.superseded
+    return MessageCounts(written, rejected, superseded)
+
+
+def try_finalize(ddb: Any, ledger_table: str, job_item: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Complete the job if every message is reported. Returns the summary only to the one
+    caller whose conditional update completed it; None otherwise."""
+    job = job_item["pk"]["S"]
+    counts = read_message_counts(ddb, ledger_table, job)
+    if len(counts) < int(job_item["messages_total"]["N"]):
+        return None
+    total = totals(counts.values())
+    finished = now_iso()
+    try:
+        ddb.update_item(
+            TableName=ledger_table,
+            Key={"pk": _s(job), "sk": _s(JOB_SK)},
+            UpdateExpression=(
+                "SET #st = :complete, rows_written = :w, rows_rejected = :r, "
+                "rows_superseded = :s, finished_at = :t"
+            ),
+            ConditionExpression="#st = :running",
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues={
+                ":complete": _s(COMPLETE), ":running": _s(RUNNING), ":w": _n(total.written),
+                ":r": _n(total.rejected), ":s": _n(total.superseded), ":t": _s(finished),
+            },
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            return None
+        raise
+    job_view = plain(job_item)
+    return completion_summary(job_view | {
+        "status": COMPLETE, "rows_written": total.written, "rows_rejected": total.rejected,
+        "rows_superseded": total.superseded, "finished_at": finished,
+    })
+
+
+def completion_summary(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The summary published on completion, with the seed design's field names."""
+    return {
+        "JOB_ID": job.get("pk"),
+        "STATUS": job.get("status"),
+        "SOURCE": job.get("source"),
+        "TOTAL_NUMBER_OF_ROWS_READ": job.get("rows_read"),
+        "TOTAL_NUMBER_OF_ITEMS_WRITTEN": job.get("rows_written"),
+        "TOTAL_NUMBER_OF_ITEMS_IN_ERROR": job.get("rows_rejected"),
+        "TOTAL_NUMBER_OF_ROWS_SUPERSEDED": job.get("rows_superseded"),
+        "DESTINATION_TABLE_NAME": job.get("table"),
+        "ERROR_DATA_LOCATION": job.get("error_location"),
+    }
+
+
+def get_job(ddb: Any, ledger_table: str, job: str) -> dict[str, Any] | None:
+    item = ddb.get_item(
+        TableName=ledger_table, Key={"pk": _s(job), "sk": _s(JOB_SK)}, ConsistentRead=True
+    ).get("Item")
+    return plain(item) if item else None
+
+
+def plain(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A ledger item with DynamoDB types removed (numbers as int)."""
+    out: dict[str, Any] = {}
+    for name, value in item.items():
+        (type_, v), = value.items()
+        if type_ == "N":
+            out[name] = int(v)
+        elif type_ == "L":
+            out[name] = [x.get("S") for x in v]
+        else:
+            out[name] = v
+    return out

@@ -1,0 +1,1 @@
+"""The local runtime: the real handlers on an embedded AWS emulator (moto)."""

@@ -1,0 +1,305 @@
+"""`fanout ingest`: one CSV through the real pipeline on the embedded emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from fanout import ledger
+from fanout.aws import Clients
+from fanout.contract import KIND_ROWS, ContractError, Source, decode, job_id_for
+from fanout.local.emulator import Emulator
+from fanout.local.esm import EventSourceMapping
+from fanout.local.resources import LocalStack, create_resources
+from fanout.mapping import Spec
+from fanout.runtime import Runtime
+from fanout.settings import LOCAL_CONFIG, PipelineConfig, ResourceNames
+
+# Exit codes of `fanout ingest`, documented in its --help.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_REJECTED = 3
+
+
+def quiet_powertools() -> None:
+    """Locally, Powertools' metrics (EMF on stdout) and info logs would drown the summary."""
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "fanout-local")
+
+
+@dataclass
+class IngestOptions:
+    file: Path
+    spec: Spec
+    out_dir: Path
+    range_bytes: int | None = None
+    concurrency: int = 4
+    emulator: str = "inprocess"
+    config: PipelineConfig = LOCAL_CONFIG
+    names: ResourceNames = field(default_factory=ResourceNames)
+    # Tests put the strict AWS layer (and its faults) between the handlers and moto here.
+    wrap_clients: Callable[[Clients], Clients] | None = None
+    max_wait_s: float = 3600.0
+    progress: TextIO | None = None
+
+
+@dataclass
+class IngestResult:
+    summary: dict[str, Any]
+    out_dir: Path
+
+    @property
+    def exit_code(self) -> int:
+        if self.summary["status"] == ledger.COMPLETE:
+            return EXIT_OK if self.summary["rows_rejected"] == 0 else EXIT_REJECTED
+        if self.summary["status"] == "INCOMPLETE":
+            return EXIT_REJECTED
+        return EXIT_FAILED
+
+
+def ingest(options: IngestOptions) -> IngestResult:
+    quiet_powertools()
+    from splitter import handler as splitter_handler
+    from writer import handler as writer_handler
+
+    started = time.monotonic()
+    with Emulator(options.emulator) as emulator:
+        raw = emulator.clients()
+        stack = create_resources(raw, options.spec, config=options.config, names=options.names,
+                                 range_bytes=options.range_bytes,
+                                 endpoint_url=emulator.endpoint_url)
+        clients = options.wrap_clients(raw) if options.wrap_clients else raw
+        runtime = Runtime(stack.settings, options.spec, clients)
+        splitter_handler.runtime.use(runtime)
+        writer_handler.runtime.use(runtime)
+        try:
+            writers, splitters = start_functions(stack, clients, splitter_handler.lambda_handler,
+                                                 writer_handler.lambda_handler,
+                                                 concurrency=options.concurrency)
+            try:
+                key = options.config.upload_prefix + options.file.name
+                raw.s3.upload_file(str(options.file), stack.settings.bucket, key)
+                job = job_for_object(raw.s3, stack.settings.bucket, key)
+                wait_for_job(raw, stack, job, options)
+            finally:
+                writers.stop()
+                splitters.stop()
+            summary = write_outputs(raw, stack, job, options, time.monotonic() - started)
+        finally:
+            splitter_handler.runtime.use(None)
+            writer_handler.runtime.use(None)
+    return IngestResult(summary, options.out_dir)
+
+
+def start_functions(stack: LocalStack, clients: Clients, splitter: Callable[..., Any],
+                    writer: Callable[..., Any], *, concurrency: int
+                    ) -> tuple[EventSourceMapping, EventSourceMapping]:
+    """Start the writer's event source mapping and the splitter's S3 trigger."""
+    config, settings = stack.config, stack.settings
+    writers = EventSourceMapping(
+        clients.sqs, settings.rows_queue_url, stack.rows_queue_arn, writer,
+        function_name="fanout-writer", timeout_s=config.writer_timeout_s,
+        batch_size=config.batch_size, concurrency=concurrency,
+    ).start()
+
+    def s3_trigger(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        # S3 invokes the splitter asynchronously with the notification as the event;
+        # locally the notification arrives on a queue and is handed over the same way.
+        for record in event["Records"]:
+            splitter(json.loads(record["body"]), context)
+        return {}
+
+    events_arn = clients.sqs.get_queue_attributes(
+        QueueUrl=stack.events_queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    splitters = EventSourceMapping(
+        clients.sqs, stack.events_queue_url, events_arn, s3_trigger,
+        function_name="fanout-splitter", timeout_s=config.splitter_timeout_s,
+        batch_size=1, concurrency=1,
+    ).start()
+    return writers, splitters
+
+
+def job_for_object(s3: Any, bucket: str, key: str) -> str:
+    head = s3.head_object(Bucket=bucket, Key=key)
+    return job_id_for(Source(bucket, key, head["ETag"].strip('"'), head.get("VersionId")))
+
+
+def queue_depth(sqs: Any, url: str) -> int:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+def wait_for_job(clients: Clients, stack: LocalStack, job: str, options: IngestOptions) -> None:
+    """Until the job completes or fails, or everything left of it is in the DLQ."""
+    deadline = time.monotonic() + options.max_wait_s
+    ledger_table = stack.settings.ledger_table_name
+    progress = Progress(options.progress)
+    drained_since: float | None = None
+    while time.monotonic() < deadline:
+        item = ledger.get_job(clients.dynamodb, ledger_table, job)
+        status = item.get("status") if item else None
+        progress.show(item)
+        if status in (ledger.COMPLETE, ledger.FAILED):
+            break
+        if status == ledger.RUNNING and queue_depth(clients.sqs, stack.settings.rows_queue_url) == 0:
+            # Nothing left to deliver: what is not reported is in the DLQ. Confirm twice,
+            # since queue counters are approximate.
+            drained_since = drained_since or time.monotonic()
+            if time.monotonic() - drained_since > 0.5:
+                break
+        else:
+            drained_since = None
+        time.sleep(0.05)
+    progress.done()
+
+
+class Progress:
+    """A one-line progress bar on a terminal; silent otherwise."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream if stream is not None and stream.isatty() else None
+        self.last = 0.0
+
+    def show(self, job: dict[str, Any] | None) -> None:
+        if not self.stream or not job or time.monotonic() - self.last < 0.2:
+            return
+        self.last = time.monotonic()
+        reported = job.get("messages_reported", 0)
+        total = job.get("messages_total")
+        if total:
+            width = 30
+            filled = int(width * min(reported, total) / total)
+            line = f"[{'#' * filled}{'.' * (width - filled)}] {reported:,}/{total:,} messages"
+        else:
+            line = f"splitting... {reported:,} messages written so far"
+        self.stream.write("\r" + line.ljust(70))
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.stream:
+            self.stream.write("\r" + " " * 70 + "\r")
+            self.stream.flush()
+
+
+def dlq_rows(sqs: Any, dlq_url: str) -> list[Any]:
+    """Every message in the DLQ, read without consuming it (made visible again after)."""
+    seen: dict[str, tuple[str, str]] = {}
+    for _ in range(10_000):
+        messages = sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10,
+                                       VisibilityTimeout=60).get("Messages", [])
+        if not messages:
+            break
+        for m in messages:
+            seen[m["MessageId"]] = (m["Body"], m["ReceiptHandle"])
+    out = []
+    for body, receipt in seen.values():
+        sqs.change_message_visibility(QueueUrl=dlq_url, ReceiptHandle=receipt, VisibilityTimeout=0)
+        try:
+            out.append(decode(body))
+        except ContractError:
+            continue
+    return out
+
+
+def write_outputs(clients: Clients, stack: LocalStack, job: str, options: IngestOptions,
+                  elapsed_s: float) -> dict[str, Any]:
+    """summary.json, items.jsonl and rejected.jsonl in the output folder."""
+    out = options.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    settings = stack.settings
+    item = ledger.get_job(clients.dynamodb, settings.ledger_table_name, job) or {}
+    counts = ledger.read_message_counts(clients.dynamodb, settings.ledger_table_name, job)
+    total = ledger.totals(counts.values())
+
+    rejected: list[dict[str, Any]] = []
+    errors_prefix = f"{settings.errors_prefix}{job}/"
+    paginator = clients.s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=settings.bucket, Prefix=errors_prefix):
+        for obj in page.get("Contents", []):
+            body = clients.s3.get_object(Bucket=settings.bucket, Key=obj["Key"])["Body"].read()
+            rejected.extend(json.loads(line) for line in body.decode().splitlines() if line)
+    stranded_rows = 0
+    for message in dlq_rows(clients.sqs, settings.dlq_url):
+        if message.job != job or message.kind != KIND_ROWS or message.message_id in counts:
+            continue
+        for line, row in zip(message.lines, message.rows, strict=True):
+            stranded_rows += 1
+            rejected.append({"job": job, "source": message.source.uri, "line": line, "row": row,
+                             "reason": "retries_exhausted",
+                             "detail": "message failed maxReceiveCount times; it waits in the DLQ"})
+    rejected.sort(key=lambda r: r.get("line", 0))
+
+    items_written = 0
+    with open(out / "items.jsonl", "w", encoding="utf-8") as f:
+        for page in clients.dynamodb.get_paginator("scan").paginate(TableName=settings.table_name):
+            for dynamo_item in page.get("Items", []):
+                f.write(json.dumps({"Item": dynamo_item}, ensure_ascii=False, default=_b64) + "\n")
+                items_written += 1
+    with open(out / "rejected.jsonl", "w", encoding="utf-8") as f:
+        for r in rejected:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+    status = item.get("status", "UNKNOWN")
+    if status == ledger.RUNNING:
+        status = "INCOMPLETE"
+    summary = {
+        "job_id": job,
+        "source": item.get("source"),
+        "table": settings.table_name,
+        "status": status,
+        "rows_read": item.get("rows_read", 0),
+        "rows_written": total.written,
+        "rows_rejected": total.rejected + stranded_rows,
+        "rows_superseded": total.superseded,
+        "rows_in_dlq_unreported": stranded_rows,
+        "messages_sent": item.get("messages_total", 0),
+        "items_in_table": items_written,
+        "elapsed_s": round(elapsed_s, 3),
+        "rows_per_s": round(item.get("rows_read", 0) / elapsed_s, 1) if elapsed_s else None,
+        "error": item.get("error"),
+        "error_data_location": item.get("error_location"),
+        "out_dir": str(out),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _b64(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        import base64
+
+        return base64.b64encode(value).decode()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def print_summary(summary: dict[str, Any], stream: TextIO = sys.stdout) -> None:
+    lines = [
+        f"job        {summary['job_id']}",
+        f"source     {summary['source']}",
+        f"table      {summary['table']}",
+        f"status     {summary['status']}",
+        f"rows read  {summary['rows_read']:,}",
+        f"  written    {summary['rows_written']:,}",
+        f"  rejected   {summary['rows_rejected']:,}",
+        f"  superseded {summary['rows_superseded']:,}",
+        f"messages   {summary['messages_sent']:,}",
+        f"elapsed    {summary['elapsed_s']:.2f} s ({summary['rows_per_s'] or 0:,.0f} rows/s)",
+    ]
+    if summary.get("error"):
+        lines.append(f"error      {summary['error']}")
+    lines.append(f"outputs    {summary['out_dir']}/(summary.json, items.jsonl, rejected.jsonl)")
+    stream.write("\n".join(lines) + "\n")

@@ -1,0 +1,67 @@
+"""What a handler runs with: settings, the mapping spec and the AWS clients, built once
+per cold start (or handed in by the local runtime and the tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from fanout.aws import Clients
+from fanout.mapping import Spec, load_spec
+from fanout.settings import Settings
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    spec: Spec
+    clients: Clients
+
+    @classmethod
+    def from_env(cls) -> Runtime:
+        settings = Settings.from_env()
+        return cls(settings, spec_from_settings(settings), Clients.create(
+            endpoint_url=settings.endpoint_url, region=settings.region))
+
+
+def spec_from_settings(settings: Settings) -> Spec:
+    """The spec named by FANOUT_SPEC (a TOML path), FANOUT_SPEC_JSON (inline, as the
+    stack passes it) or, failing both, the default spec from the key settings."""
+    inline = os.environ.get("FANOUT_SPEC_JSON")
+    if inline:
+        return Spec.from_dict(json.loads(inline))
+    if settings.spec_path:
+        return load_spec(settings.spec_path)
+    return Spec.default(settings.partition_key, settings.sort_key)
+
+
+class RuntimeSlot:
+    """A lazily built Runtime per handler module; `use` swaps it (local runtime, tests)."""
+
+    def __init__(self) -> None:
+        self._runtime: Runtime | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Runtime:
+        if self._runtime is None:
+            with self._lock:
+                if self._runtime is None:
+                    self._runtime = Runtime.from_env()
+        return self._runtime
+
+    def use(self, runtime: Runtime | None) -> None:
+        self._runtime = runtime
+
+
+def publish_summary(sns: Any, topic_arn: str, summary: dict[str, Any]) -> None:
+    """Publish a job's completion summary to SNS (when a topic is configured)."""
+    if not topic_arn or sns is None:
+        return
+    sns.publish(
+        TopicArn=topic_arn,
+        Subject=f"fanout job {summary.get('STATUS', '')}: {summary.get('JOB_ID', '')}"[:100],
+        Message=json.dumps(summary, default=str),
+    )

@@ -1,0 +1,130 @@
+"""One typed settings object, read once, shared by the Lambdas, the local runtime and the CDK stack.
+
+The CDK stack (infra/) and the local runtime (fanout/local/) both build their queues,
+tables and timeouts from `PipelineConfig`, so the three can never disagree about a
+visibility timeout or a maxReceiveCount.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+MIB = 1024 * 1024
+
+# AWS limits the pipeline is built around (see shared AWS_FACTS.md).
+MAX_BATCH_WRITE_ITEMS = 25
+MAX_SEND_BATCH = 10
+MAX_SQS_MESSAGE_BYTES = 1_048_576
+MAX_ITEM_BYTES = 400 * 1024
+ROWS_PER_MESSAGE = 25
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineConfig:
+    """Timeouts and queue behaviour: the numbers the stack and the local runtime share."""
+
+    writer_timeout_s: int = 60
+    splitter_timeout_s: int = 900
+    # AWS recommends a queue visibility timeout of 6x the function timeout.
+    visibility_timeout_s: int = 6 * 60
+    max_receive_count: int = 5
+    batch_size: int = 10
+    max_batching_window_s: int = 1
+    max_concurrency: int = 50
+    retention_days: int = 14
+    range_bytes: int = 8 * MIB
+    upload_prefix: str = "uploads/"
+    upload_suffix: str = ".csv"
+    errors_prefix: str = "errors/"
+    json_copy_prefix: str = "json-copy/"
+
+
+DEFAULT_CONFIG = PipelineConfig()
+
+# The local runtime keeps every AWS behaviour but shortens the waits: a reported failure
+# reappears after 2 s instead of 6 minutes, so a poison message reaches the DLQ quickly.
+LOCAL_CONFIG = PipelineConfig(visibility_timeout_s=2, writer_timeout_s=60)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResourceNames:
+    """Names of what the stack creates; the CDK app takes overrides from context."""
+
+    bucket: str = "fanout-uploads"
+    table: str = "fanout-items"
+    ledger_table: str = "fanout-jobs"
+    rows_queue: str = "fanout-rows"
+    dlq: str = "fanout-rows-dlq"
+    topic: str = "fanout-jobs"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """What a handler needs to run, built from the environment at cold start."""
+
+    table_name: str
+    ledger_table_name: str
+    rows_queue_url: str = ""
+    dlq_url: str = ""
+    bucket: str = ""
+    topic_arn: str = ""
+    partition_key: str = "account"
+    sort_key: str | None = "offer_id"
+    spec_path: str | None = None
+    range_bytes: int = DEFAULT_CONFIG.range_bytes
+    errors_prefix: str = DEFAULT_CONFIG.errors_prefix
+    json_copy: bool = False
+    json_copy_prefix: str = DEFAULT_CONFIG.json_copy_prefix
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from FANOUT_* variables; fail loudly when a required one is missing."""
+        env = os.environ if env is None else env
+        missing = [n for n in ("FANOUT_TABLE", "FANOUT_LEDGER_TABLE") if not env.get(n)]
+        if missing:
+            raise RuntimeError(f"missing required environment variable(s): {', '.join(missing)}")
+        sort_key = env.get("FANOUT_SORT_KEY", "offer_id")
+        return cls(
+            table_name=env["FANOUT_TABLE"],
+            ledger_table_name=env["FANOUT_LEDGER_TABLE"],
+            rows_queue_url=env.get("FANOUT_ROWS_QUEUE_URL", ""),
+            dlq_url=env.get("FANOUT_DLQ_URL", ""),
+            bucket=env.get("FANOUT_BUCKET", ""),
+            topic_arn=env.get("FANOUT_TOPIC_ARN", ""),
+            partition_key=env.get("FANOUT_PARTITION_KEY", "account"),
+            sort_key=sort_key or None,
+            spec_path=env.get("FANOUT_SPEC") or None,
+            range_bytes=int(env.get("FANOUT_RANGE_BYTES", DEFAULT_CONFIG.range_bytes)),
+            errors_prefix=env.get("FANOUT_ERRORS_PREFIX", DEFAULT_CONFIG.errors_prefix),
+            json_copy=env.get("FANOUT_JSON_COPY", "").lower() in ("1", "true", "yes"),
+            json_copy_prefix=env.get("FANOUT_JSON_COPY_PREFIX", DEFAULT_CONFIG.json_copy_prefix),
+            endpoint_url=env.get("FANOUT_ENDPOINT_URL") or None,
+            region=env.get("AWS_REGION", env.get("AWS_DEFAULT_REGION", "us-east-1")),
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The environment a Lambda needs so that `from_env` rebuilds these settings."""
+        env = {
+            "FANOUT_TABLE": self.table_name,
+            "FANOUT_LEDGER_TABLE": self.ledger_table_name,
+            "FANOUT_ROWS_QUEUE_URL": self.rows_queue_url,
+            "FANOUT_DLQ_URL": self.dlq_url,
+            "FANOUT_BUCKET": self.bucket,
+            "FANOUT_TOPIC_ARN": self.topic_arn,
+            "FANOUT_PARTITION_KEY": self.partition_key,
+            "FANOUT_SORT_KEY": self.sort_key or "",
+            "FANOUT_RANGE_BYTES": str(self.range_bytes),
+            "FANOUT_ERRORS_PREFIX": self.errors_prefix,
+            "FANOUT_JSON_COPY": "1" if self.json_copy else "",
+            "FANOUT_JSON_COPY_PREFIX": self.json_copy_prefix,
+        }
+        if self.spec_path:
+            env["FANOUT_SPEC"] = self.spec_path
+        if self.endpoint_url:
+            env["FANOUT_ENDPOINT_URL"] = self.endpoint_url
+        return env

@@ -1,0 +1,101 @@
+"""Sending message bodies to the rows queue: SendMessageBatch, 10 entries and at most
+1 MiB a call, `Failed` entries resent, calls overlapped on a bounded thread pool."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from fanout.settings import MAX_SEND_BATCH, MAX_SQS_MESSAGE_BYTES
+
+MAX_SEND_ATTEMPTS = 8
+
+
+class EnqueueError(RuntimeError):
+    """Messages SQS would not accept after every retry."""
+
+
+def send_batch(sqs: Any, queue_url: str, bodies: list[str]) -> None:
+    """Send up to 10 bodies in one SendMessageBatch, resending `Failed` entries with backoff."""
+    pending = {str(i): body for i, body in enumerate(bodies)}
+    for attempt in range(MAX_SEND_ATTEMPTS):
+        response = sqs.send_message_batch(
+            QueueUrl=queue_url,
+            Entries=[{"Id": i, "MessageBody": body} for i, body in pending.items()],
+        )
+        failed = response.get("Failed") or []
+        sender_faults = [f for f in failed if not f.get("SenderFault")]
+        client_faults = [f for f in failed if f.get("SenderFault")]
+        if client_faults:
+            first = client_faults[0]
+            raise EnqueueError(f"SQS rejected a message: {first.get('Code')}: {first.get('Message')}")
+        if not sender_faults:
+            return
+        pending = {f["Id"]: pending[f["Id"]] for f in sender_faults}
+        time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
+    raise EnqueueError(f"{len(pending)} message(s) still failing after {MAX_SEND_ATTEMPTS} attempts")
+
+
+class Enqueuer:
+    """Buffers bodies into SendMessageBatch calls and runs up to `workers` calls at once.
+
+    `send` blocks when `workers * 2` calls are already waiting, so memory stays bounded.
+    `close` waits for every call and raises the first error.
+    """
+
+    def __init__(self, sqs: Any, queue_url: str, *, workers: int = 8) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.sent = 0
+        self._buffer: list[str] = []
+        self._buffer_bytes = 0
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enqueue")
+        self._slots = threading.BoundedSemaphore(workers * 2)
+        self._futures: list[Future[None]] = []
+        self._error: BaseException | None = None
+
+    def send(self, body: str) -> None:
+        size = len(body.encode())
+        if size > MAX_SQS_MESSAGE_BYTES:
+            raise EnqueueError(f"message of {size:,} bytes exceeds SQS's {MAX_SQS_MESSAGE_BYTES:,}")
+        if self._buffer and (
+            len(self._buffer) == MAX_SEND_BATCH or self._buffer_bytes + size > MAX_SQS_MESSAGE_BYTES
+        ):
+            self._flush()
+        self._buffer.append(body)
+        self._buffer_bytes += size
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        if self._error:
+            raise EnqueueError(str(self._error)) from self._error
+        batch, self._buffer, self._buffer_bytes = self._buffer, [], 0
+        self._slots.acquire()
+        future = self._pool.submit(send_batch, self.sqs, self.queue_url, batch)
+        future.add_done_callback(lambda f, n=len(batch): self._done(f, n))
+        self._futures = [f for f in self._futures if not f.done()]
+        self._futures.append(future)
+
+    def _done(self, future: Future[None], count: int) -> None:
+        self._slots.release()
+        error = future.exception()
+        if error is not None:
+            self._error = self._error or error
+        else:
+            self.sent += count
+
+    def close(self) -> int:
+        """Flush, wait for every call; return how many bodies SQS accepted."""
+        try:
+            self._flush()
+            for future in list(self._futures):
+                future.exception()
+        finally:
+            self._pool.shutdown(wait=True)
+        if self._error:
+            raise EnqueueError(f"sending to the rows queue failed: {self._error}") from self._error
+        return self.sent

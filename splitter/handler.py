@@ -1,0 +1,31 @@
+"""Splitter Lambda entry point (handler string `splitter.handler.lambda_handler`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from fanout.runtime import RuntimeSlot
+from splitter.split import split_event
+
+logger = Logger(service="fanout-splitter")
+metrics = Metrics(namespace="fanout", service="splitter")
+tracer = Tracer(service="fanout-splitter")
+runtime = RuntimeSlot()
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    results = split_event(event, runtime.get(), owner=context.aws_request_id)
+    metrics.add_metric(name="ObjectsSplit", unit=MetricUnit.Count, value=len(results))
+    for result in results:
+        metrics.add_metric(name="RowsRead", unit=MetricUnit.Count, value=result.rows_read)
+        metrics.add_metric(name="MessagesSent", unit=MetricUnit.Count, value=result.messages_sent)
+        logger.info("split finished", extra=asdict(result))
+    return {"jobs": [asdict(r) for r in results]}

@@ -1,0 +1,1 @@
+"""The writer Lambda: rows messages -> DynamoDB items, with partial batch failures."""

@@ -1,0 +1,30 @@
+"""Writer Lambda entry point (handler string `writer.handler.lambda_handler`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from fanout.runtime import RuntimeSlot
+from writer.load import ChunkResult, load_batch
+
+logger = Logger(service="fanout-writer")
+metrics = Metrics(namespace="fanout", service="writer")
+tracer = Tracer(service="fanout-writer")
+runtime = RuntimeSlot()
+
+
+def _count(result: ChunkResult) -> None:
+    metrics.add_metric(name="RowsWritten", unit=MetricUnit.Count, value=result.written)
+    metrics.add_metric(name="RowsRejected", unit=MetricUnit.Count, value=len(result.rejections))
+    metrics.add_metric(name="RowsSuperseded", unit=MetricUnit.Count, value=result.superseded)
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return load_batch(event, context, runtime.get(), on_result=_count)
