@@ -13,6 +13,9 @@ produces the same messages; `part`/`parts` number the pieces of a message that h
 be split to fit the queue's maximum message size. A message is identified in a job by
 `message_id` ("12" or "12.1"), which is what the ledger deduplicates on.
 
+Rows the dlq_replayer sends back carry `"replay": ID` and have message_id "12~ID", so
+the ledger counts them apart from the original messages (see fanout/ledger.py).
+
 A rejected message (kind "rejected") carries the rows that can never be written, each
 with its source line and a reason, so the dlq_replayer can show, export and fix them.
 """
@@ -30,6 +33,7 @@ from fanout.settings import MAX_SQS_MESSAGE_BYTES
 SCHEMA_VERSION = 1
 KIND_ROWS = "rows"
 KIND_REJECTED = "rejected"
+REPLAY_MARK = "~"
 
 
 class ContractError(ValueError):
@@ -76,10 +80,14 @@ class RowsMessage:
     parts: int = 1
     kind: str = KIND_ROWS
     rejections: list[Rejection] = field(default_factory=list)
+    # Set on rows the dlq_replayer sends back (fixed or as they were) after they were
+    # counted as rejected: the ledger moves them from rejected to written/superseded.
+    replay: str | None = None
 
     @property
     def message_id(self) -> str:
-        return str(self.seq) if self.parts == 1 else f"{self.seq}.{self.part}"
+        base = str(self.seq) if self.parts == 1 else f"{self.seq}.{self.part}"
+        return f"{base}{REPLAY_MARK}{self.replay}" if self.replay else base
 
     def encode(self) -> str:
         body: dict[str, Any] = {
@@ -92,6 +100,8 @@ class RowsMessage:
             "source": self.source.as_dict(),
             "header": self.header,
         }
+        if self.replay:
+            body["replay"] = self.replay
         if self.kind == KIND_REJECTED:
             body["rejections"] = [r.as_dict() for r in self.rejections]
         else:
@@ -122,6 +132,7 @@ def decode(body: str) -> RowsMessage:
             rows=[list(r) for r in data.get("rows", [])],
             kind=kind,
             rejections=[Rejection(**r) for r in data.get("rejections", [])],
+            replay=data.get("replay"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ContractError(f"message is missing or has a bad field: {exc}") from exc

@@ -17,14 +17,16 @@ tracer = Tracer(service="fanout-writer")
 runtime = RuntimeSlot()
 
 
-def _count(result: ChunkResult) -> None:
-    metrics.add_metric(name="RowsWritten", unit=MetricUnit.Count, value=result.written)
-    metrics.add_metric(name="RowsRejected", unit=MetricUnit.Count, value=len(result.rejections))
-    metrics.add_metric(name="RowsSuperseded", unit=MetricUnit.Count, value=result.superseded)
-
-
 @logger.inject_lambda_context
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return load_batch(event, context, runtime.get(), on_result=_count)
+    results: list[ChunkResult] = []
+    response = load_batch(event, context, runtime.get(), on_result=results.append)
+    metrics.add_metric(name="RowsWritten", unit=MetricUnit.Count,
+                       value=sum(r.written for r in results))
+    metrics.add_metric(name="RowsRejected", unit=MetricUnit.Count,
+                       value=sum(len(r.rejections) for r in results))
+    metrics.add_metric(name="RowsSuperseded", unit=MetricUnit.Count,
+                       value=sum(r.superseded for r in results))
+    return response

@@ -86,6 +86,7 @@ class EventSourceMapping:
         self, sqs: Any, queue_url: str, queue_arn: str, handler: Handler, *,
         function_name: str, timeout_s: float, batch_size: int = 10, concurrency: int = 4,
         region: str = "us-east-1", idle_sleep_s: float = 0.02,
+        on_deleted: Callable[[int], None] | None = None,
     ) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
@@ -97,6 +98,8 @@ class EventSourceMapping:
         self.concurrency = concurrency
         self.region = region
         self.idle_sleep_s = idle_sleep_s
+        self.on_deleted = on_deleted
+        self.last_received = time.monotonic()
         self.stats = InvocationStats()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -135,6 +138,7 @@ class EventSourceMapping:
         ).get("Messages", [])
         if not messages:
             return False
+        self.last_received = time.monotonic()
         records = [sqs_record(m, self.queue_arn, self.region) for m in messages]
         failed = self.invoke(records)
         done = [r for r in records if r["messageId"] not in failed]
@@ -145,7 +149,13 @@ class EventSourceMapping:
                 Entries=[{"Id": str(i), "ReceiptHandle": r["receiptHandle"]}
                          for i, r in enumerate(chunk)],
             )
+        if self.on_deleted and done:
+            self.on_deleted(len(done))
         return True
+
+    def idle_for(self) -> float:
+        """Seconds since any worker last received a message."""
+        return time.monotonic() - self.last_received
 
     def invoke(self, records: list[dict[str, Any]]) -> set[str]:
         """Invoke the handler; return the message ids that failed (all, on an error)."""

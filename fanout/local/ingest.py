@@ -7,14 +7,15 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from fanout import ledger
 from fanout.aws import Clients
 from fanout.contract import KIND_ROWS, ContractError, Source, decode, job_id_for
+from fanout.local.backpressure import BoundedQueueClient
 from fanout.local.emulator import Emulator
 from fanout.local.esm import EventSourceMapping
 from fanout.local.resources import LocalStack, create_resources
@@ -30,11 +31,26 @@ EXIT_REJECTED = 3
 
 
 def quiet_powertools() -> None:
-    """Locally, Powertools' metrics (EMF on stdout) and info logs would drown the summary."""
+    """Locally, Powertools' metrics (EMF on stdout) and info logs would drown the summary.
+
+    With metrics disabled Powertools never clears its (process-wide) metric set, and
+    prints it anyway once a metric holds 100 values, so the local runtime also clears it
+    after every invocation (`clear_metrics`).
+    """
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "fanout-local")
+
+
+def clear_metrics(handler_module: Any) -> Callable[[dict[str, Any], Any], Any]:
+    """The module's lambda_handler, clearing Powertools' metric set after each call."""
+    def invoke(event: dict[str, Any], context: Any) -> Any:
+        try:
+            return handler_module.lambda_handler(event, context)
+        finally:
+            handler_module.metrics.clear_metrics()
+    return invoke
 
 
 @dataclass
@@ -80,17 +96,20 @@ def ingest(options: IngestOptions) -> IngestResult:
                                  endpoint_url=emulator.endpoint_url)
         clients = options.wrap_clients(raw) if options.wrap_clients else raw
         runtime = Runtime(stack.settings, options.spec, clients)
-        splitter_handler.runtime.use(runtime)
+        bounded_sqs = BoundedQueueClient(clients.sqs, stack.settings.rows_queue_url)
+        splitter_handler.runtime.use(replace(runtime, clients=replace(clients, sqs=bounded_sqs)))
         writer_handler.runtime.use(runtime)
         try:
-            writers, splitters = start_functions(stack, clients, splitter_handler.lambda_handler,
-                                                 writer_handler.lambda_handler,
-                                                 concurrency=options.concurrency)
+            writers, splitters = start_functions(stack, clients,
+                                                 clear_metrics(splitter_handler),
+                                                 clear_metrics(writer_handler),
+                                                 concurrency=options.concurrency,
+                                                 on_deleted=bounded_sqs.finished)
             try:
                 key = options.config.upload_prefix + options.file.name
                 raw.s3.upload_file(str(options.file), stack.settings.bucket, key)
                 job = job_for_object(raw.s3, stack.settings.bucket, key)
-                wait_for_job(raw, stack, job, options)
+                wait_for_job(raw, stack, job, options, writers)
             finally:
                 writers.stop()
                 splitters.stop()
@@ -102,14 +121,14 @@ def ingest(options: IngestOptions) -> IngestResult:
 
 
 def start_functions(stack: LocalStack, clients: Clients, splitter: Callable[..., Any],
-                    writer: Callable[..., Any], *, concurrency: int
-                    ) -> tuple[EventSourceMapping, EventSourceMapping]:
+                    writer: Callable[..., Any], *, concurrency: int,
+                    on_deleted: Callable[[int], None] | None = None) -> tuple[EventSourceMapping, EventSourceMapping]:
     """Start the writer's event source mapping and the splitter's S3 trigger."""
     config, settings = stack.config, stack.settings
     writers = EventSourceMapping(
         clients.sqs, settings.rows_queue_url, stack.rows_queue_arn, writer,
         function_name="fanout-writer", timeout_s=config.writer_timeout_s,
-        batch_size=config.batch_size, concurrency=concurrency,
+        batch_size=config.batch_size, concurrency=concurrency, on_deleted=on_deleted,
     ).start()
 
     def s3_trigger(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -143,7 +162,8 @@ def queue_depth(sqs: Any, url: str) -> int:
         attributes["ApproximateNumberOfMessagesNotVisible"])
 
 
-def wait_for_job(clients: Clients, stack: LocalStack, job: str, options: IngestOptions) -> None:
+def wait_for_job(clients: Clients, stack: LocalStack, job: str, options: IngestOptions,
+                 writers: EventSourceMapping) -> None:
     """Until the job completes or fails, or everything left of it is in the DLQ."""
     deadline = time.monotonic() + options.max_wait_s
     ledger_table = stack.settings.ledger_table_name
@@ -155,15 +175,16 @@ def wait_for_job(clients: Clients, stack: LocalStack, job: str, options: IngestO
         progress.show(item)
         if status in (ledger.COMPLETE, ledger.FAILED):
             break
-        if status == ledger.RUNNING and queue_depth(clients.sqs, stack.settings.rows_queue_url) == 0:
+        if (status == ledger.RUNNING and writers.idle_for() > 0.5
+                and queue_depth(clients.sqs, stack.settings.rows_queue_url) == 0):
             # Nothing left to deliver: what is not reported is in the DLQ. Confirm twice,
             # since queue counters are approximate.
             drained_since = drained_since or time.monotonic()
-            if time.monotonic() - drained_since > 0.5:
+            if time.monotonic() - drained_since > 1.0:
                 break
         else:
             drained_since = None
-        time.sleep(0.05)
+        time.sleep(0.1)
     progress.done()
 
 
@@ -245,10 +266,9 @@ def write_outputs(clients: Clients, stack: LocalStack, job: str, options: Ingest
 
     items_written = 0
     with open(out / "items.jsonl", "w", encoding="utf-8") as f:
-        for page in clients.dynamodb.get_paginator("scan").paginate(TableName=settings.table_name):
-            for dynamo_item in page.get("Items", []):
-                f.write(json.dumps({"Item": dynamo_item}, ensure_ascii=False, default=_b64) + "\n")
-                items_written += 1
+        for dynamo_item in table_items(clients, settings.table_name, options.emulator):
+            f.write(json.dumps({"Item": dynamo_item}, ensure_ascii=False, default=_b64) + "\n")
+            items_written += 1
     with open(out / "rejected.jsonl", "w", encoding="utf-8") as f:
         for r in rejected:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
@@ -276,6 +296,25 @@ def write_outputs(clients: Clients, stack: LocalStack, job: str, options: Ingest
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def table_items(clients: Clients, table: str, emulator: str) -> Iterator[dict[str, Any]]:
+    """Every item in the table, in DynamoDB JSON.
+
+    On the in-process emulator the items are read from moto's table directly: moto's
+    Scan serialises its response through a generic model walker at about 1,000 items/s,
+    which would make the export slower than the load. Over a moto server, Scan it is.
+    """
+    if emulator == "inprocess":
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.dynamodb.models import dynamodb_backends
+
+        backend = dynamodb_backends[DEFAULT_ACCOUNT_ID][clients.dynamodb.meta.region_name]
+        for item in backend.get_table(table).all_items():
+            yield item.to_json(root_attr_name="Item")["Item"]
+        return
+    for page in clients.dynamodb.get_paginator("scan").paginate(TableName=table):
+        yield from page.get("Items", [])
 
 
 def _b64(value: Any) -> Any:

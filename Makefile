@@ -1,0 +1,40 @@
+# The obvious targets. `make demo` and `make test` are the README's two commands: each
+# sets everything up (a .venv with pinned dependencies) and then does its job.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ROWS ?= 100000
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+
+.PHONY: setup demo test lint bench synth deploy clean
+
+$(BIN)/fanout: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(BIN)/fanout
+
+setup: $(BIN)/fanout
+
+demo: setup
+	$(BIN)/fanout make-csv --rows $(ROWS) --seed 1 --output data.csv
+	$(BIN)/fanout ingest data.csv
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy fanout splitter writer dlq_replayer
+
+bench: setup
+	$(BIN)/python -m bench
+
+synth: setup
+	cd infra && ../$(BIN)/python app.py
+
+deploy: setup
+	cd infra && npx --yes aws-cdk@2 deploy
+
+clean:
+	rm -rf $(VENV) fanout-out cdk.out infra/cdk.out data.csv

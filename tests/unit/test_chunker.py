@@ -1,0 +1,86 @@
+"""The chunker must give exactly the records csv.reader gives on the whole file, for any
+range size, with quoted delimiters, quoted newlines, escaped quotes, CRLF and a BOM."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from splitter.chunker import CsvDecodeError, iter_records, iter_regions, last_boundary
+
+
+def slices(data: bytes, size: int) -> list[bytes]:
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+def reference(data: bytes) -> list[list[str]]:
+    text = data.decode("utf-8-sig")
+    return list(csv.reader(io.StringIO(text, newline="")))
+
+
+fields = st.text(
+    alphabet=st.sampled_from(list('ab ,"\n\r;é€😀x1')) | st.characters(codec="utf-8"),
+    max_size=12,
+)
+rows = st.lists(st.lists(fields, min_size=1, max_size=5), min_size=0, max_size=12)
+
+
+@st.composite
+def csv_files(draw: st.DrawFn) -> bytes:
+    table = draw(rows)
+    terminator = draw(st.sampled_from(["\n", "\r\n"]))
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator=terminator, quoting=draw(
+        st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL]))).writerows(table)
+    text = buffer.getvalue()
+    if draw(st.booleans()):
+        text = text.rstrip("\r\n")  # no newline at the end of the file
+    data = text.encode()
+    if draw(st.booleans()):
+        data = codecs.BOM_UTF8 + data
+    return data
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=csv_files(), size=st.integers(min_value=1, max_value=64))
+def test_any_range_size_gives_the_same_records_as_csv_reader(data: bytes, size: int) -> None:
+    got = [f for _, f in iter_records(slices(data, size))]
+    assert got == reference(data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=csv_files(), size=st.integers(min_value=1, max_value=64))
+def test_regions_tile_the_object_exactly(data: bytes, size: int) -> None:
+    regions = list(iter_regions(slices(data, size)))
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    for region in regions:
+        assert region.start_offset == start
+        assert data[region.start_offset:region.end_offset].decode() == region.text
+        start = region.end_offset
+    assert start == len(data) or not regions
+
+
+def test_record_lines_are_source_lines_even_when_fields_hold_newlines() -> None:
+    data = b'a,b\r\n"x\ny",1\n\n2,"3\r\n4"\nlast,5'
+    lines = [(line, f) for line, f in iter_records(slices(data, 3))]
+    assert lines == [(1, ["a", "b"]), (2, ["x\ny", "1"]), (4, []), (5, ["2", "3\r\n4"]),
+                     (7, ["last", "5"])]
+
+
+def test_last_boundary_ignores_newlines_inside_quotes() -> None:
+    assert last_boundary(b'a,"b\nc"') == -1
+    assert last_boundary(b'a\n"b\nc') == 2
+    assert last_boundary(b'a,"b""\n"\nz') == 9
+
+
+def test_invalid_utf8_names_the_line() -> None:
+    data = b"a,b\n1,2\n3,\xff\xfe\n"
+    with pytest.raises(CsvDecodeError) as error:
+        list(iter_records(slices(data, 4)))
+    assert error.value.line == 3
+    assert "not valid utf-8" in str(error.value)
