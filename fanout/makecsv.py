@@ -24,11 +24,12 @@ class MakeCsvError(ValueError):
 
 
 def make_csv(rows: int, accounts: int, output: Path, *, seed: int | None = None,
-             stream: TextIO = sys.stdout) -> int:
+             stream: TextIO | None = None) -> int:
     """Write `rows` rows over `accounts` distinct accounts; return the file size in bytes.
 
     Every (account, offer_id) pair is distinct, so every row becomes its own item.
     """
+    stream = stream or sys.stdout
     if rows < 1:
         raise MakeCsvError(f"--rows must be at least 1 (got {rows})")
     if accounts < 1:

@@ -56,6 +56,7 @@ class Enqueuer:
         self._slots = threading.BoundedSemaphore(workers * 2)
         self._futures: list[Future[None]] = []
         self._error: BaseException | None = None
+        self._lock = threading.Lock()
 
     def send(self, body: str) -> None:
         size = len(body.encode())
@@ -76,17 +77,19 @@ class Enqueuer:
         batch, self._buffer, self._buffer_bytes = self._buffer, [], 0
         self._slots.acquire()
         future = self._pool.submit(send_batch, self.sqs, self.queue_url, batch)
-        future.add_done_callback(lambda f, n=len(batch): self._done(f, n))
+        count = len(batch)
+        future.add_done_callback(lambda f: self._done(f, count))
         self._futures = [f for f in self._futures if not f.done()]
         self._futures.append(future)
 
     def _done(self, future: Future[None], count: int) -> None:
         self._slots.release()
         error = future.exception()
-        if error is not None:
-            self._error = self._error or error
-        else:
-            self.sent += count
+        with self._lock:
+            if error is not None:
+                self._error = self._error or error
+            else:
+                self.sent += count
 
     def close(self) -> int:
         """Flush, wait for every call; return how many bodies SQS accepted."""

@@ -93,11 +93,8 @@ def _write_group(ddb: Any, table: str, items: list[dict[str, Any]], group: list[
             raise
         unprocessed = [r["PutRequest"]["Item"]
                        for r in response.get("UnprocessedItems", {}).get(table, [])]
-        if unprocessed:
-            # Map what came back to our indexes (keys are distinct, so equality is exact).
-            left = [i for i in pending if items[i] in unprocessed]
-        else:
-            left = []
+        # Map what came back to our indexes (keys are distinct, so equality is exact).
+        left = [i for i in pending if items[i] in unprocessed] if unprocessed else []
         outcome.written += len(pending) - len(left)
         pending = left
         if pending:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -325,7 +324,7 @@ def _b64(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-def print_summary(summary: dict[str, Any], stream: TextIO = sys.stdout) -> None:
+def print_summary(summary: dict[str, Any], stream: TextIO | None = None) -> None:
     lines = [
         f"job        {summary['job_id']}",
         f"source     {summary['source']}",
@@ -341,4 +340,4 @@ def print_summary(summary: dict[str, Any], stream: TextIO = sys.stdout) -> None:
     if summary.get("error"):
         lines.append(f"error      {summary['error']}")
     lines.append(f"outputs    {summary['out_dir']}/(summary.json, items.jsonl, rejected.jsonl)")
-    stream.write("\n".join(lines) + "\n")
+    (stream or sys.stdout).write("\n".join(lines) + "\n")

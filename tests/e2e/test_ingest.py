@@ -1,0 +1,113 @@
+"""`fanout ingest` end to end: the real handlers, the local event source mapping, moto."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from fanout.cli import main
+from fanout.local.ingest import IngestOptions, ingest
+from fanout.makecsv import make_csv
+from fanout.mapping import Spec
+from tests.strict_aws import StrictLayer
+
+
+def read_items(out: Path) -> list[dict]:
+    return [json.loads(line)["Item"] for line in (out / "items.jsonl").read_text().splitlines()]
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_make_csv_then_ingest_lands_every_row(tmp_path: Path) -> None:
+    data = tmp_path / "data.csv"
+    make_csv(3000, 20, data, seed=1, stream=io.StringIO())
+    layer = StrictLayer()
+    result = ingest(IngestOptions(file=data, spec=Spec.default(), out_dir=tmp_path / "out",
+                                  wrap_clients=layer.wrap, range_bytes=64 * 1024))
+    s = result.summary
+    assert s["status"] == "COMPLETE" and result.exit_code == 0
+    assert s["rows_read"] == 3000 == s["rows_written"]
+    assert s["rows_written"] + s["rows_rejected"] + s["rows_superseded"] == s["rows_read"]
+    assert s["messages_sent"] == 120
+    assert layer.record.violations == []
+    items = {(i["account"]["S"], i["offer_id"]["S"]): {k: v["S"] for k, v in i.items()}
+             for i in read_items(tmp_path / "out")}
+    expected = {(r["account"], r["offer_id"]): {k: v for k, v in r.items() if v != ""}
+                for r in csv_rows(data)}
+    assert items == expected
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == s
+
+
+def test_tiny_ranges_give_the_same_items_as_large_ones(tmp_path: Path) -> None:
+    rows = [["account", "offer_id", "note"]] + [
+        [f"a{i % 3}", str(i), f'he said "hi, there"\r\nline two, {i}'] for i in range(80)]
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
+    data = tmp_path / "quoted.csv"
+    data.write_bytes(b"\xef\xbb\xbf" + buffer.getvalue().encode())
+    results = {}
+    for size in (3, 8 * 1024 * 1024):
+        out = tmp_path / f"out-{size}"
+        ingest(IngestOptions(file=data, spec=Spec.default(), out_dir=out, range_bytes=size))
+        results[size] = sorted(read_items(out), key=lambda i: int(i["offer_id"]["S"]))
+    assert results[3] == results[8 * 1024 * 1024]
+    assert len(results[3]) == 80
+    assert results[3][5]["note"] == {"S": 'he said "hi, there"\r\nline two, 5'}
+
+
+def test_bad_rows_end_in_rejected_jsonl_and_exit_3(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "bad.csv"
+    data.write_text("account,offer_id,risk\n1,1,low\n,2,high\n3,3\n4,4,low\n4,4,newer\n")
+    code = main(["ingest", str(data), "--out", str(tmp_path / "out")])
+    assert code == 3
+    printed = capsys.readouterr().out
+    assert "rejected   2" in printed
+    rejected = [json.loads(x) for x in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["reason"]) for r in rejected] == [(3, "empty_key"), (4, "column_count")]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["rows_read"], summary["rows_written"], summary["rows_rejected"],
+            summary["rows_superseded"]) == (5, 2, 2, 1)
+
+
+def test_cli_usage_errors_exit_2(tmp_path: Path, capsys) -> None:
+    assert main(["ingest", str(tmp_path / "missing.csv")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    (tmp_path / "x.csv").write_text("a\n1\n")
+    bad_spec = tmp_path / "spec.toml"
+    bad_spec.write_text("[table]\npartition_key = { name = 'id', type = 'X' }\n")
+    assert main(["ingest", str(tmp_path / "x.csv"), "--spec", str(bad_spec)]) == 2
+    assert "table.partition_key.type" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["ingest"])
+    assert exit_.value.code == 2
+
+
+def test_bad_file_fails_the_pipeline_with_exit_1(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "nokey.csv"
+    data.write_text("name,value\nx,1\n")
+    assert main(["ingest", str(data), "--out", str(tmp_path / "out")]) == 1
+    out = capsys.readouterr().out
+    assert "status     FAILED" in out
+    assert "nokey.csv: line 1: key template 'account' names column 'account'" in out
+
+
+def test_make_csv_is_reproducible_and_validates(tmp_path: Path, capsys) -> None:
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert main(["make-csv", "--rows", "500", "--seed", "7", "--output", str(a)]) == 0
+    assert main(["make-csv", "--rows", "500", "--seed", "7", "--output", str(b)]) == 0
+    assert a.read_bytes() == b.read_bytes()
+    rows = csv_rows(a)
+    assert len(rows) == 500 and len({r["account"] for r in rows}) <= 20
+    assert len({(r["account"], r["offer_id"]) for r in rows}) == 500
+    assert list(rows[0]) == ["account", "offer_id", "catalog_id", "account_type_code",
+                             "offer_type_id", "created", "expire", "risk"]
+    assert main(["make-csv", "--rows", "0", "--output", str(a)]) == 2
+    assert main(["make-csv", "--rows", "5", "--accounts", "10", "--output", str(a)]) == 0
+    assert "More accounts than rows" in capsys.readouterr().out

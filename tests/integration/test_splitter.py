@@ -1,0 +1,118 @@
+"""The splitter handler on moto: S3 event in, 25-row self-describing messages out."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+from fanout import ledger
+from fanout.aws import Clients
+from fanout.local.resources import LocalStack
+from fanout.mapping import Spec
+from fanout.runtime import Runtime
+from splitter import handler
+from tests.integration.helpers import context, rows_messages, s3_event
+
+
+@pytest.fixture
+def runtime(aws: Clients, stack: LocalStack, spec: Spec):
+    rt = Runtime(stack.settings, spec, aws)
+    handler.runtime.use(rt)
+    yield rt
+    handler.runtime.use(None)
+
+
+def make_rows(n: int) -> list[list[str]]:
+    return [[f"acct{i % 7}", f"offer{i}", f'note, "quoted"\nline {i}'] for i in range(n)]
+
+
+def put_csv(aws: Clients, bucket: str, key: str, rows: list[list[str]], *, bom: bool = False,
+            terminator: str = "\r\n") -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator=terminator)
+    writer.writerow(["account", "offer_id", "note"])
+    writer.writerows(rows)
+    data = (("\ufeff" if bom else "") + buffer.getvalue()).encode()
+    aws.s3.put_object(Bucket=bucket, Key=key, Body=data)
+    return data
+
+
+@pytest.mark.parametrize("key", ["uploads/my file+v2 é.csv", "uploads/plain.csv"])
+def test_every_row_is_enqueued_in_25_row_messages_with_source_lines(aws, stack, runtime, key):
+    # Given a CSV whose fields hold commas, quotes and newlines, under a key with spaces,
+    # '+' and unicode (S3 URL-encodes it in the event)
+    rows = make_rows(60)
+    put_csv(aws, stack.settings.bucket, key, rows, bom=True)
+    # When the splitter handles the event, reading 7 bytes per range
+    rt = runtime
+    handler.runtime.use(Runtime(
+        type(rt.settings)(**{**rt.settings.__dict__, "range_bytes": 7}), rt.spec, aws))
+    result = handler.lambda_handler(s3_event(stack.settings.bucket, key), context())
+    # Then every row is in a message, 25 a message, with its source line
+    assert result["jobs"][0]["rows_read"] == 60
+    messages = rows_messages(aws.sqs, stack.settings.rows_queue_url)
+    assert [m.seq for m in messages] == [0, 1, 2]
+    assert [len(m.rows) for m in messages] == [25, 25, 10]
+    assert [r for m in messages for r in m.rows] == rows
+    assert messages[0].header == ["account", "offer_id", "note"]  # BOM stripped
+    assert messages[0].lines[:3] == [2, 4, 6]  # each row spans two lines
+    assert messages[0].source.key == key
+
+
+def test_ranged_reads_never_fetch_the_whole_object(aws, stack, runtime, monkeypatch):
+    data = put_csv(aws, stack.settings.bucket, "uploads/a.csv", make_rows(100))
+    ranges: list[str] = []
+    original = aws.s3.get_object
+
+    def spy(**params):
+        ranges.append(params.get("Range", "WHOLE"))
+        return original(**params)
+
+    monkeypatch.setattr(aws.s3, "get_object", spy)
+    handler.runtime.use(Runtime(
+        type(runtime.settings)(**{**runtime.settings.__dict__, "range_bytes": 1024}),
+        runtime.spec, aws))
+    handler.lambda_handler(s3_event(stack.settings.bucket, "uploads/a.csv"), context())
+    assert "WHOLE" not in ranges
+    assert len(ranges) == -(-len(data) // 1024)
+
+
+def test_the_s3_test_event_and_own_outputs_are_ignored(aws, stack, runtime):
+    assert handler.lambda_handler({"Event": "s3:TestEvent", "Bucket": "b"}, context()) == {"jobs": []}
+    put_csv(aws, stack.settings.bucket, "errors/job/1.jsonl", make_rows(1))
+    assert handler.lambda_handler(
+        s3_event(stack.settings.bucket, "errors/job/1.jsonl"), context()) == {"jobs": []}
+    assert rows_messages(aws.sqs, stack.settings.rows_queue_url) == []
+
+
+def test_a_duplicate_s3_event_starts_one_job(aws, stack, runtime):
+    put_csv(aws, stack.settings.bucket, "uploads/a.csv", make_rows(30))
+    event = s3_event(stack.settings.bucket, "uploads/a.csv")
+    first = handler.lambda_handler(event, context())["jobs"][0]
+    second = handler.lambda_handler(event, context())["jobs"][0]
+    assert first["status"] == "split" and second["status"] == "skipped"
+    assert first["job"] == second["job"]
+    assert len(rows_messages(aws.sqs, stack.settings.rows_queue_url)) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "the file is empty"),
+        (b"account,offer_id\r\n", "line 1: the file has a header but no data rows"),
+        (b"account,other\r\n1,2\r\n", "line 1: key template 'offer_id' names column 'offer_id'"),
+        (b"account,offer_id,account\r\n1,2,3\r\n", "line 1: header has the column name 'account' more than once"),
+        (b"account,offer_id\r\n1,2\r\n3,\xff\r\n", "line 3: bytes are not valid utf-8"),
+    ],
+)
+def test_bad_input_ends_the_job_with_file_line_and_reason(aws, stack, runtime, body, message):
+    aws.s3.put_object(Bucket=stack.settings.bucket, Key="uploads/bad.csv", Body=body)
+    result = handler.lambda_handler(s3_event(stack.settings.bucket, "uploads/bad.csv"), context())
+    job = result["jobs"][0]
+    assert job["status"] == "failed"
+    assert job["error"].startswith("s3://fanout-uploads/uploads/bad.csv: ")
+    assert message in job["error"]
+    recorded = ledger.get_job(aws.dynamodb, stack.settings.ledger_table_name, job["job"])
+    assert recorded["status"] == ledger.FAILED and message in recorded["error"]

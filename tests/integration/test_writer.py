@@ -1,0 +1,180 @@
+"""The writer handler on moto, through the strict AWS layer."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from fanout import ledger
+from fanout.aws import Clients
+from fanout.contract import RowsMessage, Source, decode
+from fanout.local.resources import LocalStack
+from fanout.mapping import Spec
+from fanout.runtime import Runtime
+from tests.integration.helpers import context, drain, sqs_event
+from tests.strict_aws import Faults, StrictLayer
+from writer import handler
+from writer.batch_write import Budget, TransientWriteError, write_items
+
+HEADER = ["account", "offer_id", "risk"]
+SOURCE = Source("fanout-uploads", "uploads/t.csv", "etag")
+
+
+def message(seq: int, rows: list[list[str]], job: str = "job-1") -> RowsMessage:
+    return RowsMessage(job, seq, SOURCE, HEADER, list(range(2 + 25 * seq, 2 + 25 * seq + len(rows))),
+                       rows)
+
+
+def send(aws: Clients, stack: LocalStack, *messages: RowsMessage) -> list[dict[str, Any]]:
+    for m in messages:
+        aws.sqs.send_message(QueueUrl=stack.settings.rows_queue_url, MessageBody=m.encode())
+    received = aws.sqs.receive_message(QueueUrl=stack.settings.rows_queue_url,
+                                       MaxNumberOfMessages=10, AttributeNames=["All"])["Messages"]
+    assert len(received) == len(messages)
+    return received
+
+
+def use(aws: Clients, stack: LocalStack, spec: Spec, layer: StrictLayer | None = None) -> Clients:
+    clients = layer.wrap(aws) if layer else aws
+    handler.runtime.use(Runtime(stack.settings, spec, clients))
+    return clients
+
+
+@pytest.fixture(autouse=True)
+def reset_runtime():
+    yield
+    handler.runtime.use(None)
+
+
+def table_items(aws: Clients, table: str) -> dict[tuple[str, str], dict[str, Any]]:
+    items = aws.dynamodb.scan(TableName=table)["Items"]
+    return {(i["account"]["S"], i["offer_id"]["S"]): i for i in items}
+
+
+def test_poison_rows_are_rejected_and_never_block_the_rest(aws, stack, spec):
+    layer = StrictLayer()
+    use(aws, stack, spec, layer)
+    rows = [["a", str(i), "low"] for i in range(25)]
+    rows[3] = ["", "3", "low"]  # empty partition key
+    rows[7] = ["a", "7"]  # ragged
+    received = send(aws, stack, message(0, rows))
+    response = handler.lambda_handler(sqs_event(received, stack.rows_queue_arn), context())
+    assert response == {"batchItemFailures": []}
+    assert len(table_items(aws, stack.settings.table_name)) == 23
+    assert layer.record.violations == []
+    # The rejected rows wait in the DLQ with their reasons, and in the error report.
+    dlq = [decode(m["Body"]) for m in drain(aws.sqs, stack.settings.dlq_url)]
+    assert [(r.line, r.reason) for r in dlq[0].rejections] == [(5, "empty_key"), (9, "column_count")]
+    report = aws.s3.get_object(Bucket=stack.settings.bucket, Key="errors/job-1/0.jsonl")["Body"]
+    lines = [json.loads(x) for x in report.read().decode().splitlines()]
+    assert [(x["line"], x["reason"], x["source"]) for x in lines] == [
+        (5, "empty_key", SOURCE.uri), (9, "column_count", SOURCE.uri)]
+
+
+def test_duplicate_keys_in_a_message_keep_the_later_row(aws, stack, spec):
+    layer = StrictLayer()
+    use(aws, stack, spec, layer)
+    rows = [["a", "1", "first"], ["a", "2", "x"], ["a", "1", "second"], ["a", "1", "third"]]
+    received = send(aws, stack, message(0, rows))
+    handler.lambda_handler(sqs_event(received, stack.rows_queue_arn), context())
+    items = table_items(aws, stack.settings.table_name)
+    assert items[("a", "1")]["risk"] == {"S": "third"}
+    assert layer.record.violations == []  # never two requests for one key in a batch
+    counts = ledger.read_message_counts(aws.dynamodb, stack.settings.ledger_table_name, "job-1")
+    assert counts["0"] == ledger.MessageCounts(written=2, rejected=0, superseded=2)
+
+
+def test_unprocessed_items_are_retried_until_written(aws, stack, spec):
+    layer = StrictLayer(Faults(unprocessed_rate=0.5, seed=3))
+    use(aws, stack, spec, layer)
+    received = send(aws, stack, *(message(s, [["a", f"{s}-{i}", "r"] for i in range(25)])
+                                  for s in range(4)))
+    response = handler.lambda_handler(sqs_event(received, stack.rows_queue_arn), context())
+    assert response == {"batchItemFailures": []}
+    assert layer.record.injected["unprocessed"] > 0
+    assert len(table_items(aws, stack.settings.table_name)) == 100
+
+
+def test_a_message_that_cannot_be_written_in_time_is_reported_not_lost(aws, stack, spec):
+    layer = StrictLayer(Faults(unprocessed_rate=1.0))
+    use(aws, stack, spec, layer)
+    received = send(aws, stack, message(0, [["a", "1", "r"]]))
+    # Only 3.5 s left and 3 s are kept in reserve: backoff must give up, not overrun.
+    response = handler.lambda_handler(sqs_event(received, stack.rows_queue_arn), context(3.5))
+    assert response == {"batchItemFailures": [{"itemIdentifier": received[0]["MessageId"]}]}
+    assert ledger.read_message_counts(aws.dynamodb, stack.settings.ledger_table_name, "job-1") == {}
+
+
+def test_a_message_that_is_not_ours_is_reported_as_failed(aws, stack, spec):
+    use(aws, stack, spec)
+    aws.sqs.send_message(QueueUrl=stack.settings.rows_queue_url, MessageBody="not json")
+    good = message(0, [["a", "1", "r"]])
+    aws.sqs.send_message(QueueUrl=stack.settings.rows_queue_url, MessageBody=good.encode())
+    received = aws.sqs.receive_message(QueueUrl=stack.settings.rows_queue_url,
+                                       MaxNumberOfMessages=10)["Messages"]
+    bad_id = next(m["MessageId"] for m in received if m["Body"] == "not json")
+    response = handler.lambda_handler(sqs_event(received, stack.rows_queue_arn), context())
+    assert response == {"batchItemFailures": [{"itemIdentifier": bad_id}]}
+
+
+def test_duplicate_delivery_changes_nothing(aws, stack, spec):
+    use(aws, stack, spec)
+    m = message(0, [["a", str(i), "r"] for i in range(10)])
+    for _ in range(2):
+        received = send(aws, stack, m)
+        handler.lambda_handler(sqs_event(received, stack.rows_queue_arn), context())
+    counts = ledger.read_message_counts(aws.dynamodb, stack.settings.ledger_table_name, "job-1")
+    assert counts == {"0": ledger.MessageCounts(10, 0, 0)}
+    assert len(table_items(aws, stack.settings.table_name)) == 10
+
+
+class PoisonTable:
+    """A DynamoDB stand-in that rejects a whole batch when any item is marked poison."""
+
+    def __init__(self) -> None:
+        self.written: list[dict[str, Any]] = []
+        self.calls = 0
+
+    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803
+        self.calls += 1
+        (requests,) = RequestItems.values()
+        if any("poison" in r["PutRequest"]["Item"] for r in requests):
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": "bad item"}},
+                              "BatchWriteItem")
+        self.written.extend(r["PutRequest"]["Item"] for r in requests)
+        return {"UnprocessedItems": {}}
+
+
+def test_a_rejected_batch_is_bisected_to_the_items_at_fault() -> None:
+    items = [{"k": {"S": str(i)}} for i in range(25)]
+    items[4]["poison"] = {"S": "x"}
+    items[19]["poison"] = {"S": "x"}
+    table = PoisonTable()
+    outcome = write_items(table, "t", items, Budget(lambda: 60.0, sleep=lambda s: None))
+    assert sorted(i for i, _ in outcome.invalid) == [4, 19]
+    assert outcome.written == 23 and len(table.written) == 23
+    assert table.calls < 25  # halving, not one call per item
+
+
+class Throttled:
+    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"},
+                           "ResponseMetadata": {"HTTPStatusCode": 400}}, "BatchWriteItem")
+
+
+def test_backoff_never_sleeps_past_the_budget() -> None:
+    slept: list[float] = []
+    clock = {"left": 10.0}
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock["left"] -= seconds
+
+    with pytest.raises(TransientWriteError):
+        write_items(Throttled(), "t", [{"k": {"S": "1"}}],
+                    Budget(lambda: clock["left"], reserve_s=3.0, sleep=sleep))
+    assert clock["left"] >= 3.0  # the reserve is intact
+    assert slept and all(s <= 5.0 for s in slept)
