@@ -1,0 +1,146 @@
+"""What the stack is built from: CDK context (`-c key=value`) on top of the shared settings.
+
+Every default lives in code (not in cdk.json) so `python app.py`, `cdk synth` and the
+tests build the same template. Timeouts and queue behaviour come from
+`fanout.settings.PipelineConfig`, the object the local runtime uses too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from fanout.mapping import Spec, load_spec
+from fanout.settings import DEFAULT_CONFIG, PipelineConfig
+
+# A writer invocation takes one SQS batch (PipelineConfig.batch_size messages of 25 rows,
+# 250 rows by default) and writes it with sequential BatchWriteItem calls of 25 items,
+# each ~15-25 ms, plus the ledger update and the SQS delete. That sustains roughly 400
+# rows/s per concurrent invocation; with items of at most 1 KB one row is one write
+# request unit, so rows/s == WCU/s. Override with `-c rows_per_writer_s=N` after
+# measuring (bench/).
+DEFAULT_ROWS_PER_WRITER_S = 400
+# A new on-demand table is pre-warmed to 4,000 writes/s (AWS_FACTS.md).
+DEFAULT_WRITE_BUDGET = 4000
+# ScalingConfig.MaximumConcurrency must lie in 2..1000.
+MIN_CONCURRENCY, MAX_CONCURRENCY = 2, 1000
+# Public Powertools for AWS Lambda (Python) v3 layer, published by AWS in account
+# 017000801446 in every commercial region. Version 27 is a documented release
+# (python3.13 layers, Nov 2025); override with `-c powertools_layer_version=N`.
+POWERTOOLS_ACCOUNT = "017000801446"
+DEFAULT_POWERTOOLS_LAYER_VERSION = 27
+
+CONTEXT_KEYS = (
+    "stack_name", "bucket_name", "table_name", "ledger_table_name", "splitter_function_name",
+    "writer_function_name", "splitter_role_name", "writer_role_name", "spec", "write_budget",
+    "rows_per_writer_s", "existing_table", "upload_prefix", "gzip", "versioned",
+    "powertools_layer_version", "alarm_email",
+)
+
+
+def writer_concurrency(write_budget: float, rows_per_writer_s: float) -> int:
+    """MaximumConcurrency for the writer's event source mapping.
+
+    concurrency = ceil(write budget in WCU/s / rows one invocation writes per second),
+    clamped to the 2..1000 range the event source mapping accepts. Capping concurrency
+    (not the table) keeps a large upload from throttling other users of the table: the
+    backlog waits in SQS, which is cheap, instead of retrying throttled writes.
+    """
+    if write_budget <= 0 or rows_per_writer_s <= 0:
+        raise ValueError("write_budget and rows_per_writer_s must be positive")
+    wanted = math.ceil(write_budget / rows_per_writer_s)
+    return max(MIN_CONCURRENCY, min(MAX_CONCURRENCY, wanted))
+
+
+@dataclass(frozen=True, kw_only=True)
+class StackConfig:
+    """Everything that varies between deployments of the stack."""
+
+    stack_name: str = "fanout"
+    pipeline: PipelineConfig = DEFAULT_CONFIG
+    spec: Spec = field(default_factory=Spec.default)
+    spec_source: str = "default"
+    write_budget: float = DEFAULT_WRITE_BUDGET
+    rows_per_writer_s: float = DEFAULT_ROWS_PER_WRITER_S
+    existing_table: str | None = None
+    bucket_name: str | None = None
+    table_name: str | None = None
+    ledger_table_name: str | None = None
+    splitter_function_name: str | None = None
+    writer_function_name: str | None = None
+    splitter_role_name: str | None = None
+    writer_role_name: str | None = None
+    gzip: bool = False
+    versioned: bool = False
+    powertools_layer_version: int = DEFAULT_POWERTOOLS_LAYER_VERSION
+    alarm_email: str | None = None
+
+    @property
+    def writer_max_concurrency(self) -> int:
+        return writer_concurrency(self.write_budget, self.rows_per_writer_s)
+
+    @property
+    def items_table_name(self) -> str | None:
+        """The name to give a new items table: context, then the spec's, else generated."""
+        return self.table_name or self.spec.table_name
+
+    @property
+    def spec_json(self) -> str:
+        """FANOUT_SPEC_JSON for the Lambdas (compact: Lambda env is limited to 4 KB)."""
+        return json.dumps(self.spec.to_dict(), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_context(cls, get: Any, base_dir: Path | None = None) -> StackConfig:
+        """Build from a context getter (`node.try_get_context`); `spec` paths are relative
+        to `base_dir` (the infra/ folder, where cdk runs) when not absolute."""
+        def text(key: str) -> str | None:
+            value = get(key)
+            return None if value is None or str(value).strip() == "" else str(value).strip()
+
+        def flag(key: str) -> bool:
+            value = get(key)
+            if isinstance(value, bool):
+                return value
+            return str(value).strip().lower() in ("1", "true", "yes", "on") if value else False
+
+        config = cls()
+        pipeline = config.pipeline
+        upload_prefix = text("upload_prefix")
+        if upload_prefix:
+            pipeline = replace(pipeline, upload_prefix=upload_prefix.lstrip("/").rstrip("/") + "/")
+            if pipeline.upload_prefix.startswith((pipeline.errors_prefix,
+                                                   pipeline.json_copy_prefix)):
+                raise ValueError(f"upload_prefix {upload_prefix!r} lies under the pipeline's own "
+                                 "outputs; the splitter would trigger itself")
+        spec, spec_source = config.spec, "default"
+        spec_path = text("spec")
+        if spec_path:
+            path = Path(spec_path)
+            if not path.is_absolute() and base_dir is not None and not path.exists():
+                path = base_dir / path
+            spec, spec_source = load_spec(path), str(path)
+        layer_version = text("powertools_layer_version")
+        return replace(
+            config,
+            stack_name=text("stack_name") or config.stack_name,
+            pipeline=pipeline,
+            spec=spec,
+            spec_source=spec_source,
+            write_budget=float(text("write_budget") or DEFAULT_WRITE_BUDGET),
+            rows_per_writer_s=float(text("rows_per_writer_s") or DEFAULT_ROWS_PER_WRITER_S),
+            existing_table=text("existing_table"),
+            bucket_name=text("bucket_name"),
+            table_name=text("table_name"),
+            ledger_table_name=text("ledger_table_name"),
+            splitter_function_name=text("splitter_function_name"),
+            writer_function_name=text("writer_function_name"),
+            splitter_role_name=text("splitter_role_name"),
+            writer_role_name=text("writer_role_name"),
+            gzip=flag("gzip"),
+            versioned=flag("versioned"),
+            powertools_layer_version=int(layer_version or DEFAULT_POWERTOOLS_LAYER_VERSION),
+            alarm_email=text("alarm_email"),
+        )

@@ -1,0 +1,230 @@
+"""The splitter and writer Lambdas: code asset, Powertools layer, least-privilege roles,
+the S3 trigger and the SQS event source mapping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_notifications as s3n
+from constructs import Construct
+
+from fanout.settings import Settings
+from fanout_stack.config import POWERTOOLS_ACCOUNT, StackConfig
+from fanout_stack.queues import Messaging
+from fanout_stack.storage import Storage
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# The Lambda asset is the repo root filtered down to the three packages the handlers
+# import. Everything else (.venv, tests, infra, cdk.out, dotfiles) is excluded before it
+# is hashed or copied, so synth stays fast and the zip stays small. fanout/local (the
+# moto-based runtime) and the CLI are not needed in Lambda; boto3 is in the runtime and
+# Powertools comes from its public layer, so no bundling (and no Docker) is needed.
+ASSET_PACKAGES = ("fanout", "splitter", "writer")
+ASSET_EXCLUDE = [
+    "*", ".*",
+    *(f"!{package}" for package in ASSET_PACKAGES),
+    *(f"!{package}/**" for package in ASSET_PACKAGES),
+    "fanout/local", "fanout/local/**", "fanout/cli.py", "fanout/makecsv.py",
+    "**/__pycache__", "**/__pycache__/**", "*.pyc", "*.egg-info", "*.egg-info/**",
+]
+
+# Memory: the splitter holds one range read (8 MiB by default) plus the csv parser and
+# a send buffer of 10 messages; 512 MB also buys proportionally more CPU for parsing,
+# which is its bottleneck. The writer holds one SQS batch (10 x 25 rows) and spends its
+# time waiting on DynamoDB, so 256 MB is plenty and halves its GB-s.
+SPLITTER_MEMORY_MB = 512
+WRITER_MEMORY_MB = 256
+LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+
+
+def powertools_layer(scope: Construct, version: int) -> lambda_.ILayerVersion:
+    """The public Powertools v3 layer for arm64/python3.13 in the stack's region.
+
+    Chosen over vendoring Powertools into the asset because it needs no bundling step
+    (no Docker here), keeps the asset to our own code, and is published and patched by
+    AWS in every commercial region. Region and partition are tokens, so one template
+    deploys anywhere.
+    """
+    stack = Stack.of(scope)
+    return lambda_.LayerVersion.from_layer_version_arn(
+        scope, "PowertoolsLayer",
+        f"arn:{stack.partition}:lambda:{stack.region}:{POWERTOOLS_ACCOUNT}:layer:"
+        f"AWSLambdaPowertoolsPythonV3-python313-arm64:{version}",
+    )
+
+
+def function_role(scope: Construct, construct_id: str, *, role_name: str | None,
+                  log_group: logs.ILogGroup, description: str) -> iam.Role:
+    """A role that may only write to its own log group (instead of the managed
+    AWSLambdaBasicExecutionRole, whose logs:* actions apply to every log group)."""
+    role = iam.Role(
+        scope, construct_id,
+        role_name=role_name,
+        description=description,
+        assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+    )
+    role.add_to_policy(iam.PolicyStatement(
+        sid="OwnLogGroupOnly",
+        actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+        resources=[log_group.log_group_arn, f"{log_group.log_group_arn}:*"],
+    ))
+    return role
+
+
+def ledger_statement(storage: Storage) -> iam.PolicyStatement:
+    """fanout.ledger: put_item, update_item, get_item and a query on the job's items."""
+    return iam.PolicyStatement(
+        sid="JobsLedger",
+        actions=["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem",
+                 "dynamodb:Query"],
+        resources=[storage.ledger_table.table_arn],
+    )
+
+
+class Functions(Construct):
+    """The splitter (S3-triggered) and the writer (SQS event source mapping)."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: StackConfig,
+                 storage: Storage, messaging: Messaging) -> None:
+        super().__init__(scope, construct_id)
+        pipeline = config.pipeline
+        spec = config.spec
+        settings = Settings(
+            table_name=storage.items_table.table_name,
+            ledger_table_name=storage.ledger_table.table_name,
+            rows_queue_url=messaging.rows_queue.queue_url,
+            dlq_url=messaging.dlq.queue_url,
+            bucket=storage.bucket.bucket_name,
+            topic_arn=messaging.topic.topic_arn,
+            partition_key=spec.partition_key.name,
+            sort_key=spec.sort_key.name if spec.sort_key else None,
+            range_bytes=pipeline.range_bytes,
+            errors_prefix=pipeline.errors_prefix,
+            json_copy_prefix=pipeline.json_copy_prefix,
+        )
+        common_env = {
+            **settings.to_env(),
+            # The mapping spec travels inline; fanout.runtime prefers it to FANOUT_SPEC.
+            "FANOUT_SPEC_JSON": config.spec_json,
+            "POWERTOOLS_METRICS_NAMESPACE": "fanout",
+            "POWERTOOLS_LOG_LEVEL": "INFO",
+        }
+        code = lambda_.Code.from_asset(str(REPO_ROOT), exclude=ASSET_EXCLUDE)
+        layer = powertools_layer(self, config.powertools_layer_version)
+
+        self.splitter_logs = logs.LogGroup(self, "SplitterLogs", retention=LOG_RETENTION,
+                                           removal_policy=RemovalPolicy.DESTROY)
+        self.writer_logs = logs.LogGroup(self, "WriterLogs", retention=LOG_RETENTION,
+                                         removal_policy=RemovalPolicy.DESTROY)
+        self.splitter_role = function_role(
+            self, "SplitterRole", role_name=config.splitter_role_name,
+            log_group=self.splitter_logs, description="fanout splitter: S3 -> rows queue")
+        self.writer_role = function_role(
+            self, "WriterRole", role_name=config.writer_role_name,
+            log_group=self.writer_logs, description="fanout writer: rows queue -> DynamoDB")
+
+        self.splitter = lambda_.Function(
+            self, "Splitter",
+            function_name=config.splitter_function_name,
+            description="fanout: range-reads an uploaded CSV into 25-row SQS messages",
+            runtime=lambda_.Runtime.PYTHON_3_13,
+            architecture=lambda_.Architecture.ARM_64,
+            handler="splitter.handler.lambda_handler",
+            code=code,
+            layers=[layer],
+            role=self.splitter_role,
+            log_group=self.splitter_logs,
+            memory_size=SPLITTER_MEMORY_MB,
+            timeout=Duration.seconds(pipeline.splitter_timeout_s),
+            tracing=lambda_.Tracing.ACTIVE,
+            environment={**common_env, "POWERTOOLS_SERVICE_NAME": "fanout-splitter"},
+        )
+        self.writer = lambda_.Function(
+            self, "Writer",
+            function_name=config.writer_function_name,
+            description="fanout: writes 25-row messages to DynamoDB with BatchWriteItem",
+            runtime=lambda_.Runtime.PYTHON_3_13,
+            architecture=lambda_.Architecture.ARM_64,
+            handler="writer.handler.lambda_handler",
+            code=code,
+            layers=[layer],
+            role=self.writer_role,
+            log_group=self.writer_logs,
+            memory_size=WRITER_MEMORY_MB,
+            timeout=Duration.seconds(pipeline.writer_timeout_s),
+            tracing=lambda_.Tracing.ACTIVE,
+            environment={**common_env, "POWERTOOLS_SERVICE_NAME": "fanout-writer"},
+        )
+
+        self._grant_splitter(config, storage, messaging)
+        self._grant_writer(config, storage, messaging)
+        self._trigger_splitter(config, storage.bucket)
+        self.writer_source = sources.SqsEventSource(
+            messaging.rows_queue,
+            batch_size=pipeline.batch_size,
+            max_batching_window=Duration.seconds(pipeline.max_batching_window_s),
+            report_batch_item_failures=True,
+            # ceil(write_budget / rows_per_writer_s), clamped 2..1000: see config.py.
+            max_concurrency=config.writer_max_concurrency,
+        )
+        # Grants the writer ReceiveMessage/DeleteMessage/ChangeMessageVisibility/
+        # GetQueueAttributes/GetQueueUrl on the rows queue only.
+        self.writer.add_event_source(self.writer_source)
+
+    def _grant_splitter(self, config: StackConfig, storage: Storage, messaging: Messaging) -> None:
+        pipeline = config.pipeline
+        # HeadObject is authorised by s3:GetObject. With versioning on, S3 events carry a
+        # versionId and the splitter pins its reads to it, which needs GetObjectVersion.
+        read_actions = ["s3:GetObject"] + (["s3:GetObjectVersion"] if config.versioned else [])
+        for statement in (
+            iam.PolicyStatement(
+                sid="ReadUploads", actions=read_actions,
+                resources=[storage.bucket.arn_for_objects(f"{pipeline.upload_prefix}*")]),
+            # SendMessageBatch is authorised by sqs:SendMessage.
+            iam.PolicyStatement(
+                sid="SendRows", actions=["sqs:SendMessage"],
+                resources=[messaging.rows_queue.queue_arn]),
+            ledger_statement(storage),
+            iam.PolicyStatement(
+                sid="PublishSummary", actions=["sns:Publish"],
+                resources=[messaging.topic.topic_arn]),
+        ):
+            self.splitter_role.add_to_policy(statement)
+
+    def _grant_writer(self, config: StackConfig, storage: Storage, messaging: Messaging) -> None:
+        pipeline = config.pipeline
+        for statement in (
+            iam.PolicyStatement(
+                sid="WriteItems", actions=["dynamodb:BatchWriteItem"],
+                resources=[storage.items_table.table_arn]),
+            ledger_statement(storage),
+            # Rejected rows are sent to the DLQ for the replayer.
+            iam.PolicyStatement(
+                sid="SendRejected", actions=["sqs:SendMessage"],
+                resources=[messaging.dlq.queue_arn]),
+            iam.PolicyStatement(
+                sid="WriteReports", actions=["s3:PutObject"],
+                resources=[storage.bucket.arn_for_objects(f"{pipeline.errors_prefix}*"),
+                           storage.bucket.arn_for_objects(f"{pipeline.json_copy_prefix}*")]),
+            iam.PolicyStatement(
+                sid="PublishSummary", actions=["sns:Publish"],
+                resources=[messaging.topic.topic_arn]),
+        ):
+            self.writer_role.add_to_policy(statement)
+
+    def _trigger_splitter(self, config: StackConfig, bucket: s3.Bucket) -> None:
+        """ObjectCreated under the upload prefix with a CSV suffix only: the pipeline's
+        own outputs (errors/, json-copy/) can never re-trigger the splitter."""
+        suffixes = [config.pipeline.upload_suffix] + ([".csv.gz"] if config.gzip else [])
+        destination = s3n.LambdaDestination(self.splitter)
+        for suffix in suffixes:
+            bucket.add_event_notification(
+                s3.EventType.OBJECT_CREATED, destination,
+                s3.NotificationKeyFilter(prefix=config.pipeline.upload_prefix, suffix=suffix),
+            )
