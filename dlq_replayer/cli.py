@@ -1,6 +1,258 @@
+"""The `dlq-replayer` command (also `python -m dlq_replayer`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from dlq_replayer.dlq import DEFAULT_VISIBILITY_S, DlqReader, read_all
+from dlq_replayer.export import FixesError, export_rows, read_fixes
+from dlq_replayer.inspect import distinct_rows, format_text, summarize
+from dlq_replayer.plan import PURGE, REDRIVE, Filters
+from dlq_replayer.redrive import Options, Outcome, run
+from dlq_replayer.target import Target, TargetError, discover
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOTHING_OR_PARTIAL = 3
+
+EPILOG = """\
+target (one of):
+  --endpoint-url URL   a local `fanout serve` (queues found by their default names)
+  --stack NAME         a deployed stack (outputs DlqUrl, RowsQueueUrl, BucketName, TableName)
+  --dlq-url U --rows-queue-url U   the queues themselves
+
+exit status:
+  0  done
+  1  failure (queues not found, AWS error)
+  2  usage error (bad arguments, unreadable fixes file, purge without --yes off a terminal)
+  3  nothing matched the filters, or the run was partial (a message could not be sent
+     back or deleted, fixes rows not found in the DLQ, messages held by another reader)
+"""
 
 
-def main(argv=None) -> int:
-    print("dlq-replayer: not implemented yet", file=sys.stderr)
-    return 2
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    where = common.add_argument_group("target")
+    where.add_argument("--endpoint-url", metavar="URL",
+                       help="AWS endpoint, e.g. http://127.0.0.1:4566 of `fanout serve`")
+    where.add_argument("--stack", metavar="NAME", help="CloudFormation stack name")
+    where.add_argument("--region", default=None, help="AWS region (default: us-east-1)")
+    where.add_argument("--dlq-url", metavar="URL", help="the dead-letter queue's URL")
+    where.add_argument("--rows-queue-url", metavar="URL", help="the rows queue's URL")
+    where.add_argument("--visibility-timeout", type=_positive_int, default=DEFAULT_VISIBILITY_S,
+                       metavar="S", help="seconds a read holds a DLQ message away from other "
+                       f"readers (default {DEFAULT_VISIBILITY_S}); a killed run's messages "
+                       "reappear after it")
+    common.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    selection = argparse.ArgumentParser(add_help=False)
+    chosen = selection.add_argument_group("selection")
+    chosen.add_argument("--job", action="append", default=[], metavar="ID",
+                        help="only this job (repeatable)")
+    chosen.add_argument("--reason", action="append", default=[], metavar="CODE",
+                        help="only rows rejected for this reason, e.g. empty_key, bad_number, "
+                             "retries_exhausted (repeatable)")
+
+    parser = argparse.ArgumentParser(
+        prog="dlq-replayer",
+        description="Inspect, export, fix and redrive what waits in fanout's dead-letter queue.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    formatter = argparse.RawDescriptionHelpFormatter
+
+    inspect = commands.add_parser(
+        "inspect", parents=[common, selection], epilog=EPILOG, formatter_class=formatter,
+        help="messages and rows waiting in the DLQ, by job and by reason",
+        description="Show what waits in the DLQ, grouped by job and by reason, with samples. "
+                    "Reads without consuming: every message is visible again afterwards.")
+    inspect.add_argument("--samples", type=int, default=3, metavar="N",
+                         help="sample rows per reason (default 3)")
+
+    export = commands.add_parser(
+        "export", parents=[common, selection], epilog=EPILOG, formatter_class=formatter,
+        help="write every waiting row to a .csv or .jsonl file you can fix",
+        description="Write every waiting row (one per CSV line) with its job, message, line, "
+                    "reason and fields under the header's column names. Fix the fields, "
+                    "then `redrive --fixes FILE`. Do not edit the _job/_message/_line columns.")
+    export.add_argument("--out", type=Path, required=True, metavar="FILE",
+                        help="output file: .csv (spreadsheet) or .jsonl")
+
+    redrive = commands.add_parser(
+        "redrive", parents=[common, selection], epilog=EPILOG, formatter_class=formatter,
+        help="send waiting rows back to the rows queue (as they were, or fixed)",
+        description="Send selected rows back to the rows queue and delete their DLQ messages "
+                    "(only after SQS accepted the replacement). Messages that failed retries "
+                    "go back unchanged; rejected rows go back as replayed rows messages "
+                    "(useful after a spec fix). With --fixes, only the rows in FILE go back, "
+                    "with the values in FILE; the other rows stay in the DLQ.")
+    _action_options(redrive)
+    redrive.add_argument("--fixes", type=Path, metavar="FILE",
+                         help="an edited `export` file: send its rows back instead")
+    redrive.add_argument("--rate", type=_positive_float, metavar="R",
+                         help="at most R DLQ messages per second (default: no limit)")
+
+    purge = commands.add_parser(
+        "purge", parents=[common, selection], epilog=EPILOG, formatter_class=formatter,
+        help="delete selected rows from the DLQ (asks first, or --yes)",
+        description="Delete the selected rows from the DLQ for good. Rows of a message that "
+                    "do not match stay in the DLQ.")
+    _action_options(purge)
+    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    return parser
+
+
+def _action_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true",
+                        help="show what would be done; change nothing")
+    parser.add_argument("--max", type=_positive_int, metavar="N", dest="max_messages",
+                        help="act on at most N DLQ messages")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 (got {text})")
+    return value
+
+
+def main(argv: list[str] | None = None, *, stdout: TextIO | None = None,
+         stderr: TextIO | None = None, stdin: TextIO | None = None,
+         target: Target | None = None,
+         hook: Callable[[str, Any], None] | None = None) -> int:
+    """Run the command; tests pass their own streams, target and fault hook."""
+    stdout, stderr, stdin = stdout or sys.stdout, stderr or sys.stderr, stdin or sys.stdin
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+
+    def fail(code: int, text: str) -> int:
+        print(f"dlq-replayer {args.command}: {text}", file=stderr)
+        return code
+
+    if target is None:
+        if not (args.endpoint_url or args.stack or (args.dlq_url and args.rows_queue_url)):
+            return fail(EXIT_USAGE, "say where: --endpoint-url URL, --stack NAME, or "
+                                    "--dlq-url and --rows-queue-url")
+        try:
+            target = discover(endpoint_url=args.endpoint_url, stack=args.stack,
+                              dlq_url=args.dlq_url, rows_queue_url=args.rows_queue_url,
+                              region=args.region or "us-east-1")
+        except TargetError as exc:
+            return fail(EXIT_FAILED, str(exc))
+    reader = DlqReader(target.sqs, target.dlq_url, visibility_s=args.visibility_timeout,
+                       wait_s=target.wait_s)
+    filters = Filters(frozenset(args.job), frozenset(args.reason))
+    try:
+        if args.command in ("inspect", "export"):
+            return _read_only(args, reader, filters, stdout)
+        fixes = None
+        if args.command == REDRIVE and args.fixes:
+            try:
+                fixes = read_fixes(args.fixes)
+            except (OSError, FixesError) as exc:
+                return fail(EXIT_USAGE, f"fixes: {exc}")
+        confirm = None
+        if args.command == PURGE and not args.yes and not args.dry_run:
+            if not stdin.isatty():
+                return fail(EXIT_USAGE, "refusing to purge without --yes (not on a terminal)")
+            confirm = _ask(stdin, stderr)
+        outcome = run(target, Options(
+            op=args.command, filters=filters, fixes=fixes, dry_run=args.dry_run,
+            max_messages=args.max_messages, rate=getattr(args, "rate", None), confirm=confirm,
+            hook=hook, progress=stderr), reader)
+    except (OSError, FixesError) as exc:
+        return fail(EXIT_FAILED, str(exc))
+    except Exception as exc:  # botocore errors: say which, exit 1
+        return fail(EXIT_FAILED, f"{type(exc).__name__}: {exc}")
+    _print_outcome(outcome, args.json, stdout, stderr)
+    if outcome.cancelled:
+        return EXIT_NOTHING_OR_PARTIAL
+    if outcome.messages_failed and not outcome.messages_done:
+        return EXIT_FAILED
+    if not outcome.matched or outcome.partial:
+        return EXIT_NOTHING_OR_PARTIAL
+    return EXIT_OK
+
+
+def _read_only(args: argparse.Namespace, reader: DlqReader, filters: Filters,
+               stdout: TextIO) -> int:
+    try:
+        messages = read_all(reader)
+    finally:
+        reader.release()
+    if args.command == "inspect":
+        summary = summarize(messages, filters, samples=args.samples)
+        stdout.write(json.dumps(summary, indent=2) + "\n" if args.json else format_text(summary))
+        return EXIT_OK if summary["rows"] else EXIT_NOTHING_OR_PARTIAL
+    rows = distinct_rows(messages, filters)
+    count = export_rows(rows, args.out)
+    result = {"rows": count, "out": str(args.out),
+              "jobs": sorted({r.job for r in rows}),
+              "messages": sum(1 for m in messages if any(filters.match(r) for r in m.rows))}
+    if args.json:
+        stdout.write(json.dumps(result, indent=2) + "\n")
+    else:
+        stdout.write(f"exported {count:,} row(s) from {result['messages']:,} DLQ message(s) "
+                     f"to {args.out}\n")
+    return EXIT_OK if count else EXIT_NOTHING_OR_PARTIAL
+
+
+def _ask(stdin: TextIO, stderr: TextIO) -> Callable[[dict[str, Any]], bool]:
+    def confirm(summary: dict[str, Any]) -> bool:
+        reasons = ", ".join(f"{r} {n:,}" for r, n in summary["by_reason"].items())
+        stderr.write(f"Delete {summary['rows']:,} row(s) in {summary['messages']:,} DLQ "
+                     f"message(s) for good [{reasons}]? Type 'yes' to confirm: ")
+        stderr.flush()
+        return stdin.readline().strip().lower() in ("y", "yes")
+    return confirm
+
+
+def _print_outcome(outcome: Outcome, as_json: bool, stdout: TextIO, stderr: TextIO) -> None:
+    if as_json:
+        stdout.write(json.dumps(outcome.as_dict(), indent=2) + "\n")
+        return
+    would = "would " if outcome.dry_run else ""
+    if outcome.cancelled:
+        stdout.write("purge cancelled: nothing deleted\n")
+        return
+    if not outcome.matched:
+        stdout.write(f"{outcome.op}: nothing in the DLQ matches "
+                     f"({outcome.messages_seen:,} message(s) looked at)\n")
+    elif outcome.op == PURGE:
+        stdout.write(f"purge: {would}delete {outcome.rows_purged:,} row(s) in "
+                     f"{outcome.messages_done:,} DLQ message(s)\n")
+    else:
+        fixed = f" ({outcome.rows_fixed:,} fixed)" if outcome.rows_fixed else ""
+        stdout.write(f"redrive: {would}send {outcome.rows_sent:,} row(s){fixed} from "
+                     f"{outcome.messages_done:,} DLQ message(s) back to the rows queue\n")
+    if outcome.rows_kept:
+        stdout.write(f"  {outcome.rows_kept:,} other row(s) of those messages stay in the DLQ "
+                     f"({outcome.remainders:,} remainder message(s))\n")
+    if outcome.by_reason:
+        reasons = ", ".join(f"{r} {n:,}" for r, n in outcome.by_reason.most_common())
+        stdout.write(f"  by reason: {reasons}\n")
+    for note in dict.fromkeys(outcome.notes):
+        stderr.write(f"note: {note}\n")
+    if outcome.messages_failed:
+        stderr.write(f"{outcome.messages_failed:,} message(s) were not completed and stay in "
+                     "the DLQ:\n")
+        for error in outcome.errors[:10]:
+            stderr.write(f"  {error}\n")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

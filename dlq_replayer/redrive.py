@@ -1,0 +1,252 @@
+"""Acting on the DLQ: redrive (rows back to the rows queue) and purge, without loss.
+
+For each DLQ message the order is always: send the replacements (rows queue, then the
+remainder back to the DLQ), check that SQS accepted every entry (`Failed` in a 200
+response counts), and only then delete the original. A replayer killed at any point
+leaves each row in the DLQ, in the rows queue, or in both; the writer's writes are
+idempotent and replay ids are deterministic, so "both" costs nothing but a repeat.
+
+`hook(point, plan)` is called at each step ("sent_rows", "sent_dlq", "deleted") so a
+test can kill the run between any two of them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from dlq_replayer.dlq import DlqReader, Ref, in_flight
+from dlq_replayer.plan import PURGE, REDRIVE, Filters, Plan, plan_message
+from dlq_replayer.target import Target
+from fanout.settings import MAX_SEND_BATCH
+
+Hook = Callable[[str, Plan], None]
+SEND_ATTEMPTS = 3
+
+
+class SendFailed(RuntimeError):
+    """SQS did not accept a replacement; the original stays in the DLQ."""
+
+
+@dataclass
+class Options:
+    op: str = REDRIVE
+    filters: Filters = field(default_factory=Filters)
+    fixes: Mapping[Ref, dict[str, str]] | None = None
+    dry_run: bool = False
+    max_messages: int | None = None
+    rate: float | None = None  # DLQ messages acted on per second
+    confirm: Callable[[dict[str, Any]], bool] | None = None  # purge: ask before deleting
+    hook: Hook | None = None
+    progress: TextIO | None = None
+
+
+@dataclass
+class Outcome:
+    op: str
+    dry_run: bool
+    messages_seen: int = 0
+    messages_selected: int = 0
+    messages_done: int = 0
+    messages_failed: int = 0
+    rows_selected: int = 0
+    rows_sent: int = 0
+    rows_fixed: int = 0
+    rows_purged: int = 0
+    rows_kept: int = 0
+    remainders: int = 0
+    fixes_unmatched: int = 0
+    in_flight: int = 0
+    cancelled: bool = False
+    by_reason: Counter[str] = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def matched(self) -> bool:
+        return self.messages_selected > 0
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.messages_failed or self.fixes_unmatched or self.in_flight
+                    or self.cancelled)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "by_reason"}
+        out["by_reason"] = dict(self.by_reason)
+        return out
+
+
+def run(target: Target, options: Options, reader: DlqReader) -> Outcome:
+    """Redrive or purge the selected DLQ messages; release what it held at the end."""
+    outcome = Outcome(options.op, options.dry_run)
+    progress = Progress(options.progress, options.op)
+    matched_refs: set[Ref] = set()
+    limiter = RateLimiter(options.rate)
+    try:
+        planned = _selected_plans(reader, options, outcome, matched_refs)
+        if options.confirm is not None and not options.dry_run:
+            plans = list(planned)
+            if plans and not options.confirm(summary_of(plans)):
+                outcome.cancelled = True
+                return outcome
+            planned = iter(plans)
+        for plan in planned:
+            if options.dry_run:
+                _count_done(outcome, plan)
+                continue
+            limiter.wait()
+            try:
+                execute(target, plan, options.hook)
+            except SendFailed as exc:
+                outcome.messages_failed += 1
+                outcome.errors.append(str(exc))
+                continue
+            reader.forget(plan.original)
+            _count_done(outcome, plan)
+            progress.show(outcome)
+    finally:
+        progress.done()
+        reader.release()
+    if options.fixes is not None:
+        outcome.fixes_unmatched = len(set(options.fixes) - matched_refs)
+        if outcome.fixes_unmatched:
+            outcome.notes.append(f"{outcome.fixes_unmatched} row(s) of the fixes file were not "
+                                 "found waiting in the DLQ (already replayed, or held by "
+                                 "another reader)")
+    if not options.dry_run:
+        outcome.in_flight = in_flight(target.sqs, target.dlq_url)[1]
+        if outcome.in_flight:
+            outcome.notes.append(f"{outcome.in_flight} DLQ message(s) were in flight (held by "
+                                 "another reader or a killed run); run again after their "
+                                 "visibility timeout")
+    return outcome
+
+
+def _selected_plans(reader: DlqReader, options: Options, outcome: Outcome,
+                    matched_refs: set[Ref]) -> Iterable[Plan]:
+    for batch in reader.batches():
+        for message in batch:
+            outcome.messages_seen += 1
+            plan = plan_message(message, options.op, options.filters, options.fixes)
+            if plan.note:
+                outcome.notes.append(plan.note)
+            if options.fixes is not None:
+                matched_refs.update(r.ref for r in message.rows if r.ref in options.fixes)
+            if not plan.acts:
+                continue
+            if options.max_messages is not None and \
+                    outcome.messages_selected >= options.max_messages:
+                return
+            outcome.messages_selected += 1
+            outcome.rows_selected += len(plan.selected)
+            yield plan
+
+
+def execute(target: Target, plan: Plan, hook: Hook | None = None) -> None:
+    """Send the plan's replacements, then delete the original (only if all were accepted)."""
+    if plan.to_rows_queue:
+        send_all(target.sqs, target.rows_queue_url, plan.to_rows_queue)
+    if hook:
+        hook("sent_rows", plan)
+    if plan.to_dlq:
+        send_all(target.sqs, target.dlq_url, plan.to_dlq)
+    if hook:
+        hook("sent_dlq", plan)
+    try:
+        target.sqs.delete_message(QueueUrl=target.dlq_url, ReceiptHandle=plan.original.receipt)
+    except Exception as exc:  # e.g. our hold ran out and the receipt is stale
+        raise SendFailed(f"replacements of DLQ message {plan.original.sqs_id} were sent but it "
+                         f"could not be deleted ({exc}); its rows are in both queues") from exc
+    if hook:
+        hook("deleted", plan)
+
+
+def send_all(sqs: Any, queue_url: str, bodies: list[str]) -> None:
+    """SendMessageBatch, retrying the entries reported in `Failed`; raise if any stays failed."""
+    for start in range(0, len(bodies), MAX_SEND_BATCH):
+        pending = {str(i): body for i, body in enumerate(bodies[start:start + MAX_SEND_BATCH])}
+        for attempt in range(SEND_ATTEMPTS):
+            try:
+                response = sqs.send_message_batch(
+                    QueueUrl=queue_url,
+                    Entries=[{"Id": i, "MessageBody": b} for i, b in pending.items()])
+            except Exception as exc:
+                if attempt == SEND_ATTEMPTS - 1:
+                    raise SendFailed(f"SendMessageBatch to {queue_url} failed: {exc}") from exc
+                time.sleep(0.2 * 2 ** attempt)
+                continue
+            for ok in response.get("Successful", []):
+                pending.pop(ok["Id"], None)
+            failed = response.get("Failed") or []
+            if not pending:
+                break
+            if any(f.get("SenderFault") for f in failed) or attempt == SEND_ATTEMPTS - 1:
+                reasons = "; ".join(f"{f.get('Code')}: {f.get('Message', '')}" for f in failed)
+                raise SendFailed(f"SQS did not accept {len(pending)} message(s) for "
+                                 f"{queue_url}: {reasons or 'no reason given'}")
+            time.sleep(0.2 * 2 ** attempt)
+
+
+def _count_done(outcome: Outcome, plan: Plan) -> None:
+    outcome.messages_done += 1
+    outcome.rows_kept += len(plan.kept)
+    outcome.remainders += len(plan.to_dlq)
+    outcome.rows_fixed += plan.fixed
+    for row in plan.selected:
+        outcome.by_reason[row.reason] += 1
+    if outcome.op == PURGE:
+        outcome.rows_purged += len(plan.selected)
+    else:
+        outcome.rows_sent += len(plan.selected)
+
+
+def summary_of(plans: list[Plan]) -> dict[str, Any]:
+    reasons: Counter[str] = Counter(r.reason for p in plans for r in p.selected)
+    return {"messages": len(plans), "rows": sum(len(p.selected) for p in plans),
+            "by_reason": dict(reasons),
+            "jobs": sorted({r.job for p in plans for r in p.selected})}
+
+
+class RateLimiter:
+    """At most `rate` calls of `wait()` per second (None: no limit)."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.interval = 1.0 / rate if rate else 0.0
+        self.next_at = time.monotonic()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        now = time.monotonic()
+        if self.next_at > now:
+            time.sleep(self.next_at - now)
+        self.next_at = max(now, self.next_at) + self.interval
+
+
+class Progress:
+    """A progress line on a terminal (stderr); silent when it is not one."""
+
+    def __init__(self, stream: TextIO | None, op: str) -> None:
+        self.stream = stream if stream is not None and stream.isatty() else None
+        self.op = op
+        self.last = 0.0
+
+    def show(self, outcome: Outcome) -> None:
+        if not self.stream or time.monotonic() - self.last < 0.2:
+            return
+        self.last = time.monotonic()
+        rows = outcome.rows_purged if self.op == PURGE else outcome.rows_sent
+        self.stream.write(f"\r{self.op}: {outcome.messages_done:,} messages, {rows:,} rows"
+                          .ljust(60))
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.stream and self.last:
+            self.stream.write("\r" + " " * 60 + "\r")
+            self.stream.flush()
+
+

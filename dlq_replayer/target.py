@@ -1,0 +1,97 @@
+"""Where the replayer works: the DLQ and the rows queue of a local `fanout serve` or of a
+deployed stack (found from its CloudFormation outputs)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from fanout.aws import client
+from fanout.local.emulator import FAKE_CREDENTIALS
+from fanout.settings import ResourceNames
+
+# The CloudFormation outputs the stack declares (infra/).
+OUTPUT_DLQ_URL = "DlqUrl"
+OUTPUT_ROWS_QUEUE_URL = "RowsQueueUrl"
+OUTPUT_BUCKET = "BucketName"
+OUTPUT_TABLE = "TableName"
+
+
+class TargetError(RuntimeError):
+    """The queues could not be found (no stack, no queue, no output)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    sqs: Any
+    dlq_url: str
+    rows_queue_url: str
+    bucket: str = ""
+    table: str = ""
+    endpoint_url: str | None = None
+    # Long polling for each DLQ read: AWS's short polling samples a subset of servers and
+    # can answer "empty" too early; a local emulator answers exactly, so 0 there.
+    wait_s: int = 1
+
+
+def is_loopback(endpoint_url: str | None) -> bool:
+    host = urlparse(endpoint_url or "").hostname or ""
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+def use_local_credentials(endpoint_url: str | None) -> None:
+    """A local emulator accepts any credentials: supply moto's fake ones when none are set,
+    so `dlq-replayer --endpoint-url http://127.0.0.1:P` works on a machine with no profile."""
+    if is_loopback(endpoint_url) and not os.environ.get("AWS_ACCESS_KEY_ID") \
+            and not os.environ.get("AWS_PROFILE"):
+        for name, value in FAKE_CREDENTIALS.items():
+            os.environ.setdefault(name, value)
+
+
+def discover(*, endpoint_url: str | None = None, stack: str | None = None,
+             dlq_url: str | None = None, rows_queue_url: str | None = None,
+             region: str = "us-east-1", names: ResourceNames | None = None,
+             sqs: Any = None, cloudformation: Any = None) -> Target:
+    """Resolve the queue URLs: explicit URLs win, then the stack's outputs, then the
+    default queue names on the endpoint."""
+    use_local_credentials(endpoint_url)
+    names = names or ResourceNames()
+    sqs = sqs or client("sqs", endpoint_url=endpoint_url, region=region)
+    bucket, table = "", ""
+    if stack:
+        cloudformation = cloudformation or client("cloudformation", endpoint_url=endpoint_url,
+                                                  region=region)
+        outputs = stack_outputs(cloudformation, stack)
+        dlq_url = dlq_url or outputs.get(OUTPUT_DLQ_URL)
+        rows_queue_url = rows_queue_url or outputs.get(OUTPUT_ROWS_QUEUE_URL)
+        bucket, table = outputs.get(OUTPUT_BUCKET, ""), outputs.get(OUTPUT_TABLE, "")
+        missing = [n for n, v in ((OUTPUT_DLQ_URL, dlq_url),
+                                  (OUTPUT_ROWS_QUEUE_URL, rows_queue_url)) if not v]
+        if missing:
+            raise TargetError(f"stack {stack} has no output(s) {', '.join(missing)}")
+    else:
+        bucket, table = names.bucket, names.table
+        dlq_url = dlq_url or queue_url(sqs, names.dlq)
+        rows_queue_url = rows_queue_url or queue_url(sqs, names.rows_queue)
+    assert dlq_url and rows_queue_url
+    return Target(sqs, dlq_url, rows_queue_url, bucket, table, endpoint_url,
+                  wait_s=0 if is_loopback(endpoint_url) else 1)
+
+
+def stack_outputs(cloudformation: Any, stack: str) -> dict[str, str]:
+    try:
+        stacks = cloudformation.describe_stacks(StackName=stack)["Stacks"]
+    except Exception as exc:  # botocore ClientError: "Stack with id X does not exist"
+        raise TargetError(f"cannot describe stack {stack}: {exc}") from exc
+    if not stacks:
+        raise TargetError(f"stack {stack} not found")
+    return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+
+
+def queue_url(sqs: Any, name: str) -> str:
+    try:
+        return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
+    except Exception as exc:
+        raise TargetError(f"queue {name} not found: {exc}") from exc

@@ -1,0 +1,229 @@
+"""dlq_replayer on moto in-process: inspect, export, redrive (filters, fixes, dry run,
+--max, --json), purge, and stack discovery."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dlq_replayer.cli import main
+from dlq_replayer.plan import replay_id
+from dlq_replayer.target import Target, discover
+from fanout.contract import KIND_ROWS, decode
+from fanout.local.resources import LocalStack
+from tests.integration.replayer_helpers import HEADER, Tty, bodies, peek, put, refs_in, rejected, replayer, rows
+
+
+@pytest.fixture
+def target(aws: Any, stack: LocalStack) -> Target:
+    return Target(aws.sqs, stack.settings.dlq_url, stack.settings.rows_queue_url, wait_s=0)
+
+
+@pytest.fixture
+def waiting(aws: Any, target: Target) -> None:
+    """Job A: one message with two bad rows (empty_key, bad_number), one that failed its
+    retries; job B: one empty_key row."""
+    put(aws.sqs, target.dlq_url,
+        rejected("job-a", 0, [(3, ["", "2", "low"], "empty_key"),
+                              (7, ["a7", "x", "low"], "bad_number")]),
+        rows("job-a", 1, [27, 28]),
+        rejected("job-b", 0, [(2, ["", "9", "high"], "empty_key")]))
+
+
+def test_inspect_groups_by_job_and_reason_and_consumes_nothing(aws, target, waiting):
+    code, out, _ = replayer(target, "inspect")
+    assert code == 0
+    assert "3 message(s)" in out and "5 row(s)" in out
+    assert "empty_key: 2 row(s)" in out and "retries_exhausted: 2 row(s)" in out
+
+    code, out, _ = replayer(target, "inspect", "--json", "--job", "job-a")
+    summary = json.loads(out)
+    assert summary["rows"] == 4 and set(summary["jobs"]) == {"job-a"}
+    assert summary["jobs"]["job-a"]["by_reason"] == {"retries_exhausted": 2, "empty_key": 1,
+                                                     "bad_number": 1}
+    assert summary["reasons"]["bad_number"]["samples"][0]["row"] == {
+        "account": "a7", "offer_id": "x", "risk": "low"}
+    assert len(peek(aws.sqs, target.dlq_url)) == 3  # everything visible again
+
+
+def test_nothing_matched_exits_3(target, waiting):
+    assert replayer(target, "inspect", "--reason", "no_such_reason")[0] == 3
+    code, out, _ = replayer(target, "redrive", "--job", "job-zzz")
+    assert code == 3 and "nothing in the DLQ matches" in out
+
+
+def test_export_csv_and_jsonl(target, waiting, tmp_path: Path):
+    code, out, _ = replayer(target, "export", "--out", str(tmp_path / "rows.csv"))
+    assert code == 0 and "exported 5 row(s) from 3 DLQ message(s)" in out
+    with open(tmp_path / "rows.csv", newline="") as f:
+        records = list(csv.DictReader(f))
+    assert [r["_line"] for r in records] == ["27", "28", "3", "7", "2"] or len(records) == 5
+    line3 = next(r for r in records if r["_job"] == "job-a" and r["_line"] == "3")
+    assert line3 | {} == line3 and line3["_reason"] == "empty_key"
+    assert [line3[c] for c in HEADER] == ["", "2", "low"] and line3["_message"] == "0"
+
+    code, out, _ = replayer(target, "export", "--out", str(tmp_path / "rows.jsonl"),
+                            "--reason", "retries_exhausted", "--json")
+    assert json.loads(out)["rows"] == 2
+    lines = [json.loads(t) for t in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert {r["_line"] for r in lines} == {27, 28}
+    assert lines[0]["fields"]["account"].startswith("a") and lines[0]["_kind"] == KIND_ROWS
+
+
+def test_redrive_sends_rows_back_unchanged_and_rejects_as_replays(aws, target, waiting):
+    original_rows_body = rows("job-a", 1, [27, 28])
+    code, out, _ = replayer(target, "redrive", "--json")
+    assert code == 0
+    outcome = json.loads(out)
+    assert outcome["messages_done"] == 3 and outcome["rows_sent"] == 5
+    assert peek(aws.sqs, target.dlq_url) == []
+
+    sent = peek(aws.sqs, target.rows_queue_url)
+    assert original_rows_body in [m["Body"] for m in sent]  # same body, same message id
+    replays = [decode(m["Body"]) for m in sent if decode(m["Body"]).replay]
+    assert len(replays) == 2
+    a = next(r for r in replays if r.job == "job-a")
+    assert a.kind == KIND_ROWS and a.lines == [3, 7]
+    assert a.rows == [["", "2", "low"], ["a7", "x", "low"]]
+    assert a.replay == replay_id("job-a", "0", [3, 7], a.rows)  # deterministic
+    assert a.message_id == f"0~{a.replay}"
+
+
+def test_reason_filter_leaves_the_other_rows_in_a_remainder(aws, target, waiting):
+    code, out, _ = replayer(target, "redrive", "--reason", "bad_number")
+    assert code == 0 and "1 other row(s)" in out
+    assert refs_in(aws.sqs, target.rows_queue_url) == {("job-a", "0", 7)}
+    assert refs_in(aws.sqs, target.dlq_url) == {
+        ("job-a", "0", 3), ("job-a", "1", 27), ("job-a", "1", 28), ("job-b", "0", 2)}
+    remainder = next(m for m in bodies(aws.sqs, target.dlq_url)
+                     if m.job == "job-a" and m.rejections)
+    assert [r.reason for r in remainder.rejections] == ["empty_key"]
+
+
+def test_job_filter_dry_run_and_max(aws, target, waiting):
+    code, out, _ = replayer(target, "redrive", "--job", "job-a", "--dry-run")
+    assert code == 0 and "would send 4 row(s) from 2 DLQ message(s)" in out
+    assert len(peek(aws.sqs, target.dlq_url)) == 3 and peek(aws.sqs, target.rows_queue_url) == []
+
+    code, out, _ = replayer(target, "redrive", "--job", "job-a", "--max", "1", "--json")
+    assert code == 0 and json.loads(out)["messages_done"] == 1
+    assert len(peek(aws.sqs, target.dlq_url)) == 2
+    assert len(peek(aws.sqs, target.rows_queue_url)) == 1
+
+
+def test_rate_limits_messages_per_second(target, waiting):
+    import time
+
+    started = time.monotonic()
+    assert replayer(target, "redrive", "--rate", "10")[0] == 0
+    assert time.monotonic() - started >= 0.2  # 3 messages at 10/s: two waits of 0.1 s
+
+
+def test_purge_needs_yes_or_a_confirmation(aws, target, waiting):
+    code, _, err = replayer(target, "purge", "--reason", "empty_key")
+    assert code == 2 and "--yes" in err
+
+    code, out, _ = replayer(target, "purge", "--reason", "empty_key", stdin=Tty("no\n"))
+    assert code == 3 and "cancelled" in out
+    assert len(peek(aws.sqs, target.dlq_url)) == 3
+
+    code, out, err = replayer(target, "purge", "--reason", "empty_key", stdin=Tty("yes\n"))
+    assert code == 0 and "delete 2 row(s) in 2 DLQ message(s)" in out and "Delete 2 row(s)" in err
+    assert refs_in(aws.sqs, target.dlq_url) == {("job-a", "0", 7), ("job-a", "1", 27),
+                                                ("job-a", "1", 28)}
+    assert peek(aws.sqs, target.rows_queue_url) == []
+
+    code, out, _ = replayer(target, "purge", "--yes", "--job", "job-a", "--json")
+    assert code == 0 and json.loads(out)["rows_purged"] == 3
+    assert peek(aws.sqs, target.dlq_url) == []
+
+
+def test_redrive_fixes_sends_the_edited_rows_and_keeps_the_rest(aws, target, waiting, tmp_path):
+    export = tmp_path / "fix.csv"
+    assert replayer(target, "export", "--out", str(export), "--reason", "empty_key")[0] == 0
+    with open(export, newline="") as f:
+        records = list(csv.DictReader(f))
+    for record in records:
+        record["account"] = f"fixed-{record['_line']}"
+    with open(export, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+
+    code, out, _ = replayer(target, "redrive", "--fixes", str(export), "--json")
+    outcome = json.loads(out)
+    assert code == 0 and outcome["rows_sent"] == 2 and outcome["rows_fixed"] == 2
+    sent = bodies(aws.sqs, target.rows_queue_url)
+    assert sorted(m.rows[0][0] for m in sent) == ["fixed-2", "fixed-3"]
+    assert all(m.replay for m in sent)
+    # The bad_number row shared a message with a fixed row: it stays, in a remainder.
+    assert refs_in(aws.sqs, target.dlq_url) == {("job-a", "0", 7), ("job-a", "1", 27),
+                                                ("job-a", "1", 28)}
+
+    # Running the same fixes again finds nothing left to replace.
+    code, _, err = replayer(target, "redrive", "--fixes", str(export))
+    assert code == 3 and "not found waiting in the DLQ" in err
+
+
+def test_rows_message_with_fixes_goes_back_whole_under_its_own_id(aws, target, waiting,
+                                                                  tmp_path):
+    export = tmp_path / "fix.jsonl"
+    replayer(target, "export", "--out", str(export), "--reason", "retries_exhausted")
+    records = [json.loads(t) for t in export.read_text().splitlines()]
+    records[0]["fields"]["risk"] = "medium"
+    export.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert replayer(target, "redrive", "--fixes", str(export))[0] == 0
+    (message,) = bodies(aws.sqs, target.rows_queue_url)
+    assert message.message_id == "1" and message.replay is None
+    assert [r[2] for r in message.rows] == ["medium", "low"]
+
+
+def test_a_failed_send_keeps_the_original(aws, target, waiting):
+    class Refusing:
+        def __init__(self, sqs: Any) -> None:
+            self._sqs = sqs
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._sqs, name)
+
+        def send_message_batch(self, **params: Any) -> Any:
+            return {"Successful": [], "Failed": [
+                {"Id": e["Id"], "SenderFault": False, "Code": "InternalError"}
+                for e in params["Entries"]]}
+
+    flaky = Target(Refusing(aws.sqs), target.dlq_url, target.rows_queue_url, wait_s=0)
+    code, _, err = replayer(flaky, "redrive")
+    assert code == 1 and "did not accept" in err
+    assert len(peek(aws.sqs, target.dlq_url)) == 3
+
+
+def test_stack_outputs_and_default_names_find_the_queues(aws, stack):
+    template = {
+        "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {"DlqUrl": {"Value": stack.settings.dlq_url},
+                    "RowsQueueUrl": {"Value": stack.settings.rows_queue_url},
+                    "BucketName": {"Value": "b"}, "TableName": {"Value": "t"}},
+    }
+    cloudformation = aws_client("cloudformation")
+    cloudformation.create_stack(StackName="fanout", TemplateBody=json.dumps(template))
+    found = discover(stack="fanout", sqs=aws.sqs, cloudformation=cloudformation)
+    assert (found.dlq_url, found.rows_queue_url, found.bucket, found.table) == (
+        stack.settings.dlq_url, stack.settings.rows_queue_url, "b", "t")
+    by_name = discover(sqs=aws.sqs)
+    assert by_name.dlq_url == stack.settings.dlq_url
+
+
+def test_usage_errors_exit_2(tmp_path):
+    assert main(["inspect"]) == 2  # no target
+    assert main(["redrive", "--max", "0", "--endpoint-url", "http://127.0.0.1:1"]) == 2
+    assert main(["bogus"]) == 2
+
+
+def aws_client(service: str) -> Any:
+    import boto3
+
+    return boto3.client(service, region_name="us-east-1")
