@@ -1,0 +1,121 @@
+"""CDK context changes the stack: a spec file, names, prefix, budget, an existing table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fanout_stack.config import StackConfig
+
+from fanout.mapping import SpecError, load_spec
+from tests.infra.conftest import Synth
+
+
+def test_spec_file_sets_the_items_table_key_schema_and_name(
+    custom_stack: Synth, spec_file: Path,
+) -> None:
+    items_id = custom_stack.logical_id(custom_stack.stack.storage.items_table)
+    props = custom_stack.json["Resources"][items_id]["Properties"]
+    assert props["TableName"] == "offers-test"
+    assert props["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"},
+                                  {"AttributeName": "offer_id", "KeyType": "RANGE"}]
+    assert props["AttributeDefinitions"] == [{"AttributeName": "pk", "AttributeType": "S"},
+                                             {"AttributeName": "offer_id", "AttributeType": "N"}]
+    # The Lambdas get the same spec inline, templates and types included.
+    env = custom_stack.json["Resources"][custom_stack.logical_id(
+        custom_stack.stack.functions.writer)]["Properties"]["Environment"]["Variables"]
+    assert json.loads(env["FANOUT_SPEC_JSON"]) == load_spec(spec_file).to_dict()
+    assert env["FANOUT_PARTITION_KEY"] == "pk"
+
+
+def test_upload_prefix_and_gzip_shape_the_notifications(custom_stack: Synth) -> None:
+    _, notifications = custom_stack.one("Custom::S3BucketNotifications")
+    configs = notifications["Properties"]["NotificationConfiguration"][
+        "LambdaFunctionConfigurations"]
+    filters = sorted(
+        tuple(sorted((r["Name"], r["Value"]) for r in c["Filter"]["Key"]["FilterRules"]))
+        for c in configs)
+    assert filters == [(("prefix", "incoming/csv/"), ("suffix", ".csv")),
+                       (("prefix", "incoming/csv/"), ("suffix", ".csv.gz"))]
+    assert custom_stack.json["Outputs"]["UploadPrefix"]["Value"] == "incoming/csv/"
+
+
+def test_splitter_reads_only_the_configured_prefix_and_versions_when_versioned(
+    custom_stack: Synth,
+) -> None:
+    bucket_id = custom_stack.logical_id(custom_stack.stack.storage.bucket)
+    reads = [s for p in custom_stack.resources("AWS::IAM::Policy").values()
+             for s in p["Properties"]["PolicyDocument"]["Statement"] if s.get("Sid") == "ReadUploads"]
+    (read,) = reads
+    assert sorted(read["Action"]) == ["s3:GetObject", "s3:GetObjectVersion"]
+    assert read["Resource"] == {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]},
+                                                  "/incoming/csv/*"]]}
+
+
+def test_write_budget_sets_maximum_concurrency(custom_stack: Synth) -> None:
+    # ceil(10000 WCU/s / 400 rows/s per writer) = 25
+    custom_stack.template.has_resource_properties("AWS::Lambda::EventSourceMapping", {
+        "ScalingConfig": {"MaximumConcurrency": 25}})
+    assert custom_stack.json["Outputs"]["WriterMaxConcurrency"]["Value"] == "25"
+
+
+def test_names_from_context(custom_stack: Synth) -> None:
+    template = custom_stack.template
+    template.has_resource_properties("AWS::S3::Bucket", {"BucketName": "fanout-custom-uploads"})
+    template.has_resource_properties("AWS::DynamoDB::Table", {"TableName": "fanout-custom-jobs"})
+    template.has_resource_properties("AWS::Lambda::Function",
+                                     {"FunctionName": "fanout-custom-splitter"})
+    template.has_resource_properties("AWS::Lambda::Function",
+                                     {"FunctionName": "fanout-custom-writer"})
+    template.has_resource_properties("AWS::IAM::Role", {"RoleName": "fanout-custom-splitter-role"})
+    template.has_resource_properties("AWS::IAM::Role", {"RoleName": "fanout-custom-writer-role"})
+    assert custom_stack.stack.stack_name == "fanout-custom"
+
+
+def test_existing_table_is_imported_not_created_and_granted_batch_writes(
+    existing_table_stack: Synth,
+) -> None:
+    synth = existing_table_stack
+    tables = synth.resources("AWS::DynamoDB::Table")
+    assert len(tables) == 1, "only the ledger is created"
+    (ledger,) = tables.values()
+    assert ledger["Properties"]["KeySchema"][0]["AttributeName"] == "pk"
+    writes = [s for p in synth.resources("AWS::IAM::Policy").values()
+              for s in p["Properties"]["PolicyDocument"]["Statement"]
+              if s.get("Sid") == "WriteItems"]
+    (write,) = writes
+    assert write["Action"] == "dynamodb:BatchWriteItem"
+    arn = json.dumps(write["Resource"])
+    assert ":table/legacy-offers" in arn and "AWS::Region" in arn and "AWS::AccountId" in arn
+    assert synth.json["Outputs"]["TableName"]["Value"] == "legacy-offers"
+    env = synth.json["Resources"][synth.logical_id(synth.stack.functions.writer)][
+        "Properties"]["Environment"]["Variables"]
+    assert env["FANOUT_TABLE"] == "legacy-offers"
+    # The throttling alarms follow the imported table.
+    alarms = synth.resources("AWS::CloudWatch::Alarm").values()
+    ddb = [a for a in alarms if a["Properties"]["Namespace"] == "AWS/DynamoDB"]
+    assert ddb and all({"Name": "TableName", "Value": "legacy-offers"}
+                       in a["Properties"]["Dimensions"] for a in ddb)
+
+
+def context_getter(**values: str):
+    return values.get
+
+
+def test_upload_prefix_under_the_pipeline_outputs_is_refused() -> None:
+    with pytest.raises(ValueError, match="trigger itself"):
+        StackConfig.from_context(context_getter(upload_prefix="errors/in"))
+
+
+def test_a_bad_spec_file_fails_synth_naming_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[table]\nsort_key = { name = "x" }\n')
+    with pytest.raises(SpecError, match="partition_key"):
+        StackConfig.from_context(context_getter(spec=str(bad)))
+
+
+def test_relative_spec_paths_resolve_from_the_infra_folder(tmp_path: Path) -> None:
+    (tmp_path / "offers.toml").write_text('[table]\npartition_key = { name = "id" }\n')
+    config = StackConfig.from_context(context_getter(spec="offers.toml"), base_dir=tmp_path)
+    assert config.spec.key_schema() == [("id", "S")]

@@ -1,0 +1,345 @@
+"""The default stack: what matters for correctness, safety and least privilege."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_cdk.assertions import Match
+from fanout_stack.config import DEFAULT_WRITE_BUDGET, writer_concurrency
+
+from fanout.mapping import Spec
+from fanout.settings import DEFAULT_CONFIG
+from tests.infra.conftest import Synth
+
+
+def statements(synth: Synth, role: Any) -> list[dict[str, Any]]:
+    """Every statement of the policies attached to one role."""
+    role_id = synth.logical_id(role)
+    found = []
+    for policy in synth.resources("AWS::IAM::Policy").values():
+        if {"Ref": role_id} in policy["Properties"]["Roles"]:
+            found.extend(policy["Properties"]["PolicyDocument"]["Statement"])
+    return found
+
+
+def actions(statement: dict[str, Any]) -> list[str]:
+    action = statement["Action"]
+    return [action] if isinstance(action, str) else list(action)
+
+
+def resources(statement: dict[str, Any]) -> list[Any]:
+    resource = statement["Resource"]
+    return resource if isinstance(resource, list) else [resource]
+
+
+def grants(synth: Synth, role: Any) -> dict[str, list[Any]]:
+    """action -> resources it is allowed on, for one role."""
+    out: dict[str, list[Any]] = {}
+    for statement in statements(synth, role):
+        assert statement["Effect"] == "Allow"
+        for action in actions(statement):
+            out.setdefault(action, []).extend(resources(statement))
+    return out
+
+
+def att(logical_id: str) -> dict[str, Any]:
+    return {"Fn::GetAtt": [logical_id, "Arn"]}
+
+
+def object_arn(bucket_id: str, prefix: str) -> dict[str, Any]:
+    return {"Fn::Join": ["", [att(bucket_id), f"/{prefix}*"]]}
+
+
+# ----------------------------------------------------------------------------- queues
+
+def test_rows_queue_redrives_to_the_dlq_after_max_receive_count(default_stack: Synth) -> None:
+    messaging = default_stack.stack.messaging
+    rows_id, dlq_id = (default_stack.logical_id(q) for q in (messaging.rows_queue, messaging.dlq))
+    rows = default_stack.json["Resources"][rows_id]["Properties"]
+    assert rows["RedrivePolicy"] == {
+        "deadLetterTargetArn": att(dlq_id),
+        "maxReceiveCount": DEFAULT_CONFIG.max_receive_count,
+    }
+    # Same numbers the local runtime uses (fanout.local.resources.rows_queue_attributes).
+    assert rows["VisibilityTimeout"] == DEFAULT_CONFIG.visibility_timeout_s
+    assert rows["VisibilityTimeout"] >= 6 * DEFAULT_CONFIG.writer_timeout_s
+    assert rows["MessageRetentionPeriod"] == DEFAULT_CONFIG.retention_days * 86400
+    assert rows["SqsManagedSseEnabled"] is True
+    dlq = default_stack.json["Resources"][dlq_id]["Properties"]
+    assert dlq["MessageRetentionPeriod"] == DEFAULT_CONFIG.retention_days * 86400
+    assert "RedrivePolicy" not in dlq
+
+
+def test_queues_refuse_plain_http(default_stack: Synth) -> None:
+    policies = default_stack.resources("AWS::SQS::QueuePolicy")
+    assert len(policies) == 2
+    for policy in policies.values():
+        denies = [s for s in policy["Properties"]["PolicyDocument"]["Statement"]
+                  if s["Effect"] == "Deny"]
+        assert denies and denies[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+# ------------------------------------------------------------------ event source mapping
+
+def test_writer_mapping_reports_batch_item_failures_with_bounded_concurrency(
+    default_stack: Synth,
+) -> None:
+    functions, messaging = default_stack.stack.functions, default_stack.stack.messaging
+    default_stack.template.has_resource_properties("AWS::Lambda::EventSourceMapping", {
+        "FunctionName": {"Ref": default_stack.logical_id(functions.writer)},
+        "EventSourceArn": att(default_stack.logical_id(messaging.rows_queue)),
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        "BatchSize": DEFAULT_CONFIG.batch_size,
+        "MaximumBatchingWindowInSeconds": DEFAULT_CONFIG.max_batching_window_s,
+        "ScalingConfig": {"MaximumConcurrency": writer_concurrency(DEFAULT_WRITE_BUDGET, 400)},
+    })
+    default_stack.template.resource_count_is("AWS::Lambda::EventSourceMapping", 1)
+
+
+def test_concurrency_formula_divides_the_budget_and_clamps() -> None:
+    assert writer_concurrency(4000, 400) == 10
+    assert writer_concurrency(4001, 400) == 11  # ceil, never under the budget's need
+    assert writer_concurrency(100, 400) == 2  # ESM minimum
+    assert writer_concurrency(10_000_000, 400) == 1000  # ESM maximum
+
+
+# ------------------------------------------------------------------------ S3 trigger
+
+def test_only_csv_uploads_under_the_prefix_trigger_the_splitter(default_stack: Synth) -> None:
+    _, notifications = default_stack.one("Custom::S3BucketNotifications")
+    configs = notifications["Properties"]["NotificationConfiguration"][
+        "LambdaFunctionConfigurations"]
+    assert len(configs) == 1
+    (config,) = configs
+    assert config["Events"] == ["s3:ObjectCreated:*"]
+    assert config["LambdaFunctionArn"] == att(
+        default_stack.logical_id(default_stack.stack.functions.splitter))
+    rules = {r["Name"]: r["Value"] for r in config["Filter"]["Key"]["FilterRules"]}
+    assert rules == {"prefix": DEFAULT_CONFIG.upload_prefix, "suffix": ".csv"}
+    # The pipeline's outputs live outside the watched prefix, so they can never re-trigger it.
+    for own in (DEFAULT_CONFIG.errors_prefix, DEFAULT_CONFIG.json_copy_prefix):
+        assert not own.startswith(rules["prefix"])
+
+
+def test_bucket_is_private_encrypted_tls_only_logged_and_expires_outputs(
+    default_stack: Synth,
+) -> None:
+    bucket_id = default_stack.logical_id(default_stack.stack.storage.bucket)
+    props = default_stack.json["Resources"][bucket_id]["Properties"]
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"] == [
+        {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+    assert props["LoggingConfiguration"]["DestinationBucketName"] == {
+        "Ref": default_stack.logical_id(default_stack.stack.storage.access_logs)}
+    expiring = {r.get("Prefix"): r["ExpirationInDays"]
+                for r in props["LifecycleConfiguration"]["Rules"] if "ExpirationInDays" in r}
+    assert set(expiring) == {DEFAULT_CONFIG.errors_prefix, DEFAULT_CONFIG.json_copy_prefix}
+    default_stack.template.has_resource_properties("AWS::S3::BucketPolicy", {
+        "Bucket": {"Ref": bucket_id},
+        "PolicyDocument": {"Statement": Match.array_with([Match.object_like({
+            "Effect": "Deny",
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}}})])},
+    })
+
+
+# ---------------------------------------------------------------------------- tables
+
+def test_items_table_key_schema_comes_from_the_default_spec(default_stack: Synth) -> None:
+    items_id = default_stack.logical_id(default_stack.stack.storage.items_table)
+    props = default_stack.json["Resources"][items_id]["Properties"]
+    spec = Spec.default()
+    assert props["KeySchema"] == [
+        {"AttributeName": spec.partition_key.name, "KeyType": "HASH"},
+        {"AttributeName": spec.sort_key.name, "KeyType": "RANGE"},
+    ]
+    assert props["AttributeDefinitions"] == [
+        {"AttributeName": name, "AttributeType": type_} for name, type_ in spec.key_schema()]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert "TableName" not in props  # generated, so two stacks never collide
+    assert default_stack.json["Resources"][items_id]["DeletionPolicy"] == "Retain"
+
+
+def test_ledger_table_is_pk_sk_strings_on_demand(default_stack: Synth) -> None:
+    ledger_id = default_stack.logical_id(default_stack.stack.storage.ledger_table)
+    props = default_stack.json["Resources"][ledger_id]["Properties"]
+    assert props["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"},
+                                  {"AttributeName": "sk", "KeyType": "RANGE"}]
+    assert props["AttributeDefinitions"] == [{"AttributeName": "pk", "AttributeType": "S"},
+                                             {"AttributeName": "sk", "AttributeType": "S"}]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+
+
+# ------------------------------------------------------------------------- functions
+
+def function_props(synth: Synth, function: Any) -> dict[str, Any]:
+    return synth.json["Resources"][synth.logical_id(function)]["Properties"]
+
+
+def test_functions_are_arm64_python313_traced_with_the_powertools_layer(
+    default_stack: Synth,
+) -> None:
+    functions = default_stack.stack.functions
+    for function, handler, memory, timeout in (
+        (functions.splitter, "splitter.handler.lambda_handler", 512,
+         DEFAULT_CONFIG.splitter_timeout_s),
+        (functions.writer, "writer.handler.lambda_handler", 256, DEFAULT_CONFIG.writer_timeout_s),
+    ):
+        props = function_props(default_stack, function)
+        assert props["Handler"] == handler
+        assert props["Runtime"] == "python3.13"
+        assert props["Architectures"] == ["arm64"]
+        assert props["MemorySize"] == memory
+        assert props["Timeout"] == timeout
+        assert props["TracingConfig"] == {"Mode": "Active"}
+        (layer,) = props["Layers"]
+        parts = layer["Fn::Join"][1]
+        assert {"Ref": "AWS::Region"} in parts
+        assert parts[-1].endswith(":017000801446:layer:AWSLambdaPowertoolsPythonV3-python313-arm64:27")
+
+
+def test_functions_get_the_settings_and_the_spec_they_read(default_stack: Synth) -> None:
+    stack = default_stack.stack
+    for function, service in ((stack.functions.splitter, "fanout-splitter"),
+                              (stack.functions.writer, "fanout-writer")):
+        env = function_props(default_stack, function)["Environment"]["Variables"]
+        assert env["FANOUT_TABLE"] == {"Ref": default_stack.logical_id(stack.storage.items_table)}
+        assert env["FANOUT_LEDGER_TABLE"] == {
+            "Ref": default_stack.logical_id(stack.storage.ledger_table)}
+        assert env["FANOUT_ROWS_QUEUE_URL"] == {
+            "Ref": default_stack.logical_id(stack.messaging.rows_queue)}
+        assert env["FANOUT_DLQ_URL"] == {"Ref": default_stack.logical_id(stack.messaging.dlq)}
+        assert env["FANOUT_BUCKET"] == {"Ref": default_stack.logical_id(stack.storage.bucket)}
+        assert env["FANOUT_TOPIC_ARN"] == {"Ref": default_stack.logical_id(stack.messaging.topic)}
+        assert env["FANOUT_RANGE_BYTES"] == str(DEFAULT_CONFIG.range_bytes)
+        assert env["FANOUT_ERRORS_PREFIX"] == DEFAULT_CONFIG.errors_prefix
+        assert Spec.from_dict(json.loads(env["FANOUT_SPEC_JSON"])) == Spec.default()
+        assert env["POWERTOOLS_SERVICE_NAME"] == service
+        assert env["POWERTOOLS_METRICS_NAMESPACE"] == "fanout"
+        assert len(json.dumps(env)) < 4096  # Lambda's environment size limit
+
+
+def test_code_asset_holds_only_the_three_packages(default_stack: Synth) -> None:
+    assets = [p for p in default_stack.outdir.iterdir() if p.name.startswith("asset.")]
+    assert len(assets) == 1, "splitter and writer share one code asset"
+    top = {p.name for p in assets[0].iterdir()}
+    assert top == {"fanout", "splitter", "writer"}
+    files = {str(p.relative_to(assets[0])) for p in assets[0].rglob("*") if p.is_file()}
+    assert "splitter/handler.py" in files and "writer/handler.py" in files
+    assert not any(f.startswith("fanout/local") or "__pycache__" in f for f in files)
+
+
+# ------------------------------------------------------------------------------- IAM
+
+def test_splitter_may_only_read_uploads_send_rows_use_the_ledger_and_publish(
+    default_stack: Synth,
+) -> None:
+    stack = default_stack.stack
+    bucket_id = default_stack.logical_id(stack.storage.bucket)
+    ledger = att(default_stack.logical_id(stack.storage.ledger_table))
+    granted = grants(default_stack, stack.functions.splitter_role)
+    assert granted.pop("s3:GetObject") == [object_arn(bucket_id, DEFAULT_CONFIG.upload_prefix)]
+    assert granted.pop("sqs:SendMessage") == [
+        att(default_stack.logical_id(stack.messaging.rows_queue))]
+    for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem",
+                   "dynamodb:Query"):
+        assert granted.pop(action) == [ledger]
+    assert granted.pop("sns:Publish") == [{"Ref": default_stack.logical_id(stack.messaging.topic)}]
+    logs = att(default_stack.logical_id(stack.functions.splitter_logs))
+    for action in ("logs:CreateLogStream", "logs:PutLogEvents"):
+        assert granted.pop(action) == [logs, {"Fn::Join": ["", [logs, ":*"]]}]
+    assert granted.pop("xray:PutTraceSegments") == ["*"]
+    assert granted.pop("xray:PutTelemetryRecords") == ["*"]
+    assert granted == {}, f"unexpected splitter permissions: {sorted(granted)}"
+
+
+def test_writer_may_only_batch_write_items_use_the_ledger_reject_report_and_consume(
+    default_stack: Synth,
+) -> None:
+    stack = default_stack.stack
+    bucket_id = default_stack.logical_id(stack.storage.bucket)
+    rows_queue = att(default_stack.logical_id(stack.messaging.rows_queue))
+    granted = grants(default_stack, stack.functions.writer_role)
+    assert granted.pop("dynamodb:BatchWriteItem") == [
+        att(default_stack.logical_id(stack.storage.items_table))]
+    ledger = att(default_stack.logical_id(stack.storage.ledger_table))
+    for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem",
+                   "dynamodb:Query"):
+        assert granted.pop(action) == [ledger]
+    assert granted.pop("sqs:SendMessage") == [att(default_stack.logical_id(stack.messaging.dlq))]
+    assert granted.pop("s3:PutObject") == [
+        object_arn(bucket_id, DEFAULT_CONFIG.errors_prefix),
+        object_arn(bucket_id, DEFAULT_CONFIG.json_copy_prefix)]
+    assert granted.pop("sns:Publish") == [{"Ref": default_stack.logical_id(stack.messaging.topic)}]
+    # The event source mapping's consume permissions, on the rows queue only.
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                   "sqs:GetQueueAttributes", "sqs:GetQueueUrl"):
+        assert granted.pop(action) == [rows_queue]
+    for action in ("logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments",
+                   "xray:PutTelemetryRecords"):
+        granted.pop(action)
+    assert granted == {}, f"unexpected writer permissions: {sorted(granted)}"
+
+
+def test_no_statement_allows_every_action_and_no_function_role_uses_managed_policies(
+    default_stack: Synth,
+) -> None:
+    for policy in default_stack.resources("AWS::IAM::Policy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            assert not any(a == "*" or a.endswith(":*") for a in actions(statement)), statement
+            if resources(statement) == ["*"]:
+                assert all(a.startswith("xray:") for a in actions(statement)), statement
+    for role in (default_stack.stack.functions.splitter_role,
+                 default_stack.stack.functions.writer_role):
+        props = default_stack.json["Resources"][default_stack.logical_id(role)]["Properties"]
+        assert "ManagedPolicyArns" not in props
+
+
+# ---------------------------------------------------------------------- observability
+
+def test_alarms_watch_the_dlq_backlog_errors_and_throttling(default_stack: Synth) -> None:
+    stack = default_stack.stack
+    alarm_topic = {"Ref": default_stack.logical_id(stack.observability.alarm_topic)}
+    alarms = default_stack.resources("AWS::CloudWatch::Alarm").values()
+    by_metric = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"]): a["Properties"]
+                 for a in alarms}
+    dlq = by_metric[("AWS/SQS", "ApproximateNumberOfMessagesVisible")]
+    assert dlq["Threshold"] == 0 and dlq["ComparisonOperator"] == "GreaterThanThreshold"
+    assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": {
+        "Fn::GetAtt": [default_stack.logical_id(stack.messaging.dlq), "QueueName"]}}]
+    age = by_metric[("AWS/SQS", "ApproximateAgeOfOldestMessage")]
+    assert age["Dimensions"][0]["Value"] == {
+        "Fn::GetAtt": [default_stack.logical_id(stack.messaging.rows_queue), "QueueName"]}
+    assert ("AWS/Lambda", "Errors") in by_metric
+    assert ("AWS/DynamoDB", "WriteThrottleEvents") in by_metric
+    throttled = by_metric[("AWS/DynamoDB", "ThrottledRequests")]
+    assert {"Name": "Operation", "Value": "BatchWriteItem"} in throttled["Dimensions"]
+    for alarm in alarms:
+        assert alarm["Properties"]["AlarmActions"] == [alarm_topic]
+    lambda_errors = [a for a in alarms if a["Properties"]["MetricName"] == "Errors"]
+    assert {a["Properties"]["Dimensions"][0]["Value"]["Ref"] for a in lambda_errors} == {
+        default_stack.logical_id(stack.functions.writer),
+        default_stack.logical_id(stack.functions.splitter)}
+
+
+def test_dashboard_shows_rows_per_minute_queue_depth_and_concurrency(default_stack: Synth) -> None:
+    _, dashboard = default_stack.one("AWS::CloudWatch::Dashboard")
+    body = json.dumps(default_stack.stack.resolve(dashboard["Properties"]["DashboardBody"]))
+    for needle in ('\\"fanout\\",\\"RowsWritten\\",\\"service\\",\\"writer\\"',
+                   '\\"fanout\\",\\"RowsRejected\\",\\"service\\",\\"writer\\"',
+                   '\\"fanout\\",\\"RowsRead\\",\\"service\\",\\"splitter\\"',
+                   "ApproximateNumberOfMessagesVisible", "ConcurrentExecutions"):
+        assert needle in body, needle
+
+
+def test_outputs_name_what_the_cli_and_the_replayer_read(default_stack: Synth) -> None:
+    outputs = default_stack.json["Outputs"]
+    for name in ("BucketName", "UploadPrefix", "TableName", "LedgerTableName", "RowsQueueUrl",
+                 "DlqUrl", "TopicArn", "SplitterFunctionName", "WriterFunctionName"):
+        assert name in outputs, name
+    assert outputs["UploadPrefix"]["Value"] == DEFAULT_CONFIG.upload_prefix
+    assert outputs["DlqUrl"]["Value"] == {
+        "Ref": default_stack.logical_id(default_stack.stack.messaging.dlq)}
