@@ -25,6 +25,7 @@ from fanout.settings import MAX_SEND_BATCH
 
 Hook = Callable[[str, Plan], None]
 SEND_ATTEMPTS = 3
+BACKOFF_S = 0.2
 
 
 class SendFailed(RuntimeError):
@@ -177,7 +178,7 @@ def send_all(sqs: Any, queue_url: str, bodies: list[str]) -> None:
             except Exception as exc:
                 if attempt == SEND_ATTEMPTS - 1:
                     raise SendFailed(f"SendMessageBatch to {queue_url} failed: {exc}") from exc
-                time.sleep(0.2 * 2 ** attempt)
+                time.sleep(BACKOFF_S * 2 ** attempt)
                 continue
             for ok in response.get("Successful", []):
                 pending.pop(ok["Id"], None)
@@ -188,7 +189,7 @@ def send_all(sqs: Any, queue_url: str, bodies: list[str]) -> None:
                 reasons = "; ".join(f"{f.get('Code')}: {f.get('Message', '')}" for f in failed)
                 raise SendFailed(f"SQS did not accept {len(pending)} message(s) for "
                                  f"{queue_url}: {reasons or 'no reason given'}")
-            time.sleep(0.2 * 2 ** attempt)
+            time.sleep(BACKOFF_S * 2 ** attempt)
 
 
 def _count_done(outcome: Outcome, plan: Plan) -> None:

@@ -70,3 +70,27 @@ def replayer(target: Target, *argv: str, stdin: io.StringIO | None = None,
     code = main(list(argv), stdout=out, stderr=err, stdin=stdin or io.StringIO(),
                 target=target, **kwargs)
     return code, out.getvalue(), err.getvalue()
+
+
+_SQS: list[Any] = []
+
+
+def fresh_queues() -> Target:
+    """A rows queue and its DLQ as the stack makes them, on moto (a mock must be active).
+
+    One SQS client serves every test: building a boto3 client costs more than a test."""
+    import json
+
+    import boto3
+
+    if not _SQS:
+        _SQS.append(boto3.client("sqs", region_name="us-east-1"))
+    sqs = _SQS[0]
+    dlq_url = sqs.create_queue(QueueName="fanout-rows-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url,
+                                       AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    rows_url = sqs.create_queue(QueueName="fanout-rows", Attributes={
+        "VisibilityTimeout": "2",
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}),
+    })["QueueUrl"]
+    return Target(sqs, dlq_url, rows_url, wait_s=0)

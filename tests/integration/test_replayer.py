@@ -5,22 +5,41 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from moto import mock_aws
 
 from dlq_replayer.cli import main
 from dlq_replayer.plan import replay_id
-from dlq_replayer.target import Target, discover
+from dlq_replayer.target import Target, TargetError, discover
 from fanout.contract import KIND_ROWS, decode
-from fanout.local.resources import LocalStack
-from tests.integration.replayer_helpers import HEADER, Tty, bodies, peek, put, refs_in, rejected, replayer, rows
+from tests.integration.replayer_helpers import (
+    HEADER,
+    Tty,
+    bodies,
+    fresh_queues,
+    peek,
+    put,
+    refs_in,
+    rejected,
+    replayer,
+    rows,
+)
 
 
 @pytest.fixture
-def target(aws: Any, stack: LocalStack) -> Target:
-    return Target(aws.sqs, stack.settings.dlq_url, stack.settings.rows_queue_url, wait_s=0)
+def target() -> Iterator[Target]:
+    with mock_aws():
+        yield fresh_queues()
+
+
+@pytest.fixture
+def aws(target: Target) -> SimpleNamespace:
+    return SimpleNamespace(sqs=target.sqs)
 
 
 @pytest.fixture
@@ -182,7 +201,9 @@ def test_rows_message_with_fixes_goes_back_whole_under_its_own_id(aws, target, w
     assert [r[2] for r in message.rows] == ["medium", "low"]
 
 
-def test_a_failed_send_keeps_the_original(aws, target, waiting):
+def test_a_failed_send_keeps_the_original(aws, target, waiting, monkeypatch):
+    monkeypatch.setattr("dlq_replayer.redrive.BACKOFF_S", 0.0)
+
     class Refusing:
         def __init__(self, sqs: Any) -> None:
             self._sqs = sqs
@@ -201,29 +222,31 @@ def test_a_failed_send_keeps_the_original(aws, target, waiting):
     assert len(peek(aws.sqs, target.dlq_url)) == 3
 
 
-def test_stack_outputs_and_default_names_find_the_queues(aws, stack):
-    template = {
-        "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
-        "Outputs": {"DlqUrl": {"Value": stack.settings.dlq_url},
-                    "RowsQueueUrl": {"Value": stack.settings.rows_queue_url},
-                    "BucketName": {"Value": "b"}, "TableName": {"Value": "t"}},
-    }
-    cloudformation = aws_client("cloudformation")
-    cloudformation.create_stack(StackName="fanout", TemplateBody=json.dumps(template))
-    found = discover(stack="fanout", sqs=aws.sqs, cloudformation=cloudformation)
+def test_stack_outputs_and_default_names_find_the_queues(target):
+    stack = SimpleNamespace(settings=SimpleNamespace(dlq_url=target.dlq_url,
+                                                     rows_queue_url=target.rows_queue_url))
+    outputs = {"DlqUrl": stack.settings.dlq_url, "RowsQueueUrl": stack.settings.rows_queue_url,
+               "BucketName": "b", "TableName": "t"}
+
+    class CloudFormation:  # what DescribeStacks answers for a deployed stack
+        def describe_stacks(self, StackName: str) -> dict[str, Any]:  # noqa: N803
+            assert StackName == "fanout"
+            return {"Stacks": [{"StackName": StackName, "Outputs": [
+                {"OutputKey": k, "OutputValue": v} for k, v in outputs.items()]}]}
+
+    cloudformation = CloudFormation()
+    found = discover(stack="fanout", sqs=target.sqs, cloudformation=cloudformation)
     assert (found.dlq_url, found.rows_queue_url, found.bucket, found.table) == (
         stack.settings.dlq_url, stack.settings.rows_queue_url, "b", "t")
-    by_name = discover(sqs=aws.sqs)
+    by_name = discover(sqs=target.sqs)
     assert by_name.dlq_url == stack.settings.dlq_url
+    missing = {"Stacks": [{"Outputs": []}]}
+    with pytest.raises(TargetError, match="DlqUrl"):
+        discover(stack="x", sqs=target.sqs,
+                 cloudformation=SimpleNamespace(describe_stacks=lambda **_: missing))
 
 
 def test_usage_errors_exit_2(tmp_path):
     assert main(["inspect"]) == 2  # no target
     assert main(["redrive", "--max", "0", "--endpoint-url", "http://127.0.0.1:1"]) == 2
     assert main(["bogus"]) == 2
-
-
-def aws_client(service: str) -> Any:
-    import boto3
-
-    return boto3.client(service, region_name="us-east-1")
