@@ -56,6 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="moto in this process (default) or a moto server on 127.0.0.1")
     ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
 
+    serve = commands.add_parser(
+        "serve", help="run the pipeline as a local stack on 127.0.0.1 until Ctrl-C",
+        description="Start a moto server with the bucket, queues, DLQ, table and ledger, and "
+                    "run the splitter and writer behind them; upload with the AWS CLI.")
+    serve.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    serve.add_argument("--spec", type=Path, help="mapping spec (TOML): keys, types, transforms")
+    serve.add_argument("--partition-key", metavar="T", help="partition key template")
+    serve.add_argument("--sort-key", metavar="T", help="sort key template; '' for none")
+    serve.add_argument("--concurrency", type=_positive, default=4,
+                       help="concurrent writer invocations (default 4)")
+
     make = commands.add_parser(
         "make-csv", help="generate test data (the old make-csv.py's columns)",
         description="Generate a CSV with columns account, offer_id, catalog_id, "
@@ -74,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         return _make_csv(args)
     if args.command == "ingest":
         return _ingest(args)
+    if args.command == "serve":
+        return _serve(args)
     return 2  # pragma: no cover - argparse enforces the choices
 
 
@@ -91,6 +104,17 @@ def _make_csv(args: argparse.Namespace) -> int:
 def resolve_spec(spec_path: Path | None, partition_key: str | None, sort_key: str | None) -> Spec:
     spec = load_spec(spec_path) if spec_path else Spec.default()
     return spec.with_keys(partition_key, sort_key)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from fanout.local.serve import serve_forever
+
+    try:
+        spec = resolve_spec(args.spec, args.partition_key, args.sort_key)
+    except SpecError as exc:
+        print(f"fanout serve: error: spec: {exc}", file=sys.stderr)
+        return 2
+    return serve_forever(spec, port=args.port, concurrency=args.concurrency)
 
 
 def _ingest(args: argparse.Namespace) -> int:
