@@ -28,17 +28,12 @@ DEFAULT_WRITE_BUDGET = 4000
 # ScalingConfig.MaximumConcurrency must lie in 2..1000.
 MIN_CONCURRENCY, MAX_CONCURRENCY = 2, 1000
 # Public Powertools for AWS Lambda (Python) v3 layer, published by AWS in account
-# 017000801446 in every commercial region. Version 27 is a documented release
-# (python3.13 layers, Nov 2025); override with `-c powertools_layer_version=N`.
+# 017000801446 in every commercial region. Version 27 is the documented layer of
+# Powertools 3.23.0 (Nov 2025); the handlers use only Logger, Metrics, Tracer and the
+# batch processor, stable across v3. To pin the layer of pyproject's Powertools version:
+# `-c powertools_layer_version=N`.
 POWERTOOLS_ACCOUNT = "017000801446"
 DEFAULT_POWERTOOLS_LAYER_VERSION = 27
-
-CONTEXT_KEYS = (
-    "stack_name", "bucket_name", "table_name", "ledger_table_name", "splitter_function_name",
-    "writer_function_name", "splitter_role_name", "writer_role_name", "spec", "write_budget",
-    "rows_per_writer_s", "existing_table", "upload_prefix", "gzip", "versioned",
-    "powertools_layer_version", "alarm_email",
-)
 
 
 def writer_concurrency(write_budget: float, rows_per_writer_s: float) -> int:

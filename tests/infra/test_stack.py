@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import sysconfig
 from typing import Any
 
 from aws_cdk.assertions import Match
@@ -230,6 +234,22 @@ def test_code_asset_holds_only_the_three_packages(default_stack: Synth) -> None:
     files = {str(p.relative_to(assets[0])) for p in assets[0].rglob("*") if p.is_file()}
     assert "splitter/handler.py" in files and "writer/handler.py" in files
     assert not any(f.startswith("fanout/local") or "__pycache__" in f for f in files)
+
+
+def test_code_asset_imports_both_handlers_on_its_own(default_stack: Synth) -> None:
+    """What Lambda will do: import the handlers from the asset alone, with boto3 and
+    Powertools (runtime + layer) but without the repo checkout or moto's runtime."""
+    (asset,) = [p for p in default_stack.outdir.iterdir() if p.name.startswith("asset.")]
+    site_packages = sysconfig.get_paths()["purelib"]
+    # -S: no site processing, so the editable install of this repo is not on the path.
+    code = (f"import sys; sys.path[:0] = [{str(asset)!r}, {site_packages!r}]; "
+            "import splitter.handler, writer.handler, fanout; "
+            f"assert fanout.__file__.startswith({str(asset)!r}), fanout.__file__; "
+            "assert not any(m.startswith(('fanout.local', 'moto')) for m in sys.modules)")
+    env = {**os.environ, "POWERTOOLS_TRACE_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"}
+    result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                            env=env, cwd=str(asset), timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 # ------------------------------------------------------------------------------- IAM
