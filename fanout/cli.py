@@ -54,7 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="concurrent writer invocations (default 4)")
     ingest.add_argument("--emulator", choices=("inprocess", "server"), default="inprocess",
                         help="moto in this process (default) or a moto server on 127.0.0.1")
+    ingest.add_argument("--json-copy", action="store_true",
+                        help="also back up written items as JSON lines under json-copy/ in the bucket")
     ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    status = commands.add_parser(
+        "status", help="show a job from the jobs ledger",
+        description="Show a job: from a running `fanout serve` (--endpoint-url), a deployed "
+                    "stack (--stack), or the summary.json files of local runs under ./fanout-out.")
+    status.add_argument("job", help="the job id (printed by ingest, in summary.json)")
+    where = status.add_mutually_exclusive_group()
+    where.add_argument("--endpoint-url", help="a local stack started by `fanout serve`")
+    where.add_argument("--stack", help="a deployed CloudFormation stack name")
+    status.add_argument("--ledger-table", default=None, help="ledger table name (default fanout-jobs)")
+    status.add_argument("--out-root", type=Path, default=Path("fanout-out"),
+                        help="where local runs keep their outputs (default ./fanout-out)")
 
     serve = commands.add_parser(
         "serve", help="run the pipeline as a local stack on 127.0.0.1 until Ctrl-C",
@@ -87,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         return _ingest(args)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "status":
+        return _status(args)
     return 2  # pragma: no cover - argparse enforces the choices
 
 
@@ -132,7 +148,8 @@ def _ingest(args: argparse.Namespace) -> int:
     try:
         result = ingest(IngestOptions(
             file=args.file, spec=spec, out_dir=out, range_bytes=args.range_bytes,
-            concurrency=args.concurrency, emulator=args.emulator, progress=sys.stderr))
+            concurrency=args.concurrency, emulator=args.emulator, progress=sys.stderr,
+            json_copy=args.json_copy))
     except Exception as exc:  # the pipeline itself failed: say so, exit 1
         print(f"fanout ingest: pipeline failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -141,6 +158,41 @@ def _ingest(args: argparse.Namespace) -> int:
     else:
         print_summary(result.summary)
     return result.exit_code
+
+
+def _status(args: argparse.Namespace) -> int:
+    from fanout import ledger
+    from fanout.settings import ResourceNames
+
+    if args.endpoint_url or args.stack:
+        from fanout.aws import client
+
+        table = args.ledger_table or ResourceNames().ledger_table
+        if args.stack:
+            cloudformation = client("cloudformation")
+            outputs = cloudformation.describe_stacks(StackName=args.stack)["Stacks"][0].get("Outputs", [])
+            table = {o["OutputKey"]: o["OutputValue"] for o in outputs}.get("LedgerTableName", table)
+        ddb = client("dynamodb", endpoint_url=args.endpoint_url)
+        job = ledger.get_job(ddb, table, args.job)
+        if job is None:
+            print(f"fanout status: no job {args.job!r} in {table}", file=sys.stderr)
+            return 1
+        if job.get("status") != ledger.COMPLETE and "messages_total" in job:
+            counts = ledger.totals(ledger.read_message_counts(ddb, table, args.job).values())
+            job |= {"rows_written": counts.written, "rows_rejected": counts.rejected,
+                    "rows_superseded": counts.superseded}
+        job.pop("sk", None)
+        job["job_id"] = job.pop("pk")
+        print(json.dumps(job, indent=2, default=str))
+        return 0
+    for path in sorted(args.out_root.glob("*/summary.json")):
+        summary = json.loads(path.read_text())
+        if summary.get("job_id") == args.job:
+            print(json.dumps(summary, indent=2))
+            return 0
+    print(f"fanout status: no job {args.job!r} under {args.out_root}/ (use --endpoint-url or --stack "
+          "for a running or deployed stack)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

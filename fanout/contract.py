@@ -102,11 +102,11 @@ class RowsMessage:
         }
         if self.replay:
             body["replay"] = self.replay
-        if self.kind == KIND_REJECTED:
-            body["rejections"] = [r.as_dict() for r in self.rejections]
-        else:
+        if self.kind != KIND_REJECTED:
             body["lines"] = self.lines
             body["rows"] = self.rows
+        if self.rejections:
+            body["rejections"] = [r.as_dict() for r in self.rejections]
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -141,14 +141,20 @@ def decode(body: str) -> RowsMessage:
     return message
 
 
+OVERSIZE_FIELD_PREVIEW = 200
+
+
 def split_to_fit(message: RowsMessage, limit: int = MAX_SQS_MESSAGE_BYTES) -> list[RowsMessage]:
     """Split a message into parts whose encoded bodies fit `limit` bytes.
 
     Parts keep the message's seq so the split is as deterministic as the message itself.
-    A single row too large for the queue stays alone in its part; the caller rejects it.
+    A single row too large for any message travels as a rejection (`row_too_large`, its
+    fields cut to a preview), so it is counted and reported, never dropped.
     """
-    if len(message.encode().encode()) <= limit or len(message.rows) <= 1:
+    if len(message.encode().encode()) <= limit:
         return [message]
+    if len(message.rows) <= 1:
+        return [_oversize(message, limit)]
     halves: list[tuple[list[int], list[list[str]]]] = [(message.lines, message.rows)]
     done: list[tuple[list[int], list[list[str]]]] = []
     while halves:
@@ -159,11 +165,23 @@ def split_to_fit(message: RowsMessage, limit: int = MAX_SQS_MESSAGE_BYTES) -> li
             continue
         mid = len(rows) // 2
         halves[:0] = [(lines[:mid], rows[:mid]), (lines[mid:], rows[mid:])]
-    return [
-        RowsMessage(message.job, message.seq, message.source, message.header, lines, rows,
-                    part=i, parts=len(done))
-        for i, (lines, rows) in enumerate(done)
-    ]
+    parts = []
+    for i, (lines, rows) in enumerate(done):
+        part = RowsMessage(message.job, message.seq, message.source, message.header, lines, rows,
+                           part=i, parts=len(done))
+        parts.append(part if len(rows) > 1 else split_to_fit(part, limit)[0])
+    return parts
+
+
+def _oversize(message: RowsMessage, limit: int) -> RowsMessage:
+    (line,), (row,) = message.lines, message.rows
+    size = len(json.dumps(row, ensure_ascii=False).encode())
+    preview = [f[:OVERSIZE_FIELD_PREVIEW] for f in row]
+    rejection = Rejection(line, preview, "row_too_large",
+                          f"row is {size:,} bytes; a queue message holds at most {limit:,} "
+                          f"(fields cut to {OVERSIZE_FIELD_PREVIEW} characters here)")
+    return RowsMessage(message.job, message.seq, message.source, message.header, [], [],
+                       part=message.part, parts=message.parts, rejections=[rejection])
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

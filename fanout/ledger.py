@@ -65,10 +65,14 @@ def _n(value: int) -> dict[str, str]:
 
 
 def start_job(
-    ddb: Any, ledger_table: str, job: str, *, source_uri: str, table: str, owner: str
+    ddb: Any, ledger_table: str, job: str, *, source_uri: str, table: str, owner: str,
+    lease_s: float = SPLIT_LEASE_S,
 ) -> str:
     """Claim the job for splitting. Returns "new", "resume" (an earlier splitter's lease
-    ran out: a crash or a retry) or "skip" (another splitter has it, or it is done)."""
+    ran out: a crash or a retry) or "skip" (another splitter has it, or it is done).
+
+    The lease lasts as long as the claiming invocation can live (`lease_s`), so a retry
+    after a crash or timeout finds it expired and resumes."""
     now = time.time()
     try:
         ddb.put_item(
@@ -76,7 +80,7 @@ def start_job(
             Item={
                 "pk": _s(job), "sk": _s(JOB_SK), "status": _s(SPLITTING),
                 "source": _s(source_uri), "table": _s(table), "started_at": _s(now_iso()),
-                "split_owner": _s(owner), "split_lease_until": _n(int(now + SPLIT_LEASE_S)),
+                "split_owner": _s(owner), "split_lease_until": _n(int(now + lease_s) + 1),
                 "messages_reported": _n(0),
             },
             ConditionExpression="attribute_not_exists(pk)",
@@ -93,7 +97,7 @@ def start_job(
             ConditionExpression="#st = :splitting AND (split_lease_until < :now OR split_owner = :o)",
             ExpressionAttributeNames={"#st": "status"},
             ExpressionAttributeValues={
-                ":o": _s(owner), ":l": _n(int(now + SPLIT_LEASE_S)),
+                ":o": _s(owner), ":l": _n(int(now + lease_s) + 1),
                 ":splitting": _s(SPLITTING), ":now": _n(int(now)),
             },
         )
@@ -102,6 +106,22 @@ def start_job(
         if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
             raise
     return "skip"
+
+
+def release_split(ddb: Any, ledger_table: str, job: str, owner: str) -> None:
+    """Give up the split lease after an unexpected error, so the retry can resume at once."""
+    try:
+        ddb.update_item(
+            TableName=ledger_table,
+            Key={"pk": _s(job), "sk": _s(JOB_SK)},
+            UpdateExpression="SET split_lease_until = :zero",
+            ConditionExpression="split_owner = :o AND #st = :splitting",
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues={":zero": _n(0), ":o": _s(owner), ":splitting": _s(SPLITTING)},
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
 
 
 def finish_split(

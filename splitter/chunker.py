@@ -24,6 +24,11 @@ import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+# csv's default field limit is 128 KiB; DynamoDB items reach 400 KB and SQS messages 1 MiB,
+# so allow far more and let the writer reject what is too large, with a reason.
+MAX_FIELD_CHARS = 64 * 1024 * 1024
+csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_CHARS))
+
 QUOTE = 0x22
 NEWLINE = b"\n"
 UTF8_BOM = codecs.BOM_UTF8
@@ -49,13 +54,35 @@ class Region:
     delimiter: str = ","
 
     def records(self) -> Iterator[tuple[int, list[str]]]:
-        """(source line, fields) for each record; blank lines come out as `[]` like csv.reader."""
-        reader = csv.reader(io.StringIO(self.text, newline=""), delimiter=self.delimiter)
-        line = self.start_line
+        """(source line, fields) for each record; blank lines come out as `[]` like csv.reader.
+
+        A record's line is 1 + the `\n` bytes before it, whatever the cut. csv.reader's
+        own line_num also counts a bare `\r` as a line break, so it is used directly only
+        when the region has none (the common case, and C speed); otherwise the newlines of
+        the physical lines the reader has consumed are counted.
+        """
+        reader_input: Iterator[str] | io.StringIO
+        text = self.text
+        bare_cr = text.count("\r") != text.count("\r\n")
         consumed = 0
-        for fields in reader:
-            yield line + consumed, fields
-            consumed = reader.line_num
+        if bare_cr:
+            def physical_lines() -> Iterator[str]:
+                nonlocal consumed
+                for piece in io.StringIO(text, newline=""):
+                    consumed += piece.count("\n")
+                    yield piece
+            reader_input = physical_lines()
+        else:
+            reader_input = io.StringIO(text, newline="")
+        reader = csv.reader(reader_input, delimiter=self.delimiter)
+        line = self.start_line
+        try:
+            for fields in reader:
+                yield line, fields
+                # The reader reads no line ahead of a record, so this is where the next starts.
+                line = self.start_line + (consumed if bare_cr else reader.line_num)
+        except csv.Error as exc:
+            raise CsvDecodeError(line, f"malformed CSV: {exc}") from None
 
     @property
     def line_count(self) -> int:

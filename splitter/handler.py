@@ -22,7 +22,9 @@ runtime = RuntimeSlot()
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    results = split_event(event, runtime.get(), owner=context.aws_request_id)
+    # The split lease lasts as long as this invocation can (plus a margin).
+    lease_s = context.get_remaining_time_in_millis() / 1000 + 5
+    results = split_event(event, runtime.get(), owner=context.aws_request_id, lease_s=lease_s)
     metrics.add_metric(name="ObjectsSplit", unit=MetricUnit.Count, value=len(results))
     for result in results:
         metrics.add_metric(name="RowsRead", unit=MetricUnit.Count, value=result.rows_read)

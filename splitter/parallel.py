@@ -237,25 +237,9 @@ def iter_owned_records(
 
 
 def region_records(region: Region) -> Iterator[tuple[int, list[str]]]:
-    """(source line, fields) for each record of `region`, parsed by ``csv.reader``.
-
-    Unlike ``Region.records`` (which advances by ``csv.reader.line_num``, and so counts a
-    bare ``\\r`` inside a quoted field as a line break), the line here is always 1 + the
-    ``\\n`` bytes before the record, the same count `scan_range` and ``Region.line_count``
-    use, so it does not depend on where regions or ranges happen to be cut.
-    """
-    consumed = 0
-
-    def physical_lines() -> Iterator[str]:
-        nonlocal consumed
-        for text in io.StringIO(region.text, newline=""):
-            consumed += text.count("\n")
-            yield text
-
-    line = region.start_line
-    for fields in csv.reader(physical_lines(), delimiter=region.delimiter):
-        yield line, fields
-        line = region.start_line + consumed  # the reader reads no line ahead of a record
+    """(source line, fields) for each record of `region` (see ``Region.records``: the line
+    is 1 + the ``\\n`` bytes before the record, whatever the cuts)."""
+    return region.records()
 
 
 # --------------------------------------------------------------------------- internals

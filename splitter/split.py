@@ -53,23 +53,25 @@ def objects_in_event(event: dict[str, Any], runtime: Runtime) -> Iterator[tuple[
         yield s3["bucket"]["name"], key, s3["object"].get("versionId")
 
 
-def split_event(event: dict[str, Any], runtime: Runtime, owner: str | None = None) -> list[SplitResult]:
+def split_event(event: dict[str, Any], runtime: Runtime, owner: str | None = None,
+                lease_s: float = ledger.SPLIT_LEASE_S) -> list[SplitResult]:
     """Split every object the event names."""
     return [
-        split_object(runtime, bucket, key, version, owner=owner or str(uuid.uuid4()))
+        split_object(runtime, bucket, key, version, owner=owner or str(uuid.uuid4()), lease_s=lease_s)
         for bucket, key, version in objects_in_event(event, runtime)
     ]
 
 
 def split_object(
-    runtime: Runtime, bucket: str, key: str, version: str | None = None, *, owner: str = "local"
+    runtime: Runtime, bucket: str, key: str, version: str | None = None, *, owner: str = "local",
+    lease_s: float = ledger.SPLIT_LEASE_S,
 ) -> SplitResult:
     clients, settings = runtime.clients, runtime.settings
     info = head(clients.s3, bucket, key, version)
     job = job_id_for(info.source)
     claim = ledger.start_job(
         clients.dynamodb, settings.ledger_table_name, job,
-        source_uri=info.source.uri, table=settings.table_name, owner=owner,
+        source_uri=info.source.uri, table=settings.table_name, owner=owner, lease_s=lease_s,
     )
     if claim == "skip":
         log.info("job %s is already split or being split; duplicate event ignored", job)
@@ -84,6 +86,10 @@ def split_object(
             "DESTINATION_TABLE_NAME": settings.table_name,
         })
         return SplitResult(job, "failed", info.source.uri, error=error)
+    except BaseException:
+        # Anything else is a fault of ours or of AWS: let Lambda retry, and let the retry in.
+        ledger.release_split(clients.dynamodb, settings.ledger_table_name, job, owner)
+        raise
     job_item = ledger.finish_split(
         clients.dynamodb, settings.ledger_table_name, job, rows_read=rows_read,
         messages_total=messages, header=header,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections import defaultdict
@@ -81,7 +82,9 @@ def map_rows(message: RowsMessage, spec: Spec) -> tuple[list[dict[str, Any]], li
 def load_chunk(message: RowsMessage, runtime: Runtime, budget: Budget) -> ChunkResult:
     """Write one message's rows; rejects are reported, transient failures raise."""
     items, lines, rejections, superseded = map_rows(message, runtime.spec)
-    result = ChunkResult(message, superseded=superseded, rejections=rejections)
+    # Rows the splitter could not carry (too large for a queue message) arrive as rejections.
+    result = ChunkResult(message, superseded=superseded,
+                         rejections=list(message.rejections) + rejections)
     outcome = write_items(runtime.clients.dynamodb, runtime.settings.table_name, items, budget)
     result.written = outcome.written
     invalid = {index for index, _ in outcome.invalid}
@@ -89,10 +92,31 @@ def load_chunk(message: RowsMessage, runtime: Runtime, budget: Budget) -> ChunkR
         row = message.rows[message.lines.index(lines[index])]
         result.rejections.append(Rejection(lines[index], row, "dynamodb_validation", reason))
     result.items = [item for i, item in enumerate(items) if i not in invalid]
+    if runtime.settings.json_copy and result.items:
+        write_json_copy(message, result.items, runtime)
     if result.rejections:
         result.rejections.sort(key=lambda r: r.line)
         report_rejections(message, result.rejections, runtime)
     return result
+
+
+def write_json_copy(message: RowsMessage, items: list[dict[str, Any]], runtime: Runtime) -> None:
+    """The old loader's JSON backup: the message's written items, one JSON line each, under
+    json-copy/JOB/MESSAGE.jsonl (idempotent per message; the trigger ignores the prefix)."""
+    settings = runtime.settings
+    body = "".join(json.dumps({"Item": item}, ensure_ascii=False, default=_b64) + "\n"
+                   for item in items)
+    runtime.clients.s3.put_object(
+        Bucket=settings.bucket,
+        Key=f"{settings.json_copy_prefix}{message.job}/{message.message_id}.jsonl",
+        Body=body.encode(), ContentType="application/x-ndjson",
+    )
+
+
+def _b64(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 def report_rejections(message: RowsMessage, rejections: list[Rejection], runtime: Runtime) -> None:

@@ -77,6 +77,8 @@ class InvocationStats:
     records: int = 0
     failed_records: int = 0
     errors: int = 0
+    last_error: str = ""
+    dropped: int = 0  # events given up after max_attempts (async-invoke emulation)
 
 
 class EventSourceMapping:
@@ -87,7 +89,12 @@ class EventSourceMapping:
         function_name: str, timeout_s: float, batch_size: int = 10, concurrency: int = 4,
         region: str = "us-east-1", idle_sleep_s: float = 0.02,
         on_deleted: Callable[[int], None] | None = None,
+        retry_delay_s: float | None = None, max_attempts: int | None = None,
     ) -> None:
+        """`retry_delay_s`/`max_attempts` emulate an asynchronous invocation instead of an
+        SQS mapping: a failed event is retried after the delay, and dropped (counted in
+        `stats.dropped`) after `max_attempts` tries, as Lambda drops an async event after
+        its retries. Left as None, failures wait out the queue's visibility timeout."""
         self.sqs = sqs
         self.queue_url = queue_url
         self.queue_arn = queue_arn
@@ -99,6 +106,8 @@ class EventSourceMapping:
         self.region = region
         self.idle_sleep_s = idle_sleep_s
         self.on_deleted = on_deleted
+        self.retry_delay_s = retry_delay_s
+        self.max_attempts = max_attempts
         self.last_received = time.monotonic()
         self.stats = InvocationStats()
         self._lock = threading.Lock()
@@ -142,6 +151,8 @@ class EventSourceMapping:
         records = [sqs_record(m, self.queue_arn, self.region) for m in messages]
         failed = self.invoke(records)
         done = [r for r in records if r["messageId"] not in failed]
+        if failed and self.retry_delay_s is not None:
+            done += self._retry_or_drop([r for r in records if r["messageId"] in failed])
         for start in range(0, len(done), 10):
             chunk = done[start:start + 10]
             self.sqs.delete_message_batch(
@@ -152,6 +163,21 @@ class EventSourceMapping:
         if self.on_deleted and done:
             self.on_deleted(len(done))
         return True
+
+    def _retry_or_drop(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Schedule the retry of failed events; return those out of attempts (to delete)."""
+        dropped = []
+        for record in records:
+            attempts = int(record["attributes"].get("ApproximateReceiveCount", "1"))
+            if self.max_attempts is not None and attempts >= self.max_attempts:
+                dropped.append(record)
+                continue
+            self.sqs.change_message_visibility(
+                QueueUrl=self.queue_url, ReceiptHandle=record["receiptHandle"],
+                VisibilityTimeout=int(self.retry_delay_s or 0))
+        with self._lock:
+            self.stats.dropped += len(dropped)
+        return dropped
 
     def idle_for(self) -> float:
         """Seconds since any worker last received a message."""
@@ -166,9 +192,9 @@ class EventSourceMapping:
             self.stats.records += len(records)
         try:
             response = self.handler({"Records": records}, context)
-        except Exception:
+        except Exception as exc:
             log.exception("%s raised; the whole batch will be retried", self.function_name)
-            self._count_failure(len(records), error=True)
+            self._count_failure(len(records), error=True, message=f"{type(exc).__name__}: {exc}")
             return all_ids
         failures = (response or {}).get("batchItemFailures") or []
         failed = {f.get("itemIdentifier") for f in failures}
@@ -180,7 +206,9 @@ class EventSourceMapping:
         self._count_failure(len(failed))
         return {str(f) for f in failed}
 
-    def _count_failure(self, count: int, *, error: bool = False) -> None:
+    def _count_failure(self, count: int, *, error: bool = False, message: str = "") -> None:
         with self._lock:
             self.stats.failed_records += count
             self.stats.errors += int(error)
+            if message:
+                self.stats.last_error = message

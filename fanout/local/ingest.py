@@ -27,6 +27,11 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REJECTED = 3
+ASYNC_INVOKE_ATTEMPTS = 3  # Lambda's asynchronous invocation: the first try and two retries
+
+
+class PipelineError(RuntimeError):
+    """The pipeline itself failed (not the data): `fanout ingest` exits 1."""
 
 
 def quiet_powertools() -> None:
@@ -66,6 +71,7 @@ class IngestOptions:
     wrap_clients: Callable[[Clients], Clients] | None = None
     max_wait_s: float = 3600.0
     progress: TextIO | None = None
+    json_copy: bool = False
 
 
 @dataclass
@@ -92,7 +98,7 @@ def ingest(options: IngestOptions) -> IngestResult:
         raw = emulator.clients()
         stack = create_resources(raw, options.spec, config=options.config, names=options.names,
                                  range_bytes=options.range_bytes,
-                                 endpoint_url=emulator.endpoint_url)
+                                 endpoint_url=emulator.endpoint_url, json_copy=options.json_copy)
         clients = options.wrap_clients(raw) if options.wrap_clients else raw
         runtime = Runtime(stack.settings, options.spec, clients)
         bounded_sqs = BoundedQueueClient(clients.sqs, stack.settings.rows_queue_url)
@@ -108,7 +114,7 @@ def ingest(options: IngestOptions) -> IngestResult:
                 key = options.config.upload_prefix + options.file.name
                 raw.s3.upload_file(str(options.file), stack.settings.bucket, key)
                 job = job_for_object(raw.s3, stack.settings.bucket, key)
-                wait_for_job(raw, stack, job, options, writers)
+                wait_for_job(raw, stack, job, options, writers, splitters)
             finally:
                 writers.stop()
                 splitters.stop()
@@ -139,10 +145,14 @@ def start_functions(stack: LocalStack, clients: Clients, splitter: Callable[...,
 
     events_arn = clients.sqs.get_queue_attributes(
         QueueUrl=stack.events_queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    # S3 invokes the splitter asynchronously: Lambda retries a failed event twice, then
+    # drops it (the stack sends it to an on-failure destination). The local trigger does
+    # the same, retrying after the local visibility timeout.
     splitters = EventSourceMapping(
         clients.sqs, stack.events_queue_url, events_arn, s3_trigger,
         function_name="fanout-splitter", timeout_s=config.splitter_timeout_s,
-        batch_size=1, concurrency=1,
+        batch_size=1, concurrency=1, retry_delay_s=config.visibility_timeout_s,
+        max_attempts=ASYNC_INVOKE_ATTEMPTS,
     ).start()
     return writers, splitters
 
@@ -162,7 +172,7 @@ def queue_depth(sqs: Any, url: str) -> int:
 
 
 def wait_for_job(clients: Clients, stack: LocalStack, job: str, options: IngestOptions,
-                 writers: EventSourceMapping) -> None:
+                 writers: EventSourceMapping, splitters: EventSourceMapping) -> None:
     """Until the job completes or fails, or everything left of it is in the DLQ."""
     deadline = time.monotonic() + options.max_wait_s
     ledger_table = stack.settings.ledger_table_name
@@ -174,6 +184,10 @@ def wait_for_job(clients: Clients, stack: LocalStack, job: str, options: IngestO
         progress.show(item)
         if status in (ledger.COMPLETE, ledger.FAILED):
             break
+        if splitters.stats.dropped:
+            progress.done()
+            raise PipelineError(f"the splitter failed {splitters.stats.errors} time(s) and gave up: "
+                                f"{splitters.stats.last_error}")
         if (status == ledger.RUNNING and writers.idle_for() > 0.5
                 and queue_depth(clients.sqs, stack.settings.rows_queue_url) == 0):
             # Nothing left to deliver: what is not reported is in the DLQ. Confirm twice,
@@ -184,6 +198,9 @@ def wait_for_job(clients: Clients, stack: LocalStack, job: str, options: IngestO
         else:
             drained_since = None
         time.sleep(0.1)
+    else:
+        progress.done()
+        raise PipelineError(f"job {job} did not finish within {options.max_wait_s:.0f} s")
     progress.done()
 
 
@@ -293,6 +310,11 @@ def write_outputs(clients: Clients, stack: LocalStack, job: str, options: Ingest
         "error_data_location": item.get("error_location"),
         "out_dir": str(out),
     }
+    # What the deployed stack publishes to SNS on completion (the seed design's fields).
+    summary["completion"] = ledger.completion_summary(item | {
+        "rows_written": summary["rows_written"], "rows_rejected": summary["rows_rejected"],
+        "rows_superseded": summary["rows_superseded"], "status": status,
+    })
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

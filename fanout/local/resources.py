@@ -56,7 +56,12 @@ def create_resources(
     rows_url = sqs.create_queue(
         QueueName=names.rows_queue, Attributes=rows_queue_attributes(config, dlq_arn)
     )["QueueUrl"]
-    events_url = sqs.create_queue(QueueName=f"{names.rows_queue}-s3-events")["QueueUrl"]
+    # Local only: S3 notifications land here and the local trigger invokes the splitter.
+    # An event stays invisible while its splitter may still run.
+    events_url = sqs.create_queue(
+        QueueName=f"{names.rows_queue}-s3-events",
+        Attributes={"VisibilityTimeout": str(config.splitter_timeout_s)},
+    )["QueueUrl"]
     s3.put_bucket_notification_configuration(
         Bucket=names.bucket,
         NotificationConfiguration={"QueueConfigurations": [{
