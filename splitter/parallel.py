@@ -42,8 +42,6 @@ Typical use (the splitter does the I/O)::
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
