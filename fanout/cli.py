@@ -178,7 +178,7 @@ def _status(args: argparse.Namespace) -> int:
             print(f"fanout status: no job {args.job!r} in {table}", file=sys.stderr)
             return 1
         if job.get("status") != ledger.COMPLETE and "messages_total" in job:
-            counts = ledger.totals(ledger.read_message_counts(ddb, table, args.job).values())
+            counts = ledger.totals(ledger.read_message_counts(ddb, table, args.job))
             job |= {"rows_written": counts.written, "rows_rejected": counts.rejected,
                     "rows_superseded": counts.superseded}
         job.pop("sk", None)

@@ -144,6 +144,23 @@ def decode(body: str) -> RowsMessage:
 OVERSIZE_FIELD_PREVIEW = 200
 
 
+def replay_id(job: str, message_id: str, lines: list[int], rows: list[list[str]]) -> str:
+    """Deterministic: the same rows sent back twice carry the same id, so the ledger
+    counts them once; a different fix of the same rows gets a different id."""
+    identity = json.dumps([job, message_id, lines, rows], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(identity.encode()).hexdigest()[:12]
+
+
+def as_replay(message: RowsMessage) -> RowsMessage:
+    """A rejected message's rows as a rows message to write again (e.g. after a spec fix,
+    or when a DLQ was redriven wholesale with SQS's own StartMessageMoveTask)."""
+    lines = [r.line for r in message.rejections]
+    rows = [list(r.row) for r in message.rejections]
+    return RowsMessage(message.job, message.seq, message.source, message.header, lines, rows,
+                       part=message.part, parts=message.parts,
+                       replay=replay_id(message.job, message.message_id, lines, rows))
+
+
 def split_to_fit(message: RowsMessage, limit: int = MAX_SQS_MESSAGE_BYTES) -> list[RowsMessage]:
     """Split a message into parts whose encoded bodies fit `limit` bytes.
 

@@ -30,6 +30,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from fanout.contract import REPLAY_MARK
+
 JOB_SK = "job"
 BATCH_PREFIX = "b#"
 
@@ -184,7 +186,22 @@ def record_batch(
         )["Attributes"]
         if may_be_complete(attributes):
             ready.append(attributes)
+        elif attributes.get("status", {}).get("S") == COMPLETE and any(map(is_replay, messages)):
+            refresh_totals(ddb, ledger_table, job)
     return ready
+
+
+def refresh_totals(ddb: Any, ledger_table: str, job: str) -> MessageCounts:
+    """Recount a completed job after replayed rows landed (the replayer's redrive)."""
+    total = totals(read_message_counts(ddb, ledger_table, job))
+    ddb.update_item(
+        TableName=ledger_table,
+        Key={"pk": _s(job), "sk": _s(JOB_SK)},
+        UpdateExpression="SET rows_written = :w, rows_rejected = :r, rows_superseded = :s",
+        ExpressionAttributeValues={":w": _n(total.written), ":r": _n(total.rejected),
+                                   ":s": _n(total.superseded)},
+    )
+    return total
 
 
 def may_be_complete(job_item: Mapping[str, Any]) -> bool:
@@ -210,13 +227,29 @@ def read_message_counts(ddb: Any, ledger_table: str, job: str) -> dict[str, Mess
     return counts
 
 
-def totals(counts: Iterable[MessageCounts]) -> MessageCounts:
+def is_replay(message_id: str) -> bool:
+    return REPLAY_MARK in message_id
+
+
+def totals(counts: Mapping[str, MessageCounts] | Iterable[MessageCounts]) -> MessageCounts:
+    """Job totals from per-message counts.
+
+    A replayed message (id "SEQ~REPLAY") carries rows that were already counted as
+    rejected: the rows it writes or supersedes move out of rejected; the rows it rejects
+    again stay there.
+    """
+    if not isinstance(counts, Mapping):  # bare counts: all original messages
+        counts = {str(i): c for i, c in enumerate(counts)}
     written = rejected = superseded = 0
-    for c in counts:
+    for message_id, c in counts.items():
         written += c.written
-        rejected += c.rejected
         superseded += c.superseded
+        rejected += -(c.written + c.superseded) if is_replay(message_id) else c.rejected
     return MessageCounts(written, rejected, superseded)
+
+
+def originals_reported(counts: Mapping[str, MessageCounts]) -> int:
+    return sum(1 for message_id in counts if not is_replay(message_id))
 
 
 def try_finalize(ddb: Any, ledger_table: str, job_item: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -224,9 +257,9 @@ def try_finalize(ddb: Any, ledger_table: str, job_item: Mapping[str, Any]) -> di
     caller whose conditional update completed it; None otherwise."""
     job = job_item["pk"]["S"]
     counts = read_message_counts(ddb, ledger_table, job)
-    if len(counts) < int(job_item["messages_total"]["N"]):
+    if originals_reported(counts) < int(job_item["messages_total"]["N"]):
         return None
-    total = totals(counts.values())
+    total = totals(counts)
     finished = now_iso()
     try:
         ddb.update_item(

@@ -13,7 +13,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 
 from fanout import ledger
-from fanout.contract import KIND_REJECTED, Rejection, RowsMessage, decode
+from fanout.contract import KIND_REJECTED, Rejection, RowsMessage, as_replay, decode
 from fanout.keys import TemplateError
 from fanout.mapping import RowMapper, RowRejected, Spec
 from fanout.runtime import Runtime, publish_summary
@@ -150,6 +150,8 @@ def load_batch(event: dict[str, Any], context: Any, runtime: Runtime,
 
     def record_handler(record: Any) -> None:
         message = decode(record.body)
+        if message.kind == KIND_REJECTED:
+            message = as_replay(message)
         result = load_chunk(message, runtime, budget)
         results.append(result)
 

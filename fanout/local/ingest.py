@@ -260,7 +260,7 @@ def write_outputs(clients: Clients, stack: LocalStack, job: str, options: Ingest
     settings = stack.settings
     item = ledger.get_job(clients.dynamodb, settings.ledger_table_name, job) or {}
     counts = ledger.read_message_counts(clients.dynamodb, settings.ledger_table_name, job)
-    total = ledger.totals(counts.values())
+    total = ledger.totals(counts)
 
     rejected: list[dict[str, Any]] = []
     errors_prefix = f"{settings.errors_prefix}{job}/"

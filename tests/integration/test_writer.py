@@ -178,3 +178,19 @@ def test_backoff_never_sleeps_past_the_budget() -> None:
                     Budget(lambda: clock["left"], reserve_s=3.0, sleep=sleep))
     assert clock["left"] >= 3.0  # the reserve is intact
     assert slept and all(s <= 5.0 for s in slept)
+
+
+def test_a_rejected_message_redriven_as_is_is_written_as_a_replay(aws, stack, spec):
+    # SQS's own redrive (StartMessageMoveTask) moves DLQ messages back unchanged.
+    use(aws, stack, spec)
+    handler.lambda_handler(sqs_event(send(aws, stack, message(0, [["", "1", "r"], ["a", "2", "r"]])),
+                                     stack.rows_queue_arn), context())
+    (rejected,) = drain(aws.sqs, stack.settings.dlq_url)
+    aws.sqs.send_message(QueueUrl=stack.settings.rows_queue_url, MessageBody=rejected["Body"])
+    received = aws.sqs.receive_message(QueueUrl=stack.settings.rows_queue_url,
+                                       AttributeNames=["All"])["Messages"]
+    handler.lambda_handler(sqs_event(received, stack.rows_queue_arn), context())
+    counts = ledger.read_message_counts(aws.dynamodb, stack.settings.ledger_table_name, "job-1")
+    replay_ids = [m for m in counts if "~" in m]
+    assert len(replay_ids) == 1 and counts[replay_ids[0]] == ledger.MessageCounts(0, 1, 0)
+    assert ledger.totals(counts) == ledger.MessageCounts(1, 1, 0)  # still rejected once, not twice
