@@ -1,0 +1,168 @@
+"""CPU benchmarks of the two Lambdas' own code, with no AWS (emulated or real) in the loop.
+
+* splitter: the real `splitter.split._enqueue_rows` (ranged reads -> chunker regions ->
+  records -> 25-row messages -> encode -> Enqueuer) over an in-memory S3 object and an
+  SQS client that discards, against `csv.reader` over the same bytes;
+* writer: decode each message (fanout.contract) -> `writer.load.map_rows` (RowMapper,
+  dedupe) -> the BatchWriteItem request payloads, against json.loads + boto3's
+  TypeSerializer per item.
+
+CPU time is `time.process_time` (all threads of the process), best of N.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from boto3.dynamodb.types import TypeSerializer
+
+from bench.fakes import MemoryS3, NullSQS
+from fanout.aws import Clients
+from fanout.contract import RowsMessage, Source, decode, job_id_for
+from fanout.mapping import Spec
+from fanout.runtime import Runtime
+from fanout.settings import MAX_BATCH_WRITE_ITEMS, ROWS_PER_MESSAGE, Settings
+from splitter.chunker import iter_regions
+from splitter.range_reader import head
+from writer.load import map_rows
+
+TABLE = "bench-items"
+
+
+@dataclass(frozen=True)
+class Rate:
+    rows: int
+    seconds: float  # best CPU seconds
+
+    @property
+    def per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else float("inf")
+
+
+def best_of(runs: int, *works: Callable[[], int]) -> list[Rate]:
+    """Best CPU time of each `work` over `runs` rounds; the works take turns within a
+    round, so a change in the machine's load touches all of them alike."""
+    best = [float("inf")] * len(works)
+    rows = [0] * len(works)
+    for _ in range(runs):
+        for i, work in enumerate(works):
+            started = time.process_time()
+            rows[i] = work()
+            best[i] = min(best[i], time.process_time() - started)
+    return [Rate(r, b) for r, b in zip(rows, best, strict=True)]
+
+
+def _slices(data: bytes, size: int) -> list[bytes]:
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+# --------------------------------------------------------------------------- splitter
+
+def splitter_runtime(s3: Any, sqs: Any, range_bytes: int | None = None) -> Runtime:
+    settings = Settings(table_name=TABLE, ledger_table_name="bench-jobs",
+                        rows_queue_url="https://sqs.invalid/rows",
+                        **({"range_bytes": range_bytes} if range_bytes else {}))
+    return Runtime(settings, Spec.default(), Clients(s3=s3, sqs=sqs, dynamodb=None))
+
+
+def run_splitter(s3: Any, sqs: Any, range_bytes: int | None = None) -> int:
+    """The splitter's whole read path for the one object `s3` serves; returns data rows."""
+    from splitter.split import _enqueue_rows  # the exact code path split_object runs
+
+    runtime = splitter_runtime(s3, sqs, range_bytes)
+    info = head(s3, "bench", "bench.csv")
+    rows, _messages, _header = _enqueue_rows(runtime, info, job_id_for(info.source))
+    return rows
+
+
+def splitter_cpu(data: bytes, runs: int) -> tuple[Rate, Rate, Rate]:
+    """(splitter, csv.reader baseline, chunker alone) rows/s on `data`."""
+    s3 = MemoryS3(data)
+
+    def splitter() -> int:
+        return run_splitter(s3, NullSQS())
+
+    def baseline() -> int:
+        rows = 0
+        for _ in csv.reader(io.StringIO(data.decode("utf-8"), newline="")):
+            rows += 1
+        return rows - 1  # the header
+
+    range_bytes = Settings(table_name="-", ledger_table_name="-").range_bytes
+    slices = _slices(data, range_bytes)
+
+    def chunker() -> int:
+        rows = 0
+        for region in iter_regions(slices):
+            for _ in region.records():
+                rows += 1
+        return rows - 1
+
+    split, base, chunk = best_of(runs, splitter, baseline, chunker)
+    return split, base, chunk
+
+
+# --------------------------------------------------------------------------- writer
+
+def message_bodies(data: bytes) -> list[str]:
+    """The rows messages the splitter would send for `data`, encoded."""
+    source = Source("bench", "bench.csv", "etag")
+    records = (r for region in iter_regions(_slices(data, 8 << 20)) for r in region.records())
+    _, header = next(records)
+    bodies, lines, rows, seq = [], [], [], 0
+    for line, fields in records:
+        if not fields:
+            continue
+        lines.append(line)
+        rows.append(fields)
+        if len(rows) == ROWS_PER_MESSAGE:
+            bodies.append(RowsMessage("job", seq, source, header, lines, rows).encode())
+            lines, rows, seq = [], [], seq + 1
+    if rows:
+        bodies.append(RowsMessage("job", seq, source, header, lines, rows).encode())
+    return bodies
+
+
+def _requests(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The RequestItems payloads writer.batch_write sends for `items`."""
+    return [
+        {TABLE: [{"PutRequest": {"Item": item}} for item in items[start:start + MAX_BATCH_WRITE_ITEMS]]}
+        for start in range(0, len(items), MAX_BATCH_WRITE_ITEMS)
+    ]
+
+
+def writer_cpu(bodies: list[str], runs: int) -> tuple[Rate, Rate]:
+    """(writer, naive baseline) rows/s over the same message bodies."""
+    spec = Spec.default()
+
+    def writer() -> int:
+        rows = 0
+        for body in bodies:
+            message = decode(body)
+            items, _lines, _rejections, _superseded = map_rows(message, spec)
+            _requests(items)
+            rows += len(message.rows)
+        return rows
+
+    serializer = TypeSerializer()
+
+    def naive() -> int:
+        rows = 0
+        for body in bodies:
+            data = json.loads(body)
+            header = data["header"]
+            items = [{name: serializer.serialize(value)
+                      for name, value in zip(header, row, strict=True) if value != ""}
+                     for row in data["rows"]]
+            _requests(items)
+            rows += len(data["rows"])
+        return rows
+
+    mapped, plain = best_of(runs, writer, naive)
+    return mapped, plain
