@@ -27,6 +27,7 @@ class Clients:
     sqs: Any
     dynamodb: Any
     sns: Any | None = None
+    lambda_: Any | None = None
 
     @classmethod
     def create(cls, *, endpoint_url: str | None = None, region: str = "us-east-1") -> Clients:
@@ -35,4 +36,5 @@ class Clients:
             sqs=client("sqs", endpoint_url=endpoint_url, region=region),
             dynamodb=client("dynamodb", endpoint_url=endpoint_url, region=region),
             sns=client("sns", endpoint_url=endpoint_url, region=region),
+            lambda_=client("lambda", endpoint_url=endpoint_url, region=region),
         )

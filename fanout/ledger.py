@@ -68,13 +68,14 @@ def _n(value: int) -> dict[str, str]:
 
 def start_job(
     ddb: Any, ledger_table: str, job: str, *, source_uri: str, table: str, owner: str,
-    lease_s: float = SPLIT_LEASE_S,
-) -> str:
-    """Claim the job for splitting. Returns "new", "resume" (an earlier splitter's lease
-    ran out: a crash or a retry) or "skip" (another splitter has it, or it is done).
+    lease_s: float = SPLIT_LEASE_S, range_bytes: int = 0,
+) -> tuple[str, dict[str, Any] | None]:
+    """Claim the job for splitting: ("new", None), ("resume", job item) when an earlier
+    splitter left it (a crash, a retry, or a continuation it handed over), or
+    ("skip", None) when another splitter holds it or it is past splitting.
 
     The lease lasts as long as the claiming invocation can live (`lease_s`), so a retry
-    after a crash or timeout finds it expired and resumes."""
+    after a crash or a timeout finds it expired and resumes from the last checkpoint."""
     now = time.time()
     try:
         ddb.put_item(
@@ -83,31 +84,61 @@ def start_job(
                 "pk": _s(job), "sk": _s(JOB_SK), "status": _s(SPLITTING),
                 "source": _s(source_uri), "table": _s(table), "started_at": _s(now_iso()),
                 "split_owner": _s(owner), "split_lease_until": _n(int(now + lease_s) + 1),
-                "messages_reported": _n(0),
+                "messages_reported": _n(0), "range_bytes": _n(range_bytes),
             },
             ConditionExpression="attribute_not_exists(pk)",
         )
-        return "new"
+        return "new", None
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
             raise
     try:
-        ddb.update_item(
+        item = ddb.update_item(
             TableName=ledger_table,
             Key={"pk": _s(job), "sk": _s(JOB_SK)},
-            UpdateExpression="SET split_owner = :o, split_lease_until = :l",
+            UpdateExpression="SET split_owner = :o, split_lease_until = :l ADD split_resumes :one",
             ConditionExpression="#st = :splitting AND (split_lease_until < :now OR split_owner = :o)",
             ExpressionAttributeNames={"#st": "status"},
             ExpressionAttributeValues={
-                ":o": _s(owner), ":l": _n(int(now + lease_s) + 1),
+                ":o": _s(owner), ":l": _n(int(now + lease_s) + 1), ":one": _n(1),
                 ":splitting": _s(SPLITTING), ":now": _n(int(now)),
             },
-        )
-        return "resume"
+            ReturnValues="ALL_NEW",
+        )["Attributes"]
+        return "resume", plain(item)
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
             raise
-    return "skip"
+    return "skip", None
+
+
+class LeaseLost(RuntimeError):
+    """Another splitter took the job over; this one must stop without writing more."""
+
+
+def save_checkpoint(ddb: Any, ledger_table: str, job: str, owner: str, checkpoint: str, *,
+                    release: bool = False) -> None:
+    """Record how far the split has come (a JSON string); with `release`, also hand the
+    lease over to the continuation that will resume from it."""
+    update = "SET #cp = :cp, checkpoint_at = :t"
+    if release:
+        update += ", split_lease_until = :zero"
+    try:
+        ddb.update_item(
+            TableName=ledger_table,
+            Key={"pk": _s(job), "sk": _s(JOB_SK)},
+            UpdateExpression=update,
+            ConditionExpression="split_owner = :o AND #st = :splitting",
+            ExpressionAttributeNames={"#st": "status", "#cp": "checkpoint"},
+            ExpressionAttributeValues={
+                ":cp": _s(checkpoint), ":t": _s(now_iso()), ":o": _s(owner),
+                ":splitting": _s(SPLITTING), **({":zero": _n(0)} if release else {}),
+            },
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            raise LeaseLost(f"job {job}: another splitter holds the lease") from exc
+        raise
 
 
 def release_split(ddb: Any, ledger_table: str, job: str, owner: str) -> None:
@@ -136,10 +167,10 @@ def finish_split(
         Key={"pk": _s(job), "sk": _s(JOB_SK)},
         UpdateExpression=(
             "SET rows_read = :r, messages_total = :m, #st = :running, split_finished_at = :t, "
-            "header = :h, error_location = :e REMOVE split_lease_until"
+            "header = :h, error_location = :e REMOVE split_lease_until, #cp"
         ),
         ConditionExpression="#st = :splitting",
-        ExpressionAttributeNames={"#st": "status"},
+        ExpressionAttributeNames={"#st": "status", "#cp": "checkpoint"},
         ExpressionAttributeValues={
             ":r": _n(rows_read), ":m": _n(messages_total), ":running": _s(RUNNING),
             ":splitting": _s(SPLITTING), ":t": _s(now_iso()),

@@ -16,6 +16,10 @@ One TOML file, read by the local runtime and the deployed writer alike::
     set_separator = "|"
     types = { price = "N", active = "BOOL", tags = "SS", meta = "JSON", gone = "NULL" }
 
+    [source]
+    delimiter = ","                      # one character: , tab ; | ...
+    encoding = "utf-8"                   # utf-8 (BOM or not), utf-16 (BOM required), latin-1
+
     [transforms.make]                    # per column, applied in this order:
     trim = true                          # trim, lowercase, replace, prefix
     lowercase = true
@@ -46,6 +50,7 @@ from fanout.settings import MAX_ITEM_BYTES
 KEY_TYPES = ("S", "N", "B")
 COLUMN_TYPES = ("S", "N", "BOOL", "NULL", "JSON", "SS", "B")
 EMPTY_POLICIES = ("drop", "null", "keep")
+ENCODINGS = ("utf-8", "utf-16", "latin-1")
 TRUE_WORDS = frozenset({"true", "yes", "1"})
 FALSE_WORDS = frozenset({"false", "no", "0"})
 
@@ -106,6 +111,8 @@ class Spec:
     types: Mapping[str, str] = field(default_factory=dict)
     transforms: Mapping[str, ColumnTransform] = field(default_factory=dict)
     set_separator: str = "|"
+    delimiter: str = ","
+    encoding: str = "utf-8"
 
     @classmethod
     def default(cls, partition_key: str = "account", sort_key: str | None = "offer_id") -> Spec:
@@ -118,7 +125,7 @@ class Spec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Spec:
         """Validate a parsed spec; raise SpecError naming the offending field."""
-        _only(data, {"table", "columns", "transforms"}, "")
+        _only(data, {"table", "columns", "transforms", "source"}, "")
         table = _section(data, "table")
         _only(table, {"name", "partition_key", "sort_key"}, "table")
         if "partition_key" not in table:
@@ -151,6 +158,18 @@ class Spec:
         normalize = columns.get("normalize_headers", False)
         if not isinstance(normalize, bool):
             raise SpecError("columns.normalize_headers: must be true or false")
+        source = _section(data, "source")
+        _only(source, {"delimiter", "encoding"}, "source")
+        delimiter = source.get("delimiter", ",")
+        if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in ('"', "\r", "\n"):
+            raise SpecError(f"source.delimiter: {delimiter!r} must be one character, not a quote "
+                            "or a line break")
+        encoding = str(source.get("encoding", "utf-8")).lower().replace("_", "-")
+        encoding = {"utf8": "utf-8", "latin1": "latin-1", "iso-8859-1": "latin-1",
+                    "utf16": "utf-16"}.get(encoding, encoding)
+        if encoding not in ENCODINGS:
+            raise SpecError(f"source.encoding: {source.get('encoding')!r} is not one of "
+                            f"{', '.join(ENCODINGS)}")
         table_name = table.get("name")
         if table_name is not None and (not isinstance(table_name, str) or not table_name):
             raise SpecError("table.name: must be a non-empty string")
@@ -166,6 +185,8 @@ class Spec:
             types=types,
             transforms=_transforms(_section(data, "transforms")),
             set_separator=separator,
+            delimiter=delimiter,
+            encoding=encoding,
         )
 
     def with_keys(self, partition_key: str | None, sort_key: str | None) -> Spec:
@@ -223,6 +244,7 @@ class Spec:
                 "types": dict(self.types),
                 "set_separator": self.set_separator,
             },
+            "source": {"delimiter": self.delimiter, "encoding": self.encoding},
             "transforms": {
                 column: {"trim": t.trim, "lowercase": t.lowercase,
                          "replace": dict(t.replace), "prefix": t.prefix}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,9 @@ class Runtime:
     settings: Settings
     spec: Spec
     clients: Clients
+    # How the splitter hands over to a fresh invocation: None means an asynchronous
+    # Lambda invoke of itself; the local runtime passes its own trigger.
+    continue_split: Callable[[dict[str, Any]], None] | None = None
 
     @classmethod
     def from_env(cls) -> Runtime:

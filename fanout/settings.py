@@ -35,6 +35,11 @@ class PipelineConfig:
     max_concurrency: int = 50
     retention_days: int = 14
     range_bytes: int = 8 * MIB
+    # The splitter saves a checkpoint each time it crosses a multiple of this many bytes
+    # (and only there, so a resumed split cuts its messages exactly as the first try).
+    checkpoint_bytes: int = 64 * MIB
+    # A splitter with less than this left hands over to a fresh invocation.
+    split_reserve_s: float = 60.0
     upload_prefix: str = "uploads/"
     upload_suffix: str = ".csv"
     errors_prefix: str = "errors/"
@@ -74,6 +79,8 @@ class Settings:
     sort_key: str | None = "offer_id"
     spec_path: str | None = None
     range_bytes: int = DEFAULT_CONFIG.range_bytes
+    checkpoint_bytes: int = DEFAULT_CONFIG.checkpoint_bytes
+    split_reserve_s: float = DEFAULT_CONFIG.split_reserve_s
     errors_prefix: str = DEFAULT_CONFIG.errors_prefix
     json_copy: bool = False
     json_copy_prefix: str = DEFAULT_CONFIG.json_copy_prefix
@@ -100,6 +107,8 @@ class Settings:
             sort_key=sort_key or None,
             spec_path=env.get("FANOUT_SPEC") or None,
             range_bytes=int(env.get("FANOUT_RANGE_BYTES", DEFAULT_CONFIG.range_bytes)),
+            checkpoint_bytes=int(env.get("FANOUT_CHECKPOINT_BYTES", DEFAULT_CONFIG.checkpoint_bytes)),
+            split_reserve_s=float(env.get("FANOUT_SPLIT_RESERVE_S", DEFAULT_CONFIG.split_reserve_s)),
             errors_prefix=env.get("FANOUT_ERRORS_PREFIX", DEFAULT_CONFIG.errors_prefix),
             json_copy=env.get("FANOUT_JSON_COPY", "").lower() in ("1", "true", "yes"),
             json_copy_prefix=env.get("FANOUT_JSON_COPY_PREFIX", DEFAULT_CONFIG.json_copy_prefix),
@@ -119,6 +128,8 @@ class Settings:
             "FANOUT_PARTITION_KEY": self.partition_key,
             "FANOUT_SORT_KEY": self.sort_key or "",
             "FANOUT_RANGE_BYTES": str(self.range_bytes),
+            "FANOUT_CHECKPOINT_BYTES": str(self.checkpoint_bytes),
+            "FANOUT_SPLIT_RESERVE_S": str(self.split_reserve_s),
             "FANOUT_ERRORS_PREFIX": self.errors_prefix,
             "FANOUT_JSON_COPY": "1" if self.json_copy else "",
             "FANOUT_JSON_COPY_PREFIX": self.json_copy_prefix,

@@ -91,14 +91,18 @@ class Enqueuer:
             else:
                 self.sent += count
 
-    def close(self) -> int:
-        """Flush, wait for every call; return how many bodies SQS accepted."""
-        try:
-            self._flush()
-            for future in list(self._futures):
-                future.exception()
-        finally:
-            self._pool.shutdown(wait=True)
+    def drain(self) -> int:
+        """Flush and wait until SQS has accepted everything sent so far (before a checkpoint)."""
+        self._flush()
+        for future in list(self._futures):
+            future.exception()
         if self._error:
             raise EnqueueError(f"sending to the rows queue failed: {self._error}") from self._error
         return self.sent
+
+    def close(self) -> int:
+        """Drain, then stop the pool; return how many bodies SQS accepted."""
+        try:
+            return self.drain()
+        finally:
+            self._pool.shutdown(wait=True)

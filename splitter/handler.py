@@ -24,7 +24,11 @@ runtime = RuntimeSlot()
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # The split lease lasts as long as this invocation can (plus a margin).
     lease_s = context.get_remaining_time_in_millis() / 1000 + 5
-    results = split_event(event, runtime.get(), owner=context.aws_request_id, lease_s=lease_s)
+    results = split_event(
+        event, runtime.get(), owner=context.aws_request_id, lease_s=lease_s,
+        remaining_s=lambda: context.get_remaining_time_in_millis() / 1000,
+        function_arn=context.invoked_function_arn,
+    )
     metrics.add_metric(name="ObjectsSplit", unit=MetricUnit.Count, value=len(results))
     for result in results:
         metrics.add_metric(name="RowsRead", unit=MetricUnit.Count, value=result.rows_read)

@@ -29,9 +29,12 @@ def head(s3: Any, bucket: str, key: str, version: str | None = None) -> ObjectIn
 
 
 def iter_ranges(
-    s3: Any, info: ObjectInfo, range_bytes: int, start: int = 0, end: int | None = None
+    s3: Any, info: ObjectInfo, range_bytes: int, start: int = 0, end: int | None = None,
+    *, align: bool = False,
 ) -> Iterator[bytes]:
-    """Yield the object's bytes [start, end) in slices of at most `range_bytes`.
+    """Yield the object's bytes [start, end) in slices of at most `range_bytes`; with
+    `align`, slices end on multiples of `range_bytes` (so a resume cuts where a full
+    read would).
 
     Each read is pinned to the ETag seen by `head` (IfMatch), so an object overwritten
     mid-read fails loudly instead of mixing two versions.
@@ -41,7 +44,8 @@ def iter_ranges(
     stop = info.size if end is None else min(end, info.size)
     position = start
     while position < stop:
-        last = min(position + range_bytes, stop) - 1
+        limit = (position // range_bytes + 1) * range_bytes if align else position + range_bytes
+        last = min(limit, stop) - 1
         params: dict[str, Any] = {
             "Bucket": info.source.bucket,
             "Key": info.source.key,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote_plus
 
 from fanout import ledger
@@ -16,7 +17,8 @@ from fanout.runtime import Runtime, publish_summary
 from fanout.settings import ROWS_PER_MESSAGE
 from splitter.chunker import CsvDecodeError, iter_regions
 from splitter.enqueue import Enqueuer
-from splitter.range_reader import head, iter_ranges
+from splitter.range_reader import head
+from splitter.source import SourceError, parse_chunks, parse_encoding
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ class InputError(ValueError):
 @dataclass(frozen=True)
 class SplitResult:
     job: str
-    status: str  # "split", "skipped" or "failed"
+    status: str  # "split", "continued", "skipped" or "failed"
     source: str
     rows_read: int = 0
     messages_sent: int = 0
@@ -53,32 +55,77 @@ def objects_in_event(event: dict[str, Any], runtime: Runtime) -> Iterator[tuple[
         yield s3["bucket"]["name"], key, s3["object"].get("versionId")
 
 
-def split_event(event: dict[str, Any], runtime: Runtime, owner: str | None = None,
-                lease_s: float = ledger.SPLIT_LEASE_S) -> list[SplitResult]:
-    """Split every object the event names."""
+def split_event(event: dict[str, Any], runtime: Runtime, *, owner: str | None = None,
+                lease_s: float = ledger.SPLIT_LEASE_S,
+                remaining_s: Callable[[], float] | None = None,
+                function_arn: str = "") -> list[SplitResult]:
+    """Split every object the event names (S3 records, or a continuation)."""
+    continuation = event.get(CONTINUE_KEY)
+    objects = ([(continuation["bucket"], continuation["key"], continuation.get("version"))]
+               if continuation else list(objects_in_event(event, runtime)))
+    hand_over = runtime.continue_split or _self_invoke(runtime, function_arn)
     return [
-        split_object(runtime, bucket, key, version, owner=owner or str(uuid.uuid4()), lease_s=lease_s)
-        for bucket, key, version in objects_in_event(event, runtime)
+        split_object(runtime, bucket, key, version, owner=owner or str(uuid.uuid4()),
+                     lease_s=lease_s, remaining_s=remaining_s, continue_split=hand_over)
+        for bucket, key, version in objects
     ]
+
+
+CONTINUE_KEY = "fanout_continue"
+
+
+def _self_invoke(runtime: Runtime, function_arn: str) -> Callable[[dict[str, Any]], None]:
+    """Continue in a fresh invocation of this function (asynchronous, so Lambda retries it)."""
+    def invoke(payload: dict[str, Any]) -> None:
+        if not function_arn or runtime.clients.lambda_ is None:
+            raise RuntimeError("cannot continue the split: no function to invoke")
+        runtime.clients.lambda_.invoke(FunctionName=function_arn, InvocationType="Event",
+                                       Payload=json.dumps(payload).encode())
+    return invoke
+
+
+@dataclass
+class Checkpoint:
+    """How far a split has come; saved in the ledger at deterministic offsets."""
+
+    offset: int = 0  # parse offset of the next record
+    line: int = 1  # its source line
+    seq: int = 0  # the next message's sequence number
+    rows_read: int = 0
+    messages: int = 0
+    header: list[str] | None = None
+    header_line: int = 0
+
+    def dumps(self) -> str:
+        return json.dumps(self.__dict__, separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, text: str) -> Checkpoint:
+        return cls(**json.loads(text))
 
 
 def split_object(
     runtime: Runtime, bucket: str, key: str, version: str | None = None, *, owner: str = "local",
-    lease_s: float = ledger.SPLIT_LEASE_S,
+    lease_s: float = ledger.SPLIT_LEASE_S, remaining_s: Callable[[], float] | None = None,
+    continue_split: Callable[[dict[str, Any]], None] | None = None,
 ) -> SplitResult:
     clients, settings = runtime.clients, runtime.settings
     info = head(clients.s3, bucket, key, version)
     job = job_id_for(info.source)
-    claim = ledger.start_job(
+    claim, item = ledger.start_job(
         clients.dynamodb, settings.ledger_table_name, job,
         source_uri=info.source.uri, table=settings.table_name, owner=owner, lease_s=lease_s,
+        range_bytes=settings.range_bytes,
     )
     if claim == "skip":
         log.info("job %s is already split or being split; duplicate event ignored", job)
         return SplitResult(job, "skipped", info.source.uri)
+    # A resumed split keeps the first try's range size, so it cuts the same messages.
+    range_bytes = int((item or {}).get("range_bytes") or settings.range_bytes)
+    checkpoint = Checkpoint.loads(item["checkpoint"]) if item and "checkpoint" in item else Checkpoint()
     try:
-        rows_read, messages, header = _enqueue_rows(runtime, info, job)
-    except InputError as exc:
+        finished = _enqueue_rows(runtime, info, job, owner, range_bytes, checkpoint, remaining_s)
+    except (InputError, SourceError) as exc:
         error = f"{info.source.uri}: {exc}"
         ledger.fail_job(clients.dynamodb, settings.ledger_table_name, job, error=error)
         publish_summary(clients.sns, settings.topic_arn, {
@@ -86,72 +133,110 @@ def split_object(
             "DESTINATION_TABLE_NAME": settings.table_name,
         })
         return SplitResult(job, "failed", info.source.uri, error=error)
+    except ledger.LeaseLost:
+        return SplitResult(job, "skipped", info.source.uri)
     except BaseException:
         # Anything else is a fault of ours or of AWS: let Lambda retry, and let the retry in.
         ledger.release_split(clients.dynamodb, settings.ledger_table_name, job, owner)
         raise
+    if not finished:
+        if continue_split is None:
+            raise RuntimeError("the split ran out of time and has no way to continue")
+        continue_split({CONTINUE_KEY: {"bucket": bucket, "key": key, "version": info.source.version,
+                                       "job": job}})
+        return SplitResult(job, "continued", info.source.uri, checkpoint.rows_read,
+                           checkpoint.messages)
     job_item = ledger.finish_split(
-        clients.dynamodb, settings.ledger_table_name, job, rows_read=rows_read,
-        messages_total=messages, header=header,
+        clients.dynamodb, settings.ledger_table_name, job, rows_read=checkpoint.rows_read,
+        messages_total=checkpoint.messages, header=checkpoint.header or [],
         error_location=f"s3://{bucket}/{settings.errors_prefix}{job}/",
     )
     if ledger.may_be_complete(job_item):
         summary = ledger.try_finalize(clients.dynamodb, settings.ledger_table_name, job_item)
         if summary:
             publish_summary(clients.sns, settings.topic_arn, summary)
-    return SplitResult(job, "split", info.source.uri, rows_read, messages)
+    return SplitResult(job, "split", info.source.uri, checkpoint.rows_read, checkpoint.messages)
 
 
-def _enqueue_rows(runtime: Runtime, info: Any, job: str) -> tuple[int, int, list[str]]:
-    """Read, chunk and send. Returns (data rows, messages sent, header)."""
-    settings, source = runtime.settings, info.source
+def _enqueue_rows(runtime: Runtime, info: Any, job: str, owner: str, range_bytes: int,
+                  cp: Checkpoint, remaining_s: Callable[[], float] | None) -> bool:
+    """Read, chunk and send from the checkpoint `cp` on, updating it in place.
+
+    Returns True when the object is done, False when time ran short and the split
+    should continue in a fresh invocation (a checkpoint has been saved and the lease
+    released). Checkpoints are saved only where the parse offset crosses a multiple of
+    `checkpoint_bytes`, and the partial message is sent there, so every try cuts the
+    same messages with the same sequence numbers.
+    """
+    settings, spec, source = runtime.settings, runtime.spec, info.source
+    ddb, ledger_table = runtime.clients.dynamodb, settings.ledger_table_name
     if info.size == 0:
         raise InputError("the file is empty (0 bytes): expected a header line")
-    chunks = iter_ranges(runtime.clients.s3, info, settings.range_bytes)
-    records = _records(chunks)
-    header: list[str] | None = None
-    for line, fields in records:
-        if fields:
-            header = fields
-            header_line = line
-            break
-    if header is None:
-        raise InputError("the file has no header line (only blank lines)")
-    try:
-        runtime.spec.bind(header)
-    except TemplateError as exc:
-        raise InputError(f"line {header_line}: {exc}") from exc
-
+    checkpoint_bytes = max(settings.checkpoint_bytes, range_bytes)
+    chunks = parse_chunks(runtime.clients.s3, info, range_bytes, encoding=spec.encoding,
+                          start=cp.offset)
+    regions = iter_regions(chunks, encoding=parse_encoding(spec.encoding), delimiter=spec.delimiter,
+                           start_offset=cp.offset, start_line=cp.line)
+    if cp.header is not None:
+        _check_header(runtime, cp.header, cp.header_line)
     enqueuer = Enqueuer(runtime.clients.sqs, settings.rows_queue_url)
-    rows_read = 0
-    messages = 0
-    seq = 0
     lines: list[int] = []
     rows: list[list[str]] = []
     try:
-        for line, fields in records:
-            if not fields:
-                continue  # a blank line is not a data row
-            lines.append(line)
-            rows.append(fields)
-            rows_read += 1
-            if len(rows) == ROWS_PER_MESSAGE:
-                messages += _send(enqueuer, job, seq, source, header, lines, rows)
-                seq += 1
+        for region in _translate_errors(regions):
+            for line, fields in _translate_errors(region.records()):
+                if not fields:
+                    continue  # a blank line is not a data row
+                if cp.header is None:
+                    cp.header, cp.header_line = fields, line
+                    _check_header(runtime, fields, line)
+                    continue
+                lines.append(line)
+                rows.append(fields)
+                cp.rows_read += 1
+                if len(rows) == ROWS_PER_MESSAGE:
+                    cp.messages += _send(enqueuer, job, cp.seq, source, cp.header, lines, rows)
+                    cp.seq += 1
+                    lines, rows = [], []
+            if region.end_offset // checkpoint_bytes == cp.offset // checkpoint_bytes:
+                cp.offset, cp.line = region.end_offset, region.start_line + region.line_count
+                continue
+            # A checkpoint boundary: send the partial message, wait for SQS, save.
+            if rows:
+                cp.messages += _send(enqueuer, job, cp.seq, source, cp.header or [], lines, rows)
+                cp.seq += 1
                 lines, rows = [], []
+            cp.offset, cp.line = region.end_offset, region.start_line + region.line_count
+            enqueuer.drain()
+            out_of_time = remaining_s is not None and remaining_s() < settings.split_reserve_s
+            ledger.save_checkpoint(ddb, ledger_table, job, owner, cp.dumps(), release=out_of_time)
+            if out_of_time:
+                return False
         if rows:
-            messages += _send(enqueuer, job, seq, source, header, lines, rows)
+            cp.messages += _send(enqueuer, job, cp.seq, source, cp.header or [], lines, rows)
+            cp.seq += 1
     finally:
         enqueuer.close()
-    if rows_read == 0:
-        raise InputError(f"line {header_line}: the file has a header but no data rows")
-    return rows_read, messages, header
+    if cp.header is None:
+        raise InputError("the file has no header line (only blank lines)")
+    if cp.rows_read == 0:
+        raise InputError(f"line {cp.header_line}: the file has a header but no data rows")
+    return True
 
 
-def _records(chunks: Iterator[bytes]) -> Iterator[tuple[int, list[str]]]:
+def _check_header(runtime: Runtime, header: list[str], line: int) -> None:
     try:
-        for region in iter_regions(chunks):
-            yield from region.records()
+        runtime.spec.bind(header)
+    except TemplateError as exc:
+        raise InputError(f"line {line}: {exc}") from exc
+
+
+T = TypeVar("T")
+
+
+def _translate_errors(items: Iterator[T]) -> Iterator[T]:
+    try:
+        yield from items
     except CsvDecodeError as exc:
         raise InputError(str(exc)) from exc
 

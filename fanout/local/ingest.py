@@ -102,7 +102,14 @@ def ingest(options: IngestOptions) -> IngestResult:
         clients = options.wrap_clients(raw) if options.wrap_clients else raw
         runtime = Runtime(stack.settings, options.spec, clients)
         bounded_sqs = BoundedQueueClient(clients.sqs, stack.settings.rows_queue_url)
-        splitter_handler.runtime.use(replace(runtime, clients=replace(clients, sqs=bounded_sqs)))
+        events_url = stack.events_queue_url
+
+        def continue_split(payload: dict[str, Any]) -> None:
+            # The stack's splitter invokes itself asynchronously; locally that is its trigger.
+            raw.sqs.send_message(QueueUrl=events_url, MessageBody=json.dumps(payload))
+
+        splitter_handler.runtime.use(replace(runtime, clients=replace(clients, sqs=bounded_sqs),
+                                             continue_split=continue_split))
         writer_handler.runtime.use(runtime)
         try:
             writers, splitters = start_functions(stack, clients,
@@ -303,6 +310,7 @@ def write_outputs(clients: Clients, stack: LocalStack, job: str, options: Ingest
         "rows_superseded": total.superseded,
         "rows_in_dlq_unreported": stranded_rows,
         "messages_sent": item.get("messages_total", 0),
+        "split_invocations": item.get("split_resumes", 0) + 1,
         "items_in_table": items_written,
         "elapsed_s": round(elapsed_s, 3),
         "rows_per_s": round(item.get("rows_read", 0) / elapsed_s, 1) if elapsed_s else None,

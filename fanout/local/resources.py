@@ -60,7 +60,7 @@ def create_resources(
     # An event stays invisible while its splitter may still run.
     events_url = sqs.create_queue(
         QueueName=f"{names.rows_queue}-s3-events",
-        Attributes={"VisibilityTimeout": str(config.splitter_timeout_s)},
+        Attributes={"VisibilityTimeout": str(max(1, int(config.splitter_timeout_s)))},
     )["QueueUrl"]
     s3.put_bucket_notification_configuration(
         Bucket=names.bucket,
@@ -93,6 +93,8 @@ def create_resources(
         bucket=names.bucket,
         topic_arn=topic_arn,
         range_bytes=range_bytes or config.range_bytes,
+        checkpoint_bytes=config.checkpoint_bytes,
+        split_reserve_s=config.split_reserve_s,
         errors_prefix=config.errors_prefix,
         json_copy=json_copy,
         json_copy_prefix=config.json_copy_prefix,

@@ -9,7 +9,7 @@ from fanout.ledger import MessageCounts
 def start(aws, stack, job="job-1", total=3, rows=75):
     table = stack.settings.ledger_table_name
     assert ledger.start_job(aws.dynamodb, table, job, source_uri="s3://b/k", table="t",
-                            owner="a") == "new"
+                            owner="a")[0] == "new"
     return ledger.finish_split(aws.dynamodb, table, job, rows_read=rows, messages_total=total,
                                header=["h"], error_location="s3://b/errors/job-1/")
 
@@ -52,8 +52,8 @@ def test_replayed_rows_move_from_rejected_to_written(aws, stack):
 def test_a_crashed_splitter_releases_or_outlives_its_lease(aws, stack):
     table = stack.settings.ledger_table_name
     args = {"source_uri": "s3://b/k", "table": "t"}
-    assert ledger.start_job(aws.dynamodb, table, "j", owner="a", lease_s=60, **args) == "new"
-    assert ledger.start_job(aws.dynamodb, table, "j", owner="b", lease_s=60, **args) == "skip"
+    assert ledger.start_job(aws.dynamodb, table, "j", owner="a", lease_s=60, **args)[0] == "new"
+    assert ledger.start_job(aws.dynamodb, table, "j", owner="b", lease_s=60, **args)[0] == "skip"
     ledger.release_split(aws.dynamodb, table, "j", "a")
-    assert ledger.start_job(aws.dynamodb, table, "j", owner="b", lease_s=60, **args) == "resume"
-    assert ledger.start_job(aws.dynamodb, table, "j", owner="c", lease_s=0, **args) == "skip"
+    assert ledger.start_job(aws.dynamodb, table, "j", owner="b", lease_s=60, **args)[0] == "resume"
+    assert ledger.start_job(aws.dynamodb, table, "j", owner="c", lease_s=0, **args)[0] == "skip"

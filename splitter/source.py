@@ -1,0 +1,114 @@
+"""The object's bytes as the chunker parses them ("parse space"), from any offset.
+
+Plain UTF-8 and Latin-1 objects are parsed as stored: parse offsets are object offsets
+and a resume reads from the checkpoint with ranged GETs. Gzip-compressed objects
+(`.gz`) and UTF-16 text are transformed on the fly — gunzipped, and UTF-16 transcoded to
+UTF-8 so that quote and newline stay single bytes — and their parse offsets count the
+transformed bytes: a resume streams the object again from its start and skips ahead
+(CPU, not memory). Either way the stream is cut on a grid of `range_bytes` from parse
+offset 0, so a resumed split sees exactly the regions, and so the messages, that an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import codecs
+import zlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from splitter.range_reader import ObjectInfo, iter_ranges
+
+GZIP_SUFFIXES = (".gz", ".gzip")
+
+
+class SourceError(ValueError):
+    """The object cannot be read as declared (bad gzip, UTF-16 without a BOM, ...)."""
+
+
+def is_gzip(info: ObjectInfo) -> bool:
+    return info.source.key.lower().endswith(GZIP_SUFFIXES)
+
+
+def parse_encoding(encoding: str) -> str:
+    """What the chunker decodes: transcoded UTF-16 arrives as UTF-8."""
+    return "utf-8" if encoding == "utf-16" else encoding
+
+
+def parse_chunks(s3: Any, info: ObjectInfo, range_bytes: int, *, encoding: str,
+                 start: int = 0) -> Iterator[bytes]:
+    """Bytes from parse offset `start` on, cut at multiples of `range_bytes`."""
+    if not is_gzip(info) and encoding != "utf-16":
+        return iter_ranges(s3, info, range_bytes, start=start, align=True)
+    stream: Iterable[bytes] = iter_ranges(s3, info, range_bytes)
+    if is_gzip(info):
+        stream = gunzip(stream)
+    if encoding == "utf-16":
+        stream = utf16_to_utf8(stream)
+    return regrid(stream, range_bytes, start)
+
+
+def gunzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Decompress a gzip stream (several members allowed, as `cat a.gz b.gz` makes)."""
+    decompressor = zlib.decompressobj(wbits=31)
+    try:
+        for chunk in chunks:
+            while chunk:
+                out = decompressor.decompress(chunk)
+                if out:
+                    yield out
+                if decompressor.eof:
+                    chunk = decompressor.unused_data
+                    decompressor = zlib.decompressobj(wbits=31)
+                else:
+                    chunk = b""
+        tail = decompressor.flush()
+        if tail:
+            yield tail
+    except zlib.error as exc:
+        raise SourceError(f"not valid gzip: {exc}") from None
+
+
+def utf16_to_utf8(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Transcode UTF-16 (byte order from its BOM) to UTF-8, incrementally."""
+    decoder = codecs.getincrementaldecoder("utf-16")(errors="strict")
+    first = True
+    try:
+        for chunk in chunks:
+            if first and chunk:
+                if len(chunk) >= 2 and chunk[:2] not in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+                    raise SourceError("UTF-16 text must start with a byte order mark (BOM)")
+                first = False
+            text = decoder.decode(chunk)
+            if text:
+                yield text.encode("utf-8")
+        text = decoder.decode(b"", final=True)
+        if text:
+            yield text.encode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"bytes are not valid UTF-16: {exc.reason}") from None
+
+
+def regrid(chunks: Iterable[bytes], size: int, start: int = 0) -> Iterator[bytes]:
+    """Re-cut a stream that starts at offset 0 into blocks ending on multiples of `size`,
+    dropping everything before `start`."""
+    position = 0  # offset of buffer[0]
+    buffer = bytearray()
+    for chunk in chunks:
+        if position + len(buffer) + len(chunk) <= start:
+            position += len(chunk)  # wholly before the resume point: skip it
+            continue
+        buffer += chunk
+        if position < start:
+            del buffer[: start - position]
+            position = start
+        while buffer:
+            boundary = (position // size + 1) * size
+            if position + len(buffer) < boundary:
+                break
+            cut = boundary - position
+            yield bytes(buffer[:cut])
+            del buffer[:cut]
+            position = boundary
+    if buffer:
+        yield bytes(buffer)

@@ -1,0 +1,69 @@
+"""The splitter past its time limit: checkpoints, continuations and a crash in the middle
+end with the same table and counts as one clean run."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from fanout.aws import Clients
+from fanout.local.ingest import IngestOptions, ingest
+from fanout.makecsv import make_csv
+from fanout.mapping import Spec
+from fanout.settings import LOCAL_CONFIG
+from tests.strict_aws import StrictLayer
+
+
+class CrashingS3:
+    """An S3 client whose `crash_at`-th ranged GET raises, as a splitter killed mid-file."""
+
+    def __init__(self, s3: Any, crash_at: int) -> None:
+        self._s3 = s3
+        self.gets = 0
+        self.crash_at = crash_at
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+    def get_object(self, **params: Any) -> Any:
+        self.gets += 1
+        if self.gets == self.crash_at:
+            raise RuntimeError("splitter killed mid-file")
+        return self._s3.get_object(**params)
+
+
+def test_many_continuations_and_a_crash_equal_a_clean_run(tmp_path: Path) -> None:
+    data = tmp_path / "data.csv"
+    make_csv(100_000, 50, data, seed=9, stream=io.StringIO())
+    strict = StrictLayer()
+    crashing: list[CrashingS3] = []
+
+    def wrap(clients: Clients) -> Clients:
+        s3 = CrashingS3(clients.s3, crash_at=150)
+        crashing.append(s3)
+        return replace(strict.wrap(clients), s3=s3)
+
+    # 32 KiB ranges, a checkpoint at each, and a splitter that has 0.05 s before it must
+    # hand over: a continuation every ~270 rows, and one crash on the 150th range read.
+    config = replace(LOCAL_CONFIG, checkpoint_bytes=32 * 1024, splitter_timeout_s=1.0,
+                     split_reserve_s=0.95)
+    result = ingest(IngestOptions(file=data, spec=Spec.default(), out_dir=tmp_path / "out",
+                                  range_bytes=32 * 1024, config=config, wrap_clients=wrap,
+                                  concurrency=6))
+    s = result.summary
+    assert crashing[0].gets >= 150
+    assert s["status"] == "COMPLETE"
+    assert (s["rows_read"], s["rows_written"], s["rows_rejected"], s["rows_superseded"]) == (
+        100_000, 100_000, 0, 0)
+    assert s["split_invocations"] > 100  # it really did continue, many times
+    with open(data, newline="") as f:
+        expected = {(r["account"], r["offer_id"]): r for r in csv.DictReader(f)}
+    got = {}
+    for line in (tmp_path / "out" / "items.jsonl").read_text().splitlines():
+        item = json.loads(line)["Item"]
+        got[(item["account"]["S"], item["offer_id"]["S"])] = {k: v["S"] for k, v in item.items()}
+    assert got == expected
