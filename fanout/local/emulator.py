@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 from fanout.aws import Clients, client
@@ -42,9 +43,22 @@ class Emulator:
             os.environ[name] = value
         if self.mode == "inprocess":
             from moto import mock_aws
+            from moto.core.models import botocore_stubber
 
             self._mock = mock_aws()
             self._mock.start()
+            # moto's in-process backends are not thread-safe (seen: "Set changed size during
+            # iteration" inside SQS ReceiveMessage with four writer threads, and a message
+            # lost with it). The local runtime's threads stand for separate Lambda
+            # invocations, so each emulated AWS request runs alone, as it would in AWS.
+            process = botocore_stubber.process_request
+            lock = threading.RLock()
+
+            def one_at_a_time(request: Any) -> Any:
+                with lock:
+                    return process(request)
+
+            botocore_stubber.process_request = one_at_a_time  # type: ignore[method-assign]
         else:
             from moto.server import ThreadedMotoServer
 
@@ -56,8 +70,11 @@ class Emulator:
 
     def __exit__(self, *exc: object) -> None:
         if self._mock is not None:
+            from moto.core.models import botocore_stubber
+
             self._mock.stop()
             self._mock = None
+            vars(botocore_stubber).pop("process_request", None)
         if self._server is not None:
             self._server.stop()
             self._server = None
