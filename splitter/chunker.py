@@ -141,9 +141,14 @@ def iter_regions(
         if boundary < 0:
             carry = buffer
             continue
-        region = _region(buffer[:boundary], offset, line, encoding, delimiter)
-        yield region
-        line += region.line_count
+        # Parse in pieces of about SUB_REGION_BYTES: csv.reader reads from a StringIO that
+        # holds up to 4 bytes a character, so a whole 8 MiB range would cost ~32 MB.
+        start = 0
+        for end in _piece_ends(buffer, boundary):
+            region = _region(buffer[start:end], offset + start, line, encoding, delimiter)
+            yield region
+            line += region.line_count
+            start = end
         offset += boundary
         carry = buffer[boundary:]
     if at_start and carry.startswith(UTF8_BOM):
@@ -151,6 +156,22 @@ def iter_regions(
         offset += len(UTF8_BOM)
     if carry:
         yield _region(carry, offset, line, encoding, delimiter)
+
+
+SUB_REGION_BYTES = 1024 * 1024
+
+
+def _piece_ends(buffer: bytes, boundary: int) -> Iterator[int]:
+    """Record boundaries cutting buffer[:boundary] into pieces of about SUB_REGION_BYTES
+    (a single record longer than that stays whole)."""
+    start = 0
+    while boundary - start > SUB_REGION_BYTES:
+        cut = last_boundary(buffer[start:start + SUB_REGION_BYTES])
+        if cut <= 0:
+            break
+        start += cut
+        yield start
+    yield boundary
 
 
 def iter_records(chunks: Iterable[bytes], **options: object) -> Iterator[tuple[int, list[str]]]:

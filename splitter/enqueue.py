@@ -58,8 +58,9 @@ class Enqueuer:
         self._error: BaseException | None = None
         self._lock = threading.Lock()
 
-    def send(self, body: str) -> None:
-        size = len(body.encode())
+    def send(self, body: str, size: int | None = None) -> None:
+        """Queue one body (`size`: its UTF-8 length, if the caller knows it)."""
+        size = len(body.encode()) if size is None else size
         if size > MAX_SQS_MESSAGE_BYTES:
             raise EnqueueError(f"message of {size:,} bytes exceeds SQS's {MAX_SQS_MESSAGE_BYTES:,}")
         if self._buffer and (

@@ -14,7 +14,7 @@ from fanout import ledger
 from fanout.contract import RowsMessage, Source, job_id_for, split_to_fit
 from fanout.keys import TemplateError
 from fanout.runtime import Runtime, publish_summary
-from fanout.settings import ROWS_PER_MESSAGE
+from fanout.settings import MAX_SQS_MESSAGE_BYTES, ROWS_PER_MESSAGE
 from splitter.chunker import CsvDecodeError, iter_regions
 from splitter.enqueue import Enqueuer
 from splitter.range_reader import head
@@ -243,7 +243,13 @@ def _translate_errors(items: Iterator[T]) -> Iterator[T]:
 
 def _send(enqueuer: Enqueuer, job: str, seq: int, source: Source, header: list[str],
           lines: list[int], rows: list[list[str]]) -> int:
-    parts = split_to_fit(RowsMessage(job, seq, source, header, lines, rows))
+    message = RowsMessage(job, seq, source, header, lines, rows)
+    body = message.encode()  # once: encoding is the splitter's largest cost after parsing
+    size = len(body.encode())
+    if size <= MAX_SQS_MESSAGE_BYTES:
+        enqueuer.send(body, size)
+        return 1
+    parts = split_to_fit(message)
     for part in parts:
         enqueuer.send(part.encode())
     return len(parts)

@@ -84,3 +84,18 @@ def test_invalid_utf8_names_the_line() -> None:
         list(iter_records(slices(data, 4)))
     assert error.value.line == 3
     assert "not valid utf-8" in str(error.value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=csv_files(), size=st.integers(min_value=1, max_value=64),
+       piece=st.integers(min_value=1, max_value=40))
+def test_pieces_smaller_than_a_range_change_nothing(data: bytes, size: int, piece: int) -> None:
+    import splitter.chunker as chunker
+
+    saved = chunker.SUB_REGION_BYTES
+    chunker.SUB_REGION_BYTES = piece
+    try:
+        got = [f for _, f in iter_records(slices(data, size))]
+    finally:
+        chunker.SUB_REGION_BYTES = saved
+    assert got == reference(data)
