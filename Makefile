@@ -33,8 +33,9 @@ bench: setup
 synth: setup
 	cd infra && ../$(BIN)/python app.py
 
+# cdk.json runs `python3 app.py`: put the virtualenv first on PATH for the cdk CLI.
 deploy: setup
-	cd infra && npx --yes aws-cdk@2 deploy
+	cd infra && PATH="$(abspath $(BIN)):$$PATH" npx --yes aws-cdk@2 deploy
 
 clean:
 	rm -rf $(VENV) fanout-out cdk.out infra/cdk.out data.csv

@@ -30,7 +30,10 @@ class PipelineConfig:
     # AWS recommends a queue visibility timeout of 6x the function timeout.
     visibility_timeout_s: int = 6 * 60
     max_receive_count: int = 5
-    batch_size: int = 10
+    # 100 messages (2,500 rows) an invocation, gathered for up to 1 s: the ledger's two
+    # writes and Lambda's request fee are paid per invocation, so bigger batches make the
+    # bookkeeping ~0.1% of the data writes instead of ~1% (bench/ models it).
+    batch_size: int = 100
     max_batching_window_s: int = 1
     max_concurrency: int = 50
     retention_days: int = 14
@@ -50,7 +53,8 @@ DEFAULT_CONFIG = PipelineConfig()
 
 # The local runtime keeps every AWS behaviour but shortens the waits: a reported failure
 # reappears after 2 s instead of 6 minutes, so a poison message reaches the DLQ quickly.
-LOCAL_CONFIG = PipelineConfig(visibility_timeout_s=2, writer_timeout_s=60)
+# Batches stay at 10 (one ReceiveMessage) so that an invocation finishes well inside it.
+LOCAL_CONFIG = PipelineConfig(visibility_timeout_s=2, writer_timeout_s=60, batch_size=10)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -58,9 +58,8 @@ def map_rows(message: RowsMessage, spec: Spec) -> tuple[list[dict[str, Any]], li
     try:
         mapper = _mapper(spec, tuple(message.header))
     except TemplateError as exc:
-        rejections = [Rejection(line, row, "bad_header", str(exc))
-                      for line, row in zip(message.lines, message.rows, strict=True)]
-        return [], [], rejections, 0
+        return [], [], [Rejection(line, row, "bad_header", str(exc))
+                        for line, row in zip(message.lines, message.rows, strict=True)], 0
     by_key: dict[tuple[Any, ...], tuple[int, dict[str, Any]]] = {}
     rejections: list[Rejection] = []
     superseded = 0
@@ -170,4 +169,4 @@ def load_batch(event: dict[str, Any], context: Any, runtime: Runtime,
     if on_result:
         for result in results:
             on_result(result)
-    return processor.response()
+    return dict(processor.response())
