@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from fanout_stack.config import StackConfig
 
 from fanout.mapping import SpecError, load_spec
+from fanout_stack.config import StackConfig
 from tests.infra.conftest import Synth
 
 

@@ -10,10 +10,10 @@ import sysconfig
 from typing import Any
 
 from aws_cdk.assertions import Match
-from fanout_stack.config import DEFAULT_WRITE_BUDGET, writer_concurrency
 
 from fanout.mapping import Spec
 from fanout.settings import DEFAULT_CONFIG
+from fanout_stack.config import DEFAULT_WRITE_BUDGET, writer_concurrency
 from tests.infra.conftest import Synth
 
 
