@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ROWS ?= 100000
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
-.PHONY: setup demo test lint bench synth deploy clean
+.PHONY: setup demo test test-full lint bench synth deploy clean
 
 $(BIN)/fanout: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+test-full: setup
+	FANOUT_FULL_SIZE=1 $(BIN)/python -m pytest
 
 lint: setup
 	$(BIN)/ruff check .

@@ -22,7 +22,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
 
-from bench.fakes import MemoryS3, NullSQS
+from bench.fakes import LatencySQS, MemoryS3, NullLedger, NullSQS
 from fanout.aws import Clients
 from fanout.contract import RowsMessage, Source, decode, job_id_for
 from fanout.mapping import Spec
@@ -68,17 +68,27 @@ def splitter_runtime(s3: Any, sqs: Any, range_bytes: int | None = None) -> Runti
     settings = Settings(table_name=TABLE, ledger_table_name="bench-jobs",
                         rows_queue_url="https://sqs.invalid/rows",
                         **({"range_bytes": range_bytes} if range_bytes else {}))
-    return Runtime(settings, Spec.default(), Clients(s3=s3, sqs=sqs, dynamodb=None))
+    return Runtime(settings, Spec.default(), Clients(s3=s3, sqs=sqs, dynamodb=NullLedger()))
 
 
 def run_splitter(s3: Any, sqs: Any, range_bytes: int | None = None) -> int:
     """The splitter's whole read path for the one object `s3` serves; returns data rows."""
-    from splitter.split import _enqueue_rows  # the exact code path split_object runs
+    from splitter.split import Checkpoint, _enqueue_rows  # the code path split_object runs
 
     runtime = splitter_runtime(s3, sqs, range_bytes)
     info = head(s3, "bench", "bench.csv")
-    rows, _messages, _header = _enqueue_rows(runtime, info, job_id_for(info.source))
-    return rows
+    checkpoint = Checkpoint()
+    _enqueue_rows(runtime, info, job_id_for(info.source), "bench", runtime.settings.range_bytes,
+                  checkpoint, None)
+    return checkpoint.rows_read
+
+
+def enqueue_rate(data: bytes, latency_s: float = 0.015) -> tuple[float, LatencySQS]:
+    """Wall-clock rows/s of the splitter when every SendMessageBatch takes `latency_s`."""
+    sqs = LatencySQS(latency_s)
+    started = time.perf_counter()
+    rows = run_splitter(MemoryS3(data), sqs)
+    return rows / (time.perf_counter() - started), sqs
 
 
 def splitter_cpu(data: bytes, runs: int) -> tuple[Rate, Rate, Rate]:

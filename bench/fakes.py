@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +79,26 @@ class NullSQS:
         self.messages += len(entries)
         self.bytes += sum(len(e["MessageBody"]) for e in entries)
         return {"Successful": [{"Id": e["Id"]} for e in entries], "Failed": []}
+
+
+class LatencySQS(NullSQS):
+    """NullSQS that takes `latency_s` per SendMessageBatch, like a real SQS round trip."""
+
+    def __init__(self, latency_s: float = 0.015) -> None:
+        super().__init__()
+        self.latency_s = latency_s
+
+    def send_message_batch(self, **params: Any) -> dict[str, Any]:
+        time.sleep(self.latency_s)
+        return super().send_message_batch(**params)
+
+
+class NullLedger:
+    """Accepts the splitter's checkpoint writes (UpdateItem) and keeps nothing."""
+
+    def __init__(self) -> None:
+        self.updates = 0
+
+    def update_item(self, **params: Any) -> dict[str, Any]:
+        self.updates += 1
+        return {}
