@@ -21,7 +21,6 @@ from fanout.local.resources import LocalStack, create_resources  # noqa: E402
 from fanout.mapping import Spec  # noqa: E402
 from fanout.settings import LOCAL_CONFIG, ResourceNames  # noqa: E402
 
-
 # The issues' "done when" sizes (50k rows under faults, 100k rows with continuations) run
 # with FANOUT_FULL_SIZE=1 (`make test-full`); CI runs the same tests on smaller files so the
 # suite stays within a few minutes on two cores.
