@@ -1,0 +1,212 @@
+"""Chaos: every scenario loads the same poisoned CSV through the whole pipeline (the real
+handlers on moto, with tests/strict_aws.py holding the AWS contract) while something
+goes wrong, and must end exactly as a clean run would: the clean table, exact counts
+(rows_read == written + rejected + superseded, with the expected numbers) and every
+rejected row with its line and reason.
+
+A replayer killed mid-redrive is covered in tests/integration/test_replayer_crash.py.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fanout.aws import Clients
+from fanout.local.esm import LocalContext
+from fanout.runtime import Runtime
+from fanout.settings import LOCAL_CONFIG
+from tests.chaos.helpers import Counter, Expected, Hooked, Killed, assert_exact, poisoned_csv, run
+from tests.strict_aws import Faults, StrictLayer
+
+UPLOAD_PREFIX = "uploads/"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Expected:
+    return poisoned_csv(tmp_path_factory.mktemp("chaos-data"))
+
+
+def test_throttling_storm_half_the_writes_unprocessed(data: Expected, tmp_path: Path) -> None:
+    """Half of every BatchWriteItem comes back in UnprocessedItems. With the writer's real
+    backoff a 25-item group needs ~6 rounds (~1.6 s of sleep), and a writer works through
+    its batch's messages one after another, so the ESM hands out one message a batch to 16
+    writers here to keep the test short; the backoff itself is not changed."""
+    layer = StrictLayer(Faults(unprocessed_rate=0.5, seed=1))
+    result = run(data, tmp_path / "out", layer.wrap, concurrency=16,
+                 config=replace(LOCAL_CONFIG, batch_size=1))
+    assert layer.record.injected["unprocessed"] > data.read / 2
+    assert layer.record.violations == []
+    assert_exact(result, data)
+
+
+def test_server_errors_and_throttle_exceptions(data: Expected, tmp_path: Path) -> None:
+    layer = StrictLayer(Faults(server_error_rate=0.1, throttle_rate=0.1, seed=2))
+    result = run(data, tmp_path / "out", layer.wrap)
+    assert layer.record.injected["server_error"] > 0 and layer.record.injected["throttle"] > 0
+    assert layer.record.violations == []
+    assert_exact(result, data)
+
+
+def test_send_message_batch_failed_entries_are_resent(data: Expected, tmp_path: Path) -> None:
+    layer = StrictLayer(Faults(send_failed_rate=0.2, seed=3))
+    result = run(data, tmp_path / "out", layer.wrap)
+    assert layer.record.injected["send_failed"] > 0
+    assert result.summary["messages_sent"] == (data.read + 24) // 25
+    assert_exact(result, data)
+
+
+def test_duplicate_sqs_deliveries(data: Expected, tmp_path: Path) -> None:
+    # Duplicates every queue's deliveries, the S3 events queue's included.
+    layer = StrictLayer(Faults(duplicate_delivery_rate=0.2, seed=4))
+    result = run(data, tmp_path / "out", layer.wrap)
+    assert layer.record.injected["duplicate_delivery"] > 5
+    assert_exact(result, data)
+
+
+def test_duplicate_s3_events_split_the_job_once(data: Expected, tmp_path: Path) -> None:
+    """The same S3 notification three times: once more on the events queue (handled after
+    the first split finished) and once handed straight to the splitter's lambda_handler
+    while the first split holds the lease (mid-file). The job is split once."""
+    from splitter import handler as splitter_handler
+
+    layer = StrictLayer()
+    events: list[dict[str, Any]] = []
+    concurrent: list[dict[str, Any]] = []
+    starts, finishes, reads = Counter(), Counter(), Counter()
+
+    def receive_message(sqs: Any, **params: Any) -> Any:
+        response = sqs.receive_message(**params)
+        if params["QueueUrl"].endswith("-s3-events"):
+            for message in response.get("Messages", []):
+                if "Records" in json.loads(message["Body"]) and not events:
+                    events.append(json.loads(message["Body"]))
+                    sqs.send_message(QueueUrl=params["QueueUrl"], MessageBody=message["Body"])
+        return response
+
+    def get_object(s3: Any, **params: Any) -> Any:
+        if params["Key"].startswith(UPLOAD_PREFIX) and reads.next() == 3:
+            # A second invocation for the same event, while this one is mid-file.
+            def invoke() -> None:
+                concurrent.append(splitter_handler.lambda_handler(
+                    events[0], LocalContext("fanout-splitter", 900)))
+            thread = threading.Thread(target=invoke)
+            thread.start()
+            thread.join(timeout=30)
+        return s3.get_object(**params)
+
+    def put_item(ddb: Any, **params: Any) -> Any:
+        if params.get("ConditionExpression") == "attribute_not_exists(pk)":
+            starts.next()
+        return ddb.put_item(**params)
+
+    def update_item(ddb: Any, **params: Any) -> Any:
+        response = ddb.update_item(**params)
+        if "messages_total = :m" in params.get("UpdateExpression", ""):
+            finishes.next()
+        return response
+
+    def wrap(raw: Clients) -> Clients:
+        strict = layer.wrap(raw)
+        return replace(strict, s3=Hooked(strict.s3, get_object=get_object),
+                       sqs=Hooked(strict.sqs, receive_message=receive_message),
+                       dynamodb=Hooked(strict.dynamodb, put_item=put_item, update_item=update_item))
+
+    result = run(data, tmp_path / "out", wrap, range_bytes=4096)
+    assert [job["status"] for c in concurrent for job in c["jobs"]] == ["skipped"]
+    assert starts.n == 3  # the first event, the concurrent one, the queued copy
+    assert finishes.n == 1  # split once
+    assert result.summary["messages_sent"] == (data.read + 24) // 25
+    assert_exact(result, data)
+
+
+def test_writer_killed_mid_batch_write(data: Expected, tmp_path: Path) -> None:
+    """BatchWriteItem writes half its items and then the writer dies (not an AWS error):
+    the message is retried after the visibility timeout and rewritten idempotently."""
+    layer = StrictLayer()
+    calls, kills = Counter(), Counter()
+
+    def batch_write_item(ddb: Any, **params: Any) -> Any:
+        if calls.next() in (3, 11, 17):
+            kills.next()
+            (table, requests), = params["RequestItems"].items()
+            ddb.batch_write_item(RequestItems={table: requests[: len(requests) // 2]})
+            raise Killed("killed")
+        return ddb.batch_write_item(**params)
+
+    def wrap(raw: Clients) -> Clients:
+        strict = layer.wrap(raw)
+        return replace(strict, dynamodb=Hooked(strict.dynamodb, batch_write_item=batch_write_item))
+
+    result = run(data, tmp_path / "out", wrap)
+    assert kills.n == 3
+    assert layer.record.violations == []
+    assert_exact(result, data)
+
+
+def test_writer_killed_after_writing_before_the_ledger(data: Expected, tmp_path: Path) -> None:
+    """The writer dies after its items are written, as it records the batch in the ledger:
+    the whole batch fails, SQS delivers all of it again, nothing is counted twice."""
+    layer = StrictLayer()
+    records, kills = Counter(), Counter()
+
+    def put_item(ddb: Any, **params: Any) -> Any:
+        if params["Item"].get("sk", {}).get("S", "").startswith("b#") and records.next() in (2, 5):
+            kills.next()
+            raise Killed("killed before the ledger")
+        return ddb.put_item(**params)
+
+    def wrap(raw: Clients) -> Clients:
+        strict = layer.wrap(raw)
+        return replace(strict, dynamodb=Hooked(strict.dynamodb, put_item=put_item))
+
+    result = run(data, tmp_path / "out", wrap)
+    assert kills.n == 2
+    assert_exact(result, data)
+
+
+@pytest.mark.parametrize("checkpoint_bytes", [None, 8192], ids=["no-checkpoint", "checkpoints"])
+def test_splitter_killed_mid_file(data: Expected, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  checkpoint_bytes: int | None) -> None:
+    """A ranged GET dies (not an AWS error) after 10 of ~30 reads: the local async-invoke
+    emulation retries the splitter after 2 s, which restarts (no checkpoint yet) or
+    resumes from its last checkpoint; the resent messages are deduplicated. (The first
+    checkpoint, past 8 KB, falls after the superseding pair on lines 62-63, so the
+    expectation's 25-row grouping still holds there.)"""
+    if checkpoint_bytes:
+        import fanout.local.ingest as ingest_module
+
+        def small_checkpoints(settings: Any, spec: Any, clients: Clients) -> Runtime:
+            return Runtime(replace(settings, checkpoint_bytes=checkpoint_bytes), spec, clients)
+        monkeypatch.setattr(ingest_module, "Runtime", small_checkpoints)
+    layer = StrictLayer()
+    reads, kills, starts = Counter(), Counter(), Counter()
+
+    def get_object(s3: Any, **params: Any) -> Any:
+        if params["Key"].startswith(UPLOAD_PREFIX) and reads.next() == 11:
+            kills.next()
+            raise Killed("killed mid-file")
+        return s3.get_object(**params)
+
+    def update_item(ddb: Any, **params: Any) -> Any:
+        if "split_resumes" in params.get("UpdateExpression", ""):
+            starts.hits.append(params)
+        return ddb.update_item(**params)
+
+    def wrap(raw: Clients) -> Clients:
+        strict = layer.wrap(raw)
+        return replace(strict, s3=Hooked(strict.s3, get_object=get_object),
+                       dynamodb=Hooked(strict.dynamodb, update_item=update_item))
+
+    result = run(data, tmp_path / "out", wrap, range_bytes=4096)
+    assert kills.n == 1
+    assert len(starts.hits) == 1  # the retry resumed the job
+    assert reads.n > 11 + 2  # and read on
+    if not checkpoint_bytes:  # (checkpoints also send the partial message at each one)
+        assert result.summary["messages_sent"] == (data.read + 24) // 25
+    assert_exact(result, data)
