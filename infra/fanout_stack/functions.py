@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
@@ -129,9 +129,12 @@ class Functions(Construct):
             self, "WriterRole", role_name=config.writer_role_name,
             log_group=self.writer_logs, description="fanout writer: rows queue -> DynamoDB")
 
+        # A fixed name, so the splitter's role can allow invoking exactly this function
+        # (the continuation) without a reference cycle between the role and the function.
+        self.splitter_name = config.splitter_function_name or f"{Stack.of(self).stack_name}-splitter"
         self.splitter = lambda_.Function(
             self, "Splitter",
-            function_name=config.splitter_function_name,
+            function_name=self.splitter_name,
             description="fanout: range-reads an uploaded CSV into 25-row SQS messages",
             runtime=lambda_.Runtime.PYTHON_3_13,
             architecture=lambda_.Architecture.ARM_64,
@@ -194,6 +197,12 @@ class Functions(Construct):
             iam.PolicyStatement(
                 sid="PublishSummary", actions=["sns:Publish"],
                 resources=[messaging.topic.topic_arn]),
+            # Near its time limit the splitter invokes itself (asynchronously) to continue.
+            iam.PolicyStatement(
+                sid="ContinueSplit", actions=["lambda:InvokeFunction"],
+                resources=[Stack.of(self).format_arn(
+                    service="lambda", resource="function", resource_name=self.splitter_name,
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME)]),
         ):
             self.splitter_role.add_to_policy(statement)
 

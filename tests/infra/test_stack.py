@@ -268,6 +268,12 @@ def test_splitter_may_only_read_uploads_send_rows_use_the_ledger_and_publish(
                    "dynamodb:Query"):
         assert granted.pop(action) == [ledger]
     assert granted.pop("sns:Publish") == [{"Ref": default_stack.logical_id(stack.messaging.topic)}]
+    # The continuation: invoking itself, and no other function.
+    (invoke,) = granted.pop("lambda:InvokeFunction")
+    assert f":function:{stack.functions.splitter_name}" in json.dumps(invoke)
+    splitter = default_stack.resources("AWS::Lambda::Function")[
+        default_stack.logical_id(stack.functions.splitter)]
+    assert splitter["Properties"]["FunctionName"] == stack.functions.splitter_name
     logs = att(default_stack.logical_id(stack.functions.splitter_logs))
     for action in ("logs:CreateLogStream", "logs:PutLogEvents"):
         assert granted.pop(action) == [logs, {"Fn::Join": ["", [logs, ":*"]]}]
