@@ -460,8 +460,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
-def to_attribute(value: Any, column: str) -> dict[str, Any]:
+MAX_JSON_DEPTH = 32  # DynamoDB's limit on nested attributes
+
+
+def to_attribute(value: Any, column: str, depth: int = 1) -> dict[str, Any]:
     """A parsed JSON value as a DynamoDB attribute value (numbers as N)."""
+    if depth > MAX_JSON_DEPTH:
+        raise RowRejected("bad_json", f"column {column!r}: nested deeper than DynamoDB's "
+                                      f"{MAX_JSON_DEPTH} levels")
     if value is None:
         return {"NULL": True}
     if isinstance(value, bool):
@@ -469,19 +475,30 @@ def to_attribute(value: Any, column: str) -> dict[str, Any]:
     if isinstance(value, int | Decimal):
         return {"N": _number(str(value), column)}
     if isinstance(value, str):
-        return {"S": value}
+        return {"S": _utf8(value, column)}
     if isinstance(value, list):
-        return {"L": [to_attribute(v, column) for v in value]}
+        return {"L": [to_attribute(v, column, depth + 1) for v in value]}
     if isinstance(value, dict):
-        return {"M": {str(k): to_attribute(v, column) for k, v in value.items()}}
+        return {"M": {_utf8(str(k), column): to_attribute(v, column, depth + 1)
+                      for k, v in value.items()}}
     raise RowRejected("bad_json", f"column {column!r}: unsupported JSON value {value!r}")
+
+
+def _utf8(text: str, column: str) -> str:
+    """JSON's \\u escapes can spell lone surrogates, which no UTF-8 string can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RowRejected("bad_json", f"column {column!r}: a string holds a lone surrogate "
+                                      f"({exc.reason})") from None
+    return text
 
 
 def _json(text: str, column: str) -> dict[str, Any]:
     try:
         value = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
-    except ValueError as exc:
-        raise RowRejected("bad_json", f"column {column!r}: not valid JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise RowRejected("bad_json", f"column {column!r}: not valid JSON: {exc}") from None
     return to_attribute(value, column)
 
 

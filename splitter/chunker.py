@@ -74,7 +74,11 @@ class Region:
             reader_input = physical_lines()
         else:
             reader_input = io.StringIO(text, newline="")
-        reader = csv.reader(reader_input, delimiter=self.delimiter)
+        # strict: a region that ends inside quotes raises instead of cutting a field short.
+        # That happens only when quotes are not RFC 4180 (a quote inside an unquoted field,
+        # like 5'10", upsets the quote parity that places region boundaries), and then the
+        # job must fail loudly rather than load a truncated field.
+        reader = csv.reader(reader_input, delimiter=self.delimiter, strict=True)
         line = self.start_line
         try:
             for fields in reader:
@@ -82,7 +86,9 @@ class Region:
                 # The reader reads no line ahead of a record, so this is where the next starts.
                 line = self.start_line + (consumed if bare_cr else reader.line_num)
         except csv.Error as exc:
-            raise CsvDecodeError(line, f"malformed CSV: {exc}") from None
+            raise CsvDecodeError(line, f"malformed CSV: {exc} (quotes must enclose whole fields, "
+                                       "as RFC 4180 says; a quote inside an unquoted field, "
+                                       "like 5'10\", is not allowed)") from None
 
     @property
     def line_count(self) -> int:

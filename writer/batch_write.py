@@ -96,6 +96,8 @@ def _write_group(ddb: Any, table: str, items: list[dict[str, Any]], group: list[
         # Map what came back to our indexes (keys are distinct, so equality is exact).
         left = [i for i in pending if items[i] in unprocessed] if unprocessed else []
         outcome.written += len(pending) - len(left)
+        if left and len(left) < len(pending):
+            attempt = 0  # progress: DynamoDB is taking writes, so back off from the start again
         pending = left
         if pending:
             outcome.retries += 1

@@ -69,6 +69,10 @@ def map_rows(message: RowsMessage, spec: Spec) -> tuple[list[dict[str, Any]], li
         except RowRejected as exc:
             rejections.append(Rejection(line, row, exc.reason, exc.detail))
             continue
+        except Exception as exc:  # a mapping bug must cost one row, never the whole message
+            log.exception("mapping line %s failed", line)
+            rejections.append(Rejection(line, row, "mapping_error", f"{type(exc).__name__}: {exc}"))
+            continue
         key = mapper.key_of(item)
         if key in by_key:
             superseded += 1
