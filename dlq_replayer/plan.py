@@ -9,14 +9,12 @@ after every replacement was accepted.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dlq_replayer.dlq import DlqMessage, Filters, Ref, WaitingRow
 from dlq_replayer.export import FixesError, row_from_fields
-from fanout.contract import KIND_REJECTED, KIND_ROWS, Rejection, RowsMessage
+from fanout.contract import KIND_REJECTED, KIND_ROWS, Rejection, RowsMessage, replay_id
 from fanout.settings import MAX_SQS_MESSAGE_BYTES
 
 # Rejections whose row was cut to a preview: sending them back as they are would write
@@ -41,14 +39,6 @@ class Plan:
     @property
     def acts(self) -> bool:
         return bool(self.selected)
-
-
-def replay_id(job: str, message_id: str, lines: list[int], rows: list[list[str]]) -> str:
-    """Deterministic: the same rows sent back twice carry the same id, so the ledger
-    counts them once; a different fix of the same rows gets a different id."""
-    identity = json.dumps([job, message_id, lines, rows], ensure_ascii=False,
-                          separators=(",", ":"))
-    return hashlib.sha256(identity.encode()).hexdigest()[:12]
 
 
 def plan_message(original: DlqMessage, op: str, filters: Filters,
