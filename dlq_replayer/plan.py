@@ -14,12 +14,18 @@ from dataclasses import dataclass, field
 
 from dlq_replayer.dlq import DlqMessage, Filters, Ref, WaitingRow
 from dlq_replayer.export import FixesError, row_from_fields
-from fanout.contract import KIND_REJECTED, KIND_ROWS, Rejection, RowsMessage, replay_id
+from fanout.contract import (
+    KIND_REJECTED,
+    KIND_ROWS,
+    NOT_REPLAYABLE_AS_IS,
+    Rejection,
+    RowsMessage,
+    replay_id,
+)
 from fanout.settings import MAX_SQS_MESSAGE_BYTES
 
 # Rejections whose row was cut to a preview: sending them back as they are would write
 # the preview. Only a fixes file (the operator's full values) sends them back.
-NOT_REPLAYABLE_AS_IS = frozenset({"row_too_large"})
 
 REDRIVE = "redrive"
 PURGE = "purge"

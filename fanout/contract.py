@@ -151,14 +151,41 @@ def replay_id(job: str, message_id: str, lines: list[int], rows: list[list[str]]
     return hashlib.sha256(identity.encode()).hexdigest()[:12]
 
 
+# Rejections whose row is only a preview (cut to fit a message): never written as they are.
+NOT_REPLAYABLE_AS_IS = frozenset({"row_too_large"})
+MAX_DETAIL_CHARS = 300
+
+
 def as_replay(message: RowsMessage) -> RowsMessage:
     """A rejected message's rows as a rows message to write again (e.g. after a spec fix,
-    or when a DLQ was redriven wholesale with SQS's own StartMessageMoveTask)."""
-    lines = [r.line for r in message.rejections]
-    rows = [list(r.row) for r in message.rejections]
+    or when a DLQ was redriven wholesale with SQS's own StartMessageMoveTask). Rows kept
+    only as a preview stay rejected."""
+    replayable = [r for r in message.rejections if r.reason not in NOT_REPLAYABLE_AS_IS]
+    kept = [r for r in message.rejections if r.reason in NOT_REPLAYABLE_AS_IS]
+    lines = [r.line for r in replayable]
+    rows = [list(r.row) for r in replayable]
     return RowsMessage(message.job, message.seq, message.source, message.header, lines, rows,
-                       part=message.part, parts=message.parts,
+                       part=message.part, parts=message.parts, rejections=kept,
                        replay=replay_id(message.job, message.message_id, lines, rows))
+
+
+def rejected_messages(message: RowsMessage, rejections: list[Rejection],
+                      limit: int = MAX_SQS_MESSAGE_BYTES) -> list[RowsMessage]:
+    """The DLQ messages that carry `rejections` (details cut short), each within `limit`."""
+    cut = [Rejection(r.line, r.row, r.reason, r.detail[:MAX_DETAIL_CHARS]) for r in rejections]
+    groups = [cut]
+    out: list[RowsMessage] = []
+    while groups:
+        group = groups.pop(0)
+        candidate = RowsMessage(message.job, message.seq, message.source, message.header, [], [],
+                                part=message.part, parts=message.parts, kind=KIND_REJECTED,
+                                rejections=group)
+        if len(group) > 1 and len(candidate.encode().encode()) > limit:
+            middle = len(group) // 2
+            groups[:0] = [group[:middle], group[middle:]]
+            continue
+        out.append(candidate)
+    return out
 
 
 def split_to_fit(message: RowsMessage, limit: int = MAX_SQS_MESSAGE_BYTES) -> list[RowsMessage]:

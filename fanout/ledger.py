@@ -217,22 +217,37 @@ def record_batch(
         )["Attributes"]
         if may_be_complete(attributes):
             ready.append(attributes)
-        elif attributes.get("status", {}).get("S") == COMPLETE and any(map(is_replay, messages)):
+        elif attributes.get("status", {}).get("S") == COMPLETE:
+            # Reported after completion: a replay, or a duplicate delivery. Recount (guarded),
+            # so a replay that raced the finalizer is never left out.
             refresh_totals(ddb, ledger_table, job)
     return ready
 
 
-def refresh_totals(ddb: Any, ledger_table: str, job: str) -> MessageCounts:
-    """Recount a completed job after replayed rows landed (the replayer's redrive)."""
-    total = totals(read_message_counts(ddb, ledger_table, job))
-    ddb.update_item(
-        TableName=ledger_table,
-        Key={"pk": _s(job), "sk": _s(JOB_SK)},
-        UpdateExpression="SET rows_written = :w, rows_rejected = :r, rows_superseded = :s",
-        ExpressionAttributeValues={":w": _n(total.written), ":r": _n(total.rejected),
-                                   ":s": _n(total.superseded)},
-    )
-    return total
+def refresh_totals(ddb: Any, ledger_table: str, job: str) -> MessageCounts | None:
+    """Recount a completed job after replayed rows landed (the replayer's redrive), guarded
+    like `try_finalize` so that two concurrent recounts cannot undo each other."""
+    for _ in range(GUARD_ATTEMPTS):
+        current = raw_job(ddb, ledger_table, job)
+        if current.get("status", {}).get("S") != COMPLETE:
+            return None
+        seen = current["messages_reported"]["N"]
+        total = totals(read_message_counts(ddb, ledger_table, job))
+        try:
+            ddb.update_item(
+                TableName=ledger_table,
+                Key={"pk": _s(job), "sk": _s(JOB_SK)},
+                UpdateExpression="SET rows_written = :w, rows_rejected = :r, rows_superseded = :s",
+                ConditionExpression="messages_reported = :seen",
+                ExpressionAttributeValues={":w": _n(total.written), ":r": _n(total.rejected),
+                                           ":s": _n(total.superseded), ":seen": {"N": seen}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                continue
+            raise
+        return total
+    return None
 
 
 def may_be_complete(job_item: Mapping[str, Any]) -> bool:
@@ -283,39 +298,58 @@ def originals_reported(counts: Mapping[str, MessageCounts]) -> int:
     return sum(1 for message_id in counts if not is_replay(message_id))
 
 
+GUARD_ATTEMPTS = 10
+
+
+def raw_job(ddb: Any, ledger_table: str, job: str) -> dict[str, Any]:
+    """The job item as DynamoDB returns it (typed), or {} when there is none."""
+    return ddb.get_item(TableName=ledger_table, Key={"pk": _s(job), "sk": _s(JOB_SK)},
+                        ConsistentRead=True).get("Item") or {}
+
+
 def try_finalize(ddb: Any, ledger_table: str, job_item: Mapping[str, Any]) -> dict[str, Any] | None:
     """Complete the job if every message is reported. Returns the summary only to the one
-    caller whose conditional update completed it; None otherwise."""
+    caller whose conditional update completed it; None otherwise.
+
+    The totals are written only if no batch was reported between reading the counter and
+    writing them (`messages_reported` unchanged); otherwise they are read again, so a
+    batch recorded during the finalization (a replay, say) is never left out."""
     job = job_item["pk"]["S"]
-    counts = read_message_counts(ddb, ledger_table, job)
-    if originals_reported(counts) < int(job_item["messages_total"]["N"]):
-        return None
-    total = totals(counts)
-    finished = now_iso()
-    try:
-        ddb.update_item(
-            TableName=ledger_table,
-            Key={"pk": _s(job), "sk": _s(JOB_SK)},
-            UpdateExpression=(
-                "SET #st = :complete, rows_written = :w, rows_rejected = :r, "
-                "rows_superseded = :s, finished_at = :t"
-            ),
-            ConditionExpression="#st = :running",
-            ExpressionAttributeNames={"#st": "status"},
-            ExpressionAttributeValues={
-                ":complete": _s(COMPLETE), ":running": _s(RUNNING), ":w": _n(total.written),
-                ":r": _n(total.rejected), ":s": _n(total.superseded), ":t": _s(finished),
-            },
-        )
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+    for _ in range(GUARD_ATTEMPTS):
+        current = raw_job(ddb, ledger_table, job)
+        if current.get("status", {}).get("S") != RUNNING or "messages_total" not in current:
             return None
-        raise
-    job_view = plain(job_item)
-    return completion_summary(job_view | {
-        "status": COMPLETE, "rows_written": total.written, "rows_rejected": total.rejected,
-        "rows_superseded": total.superseded, "finished_at": finished,
-    })
+        seen = current["messages_reported"]["N"]
+        counts = read_message_counts(ddb, ledger_table, job)
+        if originals_reported(counts) < int(current["messages_total"]["N"]):
+            return None
+        total = totals(counts)
+        finished = now_iso()
+        try:
+            ddb.update_item(
+                TableName=ledger_table,
+                Key={"pk": _s(job), "sk": _s(JOB_SK)},
+                UpdateExpression=(
+                    "SET #st = :complete, rows_written = :w, rows_rejected = :r, "
+                    "rows_superseded = :s, finished_at = :t"
+                ),
+                ConditionExpression="#st = :running AND messages_reported = :seen",
+                ExpressionAttributeNames={"#st": "status"},
+                ExpressionAttributeValues={
+                    ":complete": _s(COMPLETE), ":running": _s(RUNNING), ":w": _n(total.written),
+                    ":r": _n(total.rejected), ":s": _n(total.superseded), ":t": _s(finished),
+                    ":seen": {"N": seen},
+                },
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                continue  # completed by another, or a batch came in: look again
+            raise
+        return completion_summary(plain(current) | {
+            "status": COMPLETE, "rows_written": total.written, "rows_rejected": total.rejected,
+            "rows_superseded": total.superseded, "finished_at": finished,
+        })
+    return None
 
 
 def completion_summary(job: Mapping[str, Any]) -> dict[str, Any]:

@@ -80,7 +80,13 @@ class Enqueuer:
         future = self._pool.submit(send_batch, self.sqs, self.queue_url, batch)
         count = len(batch)
         future.add_done_callback(lambda f: self._done(f, count))
-        self._futures = [f for f in self._futures if not f.done()]
+        # Finished futures are kept until drain() has read their outcome; a failed one
+        # stops the next flush at once.
+        for done in [f for f in self._futures if f.done()]:
+            if done.exception() is not None:
+                self._error = self._error or done.exception()
+            else:
+                self._futures.remove(done)
         self._futures.append(future)
 
     def _done(self, future: Future[None], count: int) -> None:
@@ -93,10 +99,16 @@ class Enqueuer:
                 self.sent += count
 
     def drain(self) -> int:
-        """Flush and wait until SQS has accepted everything sent so far (before a checkpoint)."""
+        """Flush and wait until SQS has accepted everything sent so far (before a checkpoint).
+
+        Errors are read from the futures themselves: a future counts as done before its
+        done-callback has run, so `_error` alone could still be unset here."""
         self._flush()
-        for future in list(self._futures):
-            future.exception()
+        futures, self._futures = self._futures, []
+        for future in futures:
+            error = future.exception()
+            if error is not None:
+                self._error = self._error or error
         if self._error:
             raise EnqueueError(f"sending to the rows queue failed: {self._error}") from self._error
         return self.sent

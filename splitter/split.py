@@ -119,6 +119,9 @@ def split_object(
     )
     if claim == "skip":
         log.info("job %s is already split or being split; duplicate event ignored", job)
+        # A splitter that died between finish_split and the finalizer would leave a fully
+        # written job RUNNING with no message left to finish it: finish it here.
+        _finalize_if_ready(runtime, ledger.raw_job(clients.dynamodb, settings.ledger_table_name, job))
         return SplitResult(job, "skipped", info.source.uri)
     # A resumed split keeps the first try's range size, so it cuts the same messages.
     range_bytes = int((item or {}).get("range_bytes") or settings.range_bytes)
@@ -151,11 +154,16 @@ def split_object(
         messages_total=checkpoint.messages, header=checkpoint.header or [],
         error_location=f"s3://{bucket}/{settings.errors_prefix}{job}/",
     )
-    if ledger.may_be_complete(job_item):
+    _finalize_if_ready(runtime, job_item)
+    return SplitResult(job, "split", info.source.uri, checkpoint.rows_read, checkpoint.messages)
+
+
+def _finalize_if_ready(runtime: Runtime, job_item: dict[str, Any]) -> None:
+    settings, clients = runtime.settings, runtime.clients
+    if job_item and ledger.may_be_complete(job_item):
         summary = ledger.try_finalize(clients.dynamodb, settings.ledger_table_name, job_item)
         if summary:
             publish_summary(clients.sns, settings.topic_arn, summary)
-    return SplitResult(job, "split", info.source.uri, checkpoint.rows_read, checkpoint.messages)
 
 
 def _enqueue_rows(runtime: Runtime, info: Any, job: str, owner: str, range_bytes: int,
@@ -200,6 +208,11 @@ def _enqueue_rows(runtime: Runtime, info: Any, job: str, owner: str, range_bytes
                     lines, rows = [], []
             if region.end_offset // checkpoint_bytes == cp.offset // checkpoint_bytes:
                 cp.offset, cp.line = region.end_offset, region.start_line + region.line_count
+                if remaining_s is not None and remaining_s() < settings.split_reserve_s / 2:
+                    # The next checkpoint is out of reach: hand over from the last saved one
+                    # (the work since is redone with the same messages, which dedupe).
+                    ledger.release_split(ddb, ledger_table, job, owner)
+                    return False
                 continue
             # A checkpoint boundary: send the partial message, wait for SQS, save.
             if rows:

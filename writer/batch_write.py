@@ -95,6 +95,10 @@ def _write_group(ddb: Any, table: str, items: list[dict[str, Any]], group: list[
                        for r in response.get("UnprocessedItems", {}).get(table, [])]
         # Map what came back to our indexes (keys are distinct, so equality is exact).
         left = [i for i in pending if items[i] in unprocessed] if unprocessed else []
+        if len(left) != len(unprocessed):
+            # An echo we cannot match item for item: retry everything still pending rather
+            # than count an unwritten item as written (puts are idempotent).
+            left = list(pending)
         outcome.written += len(pending) - len(left)
         if left and len(left) < len(pending):
             attempt = 0  # progress: DynamoDB is taking writes, so back off from the start again

@@ -13,7 +13,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 
 from fanout import ledger
-from fanout.contract import KIND_REJECTED, Rejection, RowsMessage, as_replay, decode
+from fanout.contract import KIND_REJECTED, Rejection, RowsMessage, as_replay, decode, rejected_messages
 from fanout.keys import TemplateError
 from fanout.mapping import RowMapper, RowRejected, Spec
 from fanout.runtime import Runtime, publish_summary
@@ -125,11 +125,9 @@ def _b64(value: Any) -> str:
 def report_rejections(message: RowsMessage, rejections: list[Rejection], runtime: Runtime) -> None:
     """Rejected rows go to the DLQ (for the replayer) and to the error report in S3."""
     settings, clients = runtime.settings, runtime.clients
-    rejected = RowsMessage(message.job, message.seq, message.source, message.header, [], [],
-                           part=message.part, parts=message.parts, kind=KIND_REJECTED,
-                           rejections=rejections)
     if settings.dlq_url:
-        clients.sqs.send_message(QueueUrl=settings.dlq_url, MessageBody=rejected.encode())
+        for rejected in rejected_messages(message, rejections):
+            clients.sqs.send_message(QueueUrl=settings.dlq_url, MessageBody=rejected.encode())
     if settings.bucket:
         body = "".join(
             json.dumps({"job": message.job, "source": message.source.uri, "header": message.header}

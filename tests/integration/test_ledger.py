@@ -57,3 +57,42 @@ def test_a_crashed_splitter_releases_or_outlives_its_lease(aws, stack):
     ledger.release_split(aws.dynamodb, table, "j", "a")
     assert ledger.start_job(aws.dynamodb, table, "j", owner="b", lease_s=60, **args)[0] == "resume"
     assert ledger.start_job(aws.dynamodb, table, "j", owner="c", lease_s=0, **args)[0] == "skip"
+
+
+def test_a_replay_recorded_while_finalizing_is_not_left_out(aws, stack, monkeypatch):
+    table = stack.settings.ledger_table_name
+    start(aws, stack, total=1, rows=25)
+    ledger.record_batch(aws.dynamodb, table, "r0", {"job-1": {"0": MessageCounts(20, 5, 0)}})
+    real = ledger.read_message_counts
+    calls = {"n": 0}
+
+    def racing_read(ddb, table_name, job):
+        counts = real(ddb, table_name, job)
+        calls["n"] += 1
+        if calls["n"] == 1:  # another writer records a replay right after this read
+            ledger.record_batch(ddb, table_name, "r1", {"job-1": {"0~fix": MessageCounts(2, 0, 0)}})
+        return counts
+
+    monkeypatch.setattr(ledger, "read_message_counts", racing_read)
+    summary = ledger.try_finalize(aws.dynamodb, table, ledger.raw_job(aws.dynamodb, table, "job-1"))
+    assert summary["TOTAL_NUMBER_OF_ITEMS_WRITTEN"] == 22
+    assert summary["TOTAL_NUMBER_OF_ITEMS_IN_ERROR"] == 3
+
+
+def test_a_retried_splitter_finishes_a_job_whose_finalizer_died(aws, stack, spec):
+    from fanout.runtime import Runtime
+    from splitter import split
+
+    aws.s3.put_object(Bucket=stack.settings.bucket, Key="uploads/a.csv",
+                      Body=b"account,offer_id\n1,1\n2,2\n")
+    runtime = Runtime(stack.settings, spec, aws)
+    table = stack.settings.ledger_table_name
+    first = split.split_object(runtime, stack.settings.bucket, "uploads/a.csv")
+    # The writers report the one message, but the splitter died before finalizing: RUNNING.
+    ledger.record_batch(aws.dynamodb, table, "w1", {first.job: {"0": MessageCounts(2, 0, 0)}})
+    ledger_item = ledger.get_job(aws.dynamodb, table, first.job)
+    assert ledger_item["status"] == ledger.RUNNING
+    # A retry (or a duplicate S3 event) is skipped, but finishes the job.
+    again = split.split_object(runtime, stack.settings.bucket, "uploads/a.csv")
+    assert again.status == "skipped"
+    assert ledger.get_job(aws.dynamodb, table, first.job)["status"] == ledger.COMPLETE

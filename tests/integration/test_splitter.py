@@ -116,3 +116,28 @@ def test_bad_input_ends_the_job_with_file_line_and_reason(aws, stack, runtime, b
     assert message in job["error"]
     recorded = ledger.get_job(aws.dynamodb, stack.settings.ledger_table_name, job["job"])
     assert recorded["status"] == ledger.FAILED and message in recorded["error"]
+
+
+class FailingSQS:
+    """Accepts the first SendMessageBatch, fails every later one."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def send_message_batch(self, **params):
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError("SQS is down")
+        return {"Successful": [{"Id": e["Id"]} for e in params["Entries"]], "Failed": []}
+
+
+def test_the_enqueuer_never_reports_success_for_a_failed_send():
+    from splitter.enqueue import EnqueueError, Enqueuer
+
+    enqueuer = Enqueuer(FailingSQS(), "url", workers=2)
+    for i in range(40):
+        enqueuer.send(f"m{i}")
+    with pytest.raises(EnqueueError, match="SQS is down"):
+        enqueuer.drain()
+    with pytest.raises(EnqueueError):
+        enqueuer.close()

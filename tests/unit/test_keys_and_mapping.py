@@ -168,3 +168,29 @@ def test_header_problems_are_named() -> None:
         Spec.default().bind(["account", "offer_id", "account"])
     with pytest.raises(TemplateError, match="'offer_id'"):
         Spec.default().bind(["account", "x"])
+
+
+def test_rejected_rows_travel_in_messages_that_fit_and_previews_are_not_replayed() -> None:
+    from fanout.contract import (
+        Rejection,
+        RowsMessage,
+        Source,
+        as_replay,
+        decode,
+        rejected_messages,
+    )
+
+    source = Source("b", "k")
+    message = RowsMessage("job", 3, source, ["a", "b"], [], [])
+    rejections = [Rejection(i, ["x" * 60_000, "y"], "bad_number", "z" * 5000) for i in range(30)]
+    parts = rejected_messages(message, rejections)
+    assert len(parts) > 1
+    assert all(len(p.encode().encode()) <= 1_048_576 for p in parts)
+    assert sum(len(p.rejections) for p in parts) == 30
+    assert all(len(r.detail) <= 300 for p in parts for r in p.rejections)
+    mixed = decode(rejected_messages(message, [
+        Rejection(2, ["1", "2"], "bad_number", "n"), Rejection(3, ["big"], "row_too_large", "p"),
+    ])[0].encode())
+    replay = as_replay(mixed)
+    assert replay.rows == [["1", "2"]] and replay.lines == [2]
+    assert [r.reason for r in replay.rejections] == ["row_too_large"]
