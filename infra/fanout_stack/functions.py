@@ -8,6 +8,7 @@ from pathlib import Path
 from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
@@ -165,6 +166,10 @@ class Functions(Construct):
             environment={**common_env, "POWERTOOLS_SERVICE_NAME": "fanout-writer"},
         )
 
+        self.splitter.configure_async_invoke(
+            on_failure=destinations.SqsDestination(messaging.splitter_failures),
+            retry_attempts=2,
+        )
         self._grant_splitter(config, storage, messaging)
         self._grant_writer(config, storage, messaging)
         self._trigger_splitter(config, storage.bucket)

@@ -74,6 +74,12 @@ def suppress_findings(stack: Stack) -> None:
                            applies_to=[object_prefix(pipeline.errors_prefix),
                                        object_prefix(pipeline.json_copy_prefix)]),
     ], apply_to_children=True)
+    NagSuppressions.add_resource_suppressions(stack.messaging.splitter_failures, [
+        NagPackSuppression(
+            id="AwsSolutions-SQS3",
+            reason="This queue is itself a dead-letter destination: the splitter's on-failure "
+                   "destination for S3 events that failed all of Lambda's async retries."),
+    ])
     for function in (functions.splitter, functions.writer):
         NagSuppressions.add_resource_suppressions(function, [
             NagPackSuppression(id="AwsSolutions-L1", reason=RUNTIME_REASON),

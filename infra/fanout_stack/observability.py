@@ -82,6 +82,13 @@ class Observability(Construct):
                 functions.writer.metric_errors(period=ONE_MINUTE, statistic="Sum"),
                 "Writer invocations failed as a whole (not single messages): check its logs.",
                 periods=3, datapoints=2),
+            "SplitterEventsDropped": alarm(
+                "SplitterEventsDropped",
+                messaging.splitter_failures.metric_approximate_number_of_messages_visible(
+                    period=ONE_MINUTE, statistic="Maximum"),
+                "An upload's splitter invocation failed three times: its event is in the "
+                "splitter-failures queue and its job is not loading. Check the splitter's logs, "
+                "then re-invoke the splitter with the event."),
             "SplitterErrors": alarm(
                 "SplitterErrors",
                 functions.splitter.metric_errors(period=ONE_MINUTE, statistic="Sum"),

@@ -36,5 +36,13 @@ class Messaging(Construct):
             dead_letter_queue=sqs.DeadLetterQueue(
                 queue=self.dlq, max_receive_count=pipeline.max_receive_count),
         )
+        # S3 invokes the splitter asynchronously; an event that still fails after Lambda's
+        # two retries lands here (the splitter's on-failure destination) instead of vanishing.
+        self.splitter_failures = sqs.Queue(
+            self, "SplitterFailures",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=retention,
+        )
         self.topic = sns.Topic(self, "Completion", display_name="fanout job summaries",
                                enforce_ssl=True)

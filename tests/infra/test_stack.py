@@ -77,7 +77,7 @@ def test_rows_queue_redrives_to_the_dlq_after_max_receive_count(default_stack: S
 
 def test_queues_refuse_plain_http(default_stack: Synth) -> None:
     policies = default_stack.resources("AWS::SQS::QueuePolicy")
-    assert len(policies) == 2
+    assert len(policies) == 3  # rows queue, DLQ, splitter failures
     for policy in policies.values():
         denies = [s for s in policy["Properties"]["PolicyDocument"]["Statement"]
                   if s["Effect"] == "Deny"]
@@ -262,8 +262,13 @@ def test_splitter_may_only_read_uploads_send_rows_use_the_ledger_and_publish(
     ledger = att(default_stack.logical_id(stack.storage.ledger_table))
     granted = grants(default_stack, stack.functions.splitter_role)
     assert granted.pop("s3:GetObject") == [object_arn(bucket_id, DEFAULT_CONFIG.upload_prefix)]
-    assert granted.pop("sqs:SendMessage") == [
-        att(default_stack.logical_id(stack.messaging.rows_queue))]
+    # The rows queue, and the on-failure destination of its own async invocations.
+    assert sorted(map(json.dumps, granted.pop("sqs:SendMessage"))) == sorted(map(json.dumps, [
+        att(default_stack.logical_id(stack.messaging.rows_queue)),
+        att(default_stack.logical_id(stack.messaging.splitter_failures))]))
+    failures = [att(default_stack.logical_id(stack.messaging.splitter_failures))]
+    assert granted.pop("sqs:GetQueueAttributes") == failures  # the destination's own grant
+    assert granted.pop("sqs:GetQueueUrl") == failures
     for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem",
                    "dynamodb:Query"):
         assert granted.pop(action) == [ledger]
@@ -332,10 +337,12 @@ def test_alarms_watch_the_dlq_backlog_errors_and_throttling(default_stack: Synth
     alarms = default_stack.resources("AWS::CloudWatch::Alarm").values()
     by_metric = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"]): a["Properties"]
                  for a in alarms}
-    dlq = by_metric[("AWS/SQS", "ApproximateNumberOfMessagesVisible")]
-    assert dlq["Threshold"] == 0 and dlq["ComparisonOperator"] == "GreaterThanThreshold"
-    assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": {
-        "Fn::GetAtt": [default_stack.logical_id(stack.messaging.dlq), "QueueName"]}}]
+    depth_alarms = {a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]: a["Properties"]
+                    for a in alarms
+                    if a["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"}
+    for queue in (stack.messaging.dlq, stack.messaging.splitter_failures):
+        depth = depth_alarms[default_stack.logical_id(queue)]
+        assert depth["Threshold"] == 0 and depth["ComparisonOperator"] == "GreaterThanThreshold"
     age = by_metric[("AWS/SQS", "ApproximateAgeOfOldestMessage")]
     assert age["Dimensions"][0]["Value"] == {
         "Fn::GetAtt": [default_stack.logical_id(stack.messaging.rows_queue), "QueueName"]}
