@@ -7,7 +7,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import unquote_plus
 
 from fanout import ledger
@@ -190,44 +190,55 @@ def _enqueue_rows(runtime: Runtime, info: Any, job: str, owner: str, range_bytes
     enqueuer = Enqueuer(runtime.clients.sqs, settings.rows_queue_url)
     lines: list[int] = []
     rows: list[list[str]] = []
+
+    def send_pending() -> None:
+        nonlocal lines, rows
+        cp.messages += _send(enqueuer, job, cp.seq, source, cp.header or [], lines, rows)
+        cp.rows_read += len(rows)
+        cp.seq += 1
+        lines, rows = [], []
+
     try:
-        for region in _translate_errors(regions):
-            for line, fields in _translate_errors(region.records()):
-                if not fields:
-                    continue  # a blank line is not a data row
+        try:
+            for region in regions:
+                records = region.records()
                 if cp.header is None:
-                    cp.header, cp.header_line = fields, line
-                    _check_header(runtime, fields, line)
+                    for line, fields in records:
+                        if fields:  # the first non-blank record is the header
+                            cp.header, cp.header_line = fields, line
+                            _check_header(runtime, fields, line)
+                            break
+                # The per-row loop is the splitter's hot path: keep it to two appends.
+                add_line, add_row = lines.append, rows.append
+                for line, fields in records:
+                    if fields:  # a blank line is not a data row
+                        add_line(line)
+                        add_row(fields)
+                        if len(rows) == ROWS_PER_MESSAGE:
+                            send_pending()
+                            add_line, add_row = lines.append, rows.append
+                if region.end_offset // checkpoint_bytes == cp.offset // checkpoint_bytes:
+                    cp.offset, cp.line = region.end_offset, region.start_line + region.line_count
+                    if remaining_s is not None and remaining_s() < settings.split_reserve_s / 2:
+                        # The next checkpoint is out of reach: hand over from the last saved
+                        # one (the work since is redone with the same messages, which dedupe).
+                        ledger.release_split(ddb, ledger_table, job, owner)
+                        return False
                     continue
-                lines.append(line)
-                rows.append(fields)
-                cp.rows_read += 1
-                if len(rows) == ROWS_PER_MESSAGE:
-                    cp.messages += _send(enqueuer, job, cp.seq, source, cp.header, lines, rows)
-                    cp.seq += 1
-                    lines, rows = [], []
-            if region.end_offset // checkpoint_bytes == cp.offset // checkpoint_bytes:
+                # A checkpoint boundary: send the partial message, wait for SQS, save.
+                if rows:
+                    send_pending()
                 cp.offset, cp.line = region.end_offset, region.start_line + region.line_count
-                if remaining_s is not None and remaining_s() < settings.split_reserve_s / 2:
-                    # The next checkpoint is out of reach: hand over from the last saved one
-                    # (the work since is redone with the same messages, which dedupe).
-                    ledger.release_split(ddb, ledger_table, job, owner)
+                enqueuer.drain()
+                out_of_time = remaining_s is not None and remaining_s() < settings.split_reserve_s
+                ledger.save_checkpoint(ddb, ledger_table, job, owner, cp.dumps(),
+                                       release=out_of_time)
+                if out_of_time:
                     return False
-                continue
-            # A checkpoint boundary: send the partial message, wait for SQS, save.
-            if rows:
-                cp.messages += _send(enqueuer, job, cp.seq, source, cp.header or [], lines, rows)
-                cp.seq += 1
-                lines, rows = [], []
-            cp.offset, cp.line = region.end_offset, region.start_line + region.line_count
-            enqueuer.drain()
-            out_of_time = remaining_s is not None and remaining_s() < settings.split_reserve_s
-            ledger.save_checkpoint(ddb, ledger_table, job, owner, cp.dumps(), release=out_of_time)
-            if out_of_time:
-                return False
+        except CsvDecodeError as exc:
+            raise InputError(str(exc)) from exc
         if rows:
-            cp.messages += _send(enqueuer, job, cp.seq, source, cp.header or [], lines, rows)
-            cp.seq += 1
+            send_pending()
     finally:
         enqueuer.close()
     if cp.header is None:
@@ -242,16 +253,6 @@ def _check_header(runtime: Runtime, header: list[str], line: int) -> None:
         runtime.spec.bind(header)
     except TemplateError as exc:
         raise InputError(f"line {line}: {exc}") from exc
-
-
-T = TypeVar("T")
-
-
-def _translate_errors(items: Iterator[T]) -> Iterator[T]:
-    try:
-        yield from items
-    except CsvDecodeError as exc:
-        raise InputError(str(exc)) from exc
 
 
 def _send(enqueuer: Enqueuer, job: str, seq: int, source: Source, header: list[str],
