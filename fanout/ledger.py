@@ -224,32 +224,6 @@ def record_batch(
     return ready
 
 
-def refresh_totals(ddb: Any, ledger_table: str, job: str) -> MessageCounts | None:
-    """Recount a completed job after replayed rows landed (the replayer's redrive), guarded
-    like `try_finalize` so that two concurrent recounts cannot undo each other."""
-    for _ in range(GUARD_ATTEMPTS):
-        current = raw_job(ddb, ledger_table, job)
-        if current.get("status", {}).get("S") != COMPLETE:
-            return None
-        seen = current["messages_reported"]["N"]
-        total = totals(read_message_counts(ddb, ledger_table, job))
-        try:
-            ddb.update_item(
-                TableName=ledger_table,
-                Key={"pk": _s(job), "sk": _s(JOB_SK)},
-                UpdateExpression="SET rows_written = :w, rows_rejected = :r, rows_superseded = :s",
-                ConditionExpression="messages_reported = :seen",
-                ExpressionAttributeValues={":w": _n(total.written), ":r": _n(total.rejected),
-                                           ":s": _n(total.superseded), ":seen": {"N": seen}},
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                continue
-            raise
-        return total
-    return None
-
-
 def may_be_complete(job_item: Mapping[str, Any]) -> bool:
     if job_item.get("status", {}).get("S") != RUNNING or "messages_total" not in job_item:
         return False
@@ -307,49 +281,65 @@ def raw_job(ddb: Any, ledger_table: str, job: str) -> dict[str, Any]:
                         ConsistentRead=True).get("Item") or {}
 
 
-def try_finalize(ddb: Any, ledger_table: str, job_item: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Complete the job if every message is reported. Returns the summary only to the one
-    caller whose conditional update completed it; None otherwise.
+def _settle(ddb: Any, ledger_table: str, job: str, *, complete: bool
+            ) -> tuple[dict[str, Any], MessageCounts, str] | None:
+    """Write the job's totals from the batch records: completing a RUNNING job whose every
+    message is reported (`complete`), or recounting a COMPLETE one after late reports.
 
-    The totals are written only if no batch was reported between reading the counter and
-    writing them (`messages_reported` unchanged); otherwise they are read again, so a
-    batch recorded during the finalization (a replay, say) is never left out."""
-    job = job_item["pk"]["S"]
+    The write is conditional on `messages_reported` being what it was before the records
+    were read, so a batch recorded meanwhile (a replay, say) is never left out: the totals
+    are read again instead. Returns (job item, totals, time) to the one caller that wrote.
+    """
+    expected = RUNNING if complete else COMPLETE
     for _ in range(GUARD_ATTEMPTS):
         current = raw_job(ddb, ledger_table, job)
-        if current.get("status", {}).get("S") != RUNNING or "messages_total" not in current:
+        if current.get("status", {}).get("S") != expected or "messages_total" not in current:
             return None
         seen = current["messages_reported"]["N"]
         counts = read_message_counts(ddb, ledger_table, job)
-        if originals_reported(counts) < int(current["messages_total"]["N"]):
+        if complete and originals_reported(counts) < int(current["messages_total"]["N"]):
             return None
-        total = totals(counts)
-        finished = now_iso()
+        total, now = totals(counts), now_iso()
+        update = "SET rows_written = :w, rows_rejected = :r, rows_superseded = :s"
+        values = {":w": _n(total.written), ":r": _n(total.rejected), ":s": _n(total.superseded),
+                  ":expected": _s(expected), ":seen": {"N": seen}}
+        if complete:
+            update += ", #st = :complete, finished_at = :t"
+            values |= {":complete": _s(COMPLETE), ":t": _s(now)}
         try:
             ddb.update_item(
                 TableName=ledger_table,
                 Key={"pk": _s(job), "sk": _s(JOB_SK)},
-                UpdateExpression=(
-                    "SET #st = :complete, rows_written = :w, rows_rejected = :r, "
-                    "rows_superseded = :s, finished_at = :t"
-                ),
-                ConditionExpression="#st = :running AND messages_reported = :seen",
+                UpdateExpression=update,
+                ConditionExpression="#st = :expected AND messages_reported = :seen",
                 ExpressionAttributeNames={"#st": "status"},
-                ExpressionAttributeValues={
-                    ":complete": _s(COMPLETE), ":running": _s(RUNNING), ":w": _n(total.written),
-                    ":r": _n(total.rejected), ":s": _n(total.superseded), ":t": _s(finished),
-                    ":seen": {"N": seen},
-                },
+                ExpressionAttributeValues=values,
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                continue  # completed by another, or a batch came in: look again
+                continue  # settled by another, or a batch came in: look again
             raise
-        return completion_summary(plain(current) | {
-            "status": COMPLETE, "rows_written": total.written, "rows_rejected": total.rejected,
-            "rows_superseded": total.superseded, "finished_at": finished,
-        })
+        return current, total, now
     return None
+
+
+def try_finalize(ddb: Any, ledger_table: str, job_item: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Complete the job if every message is reported. Returns the summary only to the one
+    caller whose conditional update completed it; None otherwise."""
+    settled = _settle(ddb, ledger_table, job_item["pk"]["S"], complete=True)
+    if settled is None:
+        return None
+    current, total, finished = settled
+    return completion_summary(plain(current) | {
+        "status": COMPLETE, "rows_written": total.written, "rows_rejected": total.rejected,
+        "rows_superseded": total.superseded, "finished_at": finished,
+    })
+
+
+def refresh_totals(ddb: Any, ledger_table: str, job: str) -> MessageCounts | None:
+    """Recount a completed job after replayed rows (or late duplicates) were reported."""
+    settled = _settle(ddb, ledger_table, job, complete=False)
+    return settled[1] if settled else None
 
 
 def completion_summary(job: Mapping[str, Any]) -> dict[str, Any]:
