@@ -8,7 +8,6 @@ it acts on are deleted only after their replacement was accepted (see redrive.py
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -180,8 +179,3 @@ def read_all(reader: DlqReader) -> list[DlqMessage]:
         out.extend(batch)
     return out
 
-
-def sleep_until(deadline: float) -> None:
-    delay = deadline - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
