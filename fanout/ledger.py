@@ -196,8 +196,8 @@ def record_batch(
     ddb: Any, ledger_table: str, request_id: str, results: Mapping[str, Mapping[str, MessageCounts]]
 ) -> list[dict[str, Any]]:
     """Record the messages one writer invocation finished, per job. Returns the updated job
-    items of jobs that may now be complete (reported >= total)."""
-    ready = []
+    items (see `fanout.runtime.settle_job` for what follows)."""
+    updated = []
     for job, messages in results.items():
         if not messages:
             continue
@@ -215,13 +215,18 @@ def record_batch(
             ExpressionAttributeValues={":n": _n(len(messages))},
             ReturnValues="ALL_NEW",
         )["Attributes"]
-        if may_be_complete(attributes):
-            ready.append(attributes)
-        elif attributes.get("status", {}).get("S") == COMPLETE:
-            # Reported after completion: a replay, or a duplicate delivery. Recount (guarded),
-            # so a replay that raced the finalizer is never left out.
-            refresh_totals(ddb, ledger_table, job)
-    return ready
+        updated.append(attributes)
+    return updated
+
+
+def mark_published(ddb: Any, ledger_table: str, job: str) -> None:
+    """SNS has taken the job's summary: later reports need not publish it again."""
+    ddb.update_item(
+        TableName=ledger_table,
+        Key={"pk": _s(job), "sk": _s(JOB_SK)},
+        UpdateExpression="SET summary_published = :t",
+        ExpressionAttributeValues={":t": _s(now_iso())},
+    )
 
 
 def may_be_complete(job_item: Mapping[str, Any]) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +58,31 @@ class RuntimeSlot:
 
     def use(self, runtime: Runtime | None) -> None:
         self._runtime = runtime
+
+
+def settle_job(runtime: Runtime, job_item: Mapping[str, Any]) -> None:
+    """After a job's counter moved: complete it if every message is in, recount it if it
+    completed earlier (a replay or a late duplicate), and publish its summary until SNS
+    has taken it — a publish that fails fails the invocation, and the retry publishes
+    again (at least once; subscribers can deduplicate on JOB_ID)."""
+    from fanout import ledger
+
+    ddb, table = runtime.clients.dynamodb, runtime.settings.ledger_table_name
+    if not job_item:
+        return
+    job = job_item["pk"]["S"]
+    if ledger.may_be_complete(job_item):
+        summary = ledger.try_finalize(ddb, table, job_item)
+    elif job_item.get("status", {}).get("S") == ledger.COMPLETE:
+        ledger.refresh_totals(ddb, table, job)
+        if "summary_published" in job_item:
+            return
+        summary = ledger.completion_summary(ledger.get_job(ddb, table, job) or {})
+    else:
+        return
+    if summary and runtime.settings.topic_arn and runtime.clients.sns is not None:
+        publish_summary(runtime.clients.sns, runtime.settings.topic_arn, summary)
+        ledger.mark_published(ddb, table, job)
 
 
 def publish_summary(sns: Any, topic_arn: str, summary: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from urllib.parse import unquote_plus
 from fanout import ledger
 from fanout.contract import RowsMessage, Source, job_id_for, split_to_fit
 from fanout.keys import TemplateError
-from fanout.runtime import Runtime, publish_summary
+from fanout.runtime import Runtime, publish_summary, settle_job
 from fanout.settings import MAX_SQS_MESSAGE_BYTES, ROWS_PER_MESSAGE
 from splitter.chunker import CsvDecodeError, iter_regions
 from splitter.enqueue import Enqueuer
@@ -121,7 +121,7 @@ def split_object(
         log.info("job %s is already split or being split; duplicate event ignored", job)
         # A splitter that died between finish_split and the finalizer would leave a fully
         # written job RUNNING with no message left to finish it: finish it here.
-        _finalize_if_ready(runtime, ledger.raw_job(clients.dynamodb, settings.ledger_table_name, job))
+        settle_job(runtime, ledger.raw_job(clients.dynamodb, settings.ledger_table_name, job))
         return SplitResult(job, "skipped", info.source.uri)
     # A resumed split keeps the first try's range size, so it cuts the same messages.
     range_bytes = int((item or {}).get("range_bytes") or settings.range_bytes)
@@ -154,16 +154,8 @@ def split_object(
         messages_total=checkpoint.messages, header=checkpoint.header or [],
         error_location=f"s3://{bucket}/{settings.errors_prefix}{job}/",
     )
-    _finalize_if_ready(runtime, job_item)
+    settle_job(runtime, job_item)
     return SplitResult(job, "split", info.source.uri, checkpoint.rows_read, checkpoint.messages)
-
-
-def _finalize_if_ready(runtime: Runtime, job_item: dict[str, Any]) -> None:
-    settings, clients = runtime.settings, runtime.clients
-    if job_item and ledger.may_be_complete(job_item):
-        summary = ledger.try_finalize(clients.dynamodb, settings.ledger_table_name, job_item)
-        if summary:
-            publish_summary(clients.sns, settings.topic_arn, summary)
 
 
 def _enqueue_rows(runtime: Runtime, info: Any, job: str, owner: str, range_bytes: int,

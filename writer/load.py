@@ -16,7 +16,7 @@ from fanout import ledger
 from fanout.contract import KIND_REJECTED, Rejection, RowsMessage, as_replay, decode, rejected_messages
 from fanout.keys import TemplateError
 from fanout.mapping import RowMapper, RowRejected, Spec
-from fanout.runtime import Runtime, publish_summary
+from fanout.runtime import Runtime, settle_job
 from writer.batch_write import Budget, write_items
 
 log = logging.getLogger(__name__)
@@ -161,13 +161,10 @@ def load_batch(event: dict[str, Any], context: Any, runtime: Runtime,
     by_job: dict[str, dict[str, ledger.MessageCounts]] = defaultdict(dict)
     for result in results:
         by_job[result.message.job][result.message.message_id] = result.counts
-    ready = ledger.record_batch(runtime.clients.dynamodb, runtime.settings.ledger_table_name,
-                                context.aws_request_id, by_job)
-    for job_item in ready:
-        summary = ledger.try_finalize(runtime.clients.dynamodb,
-                                      runtime.settings.ledger_table_name, job_item)
-        if summary:
-            publish_summary(runtime.clients.sns, runtime.settings.topic_arn, summary)
+    for job_item in ledger.record_batch(runtime.clients.dynamodb,
+                                        runtime.settings.ledger_table_name,
+                                        context.aws_request_id, by_job):
+        settle_job(runtime, job_item)
     if on_result:
         for result in results:
             on_result(result)

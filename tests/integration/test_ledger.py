@@ -18,10 +18,11 @@ def test_completion_is_detected_once_and_duplicates_do_not_count_twice(aws, stac
     table = stack.settings.ledger_table_name
     start(aws, stack)
     c = MessageCounts(25, 0, 0)
-    assert ledger.record_batch(aws.dynamodb, table, "r1", {"job-1": {"0": c, "1": c}}) == []
+    (item,) = ledger.record_batch(aws.dynamodb, table, "r1", {"job-1": {"0": c, "1": c}})
+    assert not ledger.may_be_complete(item)
     # A duplicate delivery of message 1 pushes the reported count to the total...
     ready = ledger.record_batch(aws.dynamodb, table, "r2", {"job-1": {"1": c}})
-    assert len(ready) == 1
+    assert ledger.may_be_complete(ready[0])
     # ...but the finalizer sees only 2 distinct messages of 3, so the job is not complete.
     assert ledger.try_finalize(aws.dynamodb, table, ready[0]) is None
     ready = ledger.record_batch(aws.dynamodb, table, "r3", {"job-1": {"2": MessageCounts(20, 4, 1)}})
@@ -36,14 +37,19 @@ def test_completion_is_detected_once_and_duplicates_do_not_count_twice(aws, stac
         75, 70, 4, 1)
 
 
-def test_replayed_rows_move_from_rejected_to_written(aws, stack):
+def test_replayed_rows_move_from_rejected_to_written(aws, stack, spec):
+    from fanout.runtime import Runtime, settle_job
+
+    runtime = Runtime(stack.settings, spec, aws)
     table = stack.settings.ledger_table_name
     start(aws, stack, total=1, rows=25)
-    ready = ledger.record_batch(aws.dynamodb, table, "r1", {"job-1": {"0": MessageCounts(20, 5, 0)}})
-    ledger.try_finalize(aws.dynamodb, table, ready[0])
-    # The operator fixes 4 of the 5 rejected rows and redrives them; one is still bad.
-    ledger.record_batch(aws.dynamodb, table, "r2", {"job-1": {"0~abc": MessageCounts(3, 1, 1)}})
-    ledger.record_batch(aws.dynamodb, table, "r3", {"job-1": {"0~abc": MessageCounts(3, 1, 1)}})
+    for batch, counts in (("r1", {"0": MessageCounts(20, 5, 0)}),
+                          # The operator fixes 4 of the 5 rejected rows and redrives them
+                          # (one is still bad); the fix is delivered twice.
+                          ("r2", {"0~abc": MessageCounts(3, 1, 1)}),
+                          ("r3", {"0~abc": MessageCounts(3, 1, 1)})):
+        for item in ledger.record_batch(aws.dynamodb, table, batch, {"job-1": counts}):
+            settle_job(runtime, item)
     job = ledger.get_job(aws.dynamodb, table, "job-1")
     assert (job["rows_written"], job["rows_rejected"], job["rows_superseded"]) == (23, 1, 1)
     assert job["rows_written"] + job["rows_rejected"] + job["rows_superseded"] == job["rows_read"]
@@ -96,3 +102,38 @@ def test_a_retried_splitter_finishes_a_job_whose_finalizer_died(aws, stack, spec
     again = split.split_object(runtime, stack.settings.bucket, "uploads/a.csv")
     assert again.status == "skipped"
     assert ledger.get_job(aws.dynamodb, table, first.job)["status"] == ledger.COMPLETE
+
+
+class FlakySNS:
+    def __init__(self, sns) -> None:
+        self.sns, self.calls = sns, 0
+
+    def publish(self, **params):
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("SNS unavailable")
+        return self.sns.publish(**params)
+
+
+def test_a_summary_whose_publish_failed_is_published_on_the_retry(aws, stack, spec):
+    from dataclasses import replace
+
+    import pytest
+
+    from fanout.runtime import Runtime, settle_job
+
+    flaky = FlakySNS(aws.sns)
+    runtime = Runtime(stack.settings, spec, replace(aws, sns=flaky))
+    table = stack.settings.ledger_table_name
+    start(aws, stack, total=1, rows=25)
+    (item,) = ledger.record_batch(aws.dynamodb, table, "r1", {"job-1": {"0": MessageCounts(25, 0, 0)}})
+    with pytest.raises(RuntimeError):  # the invocation fails, so SQS delivers the batch again
+        settle_job(runtime, item)
+    assert ledger.get_job(aws.dynamodb, table, "job-1")["status"] == ledger.COMPLETE
+    (item,) = ledger.record_batch(aws.dynamodb, table, "r1", {"job-1": {"0": MessageCounts(25, 0, 0)}})
+    settle_job(runtime, item)
+    assert flaky.calls == 2
+    assert "summary_published" in ledger.get_job(aws.dynamodb, table, "job-1")
+    (item,) = ledger.record_batch(aws.dynamodb, table, "r2", {"job-1": {"0": MessageCounts(25, 0, 0)}})
+    settle_job(runtime, item)
+    assert flaky.calls == 2  # published once it succeeded, not again
