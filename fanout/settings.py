@@ -43,6 +43,10 @@ class PipelineConfig:
     checkpoint_bytes: int = 64 * MIB
     # A splitter with less than this left hands over to a fresh invocation.
     split_reserve_s: float = 60.0
+    # Plain (not gzip, not UTF-16) objects at least this large are split in parallel byte
+    # ranges of about parallel_range_bytes each (splitter/fan.py).
+    parallel_threshold_bytes: int = 4 * 1024 * MIB
+    parallel_range_bytes: int = 1024 * MIB
     upload_prefix: str = "uploads/"
     upload_suffix: str = ".csv"
     errors_prefix: str = "errors/"
@@ -85,6 +89,8 @@ class Settings:
     range_bytes: int = DEFAULT_CONFIG.range_bytes
     checkpoint_bytes: int = DEFAULT_CONFIG.checkpoint_bytes
     split_reserve_s: float = DEFAULT_CONFIG.split_reserve_s
+    parallel_threshold_bytes: int = DEFAULT_CONFIG.parallel_threshold_bytes
+    parallel_range_bytes: int = DEFAULT_CONFIG.parallel_range_bytes
     errors_prefix: str = DEFAULT_CONFIG.errors_prefix
     json_copy: bool = False
     json_copy_prefix: str = DEFAULT_CONFIG.json_copy_prefix
@@ -113,6 +119,10 @@ class Settings:
             range_bytes=int(env.get("FANOUT_RANGE_BYTES", DEFAULT_CONFIG.range_bytes)),
             checkpoint_bytes=int(env.get("FANOUT_CHECKPOINT_BYTES", DEFAULT_CONFIG.checkpoint_bytes)),
             split_reserve_s=float(env.get("FANOUT_SPLIT_RESERVE_S", DEFAULT_CONFIG.split_reserve_s)),
+            parallel_threshold_bytes=int(env.get("FANOUT_PARALLEL_THRESHOLD_BYTES",
+                                                 DEFAULT_CONFIG.parallel_threshold_bytes)),
+            parallel_range_bytes=int(env.get("FANOUT_PARALLEL_RANGE_BYTES",
+                                             DEFAULT_CONFIG.parallel_range_bytes)),
             errors_prefix=env.get("FANOUT_ERRORS_PREFIX", DEFAULT_CONFIG.errors_prefix),
             json_copy=env.get("FANOUT_JSON_COPY", "").lower() in ("1", "true", "yes"),
             json_copy_prefix=env.get("FANOUT_JSON_COPY_PREFIX", DEFAULT_CONFIG.json_copy_prefix),
@@ -134,6 +144,8 @@ class Settings:
             "FANOUT_RANGE_BYTES": str(self.range_bytes),
             "FANOUT_CHECKPOINT_BYTES": str(self.checkpoint_bytes),
             "FANOUT_SPLIT_RESERVE_S": str(self.split_reserve_s),
+            "FANOUT_PARALLEL_THRESHOLD_BYTES": str(self.parallel_threshold_bytes),
+            "FANOUT_PARALLEL_RANGE_BYTES": str(self.parallel_range_bytes),
             "FANOUT_ERRORS_PREFIX": self.errors_prefix,
             "FANOUT_JSON_COPY": "1" if self.json_copy else "",
             "FANOUT_JSON_COPY_PREFIX": self.json_copy_prefix,

@@ -15,10 +15,11 @@ from fanout.contract import RowsMessage, Source, job_id_for, split_to_fit
 from fanout.keys import TemplateError
 from fanout.runtime import Runtime, publish_summary, settle_job
 from fanout.settings import MAX_SQS_MESSAGE_BYTES, ROWS_PER_MESSAGE
+from splitter import fan
 from splitter.chunker import CsvDecodeError, iter_regions
 from splitter.enqueue import Enqueuer
 from splitter.range_reader import head
-from splitter.source import SourceError, parse_chunks, parse_encoding
+from splitter.source import SourceError, decodable, is_gzip, parse_chunks, parse_encoding
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +60,15 @@ def split_event(event: dict[str, Any], runtime: Runtime, *, owner: str | None = 
                 lease_s: float = ledger.SPLIT_LEASE_S,
                 remaining_s: Callable[[], float] | None = None,
                 function_arn: str = "") -> list[SplitResult]:
-    """Split every object the event names (S3 records, or a continuation)."""
+    """Split every object the event names (S3 records, or a continuation), or run one
+    step of a parallel split (a range scan or a range split, see splitter/fan.py)."""
+    hand_over = runtime.continue_split or _self_invoke(runtime, function_arn)
+    for kind in (fan.SCAN_KEY, fan.RANGE_KEY):
+        if kind in event:
+            return [_parallel_step(runtime, kind, event[kind], hand_over)]
     continuation = event.get(CONTINUE_KEY)
     objects = ([(continuation["bucket"], continuation["key"], continuation.get("version"))]
                if continuation else list(objects_in_event(event, runtime)))
-    hand_over = runtime.continue_split or _self_invoke(runtime, function_arn)
     return [
         split_object(runtime, bucket, key, version, owner=owner or str(uuid.uuid4()),
                      lease_s=lease_s, remaining_s=remaining_s, continue_split=hand_over)
@@ -72,6 +77,23 @@ def split_event(event: dict[str, Any], runtime: Runtime, *, owner: str | None = 
 
 
 CONTINUE_KEY = "fanout_continue"
+
+
+def _parallel_step(runtime: Runtime, kind: str, task: dict[str, Any],
+                   hand_over: Callable[[dict[str, Any]], None]) -> SplitResult:
+    info = head(runtime.clients.s3, task["bucket"], task["key"], task.get("version"))
+    job = task["job"]
+    try:
+        if kind == fan.SCAN_KEY:
+            fan.scan(runtime, info, task, hand_over)
+        else:
+            fan.split_range(runtime, info, task, _send)
+    except (InputError, SourceError) as exc:
+        error = f"{info.source.uri}: {exc}"
+        ledger.fail_job(runtime.clients.dynamodb, runtime.settings.ledger_table_name, job,
+                        error=error)
+        return SplitResult(job, "failed", info.source.uri, error=error)
+    return SplitResult(job, kind.removeprefix("fanout_"), info.source.uri)
 
 
 def _self_invoke(runtime: Runtime, function_arn: str) -> Callable[[dict[str, Any]], None]:
@@ -123,19 +145,26 @@ def split_object(
         # written job RUNNING with no message left to finish it: finish it here.
         settle_job(runtime, ledger.raw_job(clients.dynamodb, settings.ledger_table_name, job))
         return SplitResult(job, "skipped", info.source.uri)
+    if claim == "new" and continue_split is not None and _parallel(runtime, info):
+        try:
+            header, header_line = _read_header(runtime, info)
+            parts = fan.plan(runtime, info, job, header, header_line, continue_split)
+        except (InputError, SourceError) as exc:
+            return _fail(runtime, info, job, exc)
+        return SplitResult(job, f"planned {parts} ranges", info.source.uri)
     # A resumed split keeps the first try's range size, so it cuts the same messages.
     range_bytes = int((item or {}).get("range_bytes") or settings.range_bytes)
     checkpoint = Checkpoint.loads(item["checkpoint"]) if item and "checkpoint" in item else Checkpoint()
     try:
+        if "checkpoint" not in (item or {}):
+            # Nothing is sent before the whole object is known to decode.
+            for _ in decodable(parse_chunks(clients.s3, info, range_bytes,
+                                            encoding=runtime.spec.encoding),
+                               parse_encoding(runtime.spec.encoding)):
+                pass
         finished = _enqueue_rows(runtime, info, job, owner, range_bytes, checkpoint, remaining_s)
     except (InputError, SourceError) as exc:
-        error = f"{info.source.uri}: {exc}"
-        ledger.fail_job(clients.dynamodb, settings.ledger_table_name, job, error=error)
-        publish_summary(clients.sns, settings.topic_arn, {
-            "JOB_ID": job, "STATUS": ledger.FAILED, "SOURCE": info.source.uri, "ERROR": error,
-            "DESTINATION_TABLE_NAME": settings.table_name,
-        })
-        return SplitResult(job, "failed", info.source.uri, error=error)
+        return _fail(runtime, info, job, exc)
     except ledger.LeaseLost:
         return SplitResult(job, "skipped", info.source.uri)
     except BaseException:
@@ -156,6 +185,41 @@ def split_object(
     )
     settle_job(runtime, job_item)
     return SplitResult(job, "split", info.source.uri, checkpoint.rows_read, checkpoint.messages)
+
+
+def _fail(runtime: Runtime, info: Any, job: str, exc: Exception) -> SplitResult:
+    """End the job for bad input: FAILED in the ledger, with file, line and reason."""
+    settings, clients = runtime.settings, runtime.clients
+    error = f"{info.source.uri}: {exc}"
+    ledger.fail_job(clients.dynamodb, settings.ledger_table_name, job, error=error)
+    publish_summary(clients.sns, settings.topic_arn, {
+        "JOB_ID": job, "STATUS": ledger.FAILED, "SOURCE": info.source.uri, "ERROR": error,
+        "DESTINATION_TABLE_NAME": settings.table_name,
+    })
+    return SplitResult(job, "failed", info.source.uri, error=error)
+
+
+def _parallel(runtime: Runtime, info: Any) -> bool:
+    """Large plain objects are split in parallel ranges; gzip and UTF-16 must stream."""
+    return (info.size >= runtime.settings.parallel_threshold_bytes and not is_gzip(info)
+            and runtime.spec.encoding != "utf-16")
+
+
+def _read_header(runtime: Runtime, info: Any) -> tuple[list[str], int]:
+    """The first non-blank record, checked against the spec."""
+    spec = runtime.spec
+    chunks = parse_chunks(runtime.clients.s3, info, runtime.settings.range_bytes,
+                          encoding=spec.encoding)
+    try:
+        for region in iter_regions(chunks, encoding=parse_encoding(spec.encoding),
+                                   delimiter=spec.delimiter):
+            for line, fields in region.records():
+                if fields:
+                    _check_header(runtime, fields, line)
+                    return fields, line
+    except CsvDecodeError as exc:
+        raise InputError(str(exc)) from exc
+    raise InputError("the file has no header line (only blank lines)")
 
 
 def _enqueue_rows(runtime: Runtime, info: Any, job: str, owner: str, range_bytes: int,

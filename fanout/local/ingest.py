@@ -311,6 +311,7 @@ def write_outputs(clients: Clients, stack: LocalStack, job: str, options: Ingest
         "rows_in_dlq_unreported": stranded_rows,
         "messages_sent": item.get("messages_total", 0),
         "split_invocations": item.get("split_resumes", 0) + 1,
+        "parallel_ranges": item.get("parallel_ranges", 0),
         "items_in_table": items_written,
         "elapsed_s": round(elapsed_s, 3),
         "rows_per_s": round(item.get("rows_read", 0) / elapsed_s, 1) if elapsed_s else None,

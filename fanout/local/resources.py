@@ -95,6 +95,8 @@ def create_resources(
         range_bytes=range_bytes or config.range_bytes,
         checkpoint_bytes=config.checkpoint_bytes,
         split_reserve_s=config.split_reserve_s,
+        parallel_threshold_bytes=config.parallel_threshold_bytes,
+        parallel_range_bytes=config.parallel_range_bytes,
         errors_prefix=config.errors_prefix,
         json_copy=json_copy,
         json_copy_prefix=config.json_copy_prefix,

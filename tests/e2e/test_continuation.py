@@ -44,20 +44,25 @@ def test_many_continuations_and_a_crash_equal_a_clean_run(tmp_path: Path) -> Non
     strict = StrictLayer()
     crashing: list[CrashingS3] = []
 
+    # The first pass reads every range once to check the bytes decode; crash half-way
+    # through the second pass, which splits.
+    ranges = -(-data.stat().st_size // (32 * 1024))
+    crash_at = ranges + ranges // 2
+
     def wrap(clients: Clients) -> Clients:
-        s3 = CrashingS3(clients.s3, crash_at=30)
+        s3 = CrashingS3(clients.s3, crash_at=crash_at)
         crashing.append(s3)
         return replace(strict.wrap(clients), s3=s3)
 
     # 32 KiB ranges, a checkpoint at each, and a splitter that has 0.05 s before it must
-    # hand over: a continuation every ~270 rows, and one crash on the 30th range read.
+    # hand over: a continuation every ~270 rows, and one crash mid-split.
     config = replace(LOCAL_CONFIG, checkpoint_bytes=32 * 1024, splitter_timeout_s=1.0,
                      split_reserve_s=0.95)
     result = ingest(IngestOptions(file=data, spec=Spec.default(), out_dir=tmp_path / "out",
                                   range_bytes=32 * 1024, config=config, wrap_clients=wrap,
                                   concurrency=6))
     s = result.summary
-    assert crashing[0].gets >= 30
+    assert crashing[0].gets >= crash_at
     assert s["status"] == "COMPLETE"
     assert (s["rows_read"], s["rows_written"], s["rows_rejected"], s["rows_superseded"]) == (
         rows, rows, 0, 0)

@@ -76,7 +76,8 @@ def test_ranged_reads_never_fetch_the_whole_object(aws, stack, runtime, monkeypa
         runtime.spec, aws))
     handler.lambda_handler(s3_event(stack.settings.bucket, "uploads/a.csv"), context())
     assert "WHOLE" not in ranges
-    assert len(ranges) == -(-len(data) // 1024)
+    # Two passes of 1 KiB ranges: one checks that every byte decodes, one splits.
+    assert len(ranges) == 2 * -(-len(data) // 1024)
 
 
 def test_the_s3_test_event_and_own_outputs_are_ignored(aws, stack, runtime):

@@ -1,0 +1,205 @@
+"""Splitting one large file in parallel byte ranges (see `splitter/parallel.py` for the
+algorithm and its proof by property test).
+
+Three kinds of invocation, chained by the splitter's asynchronous self-invoke (locally:
+its trigger), all idempotent so Lambda's retries and duplicate deliveries are harmless:
+
+1. the planner (the S3 event's invocation): checks the header, cuts the object into N
+   ranges, records the plan in the job item and starts N scans;
+2. a scan: counts quote bytes and newlines in its range (C speed, no parsing), stores
+   them, and adds its index to the job's `scans_done` set; whichever scan completes the
+   set combines the counts into each range's start state and starts N range splits;
+3. a range split: sends the records that START in its range, as 25-row messages whose
+   sequence numbers live in the range's own namespace (`index * RANGE_SEQ_SPAN + n`),
+   stores its counts, and adds its index to `ranges_done`; whichever completes that set
+   sums the counts and finishes the split (a conditional update: once).
+
+A retried scan or range split redoes its work and produces the same messages, which the
+ledger deduplicates, so no lease is needed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from fanout import ledger
+from fanout.contract import Source
+from fanout.runtime import Runtime, settle_job
+from fanout.settings import ROWS_PER_MESSAGE
+from splitter.chunker import CsvDecodeError
+from splitter.enqueue import Enqueuer
+from splitter.parallel import RangeStats, StartState, iter_owned_regions, plan_ranges, scan_range
+from splitter.range_reader import ObjectInfo, iter_ranges
+from splitter.source import DecodeError, decodable
+
+SCAN_KEY = "fanout_scan"
+RANGE_KEY = "fanout_range"
+RANGE_SEQ_SPAN = 1_000_000_000  # messages one range may send; its seqs are index * span + n
+MAX_RANGES = 200
+
+Send = Callable[[Enqueuer, str, int, Source, list[str], list[int], list[list[str]]], int]
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def plan(runtime: Runtime, info: ObjectInfo, job: str, header: list[str], header_line: int,
+         continue_split: Callable[[dict[str, Any]], None]) -> int:
+    """Record the plan and start one scan per range; return the number of ranges."""
+    settings = runtime.settings
+    parts = min(MAX_RANGES, -(-info.size // settings.parallel_range_bytes))
+    ranges = plan_ranges(info.size, parts, settings.range_bytes)
+    runtime.clients.dynamodb.update_item(
+        TableName=settings.ledger_table_name,
+        Key={"pk": _s(job), "sk": _s(ledger.JOB_SK)},
+        UpdateExpression="SET parallel_ranges = :n, #h = :h, header_line = :l",
+        ExpressionAttributeNames={"#h": "header"},
+        ExpressionAttributeValues={":n": {"N": str(len(ranges))},
+                                   ":h": {"L": [_s(h) for h in header]},
+                                   ":l": {"N": str(header_line)}},
+    )
+    for index, (start, end) in enumerate(ranges):
+        continue_split({SCAN_KEY: {**_object(info, job), "index": index, "start": start,
+                                   "end": end, "parts": len(ranges)}})
+    return len(ranges)
+
+
+def _object(info: ObjectInfo, job: str) -> dict[str, Any]:
+    return {"bucket": info.source.bucket, "key": info.source.key,
+            "version": info.source.version, "job": job}
+
+
+def scan(runtime: Runtime, info: ObjectInfo, task: dict[str, Any],
+         continue_split: Callable[[dict[str, Any]], None]) -> None:
+    """Count one range; the scan that completes the set starts the range splits."""
+    settings, ddb = runtime.settings, runtime.clients.dynamodb
+    job, index, parts = task["job"], int(task["index"]), int(task["parts"])
+    # The scan also checks that the range decodes: a scan that finds a bad byte never
+    # joins `scans_done`, so no range split starts and nothing is enqueued.
+    chunks = iter_ranges(runtime.clients.s3, info, settings.range_bytes, task["start"], task["end"])
+    try:
+        stats = scan_range(decodable(chunks, runtime.spec.encoding, start_offset=task["start"],
+                                     start_line=None, mid_range=task["start"] > 0,
+                                     final=task["end"] >= info.size))
+    except DecodeError as exc:
+        # Only now is the line worth counting: the newlines before the bad byte.
+        newlines = scan_range(iter_ranges(runtime.clients.s3, info, settings.range_bytes, 0,
+                                          exc.offset)).newlines
+        raise DecodeError(newlines + 1, exc.offset, exc.encoding, exc.reason) from None
+    ddb.put_item(TableName=settings.ledger_table_name, Item={
+        "pk": _s(job), "sk": _s(f"scan#{index:05d}"),
+        "task": _s(json.dumps(task)), "stats": _s(json.dumps(asdict(stats))),
+    })
+    done = ddb.update_item(
+        TableName=settings.ledger_table_name,
+        Key={"pk": _s(job), "sk": _s(ledger.JOB_SK)},
+        UpdateExpression="ADD scans_done :i",
+        ExpressionAttributeValues={":i": {"NS": [str(index)]}},
+        ReturnValues="ALL_NEW",
+    )["Attributes"]
+    if len(done["scans_done"]["NS"]) < parts:
+        return
+    scans = _query(runtime, job, "scan#")
+    tasks = [json.loads(item["task"]["S"]) for item in scans]
+    states = _start_states([RangeStats(**json.loads(item["stats"]["S"])) for item in scans],
+                           tasks)
+    for range_task, state in zip(tasks, states, strict=True):
+        continue_split({RANGE_KEY: {**range_task, "state": asdict(state)}})
+
+
+def _start_states(stats: list[RangeStats], tasks: list[dict[str, Any]]) -> list[StartState]:
+    from splitter.parallel import start_states
+
+    states = start_states(stats)
+    assert [s.offset for s in states] == [t["start"] for t in tasks], "ranges out of order"
+    return states
+
+
+def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any], send: Send) -> None:
+    """Send the records that start in one range; the range that completes the set
+    finishes the split."""
+    from splitter.split import InputError
+
+    settings, ddb, spec = runtime.settings, runtime.clients.dynamodb, runtime.spec
+    job, index, parts = task["job"], int(task["index"]), int(task["parts"])
+    item = ledger.get_job(ddb, settings.ledger_table_name, job) or {}
+    header = item.get("header") or []
+    state = StartState(**task["state"])
+    chunks = iter_ranges(runtime.clients.s3, info, settings.range_bytes, task["start"])
+    enqueuer = Enqueuer(runtime.clients.sqs, settings.rows_queue_url)
+    seq = index * RANGE_SEQ_SPAN
+    rows_read = messages = 0
+    skip_header = index == 0
+    lines: list[int] = []
+    rows: list[list[str]] = []
+    try:
+        for region in iter_owned_regions(chunks, state, task["end"], encoding=spec.encoding,
+                                         delimiter=spec.delimiter):
+            for line, fields in region.records():
+                if not fields:
+                    continue
+                if skip_header:
+                    skip_header = False
+                    continue
+                lines.append(line)
+                rows.append(fields)
+                if len(rows) == ROWS_PER_MESSAGE:
+                    messages += send(enqueuer, job, seq, info.source, header, lines, rows)
+                    rows_read += len(rows)
+                    seq += 1
+                    lines, rows = [], []
+        if rows:
+            messages += send(enqueuer, job, seq, info.source, header, lines, rows)
+            rows_read += len(rows)
+    except CsvDecodeError as exc:
+        raise InputError(str(exc)) from exc
+    finally:
+        enqueuer.close()
+    ddb.put_item(TableName=settings.ledger_table_name, Item={
+        "pk": _s(job), "sk": _s(f"range#{index:05d}"),
+        "rows": {"N": str(rows_read)}, "messages": {"N": str(messages)},
+    })
+    done = ddb.update_item(
+        TableName=settings.ledger_table_name,
+        Key={"pk": _s(job), "sk": _s(ledger.JOB_SK)},
+        UpdateExpression="ADD ranges_done :i",
+        ExpressionAttributeValues={":i": {"NS": [str(index)]}},
+        ReturnValues="ALL_NEW",
+    )["Attributes"]
+    if len(done["ranges_done"]["NS"]) < parts:
+        return
+    counted = _query(runtime, job, "range#")
+    total_rows = sum(int(r["rows"]["N"]) for r in counted)
+    total_messages = sum(int(r["messages"]["N"]) for r in counted)
+    if total_rows == 0:
+        raise InputError(f"line {item.get('header_line', 1)}: the file has a header but no "
+                         "data rows")
+    try:
+        job_item = ledger.finish_split(
+            ddb, settings.ledger_table_name, job, rows_read=total_rows,
+            messages_total=total_messages, header=header,
+            error_location=f"s3://{info.source.bucket}/{settings.errors_prefix}{job}/",
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+        return  # a duplicate of the last range finished it already
+    settle_job(runtime, job_item)
+
+
+def _query(runtime: Runtime, job: str, prefix: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    paginator = runtime.clients.dynamodb.get_paginator("query")
+    for page in paginator.paginate(
+        TableName=runtime.settings.ledger_table_name,
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
+        ExpressionAttributeValues={":pk": _s(job), ":p": _s(prefix)}, ConsistentRead=True,
+    ):
+        items.extend(page.get("Items", []))
+    return sorted(items, key=lambda item: item["sk"]["S"])
