@@ -145,7 +145,10 @@ def split_object(
         # written job RUNNING with no message left to finish it: finish it here.
         settle_job(runtime, ledger.raw_job(clients.dynamodb, settings.ledger_table_name, job))
         return SplitResult(job, "skipped", info.source.uri)
-    if claim == "new" and continue_split is not None and _parallel(runtime, info):
+    # A parallel job stays parallel: a retry of its planner (or a late duplicate event)
+    # plans it again, which only re-sends idempotent scans; it never splits sequentially.
+    parallel_job = (claim == "new" and _parallel(runtime, info)) or "parallel_ranges" in (item or {})
+    if parallel_job and continue_split is not None:
         try:
             header, header_line = _read_header(runtime, info)
             parts = fan.plan(runtime, info, job, header, header_line, continue_split)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -97,3 +98,36 @@ def test_a_bad_byte_at_the_end_of_a_file_enqueues_nothing(tmp_path: Path) -> Non
     assert s["status"] == "FAILED"
     assert "bytes are not valid utf-8" in s["error"] and s["parallel_ranges"] == 0
     assert (s["messages_sent"], s["items_in_table"]) == (0, 0)
+
+
+def test_a_late_duplicate_event_replans_and_never_splits_sequentially(tmp_path: Path) -> None:
+    from fanout import ledger
+    from fanout.local.emulator import Emulator
+    from fanout.local.resources import create_resources
+    from fanout.runtime import Runtime
+    from fanout.settings import ResourceNames
+    from splitter import split
+
+    data, _rows = make_file(tmp_path)
+    config = replace(LOCAL_CONFIG, parallel_threshold_bytes=10_000,
+                     parallel_range_bytes=data.stat().st_size // 4 + 1)
+    with Emulator() as emulator:
+        clients = emulator.clients()
+        stack = create_resources(clients, Spec.default(), config=config, names=ResourceNames(),
+                                 range_bytes=4096)
+        clients.s3.upload_file(str(data), stack.settings.bucket, "uploads/big.csv")
+        sent: list[dict] = []
+        runtime = Runtime(stack.settings, Spec.default(), clients)
+        first = split.split_object(runtime, stack.settings.bucket, "uploads/big.csv", lease_s=0,
+                                   continue_split=sent.append)
+        time.sleep(1.1)  # the planner's lease runs out
+        # A duplicate event arrives before any scan ran.
+        again = split.split_object(runtime, stack.settings.bucket, "uploads/big.csv", lease_s=0,
+                                   continue_split=sent.append)
+        assert first.status == again.status == "planned 4 ranges"
+        assert [list(e) for e in sent] == [[split.fan.SCAN_KEY]] * 8  # the same 4 scans, twice
+        assert {json.dumps(e, sort_keys=True) for e in sent[:4]} == {
+            json.dumps(e, sort_keys=True) for e in sent[4:]}
+        job = ledger.get_job(clients.dynamodb, stack.settings.ledger_table_name, first.job)
+        assert job["status"] == ledger.SPLITTING and job["parallel_ranges"] == 4
+        assert "messages_total" not in job  # nothing was split sequentially
