@@ -78,7 +78,7 @@ def _object(info: ObjectInfo, job: str) -> dict[str, Any]:
 def scan(runtime: Runtime, info: ObjectInfo, task: dict[str, Any],
          continue_split: Callable[[dict[str, Any]], None]) -> None:
     """Count one range; the scan that completes the set starts the range splits."""
-    settings, ddb = runtime.settings, runtime.clients.dynamodb
+    settings = runtime.settings
     job, index, parts = task["job"], int(task["index"]), int(task["parts"])
     # The scan also checks that the range decodes: a scan that finds a bad byte never
     # joins `scans_done`, so no range split starts and nothing is enqueued.
@@ -92,18 +92,7 @@ def scan(runtime: Runtime, info: ObjectInfo, task: dict[str, Any],
         newlines = scan_range(iter_ranges(runtime.clients.s3, info, settings.range_bytes, 0,
                                           exc.offset)).newlines
         raise DecodeError(newlines + 1, exc.offset, exc.encoding, exc.reason) from None
-    ddb.put_item(TableName=settings.ledger_table_name, Item={
-        "pk": _s(job), "sk": _s(f"scan#{index:05d}"),
-        "task": _s(json.dumps(task)), "stats": _s(json.dumps(asdict(stats))),
-    })
-    done = ddb.update_item(
-        TableName=settings.ledger_table_name,
-        Key={"pk": _s(job), "sk": _s(ledger.JOB_SK)},
-        UpdateExpression="ADD scans_done :i",
-        ExpressionAttributeValues={":i": {"NS": [str(index)]}},
-        ReturnValues="ALL_NEW",
-    )["Attributes"]
-    if len(done["scans_done"]["NS"]) < parts:
+    if _report(runtime, job, "scan", index, {"task": _s(json.dumps(task)), "stats": _s(json.dumps(asdict(stats))),}) < parts:
         return
     scans = _query(runtime, job, "scan#")
     tasks = [json.loads(item["task"]["S"]) for item in scans]
@@ -161,18 +150,7 @@ def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any], send: 
         raise InputError(str(exc)) from exc
     finally:
         enqueuer.close()
-    ddb.put_item(TableName=settings.ledger_table_name, Item={
-        "pk": _s(job), "sk": _s(f"range#{index:05d}"),
-        "rows": {"N": str(rows_read)}, "messages": {"N": str(messages)},
-    })
-    done = ddb.update_item(
-        TableName=settings.ledger_table_name,
-        Key={"pk": _s(job), "sk": _s(ledger.JOB_SK)},
-        UpdateExpression="ADD ranges_done :i",
-        ExpressionAttributeValues={":i": {"NS": [str(index)]}},
-        ReturnValues="ALL_NEW",
-    )["Attributes"]
-    if len(done["ranges_done"]["NS"]) < parts:
+    if _report(runtime, job, "range", index, {"rows": {"N": str(rows_read)}, "messages": {"N": str(messages)},}) < parts:
         return
     counted = _query(runtime, job, "range#")
     total_rows = sum(int(r["rows"]["N"]) for r in counted)
@@ -191,6 +169,23 @@ def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any], send: 
             raise
         return  # a duplicate of the last range finished it already
     settle_job(runtime, job_item)
+
+
+def _report(runtime: Runtime, job: str, kind: str, index: int, result: dict[str, Any]) -> int:
+    """Store one step's result and add its index to the job's `<kind>s_done` set (both
+    idempotent); return how many steps of that kind are done, so the caller that
+    completes the set knows it."""
+    ddb, table = runtime.clients.dynamodb, runtime.settings.ledger_table_name
+    ddb.put_item(TableName=table,
+                 Item={"pk": _s(job), "sk": _s(f"{kind}#{index:05d}"), **result})
+    done = ddb.update_item(
+        TableName=table,
+        Key={"pk": _s(job), "sk": _s(ledger.JOB_SK)},
+        UpdateExpression=f"ADD {kind}s_done :i",
+        ExpressionAttributeValues={":i": {"NS": [str(index)]}},
+        ReturnValues="ALL_NEW",
+    )["Attributes"]
+    return len(done[f"{kind}s_done"]["NS"])
 
 
 def _query(runtime: Runtime, job: str, prefix: str) -> list[dict[str, Any]]:
