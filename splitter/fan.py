@@ -92,7 +92,8 @@ def scan(runtime: Runtime, info: ObjectInfo, task: dict[str, Any],
         newlines = scan_range(iter_ranges(runtime.clients.s3, info, settings.range_bytes, 0,
                                           exc.offset)).newlines
         raise DecodeError(newlines + 1, exc.offset, exc.encoding, exc.reason) from None
-    if _report(runtime, job, "scan", index, {"task": _s(json.dumps(task)), "stats": _s(json.dumps(asdict(stats))),}) < parts:
+    result = {"task": _s(json.dumps(task)), "stats": _s(json.dumps(asdict(stats)))}
+    if _report(runtime, job, "scan", index, result) < parts:
         return
     scans = _query(runtime, job, "scan#")
     tasks = [json.loads(item["task"]["S"]) for item in scans]
@@ -150,7 +151,8 @@ def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any], send: 
         raise InputError(str(exc)) from exc
     finally:
         enqueuer.close()
-    if _report(runtime, job, "range", index, {"rows": {"N": str(rows_read)}, "messages": {"N": str(messages)},}) < parts:
+    result = {"rows": {"N": str(rows_read)}, "messages": {"N": str(messages)}}
+    if _report(runtime, job, "range", index, result) < parts:
         return
     counted = _query(runtime, job, "range#")
     total_rows = sum(int(r["rows"]["N"]) for r in counted)
