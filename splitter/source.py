@@ -5,9 +5,9 @@ and a resume reads from the checkpoint with ranged GETs. Gzip-compressed objects
 (`.gz`) and UTF-16 text are transformed on the fly — gunzipped, and UTF-16 transcoded to
 UTF-8 so that quote and newline stay single bytes — and their parse offsets count the
 transformed bytes: a resume streams the object again from its start and skips ahead
-(CPU, not memory). Either way the stream is cut on a grid of `range_bytes` from parse
-offset 0, so a resumed split sees exactly the regions, and so the messages, that an
-uninterrupted one would.
+(CPU, not memory). Either way the stream is cut on a fixed grid from parse offset 0
+(multiples of the range size and of READ_PIECE_BYTES), so a resumed split sees exactly
+the regions, and so the messages, that an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from splitter.range_reader import ObjectInfo, iter_ranges
+from splitter.range_reader import READ_PIECE_BYTES, ObjectInfo, iter_ranges
 
 GZIP_SUFFIXES = (".gz", ".gzip")
 
@@ -45,23 +45,25 @@ def parse_chunks(s3: Any, info: ObjectInfo, range_bytes: int, *, encoding: str,
         stream = gunzip(stream)
     if encoding == "utf-16":
         stream = utf16_to_utf8(stream)
-    return regrid(stream, range_bytes, start)
+    return regrid(stream, min(range_bytes, READ_PIECE_BYTES), start)
 
 
-def gunzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Decompress a gzip stream (several members allowed, as `cat a.gz b.gz` makes)."""
+def gunzip(chunks: Iterable[bytes], piece_bytes: int = READ_PIECE_BYTES) -> Iterator[bytes]:
+    """Decompress a gzip stream (several members allowed, as `cat a.gz b.gz` makes),
+    never more than `piece_bytes` of output at a time: a highly compressed range must not
+    inflate into memory whole."""
     decompressor = zlib.decompressobj(wbits=31)
     try:
         for chunk in chunks:
             while chunk:
-                out = decompressor.decompress(chunk)
+                out = decompressor.decompress(chunk, piece_bytes)
                 if out:
                     yield out
                 if decompressor.eof:
                     chunk = decompressor.unused_data
                     decompressor = zlib.decompressobj(wbits=31)
                 else:
-                    chunk = b""
+                    chunk = decompressor.unconsumed_tail
         tail = decompressor.flush()
         if tail:
             yield tail
