@@ -1,11 +1,12 @@
 """CPU benchmarks of the two Lambdas' own code, with no AWS (emulated or real) in the loop.
 
-* splitter: the real `splitter.split._enqueue_rows` (ranged reads -> chunker regions ->
-  records -> 25-row messages -> encode -> Enqueuer) over an in-memory S3 object and an
-  SQS client that discards, against `csv.reader` over the same bytes;
-* writer: decode each message (fanout.contract) -> `writer.load.map_rows` (RowMapper,
-  dedupe) -> the BatchWriteItem request payloads, against json.loads + boto3's
-  TypeSerializer per item.
+* splitter: the real code path of `splitter.split.split_object` (the check pass over the
+  whole object, then ranged reads -> chunker regions -> records cut -> 25-row CSV-text
+  messages -> Enqueuer) over an in-memory S3 object and an SQS client that discards,
+  against `csv.reader` over the same bytes;
+* writer: decode each message the splitter sent (fanout.contract: JSON, then the rows'
+  CSV text) -> `writer.load.map_rows` (RowMapper, dedupe) -> the BatchWriteItem request
+  payloads, against json.loads + csv.reader + boto3's TypeSerializer per item.
 
 CPU time is `time.process_time` (all threads of the process), best of N.
 """
@@ -24,11 +25,10 @@ from boto3.dynamodb.types import TypeSerializer
 
 from bench.fakes import LatencySQS, MemoryS3, NullLedger, NullSQS
 from fanout.aws import Clients
-from fanout.contract import RowsMessage, Source, decode, job_id_for
+from fanout.contract import decode, job_id_for
 from fanout.mapping import Spec
 from fanout.runtime import Runtime
-from fanout.settings import MAX_BATCH_WRITE_ITEMS, ROWS_PER_MESSAGE, Settings
-from splitter.chunker import iter_regions
+from fanout.settings import MAX_BATCH_WRITE_ITEMS, Settings
 from splitter.range_reader import head
 from writer.load import map_rows
 
@@ -73,13 +73,15 @@ def splitter_runtime(s3: Any, sqs: Any, range_bytes: int | None = None) -> Runti
 
 def run_splitter(s3: Any, sqs: Any, range_bytes: int | None = None) -> int:
     """The splitter's whole read path for the one object `s3` serves; returns data rows."""
-    from splitter.split import Checkpoint, _enqueue_rows  # the code path split_object runs
+    # The code path split_object runs: the check before anything is sent, then the split.
+    from splitter.split import Checkpoint, _check_object, _enqueue_rows
 
     runtime = splitter_runtime(s3, sqs, range_bytes)
     info = head(s3, "bench", "bench.csv")
     checkpoint = Checkpoint()
-    _enqueue_rows(runtime, info, job_id_for(info.source), "bench", runtime.settings.range_bytes,
-                  checkpoint, None)
+    job, range_bytes = job_id_for(info.source), runtime.settings.range_bytes
+    assert _check_object(runtime, info, job, "bench", range_bytes, checkpoint, None)
+    assert _enqueue_rows(runtime, info, job, "bench", range_bytes, checkpoint, None)
     return checkpoint.rows_read
 
 
@@ -91,8 +93,8 @@ def enqueue_rate(data: bytes, latency_s: float = 0.015) -> tuple[float, LatencyS
     return rows / (time.perf_counter() - started), sqs
 
 
-def splitter_cpu(data: bytes, runs: int) -> tuple[Rate, Rate, Rate]:
-    """(splitter, csv.reader baseline, chunker alone) rows/s on `data`."""
+def splitter_cpu(data: bytes, runs: int) -> tuple[Rate, Rate]:
+    """(splitter, csv.reader baseline) rows/s on `data`."""
     s3 = MemoryS3(data)
 
     def splitter() -> int:
@@ -104,39 +106,17 @@ def splitter_cpu(data: bytes, runs: int) -> tuple[Rate, Rate, Rate]:
             rows += 1
         return rows - 1  # the header
 
-    range_bytes = Settings(table_name="-", ledger_table_name="-").range_bytes
-    slices = _slices(data, range_bytes)
-
-    def chunker() -> int:
-        rows = 0
-        for region in iter_regions(slices):
-            for _ in region.records():
-                rows += 1
-        return rows - 1
-
-    split, base, chunk = best_of(runs, splitter, baseline, chunker)
-    return split, base, chunk
+    split, base = best_of(runs, splitter, baseline)
+    return split, base
 
 
 # --------------------------------------------------------------------------- writer
 
 def message_bodies(data: bytes) -> list[str]:
-    """The rows messages the splitter would send for `data`, encoded."""
-    source = Source("bench", "bench.csv", "etag")
-    records = (r for region in iter_regions(_slices(data, 8 << 20)) for r in region.records())
-    _, header = next(records)
-    bodies, lines, rows, seq = [], [], [], 0
-    for line, fields in records:
-        if not fields:
-            continue
-        lines.append(line)
-        rows.append(fields)
-        if len(rows) == ROWS_PER_MESSAGE:
-            bodies.append(RowsMessage("job", seq, source, header, lines, rows).encode())
-            lines, rows, seq = [], [], seq + 1
-    if rows:
-        bodies.append(RowsMessage("job", seq, source, header, lines, rows).encode())
-    return bodies
+    """The rows messages the splitter sends for `data`, as it sends them."""
+    sqs = NullSQS(keep=True)
+    run_splitter(MemoryS3(data), sqs)
+    return sqs.bodies
 
 
 def _requests(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -167,11 +147,13 @@ def writer_cpu(bodies: list[str], runs: int) -> tuple[Rate, Rate]:
         for body in bodies:
             data = json.loads(body)
             header = data["header"]
+            table = (list(csv.reader(io.StringIO(data["csv"], newline=""), delimiter=data["delimiter"]))
+                     if "csv" in data else data["rows"])
             items = [{name: serializer.serialize(value)
                       for name, value in zip(header, row, strict=True) if value != ""}
-                     for row in data["rows"]]
+                     for row in table]
             _requests(items)
-            rows += len(data["rows"])
+            rows += len(table)
         return rows
 
     mapped, plain = best_of(runs, writer, naive)

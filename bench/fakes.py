@@ -66,18 +66,23 @@ class FileS3(_RangedS3):
 
 
 class NullSQS:
-    """Accepts every SendMessageBatch and discards it; counts what it was given."""
+    """Accepts every SendMessageBatch and discards it (or keeps the bodies, with `keep`);
+    counts what it was given."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep: bool = False) -> None:
         self.calls = 0
         self.messages = 0
         self.bytes = 0
+        self.keep = keep
+        self.bodies: list[str] = []
 
     def send_message_batch(self, **params: Any) -> dict[str, Any]:
         entries = params["Entries"]
         self.calls += 1
         self.messages += len(entries)
         self.bytes += sum(len(e["MessageBody"]) for e in entries)
+        if self.keep:
+            self.bodies.extend(e["MessageBody"] for e in entries)
         return {"Successful": [{"Id": e["Id"]} for e in entries], "Failed": []}
 
 

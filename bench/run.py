@@ -16,7 +16,7 @@ from typing import Any
 
 from bench import model
 from bench.cpu import enqueue_rate, message_bodies, splitter_cpu, writer_cpu
-from bench.data import generate, repeat_to_size
+from bench.data import generate, quoted_variant, repeat_to_size
 from bench.memory import measure
 from bench.pipeline import plain_batch_write, run_ingest
 
@@ -102,19 +102,30 @@ def run(sizes: Sizes, workdir: Path, quick: bool) -> str:
     data = cpu_file.read_bytes()
     bytes_per_row = len(data) / sizes.cpu_rows
     t = step("splitter CPU")
-    split, csv_base, chunk_only = splitter_cpu(data, sizes.cpu_runs)
+    split, csv_base = splitter_cpu(data, sizes.cpu_runs)
     ratio = split.per_s / csv_base.per_s
     rows_out.append((
-        "splitter CPU rows/s (ranges → chunker → 25-row messages → encode → Enqueuer)",
-        n(split.per_s), f"csv.reader {n(csv_base.per_s)}", f"{ratio:.2f}",
-        goal(ratio >= 0.5, "≥ 0.5"),
+        "splitter CPU rows/s (check pass → ranges → records cut → 25-row CSV-text messages → "
+        "Enqueuer)", n(split.per_s), f"csv.reader {n(csv_base.per_s)}", f"{ratio:.2f}",
+        goal(ratio >= 0.5, "≥ 0.5 (CPU per row ≤ 2× csv.reader's)"),
+    ))
+    t = step("splitter CPU on a quoted file")
+    quoted_file = workdir / f"quoted-{sizes.cpu_rows}.csv"
+    quoted_variant(cpu_file, quoted_file)
+    q_split, q_base = splitter_cpu(quoted_file.read_bytes(), sizes.cpu_runs)
+    q_ratio = q_split.per_s / q_base.per_s
+    rows_out.append((
+        "splitter CPU rows/s, the same rows with a quoted last field (a newline in 1 row of 50)",
+        n(q_split.per_s), f"csv.reader {n(q_base.per_s)}", f"{q_ratio:.2f}",
+        goal(q_ratio >= 0.5, "≥ 0.5"),
     ))
     notes.append(
-        f"Splitter CPU: the chunker alone (iter_regions → records) runs at "
-        f"{n(chunk_only.per_s)} rows/s ({chunk_only.per_s / csv_base.per_s:.2f}× csv.reader); "
-        f"the rest of the splitter's time is building and JSON-encoding messages "
-        f"({sizes.cpu_rows:,} rows, {len(data) / MB:.1f} MB, best of {sizes.cpu_runs}, "
-        f"time.process_time).")
+        f"Splitter CPU ({sizes.cpu_rows:,} make-csv rows, {len(data) / MB:.1f} MB, best of "
+        f"{sizes.cpu_runs}, time.process_time): the splitter parses no field where a piece holds "
+        f"no quote (each line is a record); the writers parse the CSV text. Where quotes "
+        f"occur, the check pass runs csv.reader once over the piece (so a broken quote "
+        f"anywhere fails the job before anything is sent) and the split cuts records by "
+        f"quote parity.")
 
     t = step("splitter enqueue with 15 ms per SendMessageBatch")
     enqueue_rows_s, latency_sqs = enqueue_rate(data)
@@ -197,7 +208,8 @@ def run(sizes: Sizes, workdir: Path, quick: bool) -> str:
     ))
     notes.append(
         f"Memory: one child process per size, the real splitter read path over a file-backed "
-        f"fake S3 (8 MiB ranges), messages discarded; peak RSS is the child's VmHWM (Linux "
+        f"fake S3 (8 MiB ranges streamed in 1 MiB pieces; the check pass, then the split), "
+        f"messages discarded; peak RSS is the child's VmHWM (Linux "
         f"carries ru_maxrss across exec from the parent). The interpreter with the imports "
         f"alone peaks at {n(small.imports_mb, 1)} MB. {sizes.memory_large_label}: "
         f"{large.rows:,} rows in {large.seconds:.0f} s ({n(large.rows / large.seconds)} rows/s)."

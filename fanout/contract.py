@@ -8,6 +8,17 @@ understood and replayed on its own::
      "source": {"bucket": "...", "key": "...", "etag": "...", "version": null},
      "header": ["account", ...], "lines": [302, 303, ...], "rows": [["...", ...], ...]}
 
+The splitter sends version 2, which carries the rows as the CSV text they were in the
+file instead of as arrays (the writer parses them; the splitter only cuts records, so it
+never parses a field it does not have to, and the body is smaller)::
+
+    {"v": 2, "kind": "rows", ..., "lines": [302, 303, ...], "delimiter": ",",
+     "csv": "a1,2,low\na2,3,high\n..."}
+
+`decode` turns either version into the same `RowsMessage` (rows as lists of fields);
+everything else that writes messages (the replayer, oversized messages split in parts)
+writes version 1.
+
 `seq` is the index of the message's first row // 25, so a re-run of the splitter
 produces the same messages; `part`/`parts` number the pieces of a message that had to
 be split to fit the queue's maximum message size. A message is identified in a job by
@@ -22,7 +33,9 @@ with its source line and a reason, so the dlq_replayer can show, export and fix 
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -31,6 +44,11 @@ from typing import Any
 from fanout.settings import MAX_SQS_MESSAGE_BYTES
 
 SCHEMA_VERSION = 1
+CSV_SCHEMA_VERSION = 2  # rows as CSV text
+# csv's default field limit is 128 KiB; DynamoDB items reach 400 KB and SQS messages 1 MiB,
+# so allow far more and let the writer reject what is too large, with a reason.
+MAX_FIELD_CHARS = 64 * 1024 * 1024
+csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_CHARS))
 KIND_ROWS = "rows"
 KIND_REJECTED = "rejected"
 REPLAY_MARK = "~"
@@ -110,17 +128,51 @@ class RowsMessage:
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
+class CsvRowsEncoder:
+    """Version-2 bodies for one job's rows messages: the parts every message repeats (job,
+    source, header) are encoded once, and each message adds its seq, lines and the CSV
+    text of its records.
+
+    `records` are the records' text as in the file, each without its final newline (so a
+    CRLF record ends in "\r"), never blank; they are joined with "\n".
+    """
+
+    def __init__(self, job: str, source: Source, header: list[str], delimiter: str = ",") -> None:
+        def dumps(value: Any) -> str:
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+        self._dumps = dumps
+        self._head = (f'{{"v":{CSV_SCHEMA_VERSION},"kind":"{KIND_ROWS}","job":{dumps(job)},'
+                      f'"source":{dumps(source.as_dict())},"header":{dumps(header)},'
+                      f'"delimiter":{dumps(delimiter)},"part":0,"parts":1,"seq":')
+
+    def encode(self, seq: int, lines: list[int], records: list[str]) -> str:
+        text = "\n".join(records)
+        return (f'{self._head}{seq},"lines":[{",".join(map(str, lines))}],'
+                f'"csv":{self._dumps(text + chr(10))}}}')
+
+
+def parse_csv_rows(text: str, delimiter: str = ",") -> list[list[str]]:
+    """The rows of a version-2 body's CSV text (strict: a quote left open is an error)."""
+    return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
+
+
 def decode(body: str) -> RowsMessage:
     """Parse a message body; raise ContractError with the reason when it is not ours."""
     try:
         data = json.loads(body)
     except (TypeError, ValueError) as exc:
         raise ContractError(f"message body is not JSON: {exc}") from exc
-    if not isinstance(data, dict) or data.get("v") != SCHEMA_VERSION:
-        raise ContractError(f"unsupported message version: {data.get('v') if isinstance(data, dict) else data!r}")
+    version = data.get("v") if isinstance(data, dict) else data
+    if version not in (SCHEMA_VERSION, CSV_SCHEMA_VERSION):
+        raise ContractError(f"unsupported message version: {version!r}")
     try:
         source = Source(**data["source"])
         kind = data.get("kind", KIND_ROWS)
+        if version == CSV_SCHEMA_VERSION:
+            rows = parse_csv_rows(data["csv"], data.get("delimiter", ","))
+        else:
+            rows = [list(r) for r in data.get("rows", [])]
         message = RowsMessage(
             job=str(data["job"]),
             seq=int(data["seq"]),
@@ -129,12 +181,12 @@ def decode(body: str) -> RowsMessage:
             source=source,
             header=list(data["header"]),
             lines=list(data.get("lines", [])),
-            rows=[list(r) for r in data.get("rows", [])],
+            rows=rows,
             kind=kind,
             rejections=[Rejection(**r) for r in data.get("rejections", [])],
             replay=data.get("replay"),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, csv.Error) as exc:
         raise ContractError(f"message is missing or has a bad field: {exc}") from exc
     if kind == KIND_ROWS and len(message.lines) != len(message.rows):
         raise ContractError("message has a different number of lines and rows")

@@ -21,15 +21,17 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, NoReturn
 
-# csv's default field limit is 128 KiB; DynamoDB items reach 400 KB and SQS messages 1 MiB,
-# so allow far more and let the writer reject what is too large, with a reason.
-MAX_FIELD_CHARS = 64 * 1024 * 1024
-csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_CHARS))
+from fanout.contract import MAX_FIELD_CHARS  # noqa: F401 - importing it raises csv's field limit
 
 QUOTE = 0x22
+QUOTE_CHAR = '"'
+QUOTING_HINT = (" (quotes must enclose whole fields, as RFC 4180 says; a quote inside an "
+                "unquoted field, like 5'10\", is not allowed)")
 NEWLINE = b"\n"
 UTF8_BOM = codecs.BOM_UTF8
 
@@ -52,6 +54,8 @@ class Region:
     start_line: int  # 1-based source line of its first record
     text: str
     delimiter: str = ","
+    raw: bytes = b""  # the bytes `text` was decoded from (the parse stream's)
+    newlines: int = -1  # "\n" in text, when known
 
     def records(self) -> Iterator[tuple[int, list[str]]]:
         """(source line, fields) for each record; blank lines come out as `[]` like csv.reader.
@@ -86,13 +90,162 @@ class Region:
                 # The reader reads no line ahead of a record, so this is where the next starts.
                 line = self.start_line + (consumed if bare_cr else reader.line_num)
         except csv.Error as exc:
-            raise CsvDecodeError(line, f"malformed CSV: {exc} (quotes must enclose whole fields, "
-                                       "as RFC 4180 says; a quote inside an unquoted field, "
-                                       "like 5'10\", is not allowed)") from None
+            raise CsvDecodeError(line, f"malformed CSV: {exc}{QUOTING_HINT}") from None
+
+    def data_records(self) -> tuple[list[int], list[str]]:
+        """(source lines, texts) of the region's non-blank records, each text as in the
+        file without its final newline: what a version-2 message carries (see
+        fanout.contract.CsvRowsEncoder). No field is parsed.
+
+        Records are cut by the quote-parity rule that places region boundaries: a physical
+        line with an odd number of quotes opens a record that the next such line closes.
+        That is csv.reader's cut for RFC 4180 quoting, and `check` proves it for the
+        region before the splitter sends anything (it runs over the whole object first).
+        """
+        text = self.text
+        if "\r" in text and text.count("\r") != text.count("\r\n"):
+            return self._cut_records()  # a bare CR ends a record too: cut record by record
+        lines = text.split("\n")
+        if lines[-1] == "":
+            lines.pop()  # the text ends with a newline
+        start = self.start_line
+        odd = self._odd_lines() if QUOTE_CHAR in text else []
+        numbers: list[int] | None = None
+        if odd:  # quoted fields hold newlines: join the lines from each opening to its close
+            if len(odd) & 1:
+                raise CsvDecodeError(start + odd[-1], f"a quoted field is never closed{QUOTING_HINT}")
+            records: list[str] = []
+            numbers = []
+            previous = 0
+            for opens, closes in zip(odd[::2], odd[1::2], strict=True):
+                records += lines[previous:opens]
+                numbers += range(start + previous, start + opens)
+                records.append("\n".join(lines[opens:closes + 1]))
+                numbers.append(start + opens)
+                previous = closes + 1
+            records += lines[previous:]
+            numbers += range(start + previous, start + len(lines))
+            lines = records
+        if "" in lines or "\r" in lines:  # blank lines are not records to send
+            kept = [i for i, line in enumerate(lines) if line and line != "\r"]
+            return ([numbers[i] for i in kept] if numbers else [start + i for i in kept],
+                    [lines[i] for i in kept])
+        return numbers or list(range(start, start + len(lines))), lines
+
+    def _cut_records(self) -> tuple[list[int], list[str]]:
+        """`data_records` for a region with a bare CR (which csv.reader also takes as a
+        line end): csv.reader over the pieces, each record's text joined from the pieces
+        it consumed."""
+        consumed: list[str] = []
+
+        def physical_lines() -> Iterator[str]:
+            for piece in io.StringIO(self.text, newline=""):
+                consumed.append(piece)
+                yield piece
+
+        numbers: list[int] = []
+        texts: list[str] = []
+        line = self.start_line
+        try:
+            for fields in self._reader(physical_lines()):
+                record = "".join(consumed)
+                consumed.clear()
+                if fields:
+                    numbers.append(line)
+                    texts.append(record[:-1] if record.endswith("\n") else record)
+                line += record.count("\n")
+        except csv.Error as exc:
+            self._fail(exc)
+        return numbers, texts
+
+    def _reader(self, lines: Iterator[str] | io.StringIO) -> Any:
+        return csv.reader(lines, delimiter=self.delimiter, strict=True)
+
+    def _fail(self, exc: csv.Error) -> NoReturn:
+        deque(self.records(), maxlen=0)  # raises the error with its exact line
+        raise CsvDecodeError(self.start_line, f"malformed CSV: {exc}{QUOTING_HINT}") from None
+
+    def check(self) -> None:
+        """Raise CsvDecodeError, with the line, unless csv.reader (strict) accepts the
+        region and cuts its records exactly where `data_records` does.
+
+        When the two disagree, the error names the first record where they do (a stray
+        quote there), not the later place where csv.reader happened to fail.
+        """
+        text = self.text
+        if QUOTE_CHAR not in text:
+            return  # without quotes every line is a record and nothing can be rejected
+        reader = self._reader(io.StringIO(text, newline=""))
+        failure: csv.Error | None = None
+        try:
+            ends = [reader.line_num for _ in reader]
+        except csv.Error:
+            ends, reader = [], self._reader(io.StringIO(text, newline=""))
+            try:
+                for _ in reader:
+                    ends.append(reader.line_num)
+            except csv.Error as exc:
+                failure = exc
+        bare_cr = "\r" in text and text.count("\r") != text.count("\r\n")
+        odd: list[int] = []
+        if not bare_cr:  # (with a bare CR, csv.reader itself cuts: see _cut_records)
+            lines = self.line_count + (not text.endswith("\n"))
+            odd = self._odd_lines()
+            expected = _record_ends(odd, lines)
+            if ends != expected:
+                first = next((i for i, (a, b) in enumerate(zip(ends, expected, strict=False))
+                              if a != b), min(len(ends), len(expected)))
+                if first < len(ends) or failure is None:
+                    line = self.start_line + ([0, *expected][first] if first <= len(expected) else 0)
+                    raise CsvDecodeError(line, "unbalanced quotes: csv.reader and the quote count "
+                                               f"disagree on where this record ends{QUOTING_HINT}")
+        if failure is not None:
+            deque(self.records(), maxlen=0)  # slower, but raises naming the line
+            raise CsvDecodeError(self.start_line, f"malformed CSV: {failure}{QUOTING_HINT}")
+        if len(odd) & 1:
+            raise CsvDecodeError(self.start_line + odd[-1],
+                                 f"a quoted field is never closed{QUOTING_HINT}")
 
     @property
     def line_count(self) -> int:
-        return self.text.count("\n")
+        """The newlines in the region (so the next region starts this many lines on)."""
+        return self.newlines if self.newlines >= 0 else self.text.count("\n")
+
+    def _odd_lines(self) -> list[int]:
+        """Indexes of the physical lines holding an odd number of quotes, at C speed: keep
+        only the quote and newline bytes, drop quote pairs, and what is left is one quote
+        on each odd line (the same lines in the bytes as in the text: UTF-8 and Latin-1
+        never use those bytes inside a character)."""
+        marks = (self.raw or self.text.encode()).translate(None, _NOT_QUOTE_OR_NEWLINE)
+        marks = marks.replace(b'""', b"")
+        odd: list[int] = []
+        line = last = 0
+        position = marks.find(QUOTE)
+        while position >= 0:
+            line += marks.count(NEWLINE, last, position)
+            odd.append(line)
+            last = position
+            position = marks.find(QUOTE, position + 1)
+        return odd
+
+
+_NOT_QUOTE_OR_NEWLINE = bytes(b for b in range(256) if b not in (QUOTE, NEWLINE[0]))
+
+
+def _record_ends(odd: list[int], lines: int) -> list[int]:
+    """For each record of a region of `lines` physical lines, the number of lines up to
+    its end, by quote parity (what csv.reader's line_num says after each record): a line
+    with an odd number of quotes opens a record that the next such line closes; a quote
+    left open runs to the end."""
+    ends: list[int] = []
+    previous = 0
+    pairs = zip(odd[::2], [*odd[1::2], lines - 1], strict=False)
+    for opens, closes in pairs:
+        ends += range(previous + 1, opens + 1)
+        ends.append(closes + 1)
+        previous = closes + 1
+    ends += range(previous + 1, lines + 1)
+    return ends
 
 
 def last_boundary(buffer: bytes | bytearray) -> int:
@@ -194,4 +347,5 @@ def _region(data: bytes, offset: int, line: int, encoding: str, delimiter: str) 
         raise CsvDecodeError(
             bad_line, f"bytes are not valid {encoding}: {exc.reason} at byte {offset + exc.start}"
         ) from None
-    return Region(offset, offset + len(data), line, text, delimiter)
+    return Region(offset, offset + len(data), line, text, delimiter, bytes(data),
+                  data.count(NEWLINE))

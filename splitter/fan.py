@@ -6,15 +6,21 @@ its trigger), all idempotent so Lambda's retries and duplicate deliveries are ha
 
 1. the planner (the S3 event's invocation): checks the header, cuts the object into N
    ranges, records the plan in the job item and starts N scans;
-2. a scan: counts quote bytes and newlines in its range (C speed, no parsing), stores
-   them, and adds its index to the job's `scans_done` set; whichever scan completes the
-   set combines the counts into each range's start state and starts N range splits;
-3. a range split: sends the records that START in its range, as 25-row messages whose
+2. a scan: counts quote bytes and newlines in its range (C speed, no parsing) and checks
+   that it decodes, stores the counts, and adds its index to the job's `scans_done` set;
+   whichever scan completes the set combines the counts into each range's start state
+   and starts N checks;
+3. a check: runs csv.reader (strict, C speed) over the records its range owns, where
+   they hold a quote, stores what it found, and adds its index to `checks_done`;
+   whichever check completes the set fails the job with the first error in file order,
+   or starts N range splits. So a bad byte or a broken quote anywhere fails the job
+   before any range has sent a message;
+4. a range split: sends the records that START in its range, as 25-row messages whose
    sequence numbers live in the range's own namespace (`index * RANGE_SEQ_SPAN + n`),
    stores its counts, and adds its index to `ranges_done`; whichever completes that set
    sums the counts and finishes the split (a conditional update: once).
 
-A retried scan or range split redoes its work and produces the same messages, which the
+A retried scan, check or range split redoes its work and produces the same messages, which the
 ledger deduplicates, so no lease is needed.
 """
 
@@ -28,9 +34,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from fanout import ledger
-from fanout.contract import Source
 from fanout.runtime import Runtime, settle_job
-from fanout.settings import ROWS_PER_MESSAGE
+from splitter.batch import Batcher
 from splitter.chunker import CsvDecodeError
 from splitter.enqueue import Enqueuer
 from splitter.parallel import RangeStats, StartState, iter_owned_regions, plan_ranges, scan_range
@@ -38,12 +43,10 @@ from splitter.range_reader import ObjectInfo, iter_ranges
 from splitter.source import DecodeError, decodable
 
 SCAN_KEY = "fanout_scan"
+CHECK_KEY = "fanout_check"
 RANGE_KEY = "fanout_range"
 RANGE_SEQ_SPAN = 1_000_000_000  # messages one range may send; its seqs are index * span + n
 MAX_RANGES = 200
-
-Send = Callable[[Enqueuer, str, int, Source, list[str], list[int], list[list[str]]], int]
-
 
 def _s(value: str) -> dict[str, str]:
     return {"S": value}
@@ -100,7 +103,36 @@ def scan(runtime: Runtime, info: ObjectInfo, task: dict[str, Any],
     states = _start_states([RangeStats(**json.loads(item["stats"]["S"])) for item in scans],
                            tasks)
     for range_task, state in zip(tasks, states, strict=True):
-        continue_split({RANGE_KEY: {**range_task, "state": asdict(state)}})
+        continue_split({CHECK_KEY: {**range_task, "state": asdict(state)}})
+
+
+def check(runtime: Runtime, info: ObjectInfo, task: dict[str, Any],
+          continue_split: Callable[[dict[str, Any]], None]) -> None:
+    """Check the quoting of the records one range owns. The check completing the set
+    fails the job with the first error in file order, if any range found one, and
+    otherwise starts the range splits."""
+    from splitter.split import InputError
+
+    spec = runtime.spec
+    job, index, parts = task["job"], int(task["index"]), int(task["parts"])
+    chunks = iter_ranges(runtime.clients.s3, info, runtime.settings.range_bytes, task["start"])
+    result = {"task": _s(json.dumps(task))}
+    try:
+        for region in iter_owned_regions(chunks, StartState(**task["state"]), task["end"],
+                                         encoding=spec.encoding, delimiter=spec.delimiter):
+            region.check()
+    except CsvDecodeError as exc:
+        # Reported, not raised: a later range can only fail because of what an earlier
+        # one holds (a stray quote inverts the parity after it), so the earliest wins.
+        result["error"] = _s(str(exc))
+    if _report(runtime, job, "check", index, result) < parts:
+        return
+    checked = _query(runtime, job, "check#")
+    errors = [item["error"]["S"] for item in checked if "error" in item]
+    if errors:
+        raise InputError(errors[0])
+    for item in checked:
+        continue_split({RANGE_KEY: json.loads(item["task"]["S"])})
 
 
 def _start_states(stats: list[RangeStats], tasks: list[dict[str, Any]]) -> list[StartState]:
@@ -111,7 +143,7 @@ def _start_states(stats: list[RangeStats], tasks: list[dict[str, Any]]) -> list[
     return states
 
 
-def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any], send: Send) -> None:
+def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any]) -> None:
     """Send the records that start in one range; the range that completes the set
     finishes the split."""
     from splitter.split import InputError
@@ -123,34 +155,22 @@ def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any], send: 
     state = StartState(**task["state"])
     chunks = iter_ranges(runtime.clients.s3, info, settings.range_bytes, task["start"])
     enqueuer = Enqueuer(runtime.clients.sqs, settings.rows_queue_url)
-    seq = index * RANGE_SEQ_SPAN
-    rows_read = messages = 0
+    batcher = Batcher(enqueuer, job, info.source, header, spec.delimiter, index * RANGE_SEQ_SPAN)
     skip_header = index == 0
-    lines: list[int] = []
-    rows: list[list[str]] = []
     try:
         for region in iter_owned_regions(chunks, state, task["end"], encoding=spec.encoding,
                                          delimiter=spec.delimiter):
-            for line, fields in region.records():
-                if not fields:
-                    continue
-                if skip_header:
-                    skip_header = False
-                    continue
-                lines.append(line)
-                rows.append(fields)
-                if len(rows) == ROWS_PER_MESSAGE:
-                    messages += send(enqueuer, job, seq, info.source, header, lines, rows)
-                    rows_read += len(rows)
-                    seq += 1
-                    lines, rows = [], []
-        if rows:
-            messages += send(enqueuer, job, seq, info.source, header, lines, rows)
-            rows_read += len(rows)
+            lines, records = region.data_records()
+            if skip_header and records:
+                skip_header = False
+                lines, records = lines[1:], records[1:]
+            batcher.add(lines, records)
+        batcher.flush()
     except CsvDecodeError as exc:
         raise InputError(str(exc)) from exc
     finally:
         enqueuer.close()
+    rows_read, messages = batcher.rows, batcher.messages
     result = {"rows": {"N": str(rows_read)}, "messages": {"N": str(messages)}}
     if _report(runtime, job, "range", index, result) < parts:
         return

@@ -11,15 +11,15 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from fanout import ledger
-from fanout.contract import RowsMessage, Source, job_id_for, split_to_fit
+from fanout.contract import job_id_for, parse_csv_rows
 from fanout.keys import TemplateError
 from fanout.runtime import Runtime, publish_summary, settle_job
-from fanout.settings import MAX_SQS_MESSAGE_BYTES, ROWS_PER_MESSAGE
 from splitter import fan
+from splitter.batch import Batcher
 from splitter.chunker import CsvDecodeError, iter_regions
 from splitter.enqueue import Enqueuer
 from splitter.range_reader import head
-from splitter.source import SourceError, decodable, is_gzip, parse_chunks, parse_encoding
+from splitter.source import SourceError, is_gzip, parse_chunks, parse_encoding
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def split_event(event: dict[str, Any], runtime: Runtime, *, owner: str | None = 
     """Split every object the event names (S3 records, or a continuation), or run one
     step of a parallel split (a range scan or a range split, see splitter/fan.py)."""
     hand_over = runtime.continue_split or _self_invoke(runtime, function_arn)
-    for kind in (fan.SCAN_KEY, fan.RANGE_KEY):
+    for kind in (fan.SCAN_KEY, fan.CHECK_KEY, fan.RANGE_KEY):
         if kind in event:
             return [_parallel_step(runtime, kind, event[kind], hand_over)]
     continuation = event.get(CONTINUE_KEY)
@@ -86,8 +86,10 @@ def _parallel_step(runtime: Runtime, kind: str, task: dict[str, Any],
     try:
         if kind == fan.SCAN_KEY:
             fan.scan(runtime, info, task, hand_over)
+        elif kind == fan.CHECK_KEY:
+            fan.check(runtime, info, task, hand_over)
         else:
-            fan.split_range(runtime, info, task, _send)
+            fan.split_range(runtime, info, task)
     except (InputError, SourceError) as exc:
         error = f"{info.source.uri}: {exc}"
         ledger.fail_job(runtime.clients.dynamodb, runtime.settings.ledger_table_name, job,
@@ -112,6 +114,10 @@ class Checkpoint:
 
     offset: int = 0  # parse offset of the next record
     line: int = 1  # its source line
+    # The check before anything is sent (see _check_object): done, or how far it came.
+    checked: bool = False
+    check_offset: int = 0
+    check_line: int = 1
     seq: int = 0  # the next message's sequence number
     rows_read: int = 0
     messages: int = 0
@@ -159,13 +165,9 @@ def split_object(
     range_bytes = int((item or {}).get("range_bytes") or settings.range_bytes)
     checkpoint = Checkpoint.loads(item["checkpoint"]) if item and "checkpoint" in item else Checkpoint()
     try:
-        if "checkpoint" not in (item or {}):
-            # Nothing is sent before the whole object is known to decode.
-            for _ in decodable(parse_chunks(clients.s3, info, range_bytes,
-                                            encoding=runtime.spec.encoding),
-                               parse_encoding(runtime.spec.encoding)):
-                pass
-        finished = _enqueue_rows(runtime, info, job, owner, range_bytes, checkpoint, remaining_s)
+        finished = (_check_object(runtime, info, job, owner, range_bytes, checkpoint, remaining_s)
+                    and _enqueue_rows(runtime, info, job, owner, range_bytes, checkpoint,
+                                      remaining_s))
     except (InputError, SourceError) as exc:
         return _fail(runtime, info, job, exc)
     except ledger.LeaseLost:
@@ -225,9 +227,45 @@ def _read_header(runtime: Runtime, info: Any) -> tuple[list[str], int]:
     raise InputError("the file has no header line (only blank lines)")
 
 
+def _check_object(runtime: Runtime, info: Any, job: str, owner: str, range_bytes: int,
+                  cp: Checkpoint, remaining_s: Callable[[], float] | None) -> bool:
+    """Before the first message: check that the whole object decodes and that its quoting
+    is what csv.reader (strict) accepts, so a bad byte or a broken quote anywhere fails the
+    job with its line and nothing half-enqueued.
+
+    C-speed work only (decoding; csv.reader only over pieces that hold a quote). Like the
+    split itself it saves its progress at checkpoint offsets and hands over when time runs
+    short, so a file too large to check in one invocation is checked in several. Returns
+    True when the check is complete, False after a hand-over.
+    """
+    if cp.checked:
+        return True
+    settings, spec = runtime.settings, runtime.spec
+    ddb, ledger_table = runtime.clients.dynamodb, settings.ledger_table_name
+    checkpoint_bytes = max(settings.checkpoint_bytes, range_bytes)
+    chunks = parse_chunks(runtime.clients.s3, info, range_bytes, encoding=spec.encoding,
+                          start=cp.check_offset)
+    try:
+        for region in iter_regions(chunks, encoding=parse_encoding(spec.encoding),
+                                   delimiter=spec.delimiter, start_offset=cp.check_offset,
+                                   start_line=cp.check_line):
+            region.check()
+            crossed = region.end_offset // checkpoint_bytes != cp.check_offset // checkpoint_bytes
+            cp.check_offset, cp.check_line = region.end_offset, region.start_line + region.line_count
+            if crossed and remaining_s is not None and remaining_s() < settings.split_reserve_s:
+                ledger.save_checkpoint(ddb, ledger_table, job, owner, cp.dumps(), release=True)
+                return False
+    except CsvDecodeError as exc:
+        raise InputError(str(exc)) from exc
+    cp.checked = True
+    # Saved, so that a retry after a crash in the split does not check the object again.
+    ledger.save_checkpoint(ddb, ledger_table, job, owner, cp.dumps())
+    return True
+
+
 def _enqueue_rows(runtime: Runtime, info: Any, job: str, owner: str, range_bytes: int,
                   cp: Checkpoint, remaining_s: Callable[[], float] | None) -> bool:
-    """Read, chunk and send from the checkpoint `cp` on, updating it in place.
+    """Read, cut and send from the checkpoint `cp` on, updating it in place.
 
     Returns True when the object is done, False when time ran short and the split
     should continue in a fresh invocation (a checkpoint has been saved and the lease
@@ -244,38 +282,30 @@ def _enqueue_rows(runtime: Runtime, info: Any, job: str, owner: str, range_bytes
                           start=cp.offset)
     regions = iter_regions(chunks, encoding=parse_encoding(spec.encoding), delimiter=spec.delimiter,
                            start_offset=cp.offset, start_line=cp.line)
+    enqueuer = Enqueuer(runtime.clients.sqs, settings.rows_queue_url)
+    batcher: Batcher | None = None
     if cp.header is not None:
         _check_header(runtime, cp.header, cp.header_line)
-    enqueuer = Enqueuer(runtime.clients.sqs, settings.rows_queue_url)
-    lines: list[int] = []
-    rows: list[list[str]] = []
+        batcher = Batcher(enqueuer, job, source, cp.header, spec.delimiter, cp.seq)
 
-    def send_pending() -> None:
-        nonlocal lines, rows
-        cp.messages += _send(enqueuer, job, cp.seq, source, cp.header or [], lines, rows)
-        cp.rows_read += len(rows)
-        cp.seq += 1
-        lines, rows = [], []
+    def account() -> None:
+        assert batcher is not None
+        cp.seq, cp.rows_read, cp.messages = (batcher.seq, cp.rows_read + batcher.rows,
+                                             cp.messages + batcher.messages)
+        batcher.rows = batcher.messages = 0
 
     try:
         try:
             for region in regions:
-                records = region.records()
-                if cp.header is None:
-                    for line, fields in records:
-                        if fields:  # the first non-blank record is the header
-                            cp.header, cp.header_line = fields, line
-                            _check_header(runtime, fields, line)
-                            break
-                # The per-row loop is the splitter's hot path: keep it to two appends.
-                add_line, add_row = lines.append, rows.append
-                for line, fields in records:
-                    if fields:  # a blank line is not a data row
-                        add_line(line)
-                        add_row(fields)
-                        if len(rows) == ROWS_PER_MESSAGE:
-                            send_pending()
-                            add_line, add_row = lines.append, rows.append
+                lines, records = region.data_records()
+                if batcher is None and records:  # the first non-blank record is the header
+                    header = parse_csv_rows(records[0], spec.delimiter)[0]
+                    cp.header, cp.header_line = header, lines[0]
+                    _check_header(runtime, header, lines[0])
+                    batcher = Batcher(enqueuer, job, source, header, spec.delimiter, cp.seq)
+                    lines, records = lines[1:], records[1:]
+                if batcher is not None:
+                    batcher.add(lines, records)
                 if region.end_offset // checkpoint_bytes == cp.offset // checkpoint_bytes:
                     cp.offset, cp.line = region.end_offset, region.start_line + region.line_count
                     if remaining_s is not None and remaining_s() < settings.split_reserve_s / 2:
@@ -285,8 +315,9 @@ def _enqueue_rows(runtime: Runtime, info: Any, job: str, owner: str, range_bytes
                         return False
                     continue
                 # A checkpoint boundary: send the partial message, wait for SQS, save.
-                if rows:
-                    send_pending()
+                if batcher is not None:
+                    batcher.flush()
+                    account()
                 cp.offset, cp.line = region.end_offset, region.start_line + region.line_count
                 enqueuer.drain()
                 out_of_time = remaining_s is not None and remaining_s() < settings.split_reserve_s
@@ -296,8 +327,9 @@ def _enqueue_rows(runtime: Runtime, info: Any, job: str, owner: str, range_bytes
                     return False
         except CsvDecodeError as exc:
             raise InputError(str(exc)) from exc
-        if rows:
-            send_pending()
+        if batcher is not None:
+            batcher.flush()
+            account()
     finally:
         enqueuer.close()
     if cp.header is None:
@@ -312,17 +344,3 @@ def _check_header(runtime: Runtime, header: list[str], line: int) -> None:
         runtime.spec.bind(header)
     except TemplateError as exc:
         raise InputError(f"line {line}: {exc}") from exc
-
-
-def _send(enqueuer: Enqueuer, job: str, seq: int, source: Source, header: list[str],
-          lines: list[int], rows: list[list[str]]) -> int:
-    message = RowsMessage(job, seq, source, header, lines, rows)
-    body = message.encode()  # once: encoding is the splitter's largest cost after parsing
-    size = len(body.encode())
-    if size <= MAX_SQS_MESSAGE_BYTES:
-        enqueuer.send(body, size)
-        return 1
-    parts = split_to_fit(message)
-    for part in parts:
-        enqueuer.send(part.encode())
-    return len(parts)

@@ -73,20 +73,25 @@ def test_parallel_ranges_load_exactly_what_the_file_holds(tmp_path: Path, faults
         assert crashes[0].gets > 25
 
 
-def test_a_bad_byte_in_a_later_range_fails_the_job_with_its_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda text: b"\xff" + text[1:], "bytes are not valid utf-8"),
+    (lambda text: b'5\'10" ' + text, "unbalanced quotes"),  # a stray quote
+])
+def test_bad_input_in_a_later_range_fails_the_job_before_any_range_sends(
+        tmp_path: Path, damage, message: str) -> None:
     data, _rows = make_file(tmp_path)
     content = data.read_bytes()
     bad_at = content.index(b"plain 2500")
-    data.write_bytes(content[:bad_at] + b"\xff" + content[bad_at + 1:])
+    data.write_bytes(content[:bad_at] + damage(content[bad_at:]))
     line = content.count(b"\n", 0, bad_at) + 1
     config = replace(LOCAL_CONFIG, parallel_threshold_bytes=10_000,
                      parallel_range_bytes=len(content) // 12 + 1)
     result = ingest(IngestOptions(file=data, spec=Spec.default(), out_dir=tmp_path / "out",
                                   range_bytes=4096, config=config))
     s = result.summary
-    assert s["status"] == "FAILED" and result.exit_code == 1
-    assert f"big.csv: line {line}: bytes are not valid utf-8" in s["error"]
-    assert s["items_in_table"] == 0  # nothing was half-enqueued
+    assert s["status"] == "FAILED" and result.exit_code == 1 and s["parallel_ranges"] >= 10
+    assert f"big.csv: line {line}: {message}" in s["error"]
+    assert (s["messages_sent"], s["items_in_table"]) == (0, 0)  # no range had sent anything
 
 
 def test_a_bad_byte_at_the_end_of_a_file_enqueues_nothing(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from fanout.local.resources import LocalStack
 from fanout.mapping import Spec
 from fanout.runtime import Runtime
 from splitter import handler
-from tests.integration.helpers import context, rows_messages, s3_event
+from tests.integration.helpers import context, drain, rows_messages, s3_event
 
 
 @pytest.fixture
@@ -117,6 +117,34 @@ def test_bad_input_ends_the_job_with_file_line_and_reason(aws, stack, runtime, b
     assert message in job["error"]
     recorded = ledger.get_job(aws.dynamodb, stack.settings.ledger_table_name, job["job"])
     assert recorded["status"] == ledger.FAILED and message in recorded["error"]
+    assert drain(aws.sqs, stack.settings.rows_queue_url) == []  # nothing half-enqueued
+
+
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        # a character after a closing quote: csv.reader (strict) rejects it
+        ('acct1,offer-x,"quoted"then more\r\n', "malformed CSV: ',' expected after '\"'"),
+        # a quote inside an unquoted field upsets the quote count before a multi-line field
+        ('acct1,offer-x,5\'10"\r\nacct2,offer-y,"two\r\nlines"\r\n', "unbalanced quotes"),
+        # a quoted field never closed before the end of the file
+        ('acct1,offer-x,"never closed\r\n', "unexpected end of data"),
+    ],
+)
+def test_broken_quoting_late_in_a_file_fails_the_job_before_anything_is_sent(
+        aws, stack, runtime, broken, message):
+    rows = make_rows(3000)
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows([["account", "offer_id", "note"], *rows])
+    good = buffer.getvalue()
+    body = (good + broken).encode() if "never" in broken else (good + broken + good).encode()
+    line = good.count("\n") + 1  # the broken record's first line
+    aws.s3.put_object(Bucket=stack.settings.bucket, Key="uploads/quotes.csv", Body=body)
+    result = handler.lambda_handler(s3_event(stack.settings.bucket, "uploads/quotes.csv"), context())
+    job = result["jobs"][0]
+    assert job["status"] == "failed", job
+    assert f"uploads/quotes.csv: line {line}: " in job["error"] and message in job["error"]
+    assert drain(aws.sqs, stack.settings.rows_queue_url) == []  # 3000 good rows came first
 
 
 class FailingSQS:

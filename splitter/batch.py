@@ -1,0 +1,60 @@
+"""Cutting a job's records into 25-row messages and handing them to the Enqueuer."""
+
+from __future__ import annotations
+
+from fanout.contract import CsvRowsEncoder, RowsMessage, Source, parse_csv_rows, split_to_fit
+from fanout.settings import MAX_SQS_MESSAGE_BYTES, ROWS_PER_MESSAGE
+from splitter.enqueue import Enqueuer
+
+
+class Batcher:
+    """Cuts the records of one job, in file order, into messages of 25 and sends them
+    (CSV-text bodies, see fanout.contract.CsvRowsEncoder), numbering them from `seq`.
+
+    Whole messages are cut with list slices, so the per-record cost is an append.
+    `rows` and `messages` count what was sent since the caller last reset them.
+    """
+
+    def __init__(self, enqueuer: Enqueuer, job: str, source: Source, header: list[str],
+                 delimiter: str, seq: int) -> None:
+        self.enqueuer, self.job, self.source = enqueuer, job, source
+        self.header, self.delimiter = header, delimiter
+        self.encoder = CsvRowsEncoder(job, source, header, delimiter)
+        self.seq = seq
+        self.rows = self.messages = 0
+        self._lines: list[int] = []
+        self._records: list[str] = []
+
+    def add(self, lines: list[int], records: list[str]) -> None:
+        self._lines += lines
+        self._records += records
+        pending = len(self._records)
+        if pending < ROWS_PER_MESSAGE:
+            return
+        whole = pending - pending % ROWS_PER_MESSAGE
+        for start in range(0, whole, ROWS_PER_MESSAGE):
+            end = start + ROWS_PER_MESSAGE
+            self._send(self._lines[start:end], self._records[start:end])
+        del self._lines[:whole], self._records[:whole]
+
+    def flush(self) -> None:
+        """Send what is left as a shorter message (at the end, and at a checkpoint)."""
+        if self._records:
+            self._send(self._lines, self._records)
+            self._lines, self._records = [], []
+
+    def _send(self, lines: list[int], records: list[str]) -> None:
+        body = self.encoder.encode(self.seq, lines, records)
+        size = len(body) if body.isascii() else len(body.encode())
+        if size <= MAX_SQS_MESSAGE_BYTES:
+            self.enqueuer.send(body, size)
+            self.messages += 1
+        else:  # rare: rows this large travel as version-1 parts (see split_to_fit)
+            rows = parse_csv_rows("\n".join(records), self.delimiter)
+            parts = split_to_fit(RowsMessage(self.job, self.seq, self.source, self.header,
+                                             lines, rows))
+            for part in parts:
+                self.enqueuer.send(part.encode())
+            self.messages += len(parts)
+        self.rows += len(records)
+        self.seq += 1
