@@ -98,6 +98,45 @@ def test_a_duplicate_s3_event_starts_one_job(aws, stack, runtime):
     assert len(rows_messages(aws.sqs, stack.settings.rows_queue_url)) == 2
 
 
+def test_the_check_pass_hands_over_near_the_time_limit_and_resumes_where_it_stopped(
+        aws, stack, runtime, monkeypatch):
+    """A file too big to check in one invocation: the check saves its offset at a
+    checkpoint and hands over; the continuation checks the rest (not from byte 0), then
+    splits. Nothing is sent before the check is complete."""
+    from splitter.split import Checkpoint, split_object
+
+    rows = make_rows(400)
+    data = put_csv(aws, stack.settings.bucket, "uploads/big.csv", rows)
+    settings = type(runtime.settings)(**{**runtime.settings.__dict__, "range_bytes": 1024,
+                                         "checkpoint_bytes": 4096})
+    small = Runtime(settings, runtime.spec, aws)
+    ranges: list[str] = []
+    original = aws.s3.get_object
+
+    def spy(**params):
+        ranges.append(params["Range"])
+        return original(**params)
+
+    monkeypatch.setattr(aws.s3, "get_object", spy)
+    handed_over: list[dict] = []
+    first = split_object(small, stack.settings.bucket, "uploads/big.csv", owner="first",
+                         remaining_s=lambda: 0.0, continue_split=handed_over.append)
+    assert first.status == "continued" and len(handed_over) == 1
+    job = ledger.raw_job(aws.dynamodb, settings.ledger_table_name, first.job)
+    saved = Checkpoint.loads(job["checkpoint"]["S"])
+    assert not saved.checked and 4096 <= saved.check_offset < len(data) and saved.seq == 0
+    assert drain(aws.sqs, settings.rows_queue_url) == []  # nothing sent yet
+    checked_first = len(ranges)
+
+    second = split_object(small, stack.settings.bucket, "uploads/big.csv", owner="second",
+                          remaining_s=lambda: 1e9, continue_split=handed_over.append)
+    assert second.status == "split" and second.rows_read == 400
+    resumed_at = int(ranges[checked_first].removeprefix("bytes=").split("-")[0])
+    assert resumed_at == saved.check_offset  # not from byte 0
+    messages = rows_messages(aws.sqs, settings.rows_queue_url)
+    assert [r for m in messages for r in m.rows] == rows
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
