@@ -159,6 +159,7 @@ def writer_rows_per_s(messages: float, rows_per_message: float, cpu_s_per_row: f
 class SplitterAssumptions:
     memory_mb: int = 1769  # one full vCPU: a single invocation per file, so memory is cheap
     s3_read_mb_s: float = 90.0  # one ranged GET stream; reads are not overlapped with parsing
+    object_reads: int = 2  # the check pass reads the object once before the split reads it
     send_latency_s: float = 0.015  # one SendMessageBatch in AWS
     send_workers: int = 8  # splitter.enqueue.Enqueuer default
     timeout_s: float = 900.0
@@ -167,9 +168,10 @@ class SplitterAssumptions:
 def splitter_rows_per_s(cpu_rows_per_s: float, bytes_per_row: float, rows_per_message: float = 25,
                         a: SplitterAssumptions = SplitterAssumptions()) -> float:
     """The splitter's rate in Lambda: read and parse in series (ranges are read by the
-    same thread that parses them), sending overlapped on the thread pool."""
+    same thread that parses them), sending overlapped on the thread pool. `cpu_rows_per_s`
+    is the measured rate of both passes (check and split); the object is read twice."""
     cpu = cpu_rows_per_s * lambda_cpu_share(a.memory_mb)
-    read = a.s3_read_mb_s * 1e6 / bytes_per_row
+    read = a.s3_read_mb_s * 1e6 / (bytes_per_row * a.object_reads)
     serial = 1.0 / (1.0 / cpu + 1.0 / read)
     send = a.send_workers / a.send_latency_s * 10 * rows_per_message
     return min(serial, send)

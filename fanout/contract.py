@@ -194,6 +194,16 @@ def decode(body: str) -> RowsMessage:
 
 
 OVERSIZE_FIELD_PREVIEW = 200
+OVERSIZE_PREVIEW_FIELDS = 100
+
+
+def too_large(line: int, row: list[str], detail: str) -> Rejection:
+    """A `row_too_large` rejection for a row no queue message can hold: the row travels
+    as a preview (at most 100 fields of 200 characters), so its message always fits."""
+    preview = [f[:OVERSIZE_FIELD_PREVIEW] for f in row[:OVERSIZE_PREVIEW_FIELDS]]
+    return Rejection(line, preview, "row_too_large",
+                     f"{detail} (the row is cut to {len(preview)} field(s) of at most "
+                     f"{OVERSIZE_FIELD_PREVIEW} characters here)")
 
 
 def replay_id(job: str, message_id: str, lines: list[int], rows: list[list[str]]) -> str:
@@ -232,10 +242,16 @@ def rejected_messages(message: RowsMessage, rejections: list[Rejection],
         candidate = RowsMessage(message.job, message.seq, message.source, message.header, [], [],
                                 part=message.part, parts=message.parts, kind=KIND_REJECTED,
                                 rejections=group)
-        if len(group) > 1 and len(candidate.encode().encode()) > limit:
-            middle = len(group) // 2
-            groups[:0] = [group[:middle], group[middle:]]
-            continue
+        if len(candidate.encode().encode()) > limit:
+            if len(group) > 1:
+                middle = len(group) // 2
+                groups[:0] = [group[:middle], group[middle:]]
+                continue
+            # One row whose rejection is bigger than a message (a row's JSON can be several
+            # times its CSV text): it travels as a preview, and its reason in the detail.
+            (r,) = group
+            candidate.rejections = [too_large(r.line, r.row, f"rejected as {r.reason}: {r.detail}; "
+                                                             "too large to carry whole")]
         out.append(candidate)
     return out
 
@@ -272,10 +288,7 @@ def split_to_fit(message: RowsMessage, limit: int = MAX_SQS_MESSAGE_BYTES) -> li
 def _oversize(message: RowsMessage, limit: int) -> RowsMessage:
     (line,), (row,) = message.lines, message.rows
     size = len(json.dumps(row, ensure_ascii=False).encode())
-    preview = [f[:OVERSIZE_FIELD_PREVIEW] for f in row]
-    rejection = Rejection(line, preview, "row_too_large",
-                          f"row is {size:,} bytes; a queue message holds at most {limit:,} "
-                          f"(fields cut to {OVERSIZE_FIELD_PREVIEW} characters here)")
+    rejection = too_large(line, row, f"row is {size:,} bytes; a queue message holds at most {limit:,}")
     return RowsMessage(message.job, message.seq, message.source, message.header, [], [],
                        part=message.part, parts=message.parts, rejections=[rejection])
 

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from fanout.contract import CsvRowsEncoder, RowsMessage, Source, parse_csv_rows, split_to_fit
+import csv
+
+from fanout.contract import (
+    OVERSIZE_FIELD_PREVIEW,
+    CsvRowsEncoder,
+    Rejection,
+    RowsMessage,
+    Source,
+    parse_csv_rows,
+    split_to_fit,
+    too_large,
+)
 from fanout.settings import MAX_SQS_MESSAGE_BYTES, ROWS_PER_MESSAGE
 from splitter.enqueue import Enqueuer
 
@@ -49,12 +60,35 @@ class Batcher:
         if size <= MAX_SQS_MESSAGE_BYTES:
             self.enqueuer.send(body, size)
             self.messages += 1
-        else:  # rare: rows this large travel as version-1 parts (see split_to_fit)
-            rows = parse_csv_rows("\n".join(records), self.delimiter)
-            parts = split_to_fit(RowsMessage(self.job, self.seq, self.source, self.header,
-                                             lines, rows))
-            for part in parts:
-                self.enqueuer.send(part.encode())
-            self.messages += len(parts)
+        else:
+            self.messages += self._send_parts(lines, records)
         self.rows += len(records)
         self.seq += 1
+
+    def _send_parts(self, lines: list[int], records: list[str]) -> int:
+        """Rare: records too large for one message travel as version-1 parts (see
+        split_to_fit); a record longer than any message is a `row_too_large` rejection
+        (its raw text as the preview if a field is past csv's field limit)."""
+        rows: list[list[str]] = []
+        row_lines: list[int] = []
+        rejections: list[Rejection] = []
+        for line, record in zip(lines, records, strict=True):
+            if len(record) > MAX_SQS_MESSAGE_BYTES:
+                try:
+                    fields = parse_csv_rows(record, self.delimiter)[0]
+                except csv.Error:  # a field past csv's limit: the preview is the raw text
+                    fields = [record[:OVERSIZE_FIELD_PREVIEW]]
+                rejections.append(too_large(line, fields,
+                                            f"row is {len(record.encode()):,} bytes of CSV; a "
+                                            f"queue message holds at most {MAX_SQS_MESSAGE_BYTES:,}"))
+            else:
+                rows.append(parse_csv_rows(record, self.delimiter)[0])
+                row_lines.append(line)
+        parts = split_to_fit(RowsMessage(self.job, self.seq, self.source, self.header, row_lines,
+                                         rows)) if rows else []
+        parts += [RowsMessage(self.job, self.seq, self.source, self.header, [], [], rejections=[r])
+                  for r in rejections]
+        for index, part in enumerate(parts):
+            part.part, part.parts = index, len(parts)
+            self.enqueuer.send(part.encode())
+        return len(parts)

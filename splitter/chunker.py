@@ -29,6 +29,8 @@ from typing import Any, NoReturn
 from fanout.contract import MAX_FIELD_CHARS  # noqa: F401 - importing it raises csv's field limit
 
 QUOTE = 0x22
+# The longest record the chunker carries across pieces before it gives up (see iter_regions).
+MAX_RECORD_BYTES = 16 * 1024 * 1024
 QUOTE_CHAR = '"'
 QUOTING_HINT = (" (quotes must enclose whole fields, as RFC 4180 says; a quote inside an "
                 "unquoted field, like 5'10\", is not allowed)")
@@ -299,6 +301,13 @@ def iter_regions(
         boundary = last_boundary(buffer)
         if boundary < 0:
             carry = buffer
+            if len(carry) > MAX_RECORD_BYTES:
+                # Without this, a quote left open would carry (and re-scan) the rest of the
+                # object: memory and time growing with the file.
+                raise CsvDecodeError(line, f"a record runs past {MAX_RECORD_BYTES // 2**20} MiB "
+                                           "without ending: a quote is left open (rows over "
+                                           "1 MiB cannot be loaded anyway: SQS's message limit)"
+                                           f"{QUOTING_HINT}")
             continue
         # Parse in pieces of about SUB_REGION_BYTES: csv.reader reads from a StringIO that
         # holds up to 4 bytes a character, so a whole 8 MiB range would cost ~32 MB.

@@ -20,8 +20,11 @@ its trigger), all idempotent so Lambda's retries and duplicate deliveries are ha
    stores its counts, and adds its index to `ranges_done`; whichever completes that set
    sums the counts and finishes the split (a conditional update: once).
 
-A retried scan, check or range split redoes its work and produces the same messages, which the
-ledger deduplicates, so no lease is needed.
+A step whose index has already reported (a duplicate delivery, a retry after it
+reported, a re-plan) does not do its work again, and each stage fans out to the next
+once: the job item is marked when it has (see `_run_step`). A step that crashed before
+reporting is retried whole and produces the same messages, which the ledger
+deduplicates, so no lease is needed.
 """
 
 from __future__ import annotations
@@ -80,30 +83,34 @@ def _object(info: ObjectInfo, job: str) -> dict[str, Any]:
 
 def scan(runtime: Runtime, info: ObjectInfo, task: dict[str, Any],
          continue_split: Callable[[dict[str, Any]], None]) -> None:
-    """Count one range; the scan that completes the set starts the range splits."""
+    """Count one range; the scan that completes the set starts the checks."""
     settings = runtime.settings
-    job, index, parts = task["job"], int(task["index"]), int(task["parts"])
-    # The scan also checks that the range decodes: a scan that finds a bad byte never
-    # joins `scans_done`, so no range split starts and nothing is enqueued.
-    chunks = iter_ranges(runtime.clients.s3, info, settings.range_bytes, task["start"], task["end"])
-    try:
-        stats = scan_range(decodable(chunks, runtime.spec.encoding, start_offset=task["start"],
-                                     start_line=None, mid_range=task["start"] > 0,
-                                     final=task["end"] >= info.size))
-    except DecodeError as exc:
-        # Only now is the line worth counting: the newlines before the bad byte.
-        newlines = scan_range(iter_ranges(runtime.clients.s3, info, settings.range_bytes, 0,
-                                          exc.offset)).newlines
-        raise DecodeError(newlines + 1, exc.offset, exc.encoding, exc.reason) from None
-    result = {"task": _s(json.dumps(task)), "stats": _s(json.dumps(asdict(stats)))}
-    if _report(runtime, job, "scan", index, result) < parts:
-        return
-    scans = _query(runtime, job, "scan#")
-    tasks = [json.loads(item["task"]["S"]) for item in scans]
-    states = _start_states([RangeStats(**json.loads(item["stats"]["S"])) for item in scans],
-                           tasks)
-    for range_task, state in zip(tasks, states, strict=True):
-        continue_split({CHECK_KEY: {**range_task, "state": asdict(state)}})
+
+    def work(_job_item: dict[str, Any]) -> dict[str, Any]:
+        # The scan also checks that the range decodes: a scan that finds a bad byte fails
+        # the job and never joins `scans_done`, so nothing is ever enqueued.
+        chunks = iter_ranges(runtime.clients.s3, info, settings.range_bytes, task["start"],
+                             task["end"])
+        try:
+            stats = scan_range(decodable(chunks, runtime.spec.encoding, start_offset=task["start"],
+                                         start_line=None, mid_range=task["start"] > 0,
+                                         final=task["end"] >= info.size))
+        except DecodeError as exc:
+            # Only now is the line worth counting: the newlines before the bad byte.
+            newlines = scan_range(iter_ranges(runtime.clients.s3, info, settings.range_bytes, 0,
+                                              exc.offset)).newlines
+            raise DecodeError(newlines + 1, exc.offset, exc.encoding, exc.reason) from None
+        return {"task": _s(json.dumps(task)), "stats": _s(json.dumps(asdict(stats)))}
+
+    def fan_out(_job_item: dict[str, Any]) -> None:
+        scans = _query(runtime, task["job"], "scan#")
+        tasks = [json.loads(item["task"]["S"]) for item in scans]
+        states = _start_states([RangeStats(**json.loads(item["stats"]["S"])) for item in scans],
+                               tasks)
+        for range_task, state in zip(tasks, states, strict=True):
+            continue_split({CHECK_KEY: {**range_task, "state": asdict(state)}})
+
+    _run_step(runtime, "scan", task, work, fan_out)
 
 
 def check(runtime: Runtime, info: ObjectInfo, task: dict[str, Any],
@@ -114,25 +121,29 @@ def check(runtime: Runtime, info: ObjectInfo, task: dict[str, Any],
     from splitter.split import InputError
 
     spec = runtime.spec
-    job, index, parts = task["job"], int(task["index"]), int(task["parts"])
-    chunks = iter_ranges(runtime.clients.s3, info, runtime.settings.range_bytes, task["start"])
-    result = {"task": _s(json.dumps(task))}
-    try:
-        for region in iter_owned_regions(chunks, StartState(**task["state"]), task["end"],
-                                         encoding=spec.encoding, delimiter=spec.delimiter):
-            region.check()
-    except CsvDecodeError as exc:
-        # Reported, not raised: a later range can only fail because of what an earlier
-        # one holds (a stray quote inverts the parity after it), so the earliest wins.
-        result["error"] = _s(str(exc))
-    if _report(runtime, job, "check", index, result) < parts:
-        return
-    checked = _query(runtime, job, "check#")
-    errors = [item["error"]["S"] for item in checked if "error" in item]
-    if errors:
-        raise InputError(errors[0])
-    for item in checked:
-        continue_split({RANGE_KEY: json.loads(item["task"]["S"])})
+
+    def work(_job_item: dict[str, Any]) -> dict[str, Any]:
+        chunks = iter_ranges(runtime.clients.s3, info, runtime.settings.range_bytes, task["start"])
+        result = {"task": _s(json.dumps(task))}
+        try:
+            for region in iter_owned_regions(chunks, StartState(**task["state"]), task["end"],
+                                             encoding=spec.encoding, delimiter=spec.delimiter):
+                region.check()
+        except CsvDecodeError as exc:
+            # Reported, not raised: a later range can only fail because of what an earlier
+            # one holds (a stray quote inverts the parity after it), so the earliest wins.
+            result["error"] = _s(str(exc))
+        return result
+
+    def fan_out(_job_item: dict[str, Any]) -> None:
+        checked = _query(runtime, task["job"], "check#")
+        errors = [item["error"]["S"] for item in checked if "error" in item]
+        if errors:
+            raise InputError(errors[0])
+        for item in checked:
+            continue_split({RANGE_KEY: json.loads(item["task"]["S"])})
+
+    _run_step(runtime, "check", task, work, fan_out)
 
 
 def _start_states(stats: list[RangeStats], tasks: list[dict[str, Any]]) -> list[StartState]:
@@ -149,65 +160,101 @@ def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any]) -> Non
     from splitter.split import InputError
 
     settings, ddb, spec = runtime.settings, runtime.clients.dynamodb, runtime.spec
+    job, index = task["job"], int(task["index"])
+
+    def header_of(job_item: dict[str, Any]) -> list[str]:
+        return [h.get("S") for h in job_item.get("header", {}).get("L", [])]
+
+    def work(job_item: dict[str, Any]) -> dict[str, Any]:
+        chunks = iter_ranges(runtime.clients.s3, info, settings.range_bytes, task["start"])
+        enqueuer = Enqueuer(runtime.clients.sqs, settings.rows_queue_url)
+        batcher = Batcher(enqueuer, job, info.source, header_of(job_item), spec.delimiter,
+                          index * RANGE_SEQ_SPAN)
+        skip_header = index == 0
+        try:
+            for region in iter_owned_regions(chunks, StartState(**task["state"]), task["end"],
+                                             encoding=spec.encoding, delimiter=spec.delimiter):
+                lines, records = region.data_records()
+                if skip_header and records:
+                    skip_header = False
+                    lines, records = lines[1:], records[1:]
+                batcher.add(lines, records)
+            batcher.flush()
+        except CsvDecodeError as exc:
+            raise InputError(str(exc)) from exc
+        finally:
+            enqueuer.close()
+        return {"rows": {"N": str(batcher.rows)}, "messages": {"N": str(batcher.messages)}}
+
+    def fan_out(job_item: dict[str, Any]) -> None:
+        counted = _query(runtime, job, "range#")
+        total_rows = sum(int(r["rows"]["N"]) for r in counted)
+        total_messages = sum(int(r["messages"]["N"]) for r in counted)
+        if total_rows == 0:
+            line = job_item.get("header_line", {}).get("N", "1")
+            raise InputError(f"line {line}: the file has a header but no data rows")
+        try:
+            job_done = ledger.finish_split(
+                ddb, settings.ledger_table_name, job, rows_read=total_rows,
+                messages_total=total_messages, header=header_of(job_item),
+                error_location=f"s3://{info.source.bucket}/{settings.errors_prefix}{job}/",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            return  # a duplicate of the last range finished it already
+        settle_job(runtime, job_done)
+
+    _run_step(runtime, "range", task, work, fan_out)
+
+
+Work = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _run_step(runtime: Runtime, kind: str, task: dict[str, Any], work: Work,
+              fan_out: Callable[[dict[str, Any]], None]) -> None:
+    """One step of a stage: do its `work` and report it, unless its index has reported
+    already (a duplicate delivery or a re-plan: the work is not done twice); then, if the
+    stage's set is complete, `fan_out` to the next stage, once.
+
+    Every invocation that sees the set complete could fan out, and one duplicate
+    would then multiply the next stage (N checks for each scan, N range splits for each
+    check). So the job item is marked `<kind>s_fanned` after a fan-out, and invocations
+    that see the mark stop. A crash between the fan-out and the mark makes the retry fan
+    out again; the next stage's duplicates then stop at their own done-sets.
+    """
+    ddb, table = runtime.clients.dynamodb, runtime.settings.ledger_table_name
     job, index, parts = task["job"], int(task["index"]), int(task["parts"])
-    item = ledger.get_job(ddb, settings.ledger_table_name, job) or {}
-    header = item.get("header") or []
-    state = StartState(**task["state"])
-    chunks = iter_ranges(runtime.clients.s3, info, settings.range_bytes, task["start"])
-    enqueuer = Enqueuer(runtime.clients.sqs, settings.rows_queue_url)
-    batcher = Batcher(enqueuer, job, info.source, header, spec.delimiter, index * RANGE_SEQ_SPAN)
-    skip_header = index == 0
-    try:
-        for region in iter_owned_regions(chunks, state, task["end"], encoding=spec.encoding,
-                                         delimiter=spec.delimiter):
-            lines, records = region.data_records()
-            if skip_header and records:
-                skip_header = False
-                lines, records = lines[1:], records[1:]
-            batcher.add(lines, records)
-        batcher.flush()
-    except CsvDecodeError as exc:
-        raise InputError(str(exc)) from exc
-    finally:
-        enqueuer.close()
-    rows_read, messages = batcher.rows, batcher.messages
-    result = {"rows": {"N": str(rows_read)}, "messages": {"N": str(messages)}}
-    if _report(runtime, job, "range", index, result) < parts:
+    job_item = ledger.raw_job(ddb, table, job)
+    if job_item.get("status", {}).get("S") == ledger.FAILED:
         return
-    counted = _query(runtime, job, "range#")
-    total_rows = sum(int(r["rows"]["N"]) for r in counted)
-    total_messages = sum(int(r["messages"]["N"]) for r in counted)
-    if total_rows == 0:
-        raise InputError(f"line {item.get('header_line', 1)}: the file has a header but no "
-                         "data rows")
-    try:
-        job_item = ledger.finish_split(
-            ddb, settings.ledger_table_name, job, rows_read=total_rows,
-            messages_total=total_messages, header=header,
-            error_location=f"s3://{info.source.bucket}/{settings.errors_prefix}{job}/",
-        )
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-            raise
-        return  # a duplicate of the last range finished it already
-    settle_job(runtime, job_item)
+    done = job_item.get(f"{kind}s_done", {}).get("NS", [])
+    if str(index) not in done:
+        job_item = _report(runtime, job, kind, index, work(job_item))
+        done = job_item[f"{kind}s_done"]["NS"]
+    if len(done) < parts or f"{kind}s_fanned" in job_item:
+        return
+    fan_out(job_item)
+    ddb.update_item(TableName=table, Key={"pk": _s(job), "sk": _s(ledger.JOB_SK)},
+                    UpdateExpression=f"SET {kind}s_fanned = :t",
+                    ExpressionAttributeValues={":t": {"BOOL": True}})
 
 
-def _report(runtime: Runtime, job: str, kind: str, index: int, result: dict[str, Any]) -> int:
+def _report(runtime: Runtime, job: str, kind: str, index: int,
+            result: dict[str, Any]) -> dict[str, Any]:
     """Store one step's result and add its index to the job's `<kind>s_done` set (both
-    idempotent); return how many steps of that kind are done, so the caller that
-    completes the set knows it."""
+    idempotent); return the job item as it is now."""
     ddb, table = runtime.clients.dynamodb, runtime.settings.ledger_table_name
     ddb.put_item(TableName=table,
                  Item={"pk": _s(job), "sk": _s(f"{kind}#{index:05d}"), **result})
-    done = ddb.update_item(
+    attributes: dict[str, Any] = ddb.update_item(
         TableName=table,
         Key={"pk": _s(job), "sk": _s(ledger.JOB_SK)},
         UpdateExpression=f"ADD {kind}s_done :i",
         ExpressionAttributeValues={":i": {"NS": [str(index)]}},
         ReturnValues="ALL_NEW",
     )["Attributes"]
-    return len(done[f"{kind}s_done"]["NS"])
+    return attributes
 
 
 def _query(runtime: Runtime, job: str, prefix: str) -> list[dict[str, Any]]:

@@ -68,8 +68,12 @@ def iter_ranges(
             while position <= last:
                 want = min((position // piece_bytes + 1) * piece_bytes, last + 1) - position
                 data = _read_fully(body, want)
-                if not data:
-                    return
+                if len(data) < want:
+                    # botocore raises IncompleteReadError for a body cut short; this is the
+                    # guard if it ever does not: never end the stream quietly mid-range.
+                    raise OSError(f"s3://{info.source.bucket}/{info.source.key}: the body of "
+                                  f"range {params['Range']} ended after {position + len(data)} "
+                                  "bytes")
                 yield data
                 position += len(data)
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import uuid
@@ -108,6 +109,9 @@ def _self_invoke(runtime: Runtime, function_arn: str) -> Callable[[dict[str, Any
     return invoke
 
 
+CHECKPOINT_FORMAT = 2
+
+
 @dataclass
 class Checkpoint:
     """How far a split has come; saved in the ledger at deterministic offsets."""
@@ -123,13 +127,21 @@ class Checkpoint:
     messages: int = 0
     header: list[str] | None = None
     header_line: int = 0
+    # How records are cut (piece grid, message form): a resume must cut exactly as the
+    # run that saved the checkpoint did, or a sequence number could name other rows.
+    format: int = CHECKPOINT_FORMAT
 
     def dumps(self) -> str:
         return json.dumps(self.__dict__, separators=(",", ":"))
 
     @classmethod
     def loads(cls, text: str) -> Checkpoint:
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        if data.get("format") != CHECKPOINT_FORMAT:
+            raise InputError("this split was started by an earlier fanout version, which cut "
+                             "records differently, so it cannot be resumed exactly; upload the "
+                             "file again under a new key to load it")
+        return cls(**data)
 
 
 def split_object(
@@ -163,8 +175,8 @@ def split_object(
         return SplitResult(job, f"planned {parts} ranges", info.source.uri)
     # A resumed split keeps the first try's range size, so it cuts the same messages.
     range_bytes = int((item or {}).get("range_bytes") or settings.range_bytes)
-    checkpoint = Checkpoint.loads(item["checkpoint"]) if item and "checkpoint" in item else Checkpoint()
     try:
+        checkpoint = Checkpoint.loads(item["checkpoint"]) if item and "checkpoint" in item else Checkpoint()
         finished = (_check_object(runtime, info, job, owner, range_bytes, checkpoint, remaining_s)
                     and _enqueue_rows(runtime, info, job, owner, range_bytes, checkpoint,
                                       remaining_s))
@@ -252,9 +264,12 @@ def _check_object(runtime: Runtime, info: Any, job: str, owner: str, range_bytes
             region.check()
             crossed = region.end_offset // checkpoint_bytes != cp.check_offset // checkpoint_bytes
             cp.check_offset, cp.check_line = region.end_offset, region.start_line + region.line_count
-            if crossed and remaining_s is not None and remaining_s() < settings.split_reserve_s:
-                ledger.save_checkpoint(ddb, ledger_table, job, owner, cp.dumps(), release=True)
-                return False
+            if crossed:  # save progress, so a crash or a hand-over resumes from here
+                out_of_time = remaining_s is not None and remaining_s() < settings.split_reserve_s
+                ledger.save_checkpoint(ddb, ledger_table, job, owner, cp.dumps(),
+                                       release=out_of_time)
+                if out_of_time:
+                    return False
     except CsvDecodeError as exc:
         raise InputError(str(exc)) from exc
     cp.checked = True
@@ -299,7 +314,10 @@ def _enqueue_rows(runtime: Runtime, info: Any, job: str, owner: str, range_bytes
             for region in regions:
                 lines, records = region.data_records()
                 if batcher is None and records:  # the first non-blank record is the header
-                    header = parse_csv_rows(records[0], spec.delimiter)[0]
+                    try:
+                        header = parse_csv_rows(records[0], spec.delimiter)[0]
+                    except csv.Error as exc:  # e.g. a field past csv's limit
+                        raise InputError(f"line {lines[0]}: the header cannot be read: {exc}") from None
                     cp.header, cp.header_line = header, lines[0]
                     _check_header(runtime, header, lines[0])
                     batcher = Batcher(enqueuer, job, source, header, spec.delimiter, cp.seq)

@@ -8,6 +8,8 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
 from fanout.cli import main
 from fanout.local.ingest import IngestOptions, ingest
 from fanout.makecsv import make_csv
@@ -94,15 +96,27 @@ def test_mixed_good_and_bad_rows_are_each_accounted_for(tmp_path: Path) -> None:
     assert s["completion"]["ERROR_DATA_LOCATION"].startswith("s3://fanout-uploads/errors/")
 
 
-def test_a_row_too_large_for_any_queue_message_is_rejected_not_lost(tmp_path: Path) -> None:
+@pytest.mark.parametrize("field_limit", [None, 1_100_000], ids=["parsable", "past-csv-field-limit"])
+def test_a_row_too_large_for_any_queue_message_is_rejected_not_lost(tmp_path: Path,
+                                                                   field_limit: int | None) -> None:
+    """Also when its field is past csv's field limit (64 MiB; lowered here to stand in for
+    a 64 MiB field): the splitter must not crash on parsing it."""
     data = tmp_path / "huge.csv"
     data.write_text("account,offer_id,blob\n" + "a,1,small\n" + f"a,2,{'z' * 1_200_000}\n" + "a,3,ok\n")
-    result = ingest(IngestOptions(file=data, spec=Spec.default(), out_dir=tmp_path / "out"))
+    saved = csv.field_size_limit(field_limit) if field_limit else None
+    try:
+        result = ingest(IngestOptions(file=data, spec=Spec.default(), out_dir=tmp_path / "out"))
+    finally:
+        if saved:
+            csv.field_size_limit(saved)
     s = result.summary
     assert (s["rows_read"], s["rows_written"], s["rows_rejected"]) == (3, 2, 1)
     (rejected,) = [json.loads(x) for x in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
     assert rejected["line"] == 3 and rejected["reason"] == "row_too_large"
-    assert len(rejected["row"][2]) == 200
+    if field_limit:
+        assert rejected["row"] == ["a,2," + "z" * 196]  # the raw text, cut
+    else:
+        assert len(rejected["row"][2]) == 200
 
 
 def test_json_copy_backs_up_written_items_and_status_shows_the_job(tmp_path: Path, capsys,

@@ -209,3 +209,85 @@ def test_the_enqueuer_never_reports_success_for_a_failed_send():
         enqueuer.drain()
     with pytest.raises(EnqueueError):
         enqueuer.close()
+
+
+def test_a_header_field_past_csvs_field_limit_fails_the_job_with_its_line(aws, stack, runtime):
+    body = ("\n" + "h" * 300 + ",offer_id\r\n1,2\r\n").encode()  # the header is on line 2
+    aws.s3.put_object(Bucket=stack.settings.bucket, Key="uploads/wide.csv", Body=body)
+    saved = csv.field_size_limit(200)  # stands in for a header field over 64 MiB
+    try:
+        result = handler.lambda_handler(s3_event(stack.settings.bucket, "uploads/wide.csv"), context())
+    finally:
+        csv.field_size_limit(saved)
+    job = result["jobs"][0]
+    assert job["status"] == "failed"
+    assert "wide.csv: line 2: the header cannot be read: field larger than field limit" in job["error"]
+    assert drain(aws.sqs, stack.settings.rows_queue_url) == []
+
+
+def test_duplicate_parallel_steps_never_multiply_the_next_stage(aws, stack, runtime):
+    """Every scan, check and range-split event delivered twice (and the S3 event): each
+    stage still starts the next exactly once per range, no duplicate reads the object
+    again, and every row is sent once."""
+    from splitter.split import split_event
+
+    rows = make_rows(600)
+    put_csv(aws, stack.settings.bucket, "uploads/wide.csv", rows)
+    settings = type(runtime.settings)(**{**runtime.settings.__dict__, "range_bytes": 1024,
+                                         "parallel_threshold_bytes": 4096,
+                                         "parallel_range_bytes": 6000})
+    events: list[dict] = []
+    parallel = Runtime(settings, runtime.spec, aws, continue_split=events.append)
+    gets = 0
+    original = aws.s3.get_object
+
+    def counting(**params):
+        nonlocal gets
+        gets += 1
+        return original(**params)
+
+    aws.s3.get_object = counting
+    for _ in range(2):  # a duplicate S3 event
+        split_event(s3_event(stack.settings.bucket, "uploads/wide.csv"), parallel)
+    started = {kind: 0 for kind in ("fanout_scan", "fanout_check", "fanout_range")}
+    reads_by_first_deliveries = 0
+    while events:
+        event = events.pop(0)
+        (kind,) = event
+        started[kind] += 1
+        for delivery in range(2):
+            before = gets
+            split_event(event, parallel)
+            if delivery == 1:
+                assert gets == before, f"a duplicate {kind} read the object again"
+            else:
+                reads_by_first_deliveries += gets - before
+    parts = started["fanout_scan"]
+    assert parts >= 4
+    assert started == {"fanout_scan": parts, "fanout_check": parts, "fanout_range": parts}
+    assert reads_by_first_deliveries > 0
+    job = ledger.get_job(aws.dynamodb, settings.ledger_table_name, split_event(
+        s3_event(stack.settings.bucket, "uploads/wide.csv"), parallel)[0].job)
+    assert job["rows_read"] == 600 and job["status"] == ledger.RUNNING
+    messages = rows_messages(aws.sqs, settings.rows_queue_url)
+    assert sorted(r[1] for m in messages for r in m.rows) == sorted(r[1] for r in rows)
+
+
+def test_a_checkpoint_from_an_earlier_version_fails_the_job_instead_of_resuming_inexactly(
+        aws, stack, runtime):
+    from splitter.split import split_object
+
+    put_csv(aws, stack.settings.bucket, "uploads/old.csv", make_rows(50))
+    first = split_object(runtime, stack.settings.bucket, "uploads/old.csv", owner="old",
+                         continue_split=lambda payload: None)
+    assert first.status == "split"  # small: done in one go; now make it look resumable
+    table = stack.settings.ledger_table_name
+    aws.dynamodb.update_item(
+        TableName=table, Key={"pk": {"S": first.job}, "sk": {"S": ledger.JOB_SK}},
+        UpdateExpression="SET #st = :s, #cp = :cp, split_lease_until = :z",
+        ExpressionAttributeNames={"#st": "status", "#cp": "checkpoint"},
+        ExpressionAttributeValues={":s": {"S": ledger.SPLITTING}, ":z": {"N": "0"},
+                                   ":cp": {"S": '{"offset":100,"line":3,"seq":1}'}})
+    resumed = split_object(runtime, stack.settings.bucket, "uploads/old.csv", owner="new",
+                           continue_split=lambda payload: None)
+    assert resumed.status == "failed" and "earlier fanout version" in resumed.error

@@ -85,9 +85,13 @@ def test_writer_invocation_duration_adds_writes_cpu_and_ledger() -> None:
 
 def test_splitter_rate_is_read_and_parse_in_series_capped_by_sending() -> None:
     a = model.SplitterAssumptions(memory_mb=1769, s3_read_mb_s=100, send_latency_s=0.01,
-                                  send_workers=8)
+                                  send_workers=8, object_reads=1)
     # parse 200k rows/s, read 100 MB/s at 100 B/row = 1M rows/s -> 1/(1/200k + 1/1M)
     assert model.splitter_rows_per_s(200_000, 100, a=a) == pytest.approx(1 / (1 / 2e5 + 1 / 1e6))
+    # the check pass reads the object a second time: 500k rows/s of reading
+    twice = model.SplitterAssumptions(memory_mb=1769, s3_read_mb_s=100, send_latency_s=0.01,
+                                      send_workers=8, object_reads=2)
+    assert model.splitter_rows_per_s(200_000, 100, a=twice) == pytest.approx(1 / (1 / 2e5 + 1 / 5e5))
     slow_send = model.SplitterAssumptions(memory_mb=1769, s3_read_mb_s=100, send_latency_s=1.0,
                                           send_workers=1)
     assert model.splitter_rows_per_s(200_000, 100, a=slow_send) == 250  # 10 msgs x 25 rows

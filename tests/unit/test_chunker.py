@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from splitter import chunker
 from splitter.chunker import CsvDecodeError, iter_records, iter_regions, last_boundary
 
 
@@ -90,8 +91,6 @@ def test_invalid_utf8_names_the_line() -> None:
 @given(data=csv_files(), size=st.integers(min_value=1, max_value=64),
        piece=st.integers(min_value=1, max_value=40))
 def test_pieces_smaller_than_a_range_change_nothing(data: bytes, size: int, piece: int) -> None:
-    import splitter.chunker as chunker
-
     saved = chunker.SUB_REGION_BYTES
     chunker.SUB_REGION_BYTES = piece
     try:
@@ -99,3 +98,12 @@ def test_pieces_smaller_than_a_range_change_nothing(data: bytes, size: int, piec
     finally:
         chunker.SUB_REGION_BYTES = saved
     assert got == reference(data)
+
+
+def test_a_quote_left_open_stops_at_the_record_limit_with_its_line(monkeypatch) -> None:
+    """A stray quote early in a big file must not carry (and re-scan) the rest of it."""
+    monkeypatch.setattr(chunker, "MAX_RECORD_BYTES", 4096)
+    data = b"a,b\n1,2\n3,\"open\n" + b"4,5\n" * 5000
+    with pytest.raises(CsvDecodeError) as raised:
+        list(iter_records(slices(data, 512)))
+    assert raised.value.line == 3 and "a quote is left open" in raised.value.reason

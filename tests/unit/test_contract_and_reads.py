@@ -147,3 +147,29 @@ def test_a_body_read_in_pieces_is_closed_once_done() -> None:
 
     assert list(iter_ranges(S3(), ObjectInfo(SOURCE, 10), 100, piece_bytes=4)) == [b"xxxx", b"xxxx", b"xx"]
     assert closed == [True]
+
+
+def test_a_body_that_ends_early_fails_loudly_rather_than_truncating() -> None:
+    class ShortS3:
+        def get_object(self, **params: Any) -> dict[str, Any]:
+            return {"Body": io.BytesIO(b"x" * 6)}  # the range asked for 10 bytes
+
+    with pytest.raises(OSError, match="ended after 6 bytes"):
+        list(iter_ranges(ShortS3(), ObjectInfo(SOURCE, 10), 100, piece_bytes=4))
+
+
+def test_a_rejection_bigger_than_a_message_travels_as_a_preview() -> None:
+    """A row's JSON can be several times its CSV text (300,000 one-character fields: 600 KB
+    of CSV, 1.2 MB of JSON): its rejection must still fit a DLQ message."""
+    from fanout.contract import KIND_REJECTED, Rejection, as_replay, rejected_messages
+
+    message = RowsMessage("job", 4, SOURCE, HEADER, [], [])
+    wide = Rejection(9, ["a"] * 300_000, "column_count", "300000 fields, header has 3")
+    small = Rejection(10, ["b", "2", "x"], "bad_number", "not a number")
+    out = rejected_messages(message, [wide, small])
+    assert all(len(m.encode().encode()) <= 1_048_576 for m in out)
+    carried = [r for m in out for r in m.rejections]
+    assert [(r.line, r.reason) for r in carried] == [(9, "row_too_large"), (10, "bad_number")]
+    assert "rejected as column_count" in carried[0].detail and len(carried[0].row) == 100
+    assert all(m.kind == KIND_REJECTED for m in out)
+    assert as_replay(out[0]).rows == []  # a preview is never written as if it were the row
