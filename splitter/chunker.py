@@ -220,13 +220,11 @@ class Region:
         never use those bytes inside a character)."""
         marks = (self.raw or self.text.encode()).translate(None, _NOT_QUOTE_OR_NEWLINE)
         marks = marks.replace(b'""', b"")
+        # The k-th quote left at `position` has `position - k` newlines before it.
         odd: list[int] = []
-        line = last = 0
         position = marks.find(QUOTE)
         while position >= 0:
-            line += marks.count(NEWLINE, last, position)
-            odd.append(line)
-            last = position
+            odd.append(position - len(odd))
             position = marks.find(QUOTE, position + 1)
         return odd
 
