@@ -27,9 +27,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from fanout.contract import RowsMessage, Source, parse_csv_rows
+from fanout.contract import RowsMessage, Source, decode
 from fanout.keys import TemplateError
 from fanout.mapping import RowMapper, RowRejected, Spec
+from splitter.batch import Batcher
 from splitter.chunker import CsvDecodeError, iter_records, iter_regions
 from writer.load import map_rows
 
@@ -146,11 +147,21 @@ def test_chunker_on_any_bytes_raises_only_csv_decode_error(data: st.DataObject) 
     check_chunker(raw, delimiter, data.draw(range_sizes(len(raw))))
 
 
+class Capture:
+    """Stands in for the Enqueuer: keeps the bodies."""
+
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+
+    def send(self, body: str, size: int | None = None) -> None:
+        self.bodies.append(body)
+
+
 def what_the_writer_parses(data: bytes, delimiter: str, size: int) -> list[tuple[int, list[str]]] | None:
-    """The splitter's path to a version-2 message and back: every region checked first
-    (as the splitter checks the whole object before it sends), then cut into record texts
-    (`data_records`), which the writer parses as `decode` does. None when the check (or
-    decoding) rightly raised CsvDecodeError."""
+    """The splitter's path to the queue and back: every region checked first (as the
+    splitter checks the whole object before it sends), then cut into records
+    (`data_records`) and 25-record messages (the real Batcher), which the writer decodes.
+    None when the check (or decoding) rightly raised CsvDecodeError."""
     try:
         regions = list(iter_regions(cut(data, size), delimiter=delimiter))
         for region in regions:
@@ -159,13 +170,18 @@ def what_the_writer_parses(data: bytes, delimiter: str, size: int) -> list[tuple
         assert exc.line >= 1 and exc.reason, exc
         event("messages: rejected by the check")
         return None
-    out: list[tuple[int, list[str]]] = []
+    queue = Capture()
+    batcher = Batcher(queue, "job", SOURCE, ["header"], delimiter, 0)  # type: ignore[arg-type]
     for region in regions:
         lines, texts = region.data_records()
         assert all(texts) and len(lines) == len(texts)
-        rows = parse_csv_rows("\n".join(texts), delimiter) if texts else []
-        assert len(rows) == len(lines)
-        out.extend(zip(lines, rows, strict=True))
+        batcher.add(lines, texts)
+    batcher.flush()
+    out: list[tuple[int, list[str]]] = []
+    for body in queue.bodies:
+        message = decode(body)
+        assert message.header == ["header"] and not message.rejections
+        out.extend(zip(message.lines, message.rows, strict=True))
     event("messages: carried")
     return out
 
