@@ -302,10 +302,12 @@ def iter_regions(
             if len(carry) > MAX_RECORD_BYTES:
                 # Without this, a quote left open would carry (and re-scan) the rest of the
                 # object: memory and time growing with the file.
-                raise CsvDecodeError(line, f"a record runs past {MAX_RECORD_BYTES // 2**20} MiB "
-                                           "without ending: a quote is left open (rows over "
-                                           "1 MiB cannot be loaded anyway: SQS's message limit)"
-                                           f"{QUOTING_HINT}")
+                limit = (f"{MAX_RECORD_BYTES // 2**20} MiB" if MAX_RECORD_BYTES % 2**20 == 0
+                         else f"{MAX_RECORD_BYTES:,} bytes")
+                raise CsvDecodeError(line, f"a record runs past {limit} "
+                                           "without ending: a quote left open, or a record far "
+                                           "too large to load (rows over 1 MiB cannot be: "
+                                           f"SQS's message limit){QUOTING_HINT}")
             continue
         # Parse in pieces of about SUB_REGION_BYTES: csv.reader reads from a StringIO that
         # holds up to 4 bytes a character, so a whole 8 MiB range would cost ~32 MB.

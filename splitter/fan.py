@@ -7,9 +7,10 @@ its trigger), all idempotent so Lambda's retries and duplicate deliveries are ha
 1. the planner (the S3 event's invocation): checks the header, cuts the object into N
    ranges, records the plan in the job item and starts N scans;
 2. a scan: counts quote bytes and newlines in its range (C speed, no parsing) and checks
-   that it decodes, stores the counts, and adds its index to the job's `scans_done` set;
-   whichever scan completes the set combines the counts into each range's start state
-   and starts N checks;
+   that it decodes, stores the counts (and where a bad byte is), and adds its index to
+   the job's `scans_done` set; whichever scan completes the set fails the job at the
+   first bad byte in file order, with its line, or combines the counts into each range's
+   start state and starts N checks;
 3. a check: runs csv.reader (strict, C speed) over the records its range owns, where
    they hold a quote, stores what it found, and adds its index to `checks_done`;
    whichever check completes the set fails the job with the first error in file order,
@@ -30,7 +31,7 @@ deduplicates, so no lease is needed.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -87,27 +88,37 @@ def scan(runtime: Runtime, info: ObjectInfo, task: dict[str, Any],
     settings = runtime.settings
 
     def work(_job_item: dict[str, Any]) -> dict[str, Any]:
-        # The scan also checks that the range decodes: a scan that finds a bad byte fails
-        # the job and never joins `scans_done`, so nothing is ever enqueued.
-        chunks = iter_ranges(runtime.clients.s3, info, settings.range_bytes, task["start"],
-                             task["end"])
+        # The scan also checks that the range decodes. A bad byte is reported, with the
+        # newlines before it in the range; the scan completing the set turns that into a
+        # line (the ranges before it counted theirs) and fails the job, first in file order.
+        def chunks(end: int) -> Iterator[bytes]:
+            return iter_ranges(runtime.clients.s3, info, settings.range_bytes, task["start"], end)
+
+        result = {"task": _s(json.dumps(task))}
         try:
-            stats = scan_range(decodable(chunks, runtime.spec.encoding, start_offset=task["start"],
-                                         start_line=None, mid_range=task["start"] > 0,
+            stats = scan_range(decodable(chunks(task["end"]), runtime.spec.encoding,
+                                         start_offset=task["start"], start_line=None,
+                                         mid_range=task["start"] > 0,
                                          final=task["end"] >= info.size))
         except DecodeError as exc:
-            # Only now is the line worth counting: the newlines before the bad byte.
-            newlines = scan_range(iter_ranges(runtime.clients.s3, info, settings.range_bytes, 0,
-                                              exc.offset)).newlines
-            raise DecodeError(newlines + 1, exc.offset, exc.encoding, exc.reason) from None
-        return {"task": _s(json.dumps(task)), "stats": _s(json.dumps(asdict(stats)))}
+            stats = scan_range(chunks(task["end"]))
+            before = scan_range(chunks(exc.offset)).newlines
+            result["error"] = _s(json.dumps({"newlines": before, "offset": exc.offset,
+                                             "encoding": exc.encoding, "reason": exc.reason}))
+        return {**result, "stats": _s(json.dumps(asdict(stats)))}
 
     def fan_out(_job_item: dict[str, Any]) -> None:
         scans = _query(runtime, task["job"], "scan#")
+        counted = [RangeStats(**json.loads(item["stats"]["S"])) for item in scans]
+        newlines = 0
+        for item, stats in zip(scans, counted, strict=True):
+            if "error" in item:
+                bad = json.loads(item["error"]["S"])
+                raise DecodeError(newlines + bad["newlines"] + 1, bad["offset"], bad["encoding"],
+                                  bad["reason"])
+            newlines += stats.newlines
         tasks = [json.loads(item["task"]["S"]) for item in scans]
-        states = _start_states([RangeStats(**json.loads(item["stats"]["S"])) for item in scans],
-                               tasks)
-        for range_task, state in zip(tasks, states, strict=True):
+        for range_task, state in zip(tasks, _start_states(counted, tasks), strict=True):
             continue_split({CHECK_KEY: {**range_task, "state": asdict(state)}})
 
     _run_step(runtime, "scan", task, work, fan_out)
@@ -202,7 +213,10 @@ def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any]) -> Non
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
-            return  # a duplicate of the last range finished it already
+            # Finished already, by this step's earlier try or a duplicate, which may have
+            # failed before it settled (a crash, an SNS publish that failed): settle now,
+            # as the sequential split does for a duplicate event (both are idempotent).
+            job_done = ledger.raw_job(ddb, settings.ledger_table_name, job)
         settle_job(runtime, job_done)
 
     _run_step(runtime, "range", task, work, fan_out)

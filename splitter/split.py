@@ -92,10 +92,7 @@ def _parallel_step(runtime: Runtime, kind: str, task: dict[str, Any],
         else:
             fan.split_range(runtime, info, task)
     except (InputError, SourceError) as exc:
-        error = f"{info.source.uri}: {exc}"
-        ledger.fail_job(runtime.clients.dynamodb, runtime.settings.ledger_table_name, job,
-                        error=error)
-        return SplitResult(job, "failed", info.source.uri, error=error)
+        return _fail(runtime, info, job, exc)
     return SplitResult(job, kind.removeprefix("fanout_"), info.source.uri)
 
 
@@ -357,7 +354,15 @@ def _enqueue_rows(runtime: Runtime, info: Any, job: str, owner: str, range_bytes
     return True
 
 
+MAX_HEADER_BYTES = 64 * 1024
+
+
 def _check_header(runtime: Runtime, header: list[str], line: int) -> None:
+    size = len(json.dumps(header, ensure_ascii=False).encode())
+    if size > MAX_HEADER_BYTES:
+        raise InputError(f"line {line}: the header is {size:,} bytes; at most "
+                         f"{MAX_HEADER_BYTES:,} (it travels in every message and in the job's "
+                         "ledger item)")
     try:
         runtime.spec.bind(header)
     except TemplateError as exc:

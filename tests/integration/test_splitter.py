@@ -145,6 +145,8 @@ def test_the_check_pass_hands_over_near_the_time_limit_and_resumes_where_it_stop
         (b"account,other\r\n1,2\r\n", "line 1: key template 'offer_id' names column 'offer_id'"),
         (b"account,offer_id,account\r\n1,2,3\r\n", "line 1: header has the column name 'account' more than once"),
         (b"account,offer_id\r\n1,2\r\n3,\xff\r\n", "line 3: bytes are not valid utf-8"),
+        (b"\r\naccount,offer_id," + b"x" * 70_000 + b"\r\n1,2,3\r\n",
+         "line 2: the header is 70,027 bytes; at most 65,536"),
     ],
 )
 def test_bad_input_ends_the_job_with_file_line_and_reason(aws, stack, runtime, body, message):
@@ -291,3 +293,40 @@ def test_a_checkpoint_from_an_earlier_version_fails_the_job_instead_of_resuming_
     resumed = split_object(runtime, stack.settings.bucket, "uploads/old.csv", owner="new",
                            continue_split=lambda payload: None)
     assert resumed.status == "failed" and "earlier fanout version" in resumed.error
+
+
+def test_a_parallel_split_retried_after_it_finished_but_before_it_settled_still_settles(
+        aws, stack, runtime, monkeypatch):
+    """The last range split finishes the split, then fails in settle_job (a crash, an SNS
+    publish that failed). Its retry finds the split finished and must settle the job
+    anyway: nothing else would, if the writers were all done by then."""
+    from splitter import fan
+    from splitter.split import split_event
+
+    put_csv(aws, stack.settings.bucket, "uploads/settle.csv", make_rows(300))
+    settings = type(runtime.settings)(**{**runtime.settings.__dict__, "range_bytes": 1024,
+                                         "parallel_threshold_bytes": 4096,
+                                         "parallel_range_bytes": 4000})
+    events: list[dict] = []
+    parallel = Runtime(settings, runtime.spec, aws, continue_split=events.append)
+    settled: list[str] = []
+
+    def flaky_settle(rt, job_item):
+        settled.append(job_item["status"]["S"])
+        if len(settled) == 1:
+            raise RuntimeError("SNS publish failed")
+
+    monkeypatch.setattr(fan, "settle_job", flaky_settle)
+    split_event(s3_event(stack.settings.bucket, "uploads/settle.csv"), parallel)
+    last_range = None
+    while events:
+        event = events.pop(0)
+        try:
+            split_event(event, parallel)
+        except RuntimeError:
+            last_range = event  # Lambda would retry this invocation
+    assert last_range is not None and "fanout_range" in last_range and settled == ["RUNNING"]
+    split_event(last_range, parallel)
+    assert settled == ["RUNNING", "RUNNING"]  # the retry settled the finished split
+    split_event(last_range, parallel)
+    assert len(settled) == 2  # and, marked done, a later duplicate stops
