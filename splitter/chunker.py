@@ -69,7 +69,7 @@ class Region:
         """
         reader_input: Iterator[str] | io.StringIO
         text = self.text
-        bare_cr = text.count("\r") != text.count("\r\n")
+        bare_cr = _has_bare_cr(text)
         consumed = 0
         if bare_cr:
             def physical_lines() -> Iterator[str]:
@@ -105,7 +105,7 @@ class Region:
         region before the splitter sends anything (it runs over the whole object first).
         """
         text = self.text
-        if "\r" in text and text.count("\r") != text.count("\r\n"):
+        if _has_bare_cr(text):
             return self._cut_records()  # a bare CR ends a record too: cut record by record
         lines = text.split("\n")
         if lines[-1] == "":
@@ -188,7 +188,7 @@ class Region:
                     ends.append(reader.line_num)
             except csv.Error as exc:
                 failure = exc
-        bare_cr = "\r" in text and text.count("\r") != text.count("\r\n")
+        bare_cr = _has_bare_cr(text)
         odd: list[int] = []
         if not bare_cr:  # (with a bare CR, csv.reader itself cuts: see _cut_records)
             lines = self.line_count + (not text.endswith("\n"))
@@ -230,6 +230,11 @@ class Region:
 
 
 _NOT_QUOTE_OR_NEWLINE = bytes(b for b in range(256) if b not in (QUOTE, NEWLINE[0]))
+
+
+def _has_bare_cr(text: str) -> bool:
+    """Whether a CR not followed by LF occurs (csv.reader ends a record there too)."""
+    return "\r" in text and text.count("\r") != text.count("\r\n")
 
 
 def _record_ends(odd: list[int], lines: int) -> list[int]:

@@ -40,7 +40,7 @@ from botocore.exceptions import ClientError
 from fanout import ledger
 from fanout.runtime import Runtime, settle_job
 from splitter.batch import Batcher
-from splitter.chunker import CsvDecodeError
+from splitter.chunker import CsvDecodeError, Region
 from splitter.enqueue import Enqueuer
 from splitter.parallel import RangeStats, StartState, iter_owned_regions, plan_ranges, scan_range
 from splitter.range_reader import ObjectInfo, iter_ranges
@@ -131,14 +131,10 @@ def check(runtime: Runtime, info: ObjectInfo, task: dict[str, Any],
     otherwise starts the range splits."""
     from splitter.split import InputError
 
-    spec = runtime.spec
-
     def work(_job_item: dict[str, Any]) -> dict[str, Any]:
-        chunks = iter_ranges(runtime.clients.s3, info, runtime.settings.range_bytes, task["start"])
         result = {"task": _s(json.dumps(task))}
         try:
-            for region in iter_owned_regions(chunks, StartState(**task["state"]), task["end"],
-                                             encoding=spec.encoding, delimiter=spec.delimiter):
+            for region in _owned_regions(runtime, info, task):
                 region.check()
         except CsvDecodeError as exc:
             # Reported, not raised: a later range can only fail because of what an earlier
@@ -155,6 +151,13 @@ def check(runtime: Runtime, info: ObjectInfo, task: dict[str, Any],
             continue_split({RANGE_KEY: json.loads(item["task"]["S"])})
 
     _run_step(runtime, "check", task, work, fan_out)
+
+
+def _owned_regions(runtime: Runtime, info: ObjectInfo, task: dict[str, Any]) -> Iterator[Region]:
+    """The regions of the records that start in the task's range."""
+    chunks = iter_ranges(runtime.clients.s3, info, runtime.settings.range_bytes, task["start"])
+    return iter_owned_regions(chunks, StartState(**task["state"]), task["end"],
+                              encoding=runtime.spec.encoding, delimiter=runtime.spec.delimiter)
 
 
 def _start_states(stats: list[RangeStats], tasks: list[dict[str, Any]]) -> list[StartState]:
@@ -177,14 +180,12 @@ def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any]) -> Non
         return [h.get("S") for h in job_item.get("header", {}).get("L", [])]
 
     def work(job_item: dict[str, Any]) -> dict[str, Any]:
-        chunks = iter_ranges(runtime.clients.s3, info, settings.range_bytes, task["start"])
         enqueuer = Enqueuer(runtime.clients.sqs, settings.rows_queue_url)
         batcher = Batcher(enqueuer, job, info.source, header_of(job_item), spec.delimiter,
                           index * RANGE_SEQ_SPAN)
         skip_header = index == 0
         try:
-            for region in iter_owned_regions(chunks, StartState(**task["state"]), task["end"],
-                                             encoding=spec.encoding, delimiter=spec.delimiter):
+            for region in _owned_regions(runtime, info, task):
                 lines, records = region.data_records()
                 if skip_header and records:
                     skip_header = False

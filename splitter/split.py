@@ -17,7 +17,7 @@ from fanout.keys import TemplateError
 from fanout.runtime import Runtime, publish_summary, settle_job
 from splitter import fan
 from splitter.batch import Batcher
-from splitter.chunker import CsvDecodeError, iter_regions
+from splitter.chunker import CsvDecodeError, Region, iter_regions
 from splitter.enqueue import Enqueuer
 from splitter.range_reader import head
 from splitter.source import SourceError, is_gzip, parse_chunks, parse_encoding
@@ -219,14 +219,30 @@ def _parallel(runtime: Runtime, info: Any) -> bool:
             and runtime.spec.encoding != "utf-16")
 
 
+def _regions(runtime: Runtime, info: Any, range_bytes: int, offset: int = 0,
+             line: int = 1) -> Iterator[Region]:
+    """The object's regions of whole records from parse offset `offset` (source `line`)."""
+    spec = runtime.spec
+    chunks = parse_chunks(runtime.clients.s3, info, range_bytes, encoding=spec.encoding,
+                          start=offset)
+    return iter_regions(chunks, encoding=parse_encoding(spec.encoding), delimiter=spec.delimiter,
+                        start_offset=offset, start_line=line)
+
+
+def _save_progress(runtime: Runtime, job: str, owner: str, cp: Checkpoint,
+                   remaining_s: Callable[[], float] | None) -> bool:
+    """Save the checkpoint; when too little time is left to reach the next one, also
+    release the lease for the continuation and return True (the caller hands over)."""
+    out_of_time = remaining_s is not None and remaining_s() < runtime.settings.split_reserve_s
+    ledger.save_checkpoint(runtime.clients.dynamodb, runtime.settings.ledger_table_name, job,
+                           owner, cp.dumps(), release=out_of_time)
+    return out_of_time
+
+
 def _read_header(runtime: Runtime, info: Any) -> tuple[list[str], int]:
     """The first non-blank record, checked against the spec."""
-    spec = runtime.spec
-    chunks = parse_chunks(runtime.clients.s3, info, runtime.settings.range_bytes,
-                          encoding=spec.encoding)
     try:
-        for region in iter_regions(chunks, encoding=parse_encoding(spec.encoding),
-                                   delimiter=spec.delimiter):
+        for region in _regions(runtime, info, runtime.settings.range_bytes):
             for line, fields in region.records():
                 if fields:
                     _check_header(runtime, fields, line)
@@ -249,29 +265,20 @@ def _check_object(runtime: Runtime, info: Any, job: str, owner: str, range_bytes
     """
     if cp.checked:
         return True
-    settings, spec = runtime.settings, runtime.spec
-    ddb, ledger_table = runtime.clients.dynamodb, settings.ledger_table_name
-    checkpoint_bytes = max(settings.checkpoint_bytes, range_bytes)
-    chunks = parse_chunks(runtime.clients.s3, info, range_bytes, encoding=spec.encoding,
-                          start=cp.check_offset)
+    checkpoint_bytes = max(runtime.settings.checkpoint_bytes, range_bytes)
     try:
-        for region in iter_regions(chunks, encoding=parse_encoding(spec.encoding),
-                                   delimiter=spec.delimiter, start_offset=cp.check_offset,
-                                   start_line=cp.check_line):
+        for region in _regions(runtime, info, range_bytes, cp.check_offset, cp.check_line):
             region.check()
             crossed = region.end_offset // checkpoint_bytes != cp.check_offset // checkpoint_bytes
             cp.check_offset, cp.check_line = region.end_offset, region.start_line + region.line_count
-            if crossed:  # save progress, so a crash or a hand-over resumes from here
-                out_of_time = remaining_s is not None and remaining_s() < settings.split_reserve_s
-                ledger.save_checkpoint(ddb, ledger_table, job, owner, cp.dumps(),
-                                       release=out_of_time)
-                if out_of_time:
-                    return False
+            # Save progress, so a crash or a hand-over resumes from here.
+            if crossed and _save_progress(runtime, job, owner, cp, remaining_s):
+                return False
     except CsvDecodeError as exc:
         raise InputError(str(exc)) from exc
     cp.checked = True
     # Saved, so that a retry after a crash in the split does not check the object again.
-    ledger.save_checkpoint(ddb, ledger_table, job, owner, cp.dumps())
+    _save_progress(runtime, job, owner, cp, None)
     return True
 
 
@@ -290,10 +297,7 @@ def _enqueue_rows(runtime: Runtime, info: Any, job: str, owner: str, range_bytes
     if info.size == 0:
         raise InputError("the file is empty (0 bytes): expected a header line")
     checkpoint_bytes = max(settings.checkpoint_bytes, range_bytes)
-    chunks = parse_chunks(runtime.clients.s3, info, range_bytes, encoding=spec.encoding,
-                          start=cp.offset)
-    regions = iter_regions(chunks, encoding=parse_encoding(spec.encoding), delimiter=spec.delimiter,
-                           start_offset=cp.offset, start_line=cp.line)
+    regions = _regions(runtime, info, range_bytes, cp.offset, cp.line)
     enqueuer = Enqueuer(runtime.clients.sqs, settings.rows_queue_url)
     batcher: Batcher | None = None
     if cp.header is not None:
@@ -335,10 +339,7 @@ def _enqueue_rows(runtime: Runtime, info: Any, job: str, owner: str, range_bytes
                     account()
                 cp.offset, cp.line = region.end_offset, region.start_line + region.line_count
                 enqueuer.drain()
-                out_of_time = remaining_s is not None and remaining_s() < settings.split_reserve_s
-                ledger.save_checkpoint(ddb, ledger_table, job, owner, cp.dumps(),
-                                       release=out_of_time)
-                if out_of_time:
+                if _save_progress(runtime, job, owner, cp, remaining_s):
                     return False
         except CsvDecodeError as exc:
             raise InputError(str(exc)) from exc
