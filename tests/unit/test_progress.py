@@ -1,0 +1,71 @@
+"""The one progress display: live on a terminal, periodic lines elsewhere, silent for --json."""
+
+import io
+
+from fanout.progress import ProgressDisplay, format_duration, format_rate
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_rate_and_eta_from_the_fraction_of_the_work() -> None:
+    clock = Clock()
+    display = ProgressDisplay(io.StringIO(), label="data.csv", clock=clock)
+    clock.now += 10
+    text = display.render(40_000, fraction=0.25, counts={"read": 50_000, "written": 40_000})
+    assert text == "data.csv: read 50,000, written 40,000 · 4,000 rows/s · 25% · ETA 0:30 · 0:10 elapsed"
+
+
+def test_eta_from_the_total_when_no_fraction_is_known() -> None:
+    clock = Clock()
+    display = ProgressDisplay(io.StringIO(), label="make-csv", clock=clock)
+    clock.now += 2
+    assert display.render(500, total=1_000) == "make-csv: 500/1,000 rows · 250 rows/s · 50% · ETA 0:02 · 0:02 elapsed"
+
+
+def test_nothing_done_or_too_fast_to_time_never_says_zero_per_second() -> None:
+    assert format_rate(0, 5.0, "rows") == "— rows/s"
+    assert format_rate(1, 0.0, "rows") == "1 rows in <1 ms"
+    assert format_rate(1, 0.5, "rows") == "2 rows/s"
+    assert format_duration(3725) == "1:02:05"
+
+
+def test_a_pipe_gets_a_line_every_interval_not_every_update() -> None:
+    clock, stream = Clock(), io.StringIO()
+    display = ProgressDisplay(stream, label="job", clock=clock, line_interval_s=5)
+    for _ in range(10):
+        display.update(10)
+        clock.now += 1
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and "\r" not in stream.getvalue()
+    display.update(20, force=True)
+    assert len(stream.getvalue().splitlines()) == 3
+
+
+def test_a_terminal_redraws_one_line_and_close_clears_it() -> None:
+    clock, tty = Clock(), Tty()
+    display = ProgressDisplay(tty, label="job", clock=clock)
+    display.update(1)
+    clock.now += 1
+    display.update(2)
+    assert tty.getvalue().count("\r") == 2 and "\n" not in tty.getvalue()
+    display.close()
+    assert tty.getvalue().endswith("\r")
+
+
+def test_quiet_writes_nothing() -> None:
+    stream = Tty()
+    display = ProgressDisplay(stream, label="job", quiet=True)
+    display.update(5, force=True)
+    display.close()
+    assert stream.getvalue() == ""
