@@ -90,12 +90,33 @@ def test_cli_usage_errors_exit_2(tmp_path: Path, capsys) -> None:
 
 
 def test_bad_file_fails_the_pipeline_with_exit_1(tmp_path: Path, capsys) -> None:
-    data = tmp_path / "nokey.csv"
-    data.write_text("name,value\nx,1\n")
+    data = tmp_path / "latin.csv"
+    data.write_bytes("account,offer_id\nx,1\ncaf\u00e9,2\n".encode("latin-1"))
     assert main(["ingest", str(data), "--out", str(tmp_path / "out")]) == 1
     out = capsys.readouterr().out
     assert "status     FAILED" in out
-    assert "nokey.csv: line 1: key template 'account' names column 'account'" in out
+    assert "latin.csv: line 3: bytes are not valid utf-8" in out and "--encoding latin-1" in out
+
+
+def test_a_header_that_does_not_fit_the_keys_exits_2_before_anything_starts(
+        tmp_path: Path, capsys, monkeypatch) -> None:
+    import fanout.local.ingest as local_ingest
+
+    def no_emulator(*args, **kwargs):
+        raise AssertionError("the emulator started")
+
+    monkeypatch.setattr(local_ingest, "Emulator", no_emulator)
+    data = tmp_path / "nokey.csv"
+    data.write_text("name;value\nx;1\n")
+    assert main(["ingest", str(data), "--partition-key", "nosuchcol"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"fanout ingest: error: {data}: header: key template 'nosuchcol' names "
+                          "column 'nosuchcol', which is not in the header (name, value)")
+    # A one-column header may be another delimiter: the error says what to set.
+    data.write_text("name:value\nx:1\n")
+    assert main(["ingest", str(data), "--partition-key", "name"]) == 2
+    assert "read as one column (delimiter ',')" in capsys.readouterr().err
 
 
 def test_make_csv_is_reproducible_and_validates(tmp_path: Path, capsys) -> None:
