@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from fanout.aws import client
 from fanout.failures import is_loopback, use_local_credentials
 from fanout.settings import ResourceNames
@@ -67,7 +69,7 @@ def discover(*, endpoint_url: str | None = None, stack: str | None = None,
 def stack_outputs(cloudformation: Any, stack: str) -> dict[str, str]:
     try:
         stacks = cloudformation.describe_stacks(StackName=stack)["Stacks"]
-    except Exception as exc:  # botocore ClientError: "Stack with id X does not exist"
+    except ClientError as exc:  # "Stack with id X does not exist"
         raise TargetError(f"cannot describe stack {stack}: {exc}") from exc
     if not stacks:
         raise TargetError(f"stack {stack} not found")
@@ -77,5 +79,5 @@ def stack_outputs(cloudformation: Any, stack: str) -> dict[str, str]:
 def queue_url(sqs: Any, name: str) -> str:
     try:
         return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
-    except Exception as exc:
+    except ClientError as exc:  # not found; no credentials or no endpoint say so themselves
         raise TargetError(f"queue {name} not found: {exc}") from exc

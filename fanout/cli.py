@@ -15,13 +15,13 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
 
 from fanout.failures import (
     DEBUG_VARIABLE,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    OneLineParser,
     describe,
     one_line,
     use_local_credentials,
@@ -68,13 +68,6 @@ exit status:
      --endpoint-url, no such --stack): one line on stderr says which
   2  usage error
 """
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Usage errors as one line naming the command, the argument and the rule."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _positive(text: str) -> int:

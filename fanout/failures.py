@@ -7,7 +7,9 @@ and what to do, and an exit code their --help documents; never a traceback.
 
 from __future__ import annotations
 
+import argparse
 import os
+from typing import NoReturn
 from urllib.parse import urlparse
 
 from botocore.exceptions import (
@@ -30,6 +32,13 @@ EXIT_REJECTED = 3  # `fanout ingest`: the run finished, but some rows were rejec
 # A local emulator accepts any credentials (these are moto's).
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 DEBUG_VARIABLE = "FANOUT_DEBUG"  # set to 1 to see the traceback of an unexpected failure
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line naming the command, the argument and the rule (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def is_loopback(endpoint_url: str | None) -> bool:
