@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,45 @@ def test_make_csv_is_reproducible_and_validates(tmp_path: Path, capsys) -> None:
     assert main(["make-csv", "--rows", "0", "--output", str(a)]) == 2
     assert main(["make-csv", "--rows", "5", "--accounts", "10", "--output", str(a)]) == 0
     assert "More accounts than rows" in capsys.readouterr().out
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_shows_rows_read_and_written_with_a_rate_from_the_start(tmp_path: Path) -> None:
+    data = tmp_path / "data.csv"
+    make_csv(3000, 20, data, seed=2, stream=io.StringIO())
+    terminal = Tty()
+    ingest(IngestOptions(file=data, spec=Spec.default(), out_dir=tmp_path / "out",
+                         range_bytes=16 * 1024, progress=terminal))
+    frames = [f.strip() for f in terminal.getvalue().split("\r") if f.strip()]
+    assert frames, "nothing was shown while the job ran"
+    assert all(f.startswith("data.csv: read ") and ", written " in f for f in frames)
+    # Rows are counted while the split runs, not only at the end.
+    assert any(not f.startswith("data.csv: read 3,000,") for f in frames)
+    # ... with a rate and an ETA (from the share of the file's bytes split, times the share
+    # of those rows written).
+    assert any(re.search(r"· [\d,]+ rows/s · \d+% · ETA \d+:\d\d ·", f) for f in frames)
+    assert terminal.getvalue().endswith("\r")  # the live line is cleared for the summary
+
+
+def test_json_prints_nothing_but_the_json(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "one.csv"
+    data.write_text("account,offer_id\na,1\n")
+    assert main(["ingest", str(data), "--out", str(tmp_path / "out"), "--json"]) == 0
+    printed = capsys.readouterr()
+    summary = json.loads(printed.out)
+    assert printed.err == ""
+    assert summary["rows_written"] == 1 and summary["source_format"].startswith("utf-8")
+
+
+def test_a_one_row_file_does_not_report_zero_rows_per_second(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "one.csv"
+    data.write_text("account;offer_id\na;1\n")
+    assert main(["ingest", str(data), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "read as    utf-8, delimiter ';' (from the header)" in out
+    elapsed = next(line for line in out.splitlines() if line.startswith("elapsed"))
+    assert "(0 rows/s)" not in elapsed and "rows/s" in elapsed
