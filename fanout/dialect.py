@@ -37,6 +37,10 @@ class DialectError(ValueError):
     """The start of the file cannot be read as what it claims (or what was set) to be."""
 
 
+class SettingConflict(DialectError):
+    """What is set contradicts what the bytes say (a UTF-16 BOM, another encoding set)."""
+
+
 @dataclass(frozen=True)
 class Dialect:
     """What the splitter reads the file as, and how each part was decided."""
@@ -86,7 +90,7 @@ def detect(head: bytes, *, encoding: str | None = None, delimiter: str | None = 
     else:
         encoding_from = "spec"
         if bom == "utf-16" and encoding != "utf-16":
-            raise DialectError(f"the file starts with a UTF-16 byte order mark, but the encoding "
+            raise SettingConflict(f"the file starts with a UTF-16 byte order mark, but the encoding "
                                f"is set to {encoding}: set it to utf-16 (--encoding utf-16, or "
                                "[source] encoding in the spec), or leave it unset")
     if delimiter is not None:

@@ -50,6 +50,8 @@ def preflight(path: Path, spec: Spec) -> dialect.Dialect:
         whole = not f.read(1)
     try:
         found = dialect.detect(head, encoding=spec.set_encoding(), delimiter=spec.set_delimiter())
+    except dialect.SettingConflict as exc:
+        raise UsageError(f"{path}: {exc}") from None
     except dialect.DialectError as exc:
         raise InputFileError(f"{path}: {exc}") from None
     header = dialect.header_of(head, found, whole=whole)

@@ -87,6 +87,24 @@ def test_a_bad_delimiter_flag_names_the_flag(tmp_path: Path, capsys) -> None:
     assert one_line(capsys.readouterr().err).startswith("fanout ingest: error: --delimiter: ';;'")
 
 
+def test_a_set_encoding_against_a_utf16_bom_exits_2_naming_the_setting(tmp_path: Path,
+                                                                       capsys) -> None:
+    data = tmp_path / "u16.csv"
+    data.write_bytes("account,offer_id\na,1\n".encode("utf-16"))
+    assert main(["ingest", str(data), "--encoding", "utf-8"]) == 2
+    assert one_line(capsys.readouterr().err) == (
+        f"fanout ingest: error: {data}: the file starts with a UTF-16 byte order mark, but the "
+        "encoding is set to utf-8: set it to utf-16 (--encoding utf-16, or [source] encoding in "
+        "the spec), or leave it unset")
+
+
+def test_bad_gzip_is_a_failed_input_exit_1(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "broken.csv"
+    data.write_bytes(b"\x1f\x8b\x08\x00" + b"not deflate at all" * 10)
+    assert main(["ingest", str(data)]) == 1
+    assert "starts like gzip (bytes 1f 8b) but is not valid gzip" in one_line(capsys.readouterr().err)
+
+
 def test_a_spec_error_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
     data, spec = tmp_path / "x.csv", tmp_path / "spec.toml"
     data.write_text("account,offer_id\na,1\n")

@@ -279,6 +279,12 @@ def test_failures_are_one_line_with_no_traceback(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "argument --max: must be a whole number of at least 1 (got 'abc')" in err
+    # A stack that does not exist: one line naming it.
+    with mock_aws():
+        assert main(["inspect", "--stack", "no-such-stack"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot describe stack no-such-stack" in err
+    assert "does not exist" in err
     # No credentials for a remote stack: one line naming the fix.
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
