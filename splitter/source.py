@@ -17,6 +17,7 @@ the regions, and so the messages, that an uninterrupted one would.
 from __future__ import annotations
 
 import codecs
+import logging
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -25,6 +26,8 @@ from typing import Any
 from fanout import dialect
 from fanout.runtime import Runtime
 from splitter.range_reader import READ_PIECE_BYTES, ObjectInfo, iter_ranges
+
+log = logging.getLogger(__name__)
 
 
 class SourceError(ValueError):
@@ -49,6 +52,7 @@ def open_source(runtime: Runtime, info: ObjectInfo) -> tuple[Runtime, SourceObje
         found = dialect.detect(head, encoding=spec.set_encoding(), delimiter=spec.set_delimiter())
     except dialect.DialectError as exc:
         raise SourceError(str(exc)) from None
+    log.info("reading %s as %s", info.source.uri, found.describe())
     decided = {"encoding": found.encoding, "delimiter": found.delimiter}
     return (with_source_format(runtime, decided),
             SourceObject(info.source, info.size, gzip=found.gzip))
