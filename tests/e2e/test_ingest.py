@@ -175,3 +175,16 @@ def test_a_one_row_file_does_not_report_zero_rows_per_second(tmp_path: Path, cap
     assert "read as    utf-8, delimiter ';' (from the header)" in out
     elapsed = next(line for line in out.splitlines() if line.startswith("elapsed"))
     assert "(0 rows/s)" not in elapsed and "rows/s" in elapsed
+
+
+def test_make_csv_progress_goes_through_the_one_display_and_json_prints_only_json(
+        tmp_path: Path, capsys) -> None:
+    terminal = Tty()
+    make_csv(25_000, 20, tmp_path / "a.csv", seed=1, stream=io.StringIO(), progress=terminal)
+    frames = [f.strip() for f in terminal.getvalue().split("\r") if f.strip()]
+    assert frames and all(re.match(r"make-csv \S+a\.csv: [\d,]+/25,000 rows · ", f) for f in frames)
+    assert main(["make-csv", "--rows", "50", "--output", str(tmp_path / "b.csv"), "--json"]) == 0
+    printed = capsys.readouterr()
+    assert printed.err == ""
+    assert json.loads(printed.out) == {"output": str(tmp_path / "b.csv"), "rows": 50,
+                                       "bytes": (tmp_path / "b.csv").stat().st_size}
