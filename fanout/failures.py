@@ -78,6 +78,8 @@ def describe(exc: BaseException) -> str | None:
         return f"{exc.operation_name}: {code}: {message}"
     if isinstance(exc, BotoCoreError):
         return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:  # a file that cannot be read or written
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     return None
 
 

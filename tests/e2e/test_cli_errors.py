@@ -105,6 +105,13 @@ def test_bad_gzip_is_a_failed_input_exit_1(tmp_path: Path, capsys) -> None:
     assert "starts like gzip (bytes 1f 8b) but is not valid gzip" in one_line(capsys.readouterr().err)
 
 
+def test_an_unwritable_output_is_one_line(tmp_path: Path, capsys) -> None:
+    target = tmp_path / "no-such-dir" / "data.csv"
+    assert main(["make-csv", "--rows", "5", "--output", str(target)]) == 1
+    assert one_line(capsys.readouterr().err) == (
+        f"fanout make-csv: error: {target}: No such file or directory")
+
+
 def test_a_spec_error_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
     data, spec = tmp_path / "x.csv", tmp_path / "spec.toml"
     data.write_text("account,offer_id\na,1\n")
