@@ -74,10 +74,10 @@ def splitter_runtime(s3: Any, sqs: Any, range_bytes: int | None = None) -> Runti
 def run_splitter(s3: Any, sqs: Any, range_bytes: int | None = None) -> int:
     """The splitter's whole read path for the one object `s3` serves; returns data rows."""
     # The code path split_object runs: the check before anything is sent, then the split.
+    from splitter.source import open_source
     from splitter.split import Checkpoint, _check_object, _enqueue_rows
 
-    runtime = splitter_runtime(s3, sqs, range_bytes)
-    info = head(s3, "bench", "bench.csv")
+    runtime, info = open_source(splitter_runtime(s3, sqs, range_bytes), head(s3, "bench", "bench.csv"))
     checkpoint = Checkpoint()
     job, range_bytes = job_id_for(info.source), runtime.settings.range_bytes
     assert _check_object(runtime, info, job, "bench", range_bytes, checkpoint, None)
