@@ -23,6 +23,14 @@ line. Prefix NAME= to name the attribute (and NAME:N= to make it a number):
 """
 
 
+INFER_EPILOG = """\
+exit status:
+  0  the spec was written
+  1  the file cannot be read as CSV (the message says what to set)
+  2  usage error (bad arguments, no such file, --out exists without --force)
+"""
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -81,6 +89,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--concurrency", type=_positive, default=4,
                        help="concurrent writer invocations (default 4)")
 
+    spec = commands.add_parser(
+        "spec", help="work with mapping specs: `fanout spec infer FILE`",
+        description="Work with mapping specs (TOML).")
+    spec_commands = spec.add_subparsers(dest="spec_command", required=True)
+    infer = spec_commands.add_parser(
+        "infer", help="write a commented spec inferred from a sample of FILE",
+        description="Read the first rows of FILE (gzip, BOM and delimiter detected as the "
+                    "splitter detects them) and write a commented, valid mapping spec: column "
+                    "types (N, BOOL, JSON only where every sampled value converts), empty "
+                    "handling, header normalisation, and a key unique in the sample.",
+        epilog=INFER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    infer.add_argument("file", type=Path, help="the CSV file to sample")
+    infer.add_argument("--rows", type=_positive, default=10_000, metavar="N",
+                       help="data rows to sample (default 10,000, or the whole file if smaller)")
+    infer.add_argument("--out", type=Path, metavar="FILE",
+                       help="write the spec here (default: print it)")
+    infer.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    infer.add_argument("--delimiter", help="the delimiter (default: sniffed from the header)")
+    infer.add_argument("--encoding", help="utf-8, utf-16 or latin-1 (default: from the BOM, or utf-8)")
+
     make = commands.add_parser(
         "make-csv", help="generate test data (the old make-csv.py's columns)",
         description="Generate a CSV with columns account, offer_id, catalog_id, "
@@ -103,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "status":
         return _status(args)
+    if args.command == "spec":
+        return _spec_infer(args)
     return 2  # pragma: no cover - argparse enforces the choices
 
 
@@ -114,6 +144,34 @@ def _make_csv(args: argparse.Namespace) -> int:
     except MakeCsvError as exc:
         print(f"fanout make-csv: error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _spec_infer(args: argparse.Namespace) -> int:
+    from fanout.infer import InferError, infer_file
+
+    if not args.file.is_file():
+        print(f"fanout spec infer: error: {args.file}: no such file", file=sys.stderr)
+        return 2
+    if args.out and args.out.exists() and not args.force:
+        print(f"fanout spec infer: error: {args.out} exists: pass --force to overwrite it",
+              file=sys.stderr)
+        return 2
+    try:
+        inference = infer_file(args.file, max_rows=args.rows, delimiter=args.delimiter,
+                               encoding=args.encoding)
+    except InferError as exc:
+        print(f"fanout spec infer: error: {exc}", file=sys.stderr)
+        return 1
+    text = inference.to_toml(args.file.name)
+    key = inference.key
+    keys = key.partition + (f" + {key.sort}" if key.sort else "")
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}: {inference.rows:,} rows sampled, key {keys}, "
+              f"{len(inference.types)} typed column(s)", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return 0
 
 

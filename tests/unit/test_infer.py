@@ -10,6 +10,7 @@ import pytest
 
 from fanout.infer import InferError, infer
 from fanout.mapping import Spec, load_spec
+from tests.datasets import dataset
 
 
 def _infer(text: str, **options: object):
@@ -128,17 +129,6 @@ def test_the_sample_is_bounded():
 
 # --------------------------------------------------------------------------- files no test was tuned on
 
-def _dataset(package: str, *parts: str):
-    """A CSV shipped inside a public data package (installed, without its pandas
-    dependency, by `make setup`); located without importing the package."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.find_spec(package)
-    assert spec and spec.submodule_search_locations, f"{package} is not installed: run make setup"
-    return Path(next(iter(spec.submodule_search_locations)), *parts)
-
-
 def _load_all(path, spec: Spec):
     """Every row of the file through the writer's mapper: items by key, and rejections."""
     with open(path, newline="", encoding="utf-8-sig") as f:
@@ -164,7 +154,7 @@ def test_public_datasets_load_with_no_rejection_and_no_key_collision(tmp_path, p
                                                                      key, typed):
     from fanout.infer import infer_file
 
-    path = _dataset(package, *parts)
+    path = dataset(package, *parts)
     inference = infer_file(path)
     assert (inference.key.partition, inference.key.sort) == key
     assert {c: inference.types.get(c) for c in typed} == typed
