@@ -15,11 +15,13 @@ from dlq_replayer.inspect import distinct_rows, format_text, summarize
 from dlq_replayer.plan import PURGE, REDRIVE, Filters
 from dlq_replayer.redrive import Options, Outcome, run
 from dlq_replayer.target import Target, TargetError, discover
+from fanout.failures import OneLineParser, describe, one_line
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_NOTHING_OR_PARTIAL = 3
+EXIT_NOTHING = 3
+EXIT_PARTIAL = 4
 
 EPILOG = """\
 target (one of):
@@ -29,15 +31,19 @@ target (one of):
 
 exit status:
   0  done
-  1  failure (queues not found, AWS error)
+  1  failure: queues or stack not found, AWS not reachable (no credentials, nothing
+     listening at --endpoint-url), an AWS error, or no message could be completed;
+     one line on stderr says which
   2  usage error (bad arguments, unreadable fixes file, purge without --yes off a terminal)
-  3  nothing matched the filters, or the run was partial (a message could not be sent
-     back or deleted, fixes rows not found in the DLQ, messages held by another reader)
+  3  nothing was done: nothing matched the filters (or purge was cancelled)
+  4  partial run: some of it was done, but a message could not be sent back or deleted,
+     rows of the fixes file were not found in the DLQ, or messages were held by another
+     reader; run again to finish
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineParser(add_help=False)
     where = common.add_argument_group("target")
     where.add_argument("--endpoint-url", metavar="URL",
                        help="AWS endpoint, e.g. http://127.0.0.1:4566 of `fanout serve`")
@@ -51,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "reappear after it")
     common.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    selection = argparse.ArgumentParser(add_help=False)
+    selection = OneLineParser(add_help=False)
     chosen = selection.add_argument_group("selection")
     chosen.add_argument("--job", action="append", default=[], metavar="ID",
                         help="only this job (repeatable)")
@@ -59,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only rows rejected for this reason, e.g. empty_key, bad_number, "
                              "retries_exhausted (repeatable)")
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="dlq-replayer",
         description="Inspect, export, fix and redrive what waits in fanout's dead-letter queue.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,14 +121,20 @@ def _action_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1 (got {text!r})") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1 (got {value})")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number more than 0 (got {text!r})") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be more than 0 (got {text})")
     return value
@@ -140,9 +152,20 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None,
         return int(exc.code or 0)
 
     def fail(code: int, text: str) -> int:
-        print(f"dlq-replayer {args.command}: {text}", file=stderr)
+        print(f"dlq-replayer {args.command}: error: {one_line(text)}", file=stderr)
         return code
 
+    try:
+        return _run(args, fail, stdout, stderr, stdin, target, hook)
+    except KeyboardInterrupt:
+        return fail(130, "interrupted (messages it held reappear after their visibility timeout)")
+    except Exception as exc:  # AWS errors, no credentials, nothing at the endpoint: one line
+        return fail(EXIT_FAILED, describe(exc) or f"{type(exc).__name__}: {exc}")
+
+
+def _run(args: argparse.Namespace, fail: Callable[[int, str], int], stdout: TextIO,
+         stderr: TextIO, stdin: TextIO, target: Target | None,
+         hook: Callable[[str, Any], None] | None) -> int:
     if target is None:
         if not (args.endpoint_url or args.stack or (args.dlq_url and args.rows_queue_url)):
             return fail(EXIT_USAGE, "say where: --endpoint-url URL, --stack NAME, or "
@@ -173,18 +196,21 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None,
         outcome = run(target, Options(
             op=args.command, filters=filters, fixes=fixes, dry_run=args.dry_run,
             max_messages=args.max_messages, rate=getattr(args, "rate", None), confirm=confirm,
-            hook=hook, progress=stderr), reader)
+            hook=hook, progress=None if args.json else stderr), reader)
     except (OSError, FixesError) as exc:
         return fail(EXIT_FAILED, str(exc))
-    except Exception as exc:  # botocore errors: say which, exit 1
-        return fail(EXIT_FAILED, f"{type(exc).__name__}: {exc}")
     _print_outcome(outcome, args.json, stdout, stderr)
-    if outcome.cancelled:
-        return EXIT_NOTHING_OR_PARTIAL
+    return exit_code(outcome)
+
+
+def exit_code(outcome: Outcome) -> int:
+    """0 done; 1 nothing could be completed; 3 nothing done; 4 partial (see EPILOG)."""
     if outcome.messages_failed and not outcome.messages_done:
         return EXIT_FAILED
-    if not outcome.matched or outcome.partial:
-        return EXIT_NOTHING_OR_PARTIAL
+    if outcome.cancelled or not outcome.matched:
+        return EXIT_NOTHING
+    if outcome.partial:
+        return EXIT_PARTIAL
     return EXIT_OK
 
 
@@ -197,7 +223,7 @@ def _read_only(args: argparse.Namespace, reader: DlqReader, filters: Filters,
     if args.command == "inspect":
         summary = summarize(messages, filters, samples=args.samples)
         stdout.write(json.dumps(summary, indent=2) + "\n" if args.json else format_text(summary))
-        return EXIT_OK if summary["rows"] else EXIT_NOTHING_OR_PARTIAL
+        return EXIT_OK if summary["rows"] else EXIT_NOTHING
     rows = distinct_rows(messages, filters)
     count = export_rows(rows, args.out)
     result = {"rows": count, "out": str(args.out),
@@ -208,7 +234,7 @@ def _read_only(args: argparse.Namespace, reader: DlqReader, filters: Filters,
     else:
         stdout.write(f"exported {count:,} row(s) from {result['messages']:,} DLQ message(s) "
                      f"to {args.out}\n")
-    return EXIT_OK if count else EXIT_NOTHING_OR_PARTIAL
+    return EXIT_OK if count else EXIT_NOTHING
 
 
 def _ask(stdin: TextIO, stderr: TextIO) -> Callable[[dict[str, Any]], bool]:

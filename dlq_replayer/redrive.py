@@ -21,6 +21,7 @@ from typing import Any, TextIO
 from dlq_replayer.dlq import DlqReader, Ref, in_flight
 from dlq_replayer.plan import PURGE, REDRIVE, Filters, Plan, plan_message
 from dlq_replayer.target import Target
+from fanout.progress import ProgressDisplay
 from fanout.settings import MAX_SEND_BATCH
 
 Hook = Callable[[str, Plan], None]
@@ -229,25 +230,16 @@ class RateLimiter:
 
 
 class Progress:
-    """A progress line on a terminal (stderr); silent when it is not one."""
+    """The run's progress through the one display (fanout/progress.py): DLQ messages done
+    and the rows they held, with the rate."""
 
     def __init__(self, stream: TextIO | None, op: str) -> None:
-        self.stream = stream if stream is not None and stream.isatty() else None
+        self.display = ProgressDisplay(stream, label=f"dlq-replayer {op}", unit="messages")
         self.op = op
-        self.last = 0.0
 
     def show(self, outcome: Outcome) -> None:
-        if not self.stream or time.monotonic() - self.last < 0.2:
-            return
-        self.last = time.monotonic()
         rows = outcome.rows_purged if self.op == PURGE else outcome.rows_sent
-        self.stream.write(f"\r{self.op}: {outcome.messages_done:,} messages, {rows:,} rows"
-                          .ljust(60))
-        self.stream.flush()
+        self.display.update(outcome.messages_done, messages=outcome.messages_done, rows=rows)
 
     def done(self) -> None:
-        if self.stream and self.last:
-            self.stream.write("\r" + " " * 60 + "\r")
-            self.stream.flush()
-
-
+        self.display.close()

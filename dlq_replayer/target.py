@@ -3,13 +3,13 @@ deployed stack (found from its CloudFormation outputs)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
+
+from botocore.exceptions import ClientError
 
 from fanout.aws import client
-from fanout.local.emulator import FAKE_CREDENTIALS
+from fanout.failures import is_loopback, use_local_credentials
 from fanout.settings import ResourceNames
 
 # The CloudFormation outputs the stack declares (infra/).
@@ -34,20 +34,6 @@ class Target:
     # Long polling for each DLQ read: AWS's short polling samples a subset of servers and
     # can answer "empty" too early; a local emulator answers exactly, so 0 there.
     wait_s: int = 1
-
-
-def is_loopback(endpoint_url: str | None) -> bool:
-    host = urlparse(endpoint_url or "").hostname or ""
-    return host in ("127.0.0.1", "localhost", "::1")
-
-
-def use_local_credentials(endpoint_url: str | None) -> None:
-    """A local emulator accepts any credentials: supply moto's fake ones when none are set,
-    so `dlq-replayer --endpoint-url http://127.0.0.1:P` works on a machine with no profile."""
-    if is_loopback(endpoint_url) and not os.environ.get("AWS_ACCESS_KEY_ID") \
-            and not os.environ.get("AWS_PROFILE"):
-        for name, value in FAKE_CREDENTIALS.items():
-            os.environ.setdefault(name, value)
 
 
 def discover(*, endpoint_url: str | None = None, stack: str | None = None,
@@ -83,7 +69,7 @@ def discover(*, endpoint_url: str | None = None, stack: str | None = None,
 def stack_outputs(cloudformation: Any, stack: str) -> dict[str, str]:
     try:
         stacks = cloudformation.describe_stacks(StackName=stack)["Stacks"]
-    except Exception as exc:  # botocore ClientError: "Stack with id X does not exist"
+    except ClientError as exc:  # "Stack with id X does not exist"
         raise TargetError(f"cannot describe stack {stack}: {exc}") from exc
     if not stacks:
         raise TargetError(f"stack {stack} not found")
@@ -93,5 +79,5 @@ def stack_outputs(cloudformation: Any, stack: str) -> dict[str, str]:
 def queue_url(sqs: Any, name: str) -> str:
     try:
         return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
-    except Exception as exc:
+    except ClientError as exc:  # not found; no credentials or no endpoint say so themselves
         raise TargetError(f"queue {name} not found: {exc}") from exc

@@ -1,20 +1,58 @@
-"""The `fanout` command: ingest, make-csv, status (and serve)."""
+"""The `fanout` command: ingest, make-csv, status (and serve).
+
+Every failure ends with one line on stderr and a documented exit code, never a traceback:
+`main` maps what a command cannot fix itself (AWS errors, no credentials, nothing at the
+endpoint, a bad spec) to a line and a code, around whichever command runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
+from fanout.failures import (
+    DEBUG_VARIABLE,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    OneLineParser,
+    describe,
+    one_line,
+    use_local_credentials,
+)
 from fanout.mapping import Spec, SpecError, load_spec
+
+MAIN_EPILOG = """\
+exit status (every command):
+  0  done
+  1  failed: the pipeline failed (bad input file, emulator or handler failure), the job
+     was not found, or AWS could not be reached (no credentials, nothing listening at
+     --endpoint-url, no such --stack); one line on stderr says which and what to do
+  2  usage error: bad arguments, a bad spec, or a file whose header does not fit the
+     spec (found before anything starts)
+  3  (ingest) the run finished, but some rows were rejected (see rejected.jsonl)
+"""
 
 INGEST_EPILOG = """\
 exit status:
   0  every row landed (written or superseded by a later row with the same key)
   1  the pipeline itself failed (bad input file, emulator or handler failure)
-  2  usage error (bad arguments or spec)
+  2  usage error (bad arguments or spec; a key or spec column not in the header, checked
+     before the emulator starts)
   3  the run finished, but some rows were rejected (see rejected.jsonl)
+
+how the file is read (unless --delimiter, --encoding or the spec's [source] say):
+  gzip       by its first bytes (1f 8b), whatever the file is called
+  encoding   a byte order mark decides (UTF-8, UTF-16 LE/BE); no BOM: UTF-8. A Latin-1
+             file is not detectable: give --encoding latin-1
+  delimiter  the one of , tab ; | that splits the header line into the most fields;
+             none of them: one column, read with ','
 
 key templates: a column name (account), or text mixing literals and {column}
 references ('A_{DOL Vehicle ID}', '{carrier}#{flight}'); {_line} is the row's source
@@ -30,17 +68,38 @@ exit status:
   2  usage error (bad arguments, no such file, --out exists without --force)
 """
 
+STATUS_EPILOG = """\
+exit status:
+  0  the job was found (its status is in the JSON: RUNNING, COMPLETE or FAILED)
+  1  no such job, or AWS could not be reached (no credentials, nothing listening at
+     --endpoint-url, no such --stack): one line on stderr says which
+  2  usage error
+"""
+
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1 (got {text!r})") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1 (got {value})")
     return value
 
 
+def _add_source_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--delimiter", metavar="C",
+                        help="field delimiter: one character, or tab (default: the spec's, or "
+                             "sniffed from the header line)")
+    parser.add_argument("--encoding", choices=("utf-8", "utf-16", "latin-1"),
+                        help="text encoding (default: the spec's, or the byte order mark's, "
+                             "else utf-8)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fanout", description="Load CSV files into DynamoDB through S3, SQS and Lambda.")
+    parser = OneLineParser(
+        prog="fanout", description="Load CSV files into DynamoDB through S3, SQS and Lambda.",
+        epilog=MAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
     ingest = commands.add_parser(
@@ -54,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="partition key template (default: account, or the spec's)")
     ingest.add_argument("--sort-key", metavar="T",
                         help="sort key template (default: offer_id, or the spec's); '' for none")
+    _add_source_flags(ingest)
     ingest.add_argument("--out", type=Path, metavar="DIR",
                         help="output folder (default: ./fanout-out/<file stem>)")
     ingest.add_argument("--range-bytes", type=_positive, metavar="N",
@@ -64,12 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="moto in this process (default) or a moto server on 127.0.0.1")
     ingest.add_argument("--json-copy", action="store_true",
                         help="also back up written items as JSON lines under json-copy/ in the bucket")
-    ingest.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ingest.add_argument("--json", action="store_true",
+                        help="print the summary as JSON (and nothing else: no progress)")
 
     status = commands.add_parser(
         "status", help="show a job from the jobs ledger",
         description="Show a job: from a running `fanout serve` (--endpoint-url), a deployed "
-                    "stack (--stack), or the summary.json files of local runs under ./fanout-out.")
+                    "stack (--stack), or the summary.json files of local runs under ./fanout-out.",
+        epilog=STATUS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     status.add_argument("job", help="the job id (printed by ingest, in summary.json)")
     where = status.add_mutually_exclusive_group()
     where.add_argument("--endpoint-url", help="a local stack started by `fanout serve`")
@@ -86,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--spec", type=Path, help="mapping spec (TOML): keys, types, transforms")
     serve.add_argument("--partition-key", metavar="T", help="partition key template")
     serve.add_argument("--sort-key", metavar="T", help="sort key template; '' for none")
+    _add_source_flags(serve)
     serve.add_argument("--concurrency", type=_positive, default=4,
                        help="concurrent writer invocations (default 4)")
 
@@ -118,51 +181,79 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--output", type=Path, default=Path("data.csv"),
                       help="output file (default data.csv)")
     make.add_argument("--seed", type=int, help="random seed: the same seed gives the same file")
+    make.add_argument("--json", action="store_true",
+                      help="print what was written as JSON (and nothing else: no progress)")
     return parser
 
 
+class CommandError(Exception):
+    """A failure a command reports as one line (without its name) with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; any failure ends with one line on stderr and its exit code."""
     args = build_parser().parse_args(argv)
-    if args.command == "make-csv":
-        return _make_csv(args)
-    if args.command == "ingest":
-        return _ingest(args)
-    if args.command == "serve":
-        return _serve(args)
-    if args.command == "status":
-        return _status(args)
-    if args.command == "spec":
-        return _spec_infer(args)
-    return 2  # pragma: no cover - argparse enforces the choices
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "make-csv": _make_csv, "ingest": _ingest, "serve": _serve, "status": _status,
+        "spec": _spec_infer}
+    name = f"fanout {args.command}" + (f" {args.spec_command}" if args.command == "spec" else "")
+    return run_command(name, commands[args.command], args)
+
+
+def run_command(name: str, command: Callable[[argparse.Namespace], int],
+                args: argparse.Namespace) -> int:
+    """`command(args)`, with what it raises turned into one line and an exit code."""
+    try:
+        return command(args)
+    except CommandError as exc:
+        return _fail(name, str(exc), exc.code)
+    except SpecError as exc:
+        return _fail(name, str(exc), EXIT_USAGE)
+    except KeyboardInterrupt:
+        return _fail(name, "interrupted", 130)
+    except Exception as exc:
+        known = describe(exc)
+        if known is None and os.environ.get(DEBUG_VARIABLE):
+            traceback.print_exc()
+        return _fail(name, known or f"failed: {type(exc).__name__}: {exc} (set "
+                                    f"{DEBUG_VARIABLE}=1 for the traceback)", EXIT_FAILED)
+
+
+def _fail(name: str, message: str, code: int) -> int:
+    print(f"{name}: error: {one_line(message)}", file=sys.stderr)
+    return code
 
 
 def _make_csv(args: argparse.Namespace) -> int:
     from fanout.makecsv import MakeCsvError, make_csv
 
     try:
-        make_csv(args.rows, args.accounts, args.output, seed=args.seed)
+        written = make_csv(args.rows, args.accounts, args.output, seed=args.seed,
+                           stream=io.StringIO() if args.json else sys.stdout,
+                           progress=None if args.json else sys.stderr)
     except MakeCsvError as exc:
-        print(f"fanout make-csv: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    if args.json:
+        print(json.dumps({"output": str(args.output), "rows": args.rows, "bytes": written}))
+    return EXIT_OK
 
 
 def _spec_infer(args: argparse.Namespace) -> int:
     from fanout.infer import InferError, infer_file
 
     if not args.file.is_file():
-        print(f"fanout spec infer: error: {args.file}: no such file", file=sys.stderr)
-        return 2
+        raise CommandError(f"{args.file}: no such file", EXIT_USAGE)
     if args.out and args.out.exists() and not args.force:
-        print(f"fanout spec infer: error: {args.out} exists: pass --force to overwrite it",
-              file=sys.stderr)
-        return 2
+        raise CommandError(f"{args.out} exists: pass --force to overwrite it", EXIT_USAGE)
     try:
         inference = infer_file(args.file, max_rows=args.rows, delimiter=args.delimiter,
                                encoding=args.encoding)
     except InferError as exc:
-        print(f"fanout spec infer: error: {exc}", file=sys.stderr)
-        return 1
+        raise CommandError(str(exc), EXIT_FAILED) from None
     text = inference.to_toml(args.file.name)
     key = inference.key
     keys = key.partition + (f" + {key.sort}" if key.sort else "")
@@ -172,50 +263,66 @@ def _spec_infer(args: argparse.Namespace) -> int:
               f"{len(inference.types)} typed column(s)", file=sys.stderr)
     else:
         sys.stdout.write(text)
-    return 0
+    return EXIT_OK
 
 
-def resolve_spec(spec_path: Path | None, partition_key: str | None, sort_key: str | None) -> Spec:
+def resolve_spec(spec_path: Path | None, partition_key: str | None, sort_key: str | None,
+                 delimiter: str | None = None, encoding: str | None = None) -> Spec:
+    """The spec file (or the default spec), with the flags' keys and source settings."""
     spec = load_spec(spec_path) if spec_path else Spec.default()
-    return spec.with_keys(partition_key, sort_key)
+    return spec.with_keys(partition_key, sort_key).with_source(delimiter, encoding)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from fanout.local.serve import serve_forever
 
-    try:
-        spec = resolve_spec(args.spec, args.partition_key, args.sort_key)
-    except SpecError as exc:
-        print(f"fanout serve: error: spec: {exc}", file=sys.stderr)
-        return 2
+    spec = resolve_spec(args.spec, args.partition_key, args.sort_key, args.delimiter,
+                        args.encoding)
     return serve_forever(spec, port=args.port, concurrency=args.concurrency)
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from fanout.local.ingest import EXIT_FAILED, EXIT_USAGE, IngestOptions, ingest, print_summary
+    from fanout.local.ingest import IngestOptions, InputFileError, PipelineError, UsageError, ingest, print_summary
 
     if not args.file.is_file():
-        print(f"fanout ingest: error: {args.file}: no such file", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        spec = resolve_spec(args.spec, args.partition_key, args.sort_key)
-    except SpecError as exc:
-        print(f"fanout ingest: error: spec: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise CommandError(f"{args.file}: no such file", EXIT_USAGE)
+    spec = resolve_spec(args.spec, args.partition_key, args.sort_key, args.delimiter,
+                        args.encoding)
     out = args.out or Path("fanout-out") / args.file.stem
     try:
         result = ingest(IngestOptions(
             file=args.file, spec=spec, out_dir=out, range_bytes=args.range_bytes,
-            concurrency=args.concurrency, emulator=args.emulator, progress=sys.stderr,
-            json_copy=args.json_copy))
+            concurrency=args.concurrency, emulator=args.emulator,
+            progress=None if args.json else sys.stderr, json_copy=args.json_copy))
+    except UsageError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    except (InputFileError, PipelineError) as exc:
+        raise CommandError(str(exc), EXIT_FAILED) from None
     except Exception as exc:  # the pipeline itself failed: say so, exit 1
-        print(f"fanout ingest: pipeline failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        raise CommandError(describe(exc) or f"pipeline failed: {type(exc).__name__}: {exc}",
+                           EXIT_FAILED) from None
     if args.json:
         print(json.dumps(result.summary, indent=2))
     else:
         print_summary(result.summary)
     return result.exit_code
+
+
+def stack_outputs(stack: str, endpoint_url: str | None = None) -> dict[str, str]:
+    """The CloudFormation outputs of a stack; a stack that does not exist is one line."""
+    from botocore.exceptions import ClientError
+
+    from fanout.aws import client
+
+    try:
+        stacks = client("cloudformation", endpoint_url=endpoint_url).describe_stacks(
+            StackName=stack)["Stacks"]
+    except ClientError as exc:
+        if "does not exist" in str(exc):
+            raise CommandError(f"no stack {stack!r} in {os.environ.get('AWS_DEFAULT_REGION') or 'the region'} "
+                               "(check --stack, AWS_PROFILE and AWS_DEFAULT_REGION)") from None
+        raise
+    return {o["OutputKey"]: o["OutputValue"] for o in (stacks[0].get("Outputs", []) if stacks else [])}
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -225,16 +332,14 @@ def _status(args: argparse.Namespace) -> int:
     if args.endpoint_url or args.stack:
         from fanout.aws import client
 
+        use_local_credentials(args.endpoint_url)
         table = args.ledger_table or ResourceNames().ledger_table
         if args.stack:
-            cloudformation = client("cloudformation")
-            outputs = cloudformation.describe_stacks(StackName=args.stack)["Stacks"][0].get("Outputs", [])
-            table = {o["OutputKey"]: o["OutputValue"] for o in outputs}.get("LedgerTableName", table)
+            table = stack_outputs(args.stack, args.endpoint_url).get("LedgerTableName", table)
         ddb = client("dynamodb", endpoint_url=args.endpoint_url)
         job = ledger.get_job(ddb, table, args.job)
         if job is None:
-            print(f"fanout status: no job {args.job!r} in {table}", file=sys.stderr)
-            return 1
+            raise CommandError(f"no job {args.job!r} in {table}")
         if job.get("status") != ledger.COMPLETE and "messages_total" in job:
             counts = ledger.totals(ledger.read_message_counts(ddb, table, args.job))
             job |= {"rows_written": counts.written, "rows_rejected": counts.rejected,
@@ -248,9 +353,8 @@ def _status(args: argparse.Namespace) -> int:
         if summary.get("job_id") == args.job:
             print(json.dumps(summary, indent=2))
             return 0
-    print(f"fanout status: no job {args.job!r} under {args.out_root}/ (use --endpoint-url or --stack "
-          "for a running or deployed stack)", file=sys.stderr)
-    return 1
+    raise CommandError(f"no job {args.job!r} under {args.out_root}/ (use --endpoint-url or --stack "
+                       "for a running or deployed stack)")
 
 
 if __name__ == "__main__":  # pragma: no cover

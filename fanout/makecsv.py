@@ -10,10 +10,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
+from fanout.progress import ProgressDisplay
+
 COLUMNS = ["account", "offer_id", "catalog_id", "account_type_code", "offer_type_id",
            "created", "expire", "risk"]
 CHUNK_ROWS = 10_000
-PROGRESS_FROM_ROWS = 50_000
 RISKS = ["low", "medium", "high"]
 # A fixed "now" keeps a seeded file identical from day to day.
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
@@ -24,10 +25,11 @@ class MakeCsvError(ValueError):
 
 
 def make_csv(rows: int, accounts: int, output: Path, *, seed: int | None = None,
-             stream: TextIO | None = None) -> int:
+             stream: TextIO | None = None, progress: TextIO | None = None) -> int:
     """Write `rows` rows over `accounts` distinct accounts; return the file size in bytes.
 
-    Every (account, offer_id) pair is distinct, so every row becomes its own item.
+    Every (account, offer_id) pair is distinct, so every row becomes its own item. The
+    messages go to `stream` (stdout), the progress display to `progress` (if any).
     """
     stream = stream or sys.stdout
     if rows < 1:
@@ -48,7 +50,7 @@ def make_csv(rows: int, accounts: int, output: Path, *, seed: int | None = None,
     stride = rng.randrange(1, 1_000_000)
     while math.gcd(stride, space) != 1:
         stride += 1
-    next_report = rows // 2
+    display = ProgressDisplay(progress, label=f"make-csv {output}")
     with open(output, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(COLUMNS)
@@ -65,10 +67,8 @@ def make_csv(rows: int, accounts: int, output: Path, *, seed: int | None = None,
                     created.isoformat(), expire.isoformat(), rng.choice(RISKS),
                 ])
             writer.writerows(chunk)
-            done = min(start + CHUNK_ROWS, rows)
-            if rows >= PROGRESS_FROM_ROWS and done >= next_report:
-                next_report = rows if done < rows else rows + 1
-                stream.write(f"Progress: {100 * done / rows:.1f}% ({done:,}/{rows:,} rows)\n")
+            display.update(min(start + CHUNK_ROWS, rows), total=rows)
+    display.close()
     size = output.stat().st_size
     stream.write(f"✅ CSV file '{output}' generated successfully with {rows:,} rows!\n")
     if size > 1024 * 1024:

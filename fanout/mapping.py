@@ -16,15 +16,18 @@ One TOML file, read by the local runtime and the deployed writer alike::
     set_separator = "|"
     types = { price = "N", active = "BOOL", tags = "SS", meta = "JSON", gone = "NULL" }
 
-    [source]
-    delimiter = ","                      # one character: , tab ; | ...
-    encoding = "utf-8"                   # utf-8 (BOM or not), utf-16 (BOM required), latin-1
+    [source]                             # unset: detected (see fanout/dialect.py)
+    delimiter = ","                      # one character: , tab ; | ... (unset: from the header)
+    encoding = "utf-8"                   # utf-8, utf-16 (BOM required), latin-1 (unset: BOM, else utf-8)
 
     [transforms.make]                    # per column, applied in this order:
     trim = true                          # trim, lowercase, replace, prefix
     lowercase = true
     replace = { " " = "_" }
     prefix = "MAKE_"
+
+Every section is optional: without `[table]` the keys come from the CLI flags or the
+defaults (account, offer_id), so a spec may hold `[source]` alone.
 
 The spec is validated before any row is read (`load_spec`, `Spec.from_dict`), and
 bound to a file's header before its first row (`Spec.bind`): a spec error names the
@@ -113,6 +116,10 @@ class Spec:
     set_separator: str = "|"
     delimiter: str = ","
     encoding: str = "utf-8"
+    # Which of "delimiter" and "encoding" the spec or a flag set. The others are decided
+    # per file from its first bytes (fanout/dialect.py) before any row is read; the values
+    # above are then what was decided (or the fallbacks, before).
+    source_set: frozenset[str] = frozenset()
 
     @classmethod
     def default(cls, partition_key: str = "account", sort_key: str | None = "offer_id") -> Spec:
@@ -128,10 +135,15 @@ class Spec:
         _only(data, {"table", "columns", "transforms", "source"}, "")
         table = _section(data, "table")
         _only(table, {"name", "partition_key", "sort_key"}, "table")
-        if "partition_key" not in table:
-            raise SpecError("table.partition_key: required")
-        partition = _key_spec(table["partition_key"], "table.partition_key")
-        sort = _key_spec(table["sort_key"], "table.sort_key") if table.get("sort_key") else None
+        if "table" in data and "partition_key" not in table:
+            raise SpecError("table.partition_key: required (or leave out [table] and give the "
+                            "keys as flags)")
+        if "table" in data:
+            partition = _key_spec(table["partition_key"], "table.partition_key")
+            sort = _key_spec(table["sort_key"], "table.sort_key") if table.get("sort_key") else None
+        else:  # keys from the flags, or the defaults
+            default = cls.default()
+            partition, sort = default.partition_key, default.sort_key
         if sort and sort.name == partition.name:
             raise SpecError("table.sort_key.name: must differ from the partition key's name")
         columns = _section(data, "columns")
@@ -160,16 +172,8 @@ class Spec:
             raise SpecError("columns.normalize_headers: must be true or false")
         source = _section(data, "source")
         _only(source, {"delimiter", "encoding"}, "source")
-        delimiter = source.get("delimiter", ",")
-        if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in ('"', "\r", "\n"):
-            raise SpecError(f"source.delimiter: {delimiter!r} must be one character, not a quote "
-                            "or a line break")
-        encoding = str(source.get("encoding", "utf-8")).lower().replace("_", "-")
-        encoding = {"utf8": "utf-8", "latin1": "latin-1", "iso-8859-1": "latin-1",
-                    "utf16": "utf-16"}.get(encoding, encoding)
-        if encoding not in ENCODINGS:
-            raise SpecError(f"source.encoding: {source.get('encoding')!r} is not one of "
-                            f"{', '.join(ENCODINGS)}")
+        delimiter = check_delimiter(source.get("delimiter", ","), "source.delimiter")
+        encoding = check_encoding(source.get("encoding", "utf-8"), "source.encoding")
         table_name = table.get("name")
         if table_name is not None and (not isinstance(table_name, str) or not table_name):
             raise SpecError("table.name: must be a non-empty string")
@@ -187,6 +191,7 @@ class Spec:
             set_separator=separator,
             delimiter=delimiter,
             encoding=encoding,
+            source_set=frozenset(source) & {"delimiter", "encoding"},
         )
 
     def with_keys(self, partition_key: str | None, sort_key: str | None) -> Spec:
@@ -199,6 +204,25 @@ class Spec:
         if sort_key is not None:
             spec = replace(spec, sort_key=key_from_flag(sort_key, "sk") if sort_key else None)
         return spec
+
+    def with_source(self, delimiter: str | None, encoding: str | None) -> Spec:
+        """This spec with the source settings overridden by CLI flags (None keeps the spec's)."""
+        from dataclasses import replace
+
+        spec = self
+        if delimiter is not None:
+            spec = replace(spec, delimiter=check_delimiter(delimiter, "--delimiter"),
+                           source_set=spec.source_set | {"delimiter"})
+        if encoding is not None:
+            spec = replace(spec, encoding=check_encoding(encoding, "--encoding"),
+                           source_set=spec.source_set | {"encoding"})
+        return spec
+
+    def set_delimiter(self) -> str | None:
+        return self.delimiter if "delimiter" in self.source_set else None
+
+    def set_encoding(self) -> str | None:
+        return self.encoding if "encoding" in self.source_set else None
 
     def key_schema(self) -> list[tuple[str, str]]:
         """(attribute name, type) for the partition key and the sort key if any."""
@@ -244,7 +268,7 @@ class Spec:
                 "types": dict(self.types),
                 "set_separator": self.set_separator,
             },
-            "source": {"delimiter": self.delimiter, "encoding": self.encoding},
+            "source": {name: getattr(self, name) for name in sorted(self.source_set)},
             "transforms": {
                 column: {"trim": t.trim, "lowercase": t.lowercase,
                          "replace": dict(t.replace), "prefix": t.prefix}
@@ -289,6 +313,28 @@ def key_from_flag(flag: str, default_name: str) -> KeySpec:
     if parsed.is_bare_column and not sep:
         return KeySpec(name=parsed.text, type=type_)
     return KeySpec(name=name, type=type_, template=parsed)
+
+
+DELIMITER_WORDS = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+
+
+def check_delimiter(value: Any, where: str) -> str:
+    """One character, not a quote or a line break; `tab` (or a typed `\\t`) means a tab."""
+    if isinstance(value, str) and where.startswith("--"):
+        value = DELIMITER_WORDS.get(value.lower(), value)
+    if not isinstance(value, str) or len(value) != 1 or value in ('"', "\r", "\n"):
+        raise SpecError(f"{where}: {value!r} must be one character (or tab), not a quote or a "
+                        "line break")
+    return value
+
+
+def check_encoding(value: Any, where: str) -> str:
+    encoding = str(value).lower().replace("_", "-")
+    encoding = {"utf8": "utf-8", "latin1": "latin-1", "iso-8859-1": "latin-1",
+                "utf16": "utf-16", "utf-8-sig": "utf-8"}.get(encoding, encoding)
+    if encoding not in ENCODINGS:
+        raise SpecError(f"{where}: {value!r} is not one of {', '.join(ENCODINGS)}")
+    return encoding
 
 
 def normalize_header(name: str) -> str:

@@ -28,12 +28,14 @@ def format_duration(seconds: float) -> str:
 
 
 def format_rate(done: int, elapsed_s: float, unit: str) -> str:
-    """`4,210 rows/s`; a run too short to time (or nothing done) says so instead of `0 rows/s`."""
+    """`4,210 rows/s`, `0.49 rows/s`; a run too short to time (or nothing done) says so
+    instead of `0 rows/s`."""
     if done <= 0:
         return f"— {unit}/s"
     if elapsed_s < 0.001:
         return f"{done:,} {unit} in <1 ms"
-    return f"{done / elapsed_s:,.0f} {unit}/s"
+    rate = done / elapsed_s
+    return f"{rate:,.0f} {unit}/s" if rate >= 10 else f"{rate:.2g} {unit}/s"
 
 
 class ProgressDisplay:

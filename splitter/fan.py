@@ -44,7 +44,7 @@ from splitter.chunker import CsvDecodeError, Region
 from splitter.enqueue import Enqueuer
 from splitter.parallel import RangeStats, StartState, iter_owned_regions, plan_ranges, scan_range
 from splitter.range_reader import ObjectInfo, iter_ranges
-from splitter.source import DecodeError, decodable
+from splitter.source import DecodeError, decodable, source_format
 
 SCAN_KEY = "fanout_scan"
 CHECK_KEY = "fanout_check"
@@ -72,8 +72,10 @@ def plan(runtime: Runtime, info: ObjectInfo, job: str, header: list[str], header
                                    ":l": {"N": str(header_line)}},
     )
     for index, (start, end) in enumerate(ranges):
+        # Each step reads the object as the planner decided (and passes it on in its task).
         continue_split({SCAN_KEY: {**_object(info, job), "index": index, "start": start,
-                                   "end": end, "parts": len(ranges)}})
+                                   "end": end, "parts": len(ranges),
+                                   "source_format": source_format(runtime)}})
     return len(ranges)
 
 

@@ -1,8 +1,12 @@
 """The object's bytes as the chunker parses them ("parse space"), from any offset.
 
+How the object is stored is decided from its first bytes (`open_source`, the rules in
+fanout/dialect.py): gzip by its magic bytes whatever the key, the encoding by a byte order
+mark unless the spec sets one, the delimiter from the header line unless the spec sets one.
+
 Plain UTF-8 and Latin-1 objects are parsed as stored: parse offsets are object offsets
 and a resume reads from the checkpoint with ranged GETs. Gzip-compressed objects
-(`.gz`) and UTF-16 text are transformed on the fly — gunzipped, and UTF-16 transcoded to
+and UTF-16 text are transformed on the fly — gunzipped, and UTF-16 transcoded to
 UTF-8 so that quote and newline stay single bytes — and their parse offsets count the
 transformed bytes: a resume streams the object again from its start and skips ahead
 (CPU, not memory). Either way the stream is cut on a fixed grid from parse offset 0
@@ -15,19 +19,56 @@ from __future__ import annotations
 import codecs
 import zlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
+from fanout import dialect
+from fanout.runtime import Runtime
 from splitter.range_reader import READ_PIECE_BYTES, ObjectInfo, iter_ranges
-
-GZIP_SUFFIXES = (".gz", ".gzip")
 
 
 class SourceError(ValueError):
     """The object cannot be read as declared (bad gzip, UTF-16 without a BOM, ...)."""
 
 
+@dataclass(frozen=True)
+class SourceObject(ObjectInfo):
+    """An object whose storage has been read from its first bytes (`open_source`)."""
+
+    gzip: bool = False
+
+
+def open_source(runtime: Runtime, info: ObjectInfo) -> tuple[Runtime, SourceObject]:
+    """The runtime with the object's encoding and delimiter decided, and the object with
+    its compression: one ranged GET of its first bytes (every invocation that reads the
+    object decides alike, since the bytes are pinned to the version or ETag)."""
+    spec = runtime.spec
+    head = b"".join(iter_ranges(runtime.clients.s3, info, dialect.HEAD_BYTES,
+                                end=dialect.HEAD_BYTES))
+    try:
+        found = dialect.detect(head, encoding=spec.set_encoding(), delimiter=spec.set_delimiter())
+    except dialect.DialectError as exc:
+        raise SourceError(str(exc)) from None
+    decided = {"encoding": found.encoding, "delimiter": found.delimiter}
+    return (with_source_format(runtime, decided),
+            SourceObject(info.source, info.size, gzip=found.gzip))
+
+
+def source_format(runtime: Runtime) -> dict[str, str]:
+    """The decided encoding and delimiter, for the tasks of a parallel split (never gzip)."""
+    return {"encoding": runtime.spec.encoding, "delimiter": runtime.spec.delimiter}
+
+
+def with_source_format(runtime: Runtime, decided: dict[str, str]) -> Runtime:
+    """The runtime reading the object as `source_format` recorded it."""
+    return replace(runtime, spec=replace(runtime.spec, encoding=decided["encoding"],
+                                         delimiter=decided["delimiter"],
+                                         source_set=frozenset({"encoding", "delimiter"})))
+
+
 def is_gzip(info: ObjectInfo) -> bool:
-    return info.source.key.lower().endswith(GZIP_SUFFIXES)
+    """Compressed, as its first bytes say (an object not opened by `open_source` is not)."""
+    return isinstance(info, SourceObject) and info.gzip
 
 
 def parse_encoding(encoding: str) -> str:
@@ -114,6 +155,11 @@ def regrid(chunks: Iterable[bytes], size: int, start: int = 0) -> Iterator[bytes
             position = boundary
     if buffer:
         yield bytes(buffer)
+
+
+def with_hint(error: str) -> str:
+    """A UTF-8 decode error also says how to load a Latin-1 file (it cannot be detected)."""
+    return error + dialect.HINT_LATIN1 if "bytes are not valid utf-8" in error else error
 
 
 class DecodeError(SourceError):

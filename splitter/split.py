@@ -13,6 +13,7 @@ from urllib.parse import unquote_plus
 
 from fanout import ledger
 from fanout.contract import job_id_for, parse_csv_rows
+from fanout.dialect import hint_one_column
 from fanout.keys import TemplateError
 from fanout.runtime import Runtime, publish_summary, settle_job
 from splitter import fan
@@ -20,7 +21,15 @@ from splitter.batch import Batcher
 from splitter.chunker import CsvDecodeError, Region, iter_regions
 from splitter.enqueue import Enqueuer
 from splitter.range_reader import head
-from splitter.source import SourceError, is_gzip, parse_chunks, parse_encoding
+from splitter.source import (
+    SourceError,
+    is_gzip,
+    open_source,
+    parse_chunks,
+    parse_encoding,
+    with_hint,
+    with_source_format,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +94,10 @@ def _parallel_step(runtime: Runtime, kind: str, task: dict[str, Any],
     info = head(runtime.clients.s3, task["bucket"], task["key"], task.get("version"))
     job = task["job"]
     try:
+        if "source_format" in task:  # decided by the planner
+            runtime = with_source_format(runtime, task["source_format"])
+        else:
+            runtime, info = open_source(runtime, info)
         if kind == fan.SCAN_KEY:
             fan.scan(runtime, info, task, hand_over)
         elif kind == fan.CHECK_KEY:
@@ -160,6 +173,10 @@ def split_object(
         # written job RUNNING with no message left to finish it: finish it here.
         settle_job(runtime, ledger.raw_job(clients.dynamodb, settings.ledger_table_name, job))
         return SplitResult(job, "skipped", info.source.uri)
+    try:  # gzip, encoding and delimiter, from the object's first bytes
+        runtime, info = open_source(runtime, info)
+    except SourceError as exc:
+        return _fail(runtime, info, job, exc)
     # A parallel job stays parallel: a retry of its planner (or a late duplicate event)
     # plans it again, which only re-sends idempotent scans; it never splits sequentially.
     parallel_job = (claim == "new" and _parallel(runtime, info)) or "parallel_ranges" in (item or {})
@@ -204,7 +221,7 @@ def split_object(
 def _fail(runtime: Runtime, info: Any, job: str, exc: Exception) -> SplitResult:
     """End the job for bad input: FAILED in the ledger, with file, line and reason."""
     settings, clients = runtime.settings, runtime.clients
-    error = f"{info.source.uri}: {exc}"
+    error = f"{info.source.uri}: {with_hint(str(exc))}"
     ledger.fail_job(clients.dynamodb, settings.ledger_table_name, job, error=error)
     publish_summary(clients.sns, settings.topic_arn, {
         "JOB_ID": job, "STATUS": ledger.FAILED, "SOURCE": info.source.uri, "ERROR": error,
@@ -367,4 +384,5 @@ def _check_header(runtime: Runtime, header: list[str], line: int) -> None:
     try:
         runtime.spec.bind(header)
     except TemplateError as exc:
-        raise InputError(f"line {line}: {exc}") from exc
+        hint = hint_one_column(header, runtime.spec.delimiter)
+        raise InputError(f"line {line}: {exc}{hint}") from exc

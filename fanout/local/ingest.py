@@ -5,33 +5,61 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from fanout import ledger
+from fanout import dialect, ledger
 from fanout.aws import Clients
 from fanout.contract import KIND_ROWS, ContractError, Source, decode, job_id_for
+from fanout.failures import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE  # noqa: F401 (public)
+from fanout.keys import TemplateError
 from fanout.local.backpressure import BoundedQueueClient
 from fanout.local.emulator import Emulator
 from fanout.local.esm import EventSourceMapping
 from fanout.local.resources import LocalStack, create_resources
 from fanout.mapping import Spec
+from fanout.progress import ProgressDisplay, format_rate
 from fanout.runtime import Runtime
 from fanout.settings import LOCAL_CONFIG, PipelineConfig, ResourceNames
 
-# Exit codes of `fanout ingest`, documented in its --help.
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_REJECTED = 3
 ASYNC_INVOKE_ATTEMPTS = 3  # Lambda's asynchronous invocation: the first try and two retries
 
 
 class PipelineError(RuntimeError):
     """The pipeline itself failed (not the data): `fanout ingest` exits 1."""
+
+
+class UsageError(ValueError):
+    """The file and the spec or flags do not fit (a key column not in the header, ...):
+    found before anything starts; `fanout ingest` exits 2."""
+
+
+class InputFileError(ValueError):
+    """The file cannot be read as it claims to be (bad gzip, ...): `fanout ingest` exits 1."""
+
+
+def preflight(path: Path, spec: Spec) -> dialect.Dialect:
+    """Decide how the file is stored, as the splitter will, and check its header against
+    the spec, before the emulator starts: a usage error costs no start-up."""
+    with open(path, "rb") as f:
+        head = f.read(dialect.HEAD_BYTES)
+        whole = not f.read(1)
+    try:
+        found = dialect.detect(head, encoding=spec.set_encoding(), delimiter=spec.set_delimiter())
+    except dialect.DialectError as exc:
+        raise InputFileError(f"{path}: {exc}") from None
+    header = dialect.header_of(head, found, whole=whole)
+    if header is not None:
+        try:
+            replace(spec, delimiter=found.delimiter).bind(header)
+        except TemplateError as exc:
+            raise UsageError(f"{path}: header: {exc}"
+                             f"{dialect.hint_one_column(header, found.delimiter)}") from None
+    return found
 
 
 def quiet_powertools() -> None:
@@ -70,7 +98,7 @@ class IngestOptions:
     # Tests put the strict AWS layer (and its faults) between the handlers and moto here.
     wrap_clients: Callable[[Clients], Clients] | None = None
     max_wait_s: float = 3600.0
-    progress: TextIO | None = None
+    progress: TextIO | None = None  # None (as for --json): no progress display
     json_copy: bool = False
 
 
@@ -89,11 +117,14 @@ class IngestResult:
 
 
 def ingest(options: IngestOptions) -> IngestResult:
+    """Raises UsageError or InputFileError before anything starts, PipelineError after."""
+    found = preflight(options.file, options.spec)
     quiet_powertools()
     from splitter import handler as splitter_handler
     from writer import handler as writer_handler
 
     started = time.monotonic()
+    counter = RowCounter(text_bytes_estimate(options.file, found))
     with Emulator(options.emulator) as emulator:
         raw = emulator.clients()
         stack = create_resources(raw, options.spec, config=options.config, names=options.names,
@@ -108,24 +139,26 @@ def ingest(options: IngestOptions) -> IngestResult:
             # The stack's splitter invokes itself asynchronously; locally that is its trigger.
             raw.sqs.send_message(QueueUrl=events_url, MessageBody=json.dumps(payload))
 
-        splitter_handler.runtime.use(replace(runtime, clients=replace(clients, sqs=bounded_sqs),
+        splitter_sqs = counter.sending(bounded_sqs, stack.settings.rows_queue_url)
+        splitter_handler.runtime.use(replace(runtime, clients=replace(clients, sqs=splitter_sqs),
                                              continue_split=continue_split))
         writer_handler.runtime.use(runtime)
         try:
             writers, splitters = start_functions(stack, clients,
                                                  clear_metrics(splitter_handler),
-                                                 clear_metrics(writer_handler),
+                                                 counter.writing(clear_metrics(writer_handler)),
                                                  concurrency=options.concurrency,
                                                  on_deleted=bounded_sqs.finished)
             try:
                 key = options.config.upload_prefix + options.file.name
                 raw.s3.upload_file(str(options.file), stack.settings.bucket, key)
                 job = job_for_object(raw.s3, stack.settings.bucket, key)
-                wait_for_job(raw, stack, job, options, writers, splitters)
+                wait_for_job(raw, stack, job, options, writers, splitters, counter)
             finally:
                 writers.stop()
                 splitters.stop()
-            summary = write_outputs(raw, stack, job, options, time.monotonic() - started)
+            summary = write_outputs(raw, stack, job, options, time.monotonic() - started,
+                                    source_format=found.describe())
         finally:
             splitter_handler.runtime.use(None)
             writer_handler.runtime.use(None)
@@ -179,11 +212,12 @@ def queue_depth(sqs: Any, url: str) -> int:
 
 
 def wait_for_job(clients: Clients, stack: LocalStack, job: str, options: IngestOptions,
-                 writers: EventSourceMapping, splitters: EventSourceMapping) -> None:
+                 writers: EventSourceMapping, splitters: EventSourceMapping,
+                 counter: RowCounter | None = None) -> None:
     """Until the job completes or fails, or everything left of it is in the DLQ."""
     deadline = time.monotonic() + options.max_wait_s
     ledger_table = stack.settings.ledger_table_name
-    progress = Progress(options.progress)
+    progress = IngestProgress(options.progress, options.file.name, counter or RowCounter(None))
     drained_since: float | None = None
     while time.monotonic() < deadline:
         item = ledger.get_job(clients.dynamodb, ledger_table, job)
@@ -211,32 +245,105 @@ def wait_for_job(clients: Clients, stack: LocalStack, job: str, options: IngestO
     progress.done()
 
 
-class Progress:
-    """A one-line progress bar on a terminal; silent otherwise."""
+class RowCounter:
+    """Rows the splitter has sent and the writer has finished, counted in this process from
+    the messages themselves (the ledger's per-message counts are a query that grows with
+    the job), with how far through the file's text the sends have come."""
 
-    def __init__(self, stream: TextIO | None) -> None:
-        self.stream = stream if stream is not None and stream.isatty() else None
-        self.last = 0.0
+    def __init__(self, text_bytes: int | None) -> None:
+        self.text_bytes = text_bytes
+        self.read = self.written = self.sent_chars = 0
+        self._lock = threading.Lock()
+
+    def sending(self, sqs: Any, rows_queue_url: str) -> Any:
+        """`sqs`, counting what is sent to the rows queue."""
+        return _CountingSqs(sqs, rows_queue_url, self)
+
+    def writing(self, writer: Callable[[dict[str, Any], Any], Any]) -> Callable[..., Any]:
+        """The writer handler, counting the rows of the messages it did not fail."""
+        def invoke(event: dict[str, Any], context: Any) -> Any:
+            response = writer(event, context)
+            failed = {f["itemIdentifier"] for f in (response or {}).get("batchItemFailures", [])}
+            rows = sum(_rows_in(r["body"]) for r in event["Records"] if r["messageId"] not in failed)
+            with self._lock:
+                self.written += rows
+            return response
+        return invoke
+
+    def sent(self, bodies: list[str]) -> None:
+        rows = chars = 0
+        for body in bodies:
+            message = json.loads(body)
+            rows += len(message.get("lines", ()))
+            chars += len(message.get("csv", ""))
+        with self._lock:
+            self.read += rows
+            self.sent_chars += chars
+
+    def fraction(self, split_done: bool) -> float | None:
+        """How much of the file is written: the share split times the share of it written."""
+        if split_done:
+            share_split = 1.0
+        elif self.text_bytes:
+            share_split = min(self.sent_chars / self.text_bytes, 0.99)
+        else:
+            return None
+        return share_split * (self.written / self.read) if self.read else 0.0
+
+
+class _CountingSqs:
+    def __init__(self, sqs: Any, queue_url: str, counter: RowCounter) -> None:
+        self._sqs, self._queue_url, self._counter = sqs, queue_url, counter
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+    def send_message_batch(self, **params: Any) -> Any:
+        response = self._sqs.send_message_batch(**params)
+        if params.get("QueueUrl") == self._queue_url:
+            failed = {f["Id"] for f in response.get("Failed") or []}
+            self._counter.sent([e["MessageBody"] for e in params.get("Entries", [])
+                                if e["Id"] not in failed])
+        return response
+
+
+def _rows_in(body: str) -> int:
+    try:
+        return len(json.loads(body).get("lines", ()))
+    except (ValueError, AttributeError):
+        return 0
+
+
+def text_bytes_estimate(path: Path, found: dialect.Dialect) -> int | None:
+    """About how many characters of text the file holds, for the ETA: its size, gzip's
+    recorded size (modulo 4 GiB, so only when that is plausible), half a UTF-16 file."""
+    size = path.stat().st_size
+    if found.gzip:
+        with open(path, "rb") as f:
+            f.seek(max(0, size - 4))
+            recorded = int.from_bytes(f.read(4), "little")
+        size = recorded if recorded >= size else 0
+    if found.encoding == "utf-16":
+        size //= 2
+    return size or None
+
+
+class IngestProgress:
+    """The job's progress through the one display (fanout/progress.py): rows read and
+    written, rows/s and an ETA from the file's size."""
+
+    def __init__(self, stream: TextIO | None, name: str, counter: RowCounter) -> None:
+        self.display = ProgressDisplay(stream, label=name)
+        self.counter = counter
 
     def show(self, job: dict[str, Any] | None) -> None:
-        if not self.stream or not job or time.monotonic() - self.last < 0.2:
-            return
-        self.last = time.monotonic()
-        reported = job.get("messages_reported", 0)
-        total = job.get("messages_total")
-        if total:
-            width = 30
-            filled = int(width * min(reported, total) / total)
-            line = f"[{'#' * filled}{'.' * (width - filled)}] {reported:,}/{total:,} messages"
-        else:
-            line = f"splitting... {reported:,} messages written so far"
-        self.stream.write("\r" + line.ljust(70))
-        self.stream.flush()
+        split_done = bool(job and "messages_total" in job)
+        counter = self.counter
+        self.display.update(counter.written, fraction=counter.fraction(split_done),
+                            read=counter.read, written=counter.written)
 
     def done(self) -> None:
-        if self.stream:
-            self.stream.write("\r" + " " * 70 + "\r")
-            self.stream.flush()
+        self.display.close()
 
 
 def dlq_rows(sqs: Any, dlq_url: str) -> list[Any]:
@@ -260,7 +367,7 @@ def dlq_rows(sqs: Any, dlq_url: str) -> list[Any]:
 
 
 def write_outputs(clients: Clients, stack: LocalStack, job: str, options: IngestOptions,
-                  elapsed_s: float) -> dict[str, Any]:
+                  elapsed_s: float, *, source_format: str = "") -> dict[str, Any]:
     """summary.json, items.jsonl and rejected.jsonl in the output folder."""
     out = options.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -303,6 +410,7 @@ def write_outputs(clients: Clients, stack: LocalStack, job: str, options: Ingest
         "job_id": job,
         "source": item.get("source"),
         "table": settings.table_name,
+        "source_format": source_format,  # how the file was read: gzip? encoding, delimiter
         "status": status,
         "rows_read": item.get("rows_read", 0),
         "rows_written": total.written,
@@ -314,7 +422,7 @@ def write_outputs(clients: Clients, stack: LocalStack, job: str, options: Ingest
         "parallel_ranges": item.get("parallel_ranges", 0),
         "items_in_table": items_written,
         "elapsed_s": round(elapsed_s, 3),
-        "rows_per_s": round(item.get("rows_read", 0) / elapsed_s, 1) if elapsed_s else None,
+        "rows_per_s": round(item.get("rows_read", 0) / elapsed_s, 2) if elapsed_s else None,
         "error": item.get("error"),
         "error_data_location": item.get("error_location"),
         "out_dir": str(out),
@@ -360,13 +468,15 @@ def print_summary(summary: dict[str, Any], stream: TextIO | None = None) -> None
         f"job        {summary['job_id']}",
         f"source     {summary['source']}",
         f"table      {summary['table']}",
+        f"read as    {summary.get('source_format', '?')}",
         f"status     {summary['status']}",
         f"rows read  {summary['rows_read']:,}",
         f"  written    {summary['rows_written']:,}",
         f"  rejected   {summary['rows_rejected']:,}",
         f"  superseded {summary['rows_superseded']:,}",
         f"messages   {summary['messages_sent']:,}",
-        f"elapsed    {summary['elapsed_s']:.2f} s ({summary['rows_per_s'] or 0:,.0f} rows/s)",
+        f"elapsed    {summary['elapsed_s']:.2f} s "
+        f"({format_rate(summary['rows_read'], summary['elapsed_s'], 'rows')})",
     ]
     if summary.get("error"):
         lines.append(f"error      {summary['error']}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack, Token
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_destinations as destinations
@@ -42,6 +42,31 @@ ASSET_EXCLUDE = [
 SPLITTER_MEMORY_MB = 512
 WRITER_MEMORY_MB = 256
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+# Lambda allows 4 KB for all of a function's environment variables, names and values.
+LAMBDA_ENVIRONMENT_LIMIT_BYTES = 4 * 1024
+# A name, URL or ARN CloudFormation fills in at deploy is a short token at synth: count it
+# as the longest it can reasonably be (an SQS URL with a generated 80-character name).
+RESOLVED_TOKEN_BYTES = 160
+
+
+class EnvironmentTooLarge(ValueError):
+    """The functions' environment cannot fit Lambda's limit (raised at synth)."""
+
+
+def check_environment_size(environment: dict[str, str], spec_source: str) -> None:
+    """Fail at synth, with the size and what to do, rather than at deploy."""
+    size = sum(len(name) + (RESOLVED_TOKEN_BYTES if Token.is_unresolved(value)
+                            else len(value.encode())) for name, value in environment.items())
+    if size <= LAMBDA_ENVIRONMENT_LIMIT_BYTES:
+        return
+    spec = len(environment["FANOUT_SPEC_JSON"].encode())
+    raise EnvironmentTooLarge(
+        f"the Lambda environment would be about {size:,} bytes, over Lambda's limit of "
+        f"{LAMBDA_ENVIRONMENT_LIMIT_BYTES:,} (4 KB); the mapping spec ({spec_source}) is "
+        f"{spec:,} of them. Make the spec smaller: columns.default_type = \"infer\" types "
+        "numbers and booleans from their values, so only the columns that need another type "
+        "(N for ids, JSON, SS, B) must be listed in columns.types. A spec this large would "
+        "have to be read from S3 or SSM Parameter Store, which the stack does not do yet.")
 
 
 def powertools_layer(scope: Construct, version: int) -> lambda_.ILayerVersion:
@@ -116,6 +141,8 @@ class Functions(Construct):
             "POWERTOOLS_METRICS_NAMESPACE": "fanout",
             "POWERTOOLS_LOG_LEVEL": "INFO",
         }
+        check_environment_size({**common_env, "POWERTOOLS_SERVICE_NAME": "fanout-splitter"},
+                               config.spec_source)
         code = lambda_.Code.from_asset(str(REPO_ROOT), exclude=ASSET_EXCLUDE)
         layer = powertools_layer(self, config.powertools_layer_version)
 
@@ -234,7 +261,9 @@ class Functions(Construct):
 
     def _trigger_splitter(self, config: StackConfig, bucket: s3.Bucket) -> None:
         """ObjectCreated under the upload prefix with a CSV suffix only: the pipeline's
-        own outputs (errors/, json-copy/) can never re-trigger the splitter."""
+        own outputs (errors/, json-copy/) can never re-trigger the splitter. The suffix
+        only chooses which uploads trigger: the splitter tells gzip by the object's first
+        bytes, so a gzip file named .csv loads too; `gzip` adds .csv.gz to the names."""
         suffixes = [config.pipeline.upload_suffix] + ([".csv.gz"] if config.gzip else [])
         destination = s3n.LambdaDestination(self.splitter)
         for suffix in suffixes:

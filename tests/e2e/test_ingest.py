@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -91,12 +92,33 @@ def test_cli_usage_errors_exit_2(tmp_path: Path, capsys) -> None:
 
 
 def test_bad_file_fails_the_pipeline_with_exit_1(tmp_path: Path, capsys) -> None:
-    data = tmp_path / "nokey.csv"
-    data.write_text("name,value\nx,1\n")
+    data = tmp_path / "latin.csv"
+    data.write_bytes("account,offer_id\nx,1\ncaf\u00e9,2\n".encode("latin-1"))
     assert main(["ingest", str(data), "--out", str(tmp_path / "out")]) == 1
     out = capsys.readouterr().out
     assert "status     FAILED" in out
-    assert "nokey.csv: line 1: key template 'account' names column 'account'" in out
+    assert "latin.csv: line 3: bytes are not valid utf-8" in out and "--encoding latin-1" in out
+
+
+def test_a_header_that_does_not_fit_the_keys_exits_2_before_anything_starts(
+        tmp_path: Path, capsys, monkeypatch) -> None:
+    import fanout.local.ingest as local_ingest
+
+    def no_emulator(*args, **kwargs):
+        raise AssertionError("the emulator started")
+
+    monkeypatch.setattr(local_ingest, "Emulator", no_emulator)
+    data = tmp_path / "nokey.csv"
+    data.write_text("name;value\nx;1\n")
+    assert main(["ingest", str(data), "--partition-key", "nosuchcol"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"fanout ingest: error: {data}: header: key template 'nosuchcol' names "
+                          "column 'nosuchcol', which is not in the header (name, value)")
+    # A one-column header may be another delimiter: the error says what to set.
+    data.write_text("name:value\nx:1\n")
+    assert main(["ingest", str(data), "--partition-key", "name"]) == 2
+    assert "read as one column (delimiter ',')" in capsys.readouterr().err
 
 
 def test_make_csv_is_reproducible_and_validates(tmp_path: Path, capsys) -> None:
@@ -149,3 +171,45 @@ def test_spec_infer_refuses_to_overwrite_and_prints_to_stdout(tmp_path: Path, ca
     assert main(["spec", "infer", str(data)]) == 0
     assert 'partition_key = { name = "id", type = "N" }' in capsys.readouterr().out
     assert main(["spec", "infer", str(tmp_path / "missing.csv")]) == 2
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_shows_rows_read_and_written_with_a_rate_from_the_start(tmp_path: Path) -> None:
+    data = tmp_path / "data.csv"
+    make_csv(3000, 20, data, seed=2, stream=io.StringIO())
+    terminal = Tty()
+    ingest(IngestOptions(file=data, spec=Spec.default(), out_dir=tmp_path / "out",
+                         range_bytes=16 * 1024, progress=terminal))
+    frames = [f.strip() for f in terminal.getvalue().split("\r") if f.strip()]
+    assert frames, "nothing was shown while the job ran"
+    assert all(f.startswith("data.csv: read ") and ", written " in f for f in frames)
+    # Rows are counted while the split runs, not only at the end.
+    assert any(not f.startswith("data.csv: read 3,000,") for f in frames)
+    # ... with a rate and an ETA (from the share of the file's bytes split, times the share
+    # of those rows written).
+    assert any(re.search(r"· [\d,]+ rows/s · \d+% · ETA \d+:\d\d ·", f) for f in frames)
+    assert terminal.getvalue().endswith("\r")  # the live line is cleared for the summary
+
+
+def test_json_prints_nothing_but_the_json(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "one.csv"
+    data.write_text("account,offer_id\na,1\n")
+    assert main(["ingest", str(data), "--out", str(tmp_path / "out"), "--json"]) == 0
+    printed = capsys.readouterr()
+    summary = json.loads(printed.out)
+    assert printed.err == ""
+    assert summary["rows_written"] == 1 and summary["source_format"].startswith("utf-8")
+
+
+def test_a_one_row_file_does_not_report_zero_rows_per_second(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "one.csv"
+    data.write_text("account;offer_id\na;1\n")
+    assert main(["ingest", str(data), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "read as    utf-8, delimiter ';' (from the header)" in out
+    elapsed = next(line for line in out.splitlines() if line.startswith("elapsed"))
+    assert "(0 rows/s)" not in elapsed and "rows/s" in elapsed

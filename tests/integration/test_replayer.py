@@ -250,3 +250,41 @@ def test_usage_errors_exit_2(tmp_path):
     assert main(["inspect"]) == 2  # no target
     assert main(["redrive", "--max", "0", "--endpoint-url", "http://127.0.0.1:1"]) == 2
     assert main(["bogus"]) == 2
+
+
+def test_a_partial_run_exits_4_and_nothing_matched_exits_3(aws, target, waiting, tmp_path):
+    # Given a fixes file with the two empty_key rows and one row that is not in the DLQ
+    export = tmp_path / "fix.jsonl"
+    assert replayer(target, "export", "--out", str(export), "--reason", "empty_key")[0] == 0
+    records = [json.loads(t) for t in export.read_text().splitlines()]
+    ghost = {**records[0], "_line": 9999}
+    export.write_text("".join(json.dumps(r) + "\n" for r in [*records, ghost]))
+    # When it is redriven, two rows go back and one is not found: partial, exit 4
+    code, out, err = replayer(target, "redrive", "--fixes", str(export), "--json")
+    outcome = json.loads(out)
+    assert code == 4 and outcome["rows_sent"] == 2 and outcome["fixes_unmatched"] == 1
+    assert err == ""  # --json: nothing but the JSON
+    # And a filter that matches nothing is exit 3, not 4
+    assert replayer(target, "redrive", "--job", "no-such-job")[0] == 3
+
+
+def test_failures_are_one_line_with_no_traceback(capsys, monkeypatch):
+    # Nothing listens at the endpoint: one line that says so, exit 1.
+    code = main(["inspect", "--endpoint-url", "http://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("dlq-replayer inspect: error: cannot connect to http://127.0.0.1:9")
+    # A bad number names the flag and the rule.
+    assert main(["redrive", "--max", "abc", "--endpoint-url", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "argument --max: must be a whole number of at least 1 (got 'abc')" in err
+    # No credentials for a remote stack: one line naming the fix.
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    assert main(["inspect", "--stack", "fanout"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no AWS credentials found" in err

@@ -136,7 +136,7 @@ def test_items_over_400_kb_are_rejected() -> None:
 @pytest.mark.parametrize(
     ("spec", "field"),
     [
-        ({"columns": {}}, "table.partition_key"),
+        ({"table": {"name": "offers"}}, "table.partition_key"),
         ({"table": {"partition_key": {"name": "id", "type": "BOOL"}}}, "table.partition_key.type"),
         ({"table": {"partition_key": "id"}, "columns": {"types": {"x": "FLOAT"}}}, "columns.types.x"),
         ({"table": {"partition_key": "id"}, "columns": {"empty": "skip"}}, "columns.empty"),

@@ -37,6 +37,8 @@ def test_nothing_done_or_too_fast_to_time_never_says_zero_per_second() -> None:
     assert format_rate(0, 5.0, "rows") == "— rows/s"
     assert format_rate(1, 0.0, "rows") == "1 rows in <1 ms"
     assert format_rate(1, 0.5, "rows") == "2 rows/s"
+    assert format_rate(1, 2.03, "rows") == "0.49 rows/s"  # a 1-row file is not "0 rows/s"
+    assert format_rate(123_456, 10.0, "rows") == "12,346 rows/s"
     assert format_duration(3725) == "1:02:05"
 
 

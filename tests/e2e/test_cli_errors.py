@@ -1,0 +1,122 @@
+"""Every `fanout` failure ends with one line on stderr and a documented exit code, never a
+traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from moto import mock_aws
+
+from fanout.cli import build_parser, main
+
+NO_CREDENTIALS = {"AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent",
+                  "AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def fanout(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The command as a user runs it, in a clean environment with no AWS credentials."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    return subprocess.run([sys.executable, "-m", "fanout.cli", *argv], capture_output=True,
+                          text=True, timeout=120, env={**base, **NO_CREDENTIALS, **(env or {})})
+
+
+def one_line(stderr: str) -> str:
+    assert "Traceback" not in stderr
+    assert stderr.count("\n") == 1, stderr
+    return stderr.strip()
+
+
+def test_status_with_no_credentials_for_a_remote_endpoint_says_what_to_set() -> None:
+    done = fanout("status", "job-1", "--endpoint-url", "https://dynamodb.example.invalid")
+    assert done.returncode == 1
+    line = one_line(done.stderr)
+    assert line.startswith("fanout status: error: no AWS credentials found: set AWS_PROFILE")
+
+
+def test_status_at_a_loopback_port_where_nothing_listens() -> None:
+    # Loopback: credentials are filled in, so the error is the real one (nothing there).
+    done = fanout("status", "job-1", "--endpoint-url", "http://127.0.0.1:9")
+    assert done.returncode == 1
+    assert one_line(done.stderr).startswith(
+        "fanout status: error: cannot connect to http://127.0.0.1:9/: nothing is listening there")
+
+
+def test_status_of_a_stack_that_does_not_exist(capsys) -> None:
+    with mock_aws():
+        code = main(["status", "job-1", "--stack", "no-such-stack"])
+    assert code == 1
+    assert one_line(capsys.readouterr().err) == (
+        "fanout status: error: no stack 'no-such-stack' in us-east-1 (check --stack, AWS_PROFILE "
+        "and AWS_DEFAULT_REGION)")
+
+
+def test_status_of_an_unknown_job(capsys, tmp_path: Path) -> None:
+    assert main(["status", "nope", "--out-root", str(tmp_path)]) == 1
+    assert "no job 'nope' under" in one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["ingest", "x.csv", "--range-bytes", "abc"],
+     "fanout ingest: error: argument --range-bytes: must be a whole number of at least 1 (got "
+     "'abc') (see fanout ingest --help)"),
+    (["ingest", "x.csv", "--concurrency", "0"],
+     "fanout ingest: error: argument --concurrency: must be a whole number of at least 1 (got 0) "
+     "(see fanout ingest --help)"),
+    (["ingest", "x.csv", "--encoding", "cp1252"],
+     "fanout ingest: error: argument --encoding: invalid choice: 'cp1252' (choose from 'utf-8', "
+     "'utf-16', 'latin-1') (see fanout ingest --help)"),
+    (["bogus"], None),
+])
+def test_usage_errors_are_one_line_and_exit_2(capsys, argv, expected) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    line = one_line(capsys.readouterr().err)
+    if expected:
+        assert line == expected
+
+
+def test_a_bad_delimiter_flag_names_the_flag(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "x.csv"
+    data.write_text("account,offer_id\na,1\n")
+    assert main(["ingest", str(data), "--delimiter", ";;"]) == 2
+    assert one_line(capsys.readouterr().err).startswith("fanout ingest: error: --delimiter: ';;'")
+
+
+def test_a_spec_error_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
+    data, spec = tmp_path / "x.csv", tmp_path / "spec.toml"
+    data.write_text("account,offer_id\na,1\n")
+    spec.write_text("[source]\nencoding = 'ebcdic'\n")
+    assert main(["ingest", str(data), "--spec", str(spec)]) == 2
+    assert one_line(capsys.readouterr().err) == (
+        f"fanout ingest: error: {spec}: source.encoding: 'ebcdic' is not one of utf-8, utf-16, "
+        "latin-1")
+
+
+def test_an_unexpected_failure_is_still_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    import fanout.local.ingest as local_ingest
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the emulator\nwould not start")
+
+    monkeypatch.setattr(local_ingest, "Emulator", broken)
+    data = tmp_path / "x.csv"
+    data.write_text("account,offer_id\na,1\n")
+    assert main(["ingest", str(data)]) == 1
+    assert one_line(capsys.readouterr().err) == (
+        "fanout ingest: error: pipeline failed: RuntimeError: the emulator would not start")
+
+
+@pytest.mark.parametrize("command", [[], ["status"], ["ingest"]])
+def test_help_documents_the_exit_codes(command) -> None:
+    parser = build_parser()
+    if command:
+        parser = next(a for a in parser._subparsers._group_actions  # noqa: SLF001
+                      if a.dest == "command").choices[command[0]]
+    text = parser.format_help()
+    assert "exit status" in text
+    assert "  0  " in text and "  1  " in text and "  2  " in text
