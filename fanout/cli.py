@@ -61,6 +61,13 @@ line. Prefix NAME= to name the attribute (and NAME:N= to make it a number):
 """
 
 
+INFER_EPILOG = """\
+exit status:
+  0  the spec was written
+  1  the file cannot be read as CSV (the message says what to set)
+  2  usage error (bad arguments, no such file, --out exists without --force)
+"""
+
 STATUS_EPILOG = """\
 exit status:
   0  the job was found (its status is in the JSON: RUNNING, COMPLETE or FAILED)
@@ -145,6 +152,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--concurrency", type=_positive, default=4,
                        help="concurrent writer invocations (default 4)")
 
+    spec = commands.add_parser(
+        "spec", help="work with mapping specs: `fanout spec infer FILE`",
+        description="Work with mapping specs (TOML).")
+    spec_commands = spec.add_subparsers(dest="spec_command", required=True)
+    infer = spec_commands.add_parser(
+        "infer", help="write a commented spec inferred from a sample of FILE",
+        description="Read the first rows of FILE (gzip, BOM and delimiter detected as the "
+                    "splitter detects them) and write a commented, valid mapping spec: column "
+                    "types (N, BOOL, JSON only where every sampled value converts), empty "
+                    "handling, header normalisation, and a key unique in the sample.",
+        epilog=INFER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    infer.add_argument("file", type=Path, help="the CSV file to sample")
+    infer.add_argument("--rows", type=_positive, default=10_000, metavar="N",
+                       help="data rows to sample (default 10,000, or the whole file if smaller)")
+    infer.add_argument("--out", type=Path, metavar="FILE",
+                       help="write the spec here (default: print it)")
+    infer.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    infer.add_argument("--delimiter", help="the delimiter (default: sniffed from the header)")
+    infer.add_argument("--encoding", help="utf-8, utf-16 or latin-1 (default: from the BOM, or utf-8)")
+
     make = commands.add_parser(
         "make-csv", help="generate test data (the old make-csv.py's columns)",
         description="Generate a CSV with columns account, offer_id, catalog_id, "
@@ -171,8 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; any failure ends with one line on stderr and its exit code."""
     args = build_parser().parse_args(argv)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
-        "make-csv": _make_csv, "ingest": _ingest, "serve": _serve, "status": _status}
-    return run_command(f"fanout {args.command}", commands[args.command], args)
+        "make-csv": _make_csv, "ingest": _ingest, "serve": _serve, "status": _status,
+        "spec": _spec_infer}
+    name = f"fanout {args.command}" + (f" {args.spec_command}" if args.command == "spec" else "")
+    return run_command(name, commands[args.command], args)
 
 
 def run_command(name: str, command: Callable[[argparse.Namespace], int],
@@ -210,6 +239,30 @@ def _make_csv(args: argparse.Namespace) -> int:
         raise CommandError(str(exc), EXIT_USAGE) from None
     if args.json:
         print(json.dumps({"output": str(args.output), "rows": args.rows, "bytes": written}))
+    return EXIT_OK
+
+
+def _spec_infer(args: argparse.Namespace) -> int:
+    from fanout.infer import InferError, infer_file
+
+    if not args.file.is_file():
+        raise CommandError(f"{args.file}: no such file", EXIT_USAGE)
+    if args.out and args.out.exists() and not args.force:
+        raise CommandError(f"{args.out} exists: pass --force to overwrite it", EXIT_USAGE)
+    try:
+        inference = infer_file(args.file, max_rows=args.rows, delimiter=args.delimiter,
+                               encoding=args.encoding)
+    except InferError as exc:
+        raise CommandError(str(exc), EXIT_FAILED) from None
+    text = inference.to_toml(args.file.name)
+    key = inference.key
+    keys = key.partition + (f" + {key.sort}" if key.sort else "")
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}: {inference.rows:,} rows sampled, key {keys}, "
+              f"{len(inference.types)} typed column(s)", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return EXIT_OK
 
 

