@@ -20,7 +20,7 @@ from fanout.runtime import Runtime
 from tests.integration.helpers import context, drain, sqs_event
 from tests.strict_aws import Faults, StrictLayer
 from writer import handler
-from writer.batch_write import Budget, InFlight, TransientWriteError, write_items
+from writer.batch_write import Budget, InFlight, TransientWriteError, items_client, write_items
 
 HEADER = ["account", "offer_id", "risk"]
 SOURCE = Source("fanout-uploads", "uploads/t.csv", "etag")
@@ -362,3 +362,19 @@ def test_in_flight_halves_on_throttling_once_a_round_and_grows_back_by_one() -> 
     for _ in range(10):
         slots.release(slots.acquire(0), throttled=True)
     assert slots.limit == 1  # never below one
+
+
+def test_the_items_client_sends_the_body_botocore_would(aws, stack):
+    """items_client() encodes BatchWriteItem bodies itself: moto parses them as DynamoDB's
+    wire format, with every attribute type, a binary value among them, and answers
+    UnprocessedItems through botocore's own parser."""
+    fast = items_client()
+    item = {"account": {"S": "a"}, "offer_id": {"S": "ü-1"}, "n": {"N": "-1.50"},
+            "b": {"B": b"\x00\xff binary"}, "flag": {"BOOL": False}, "none": {"NULL": True},
+            "m": {"M": {"x": {"L": [{"S": "é"}, {"N": "7"}]}}}, "ss": {"SS": ["p", "q"]}}
+    other = {"account": {"S": "a"}, "offer_id": {"S": "2"}}
+    response = fast.batch_write_item(RequestItems={stack.settings.table_name: [
+        {"PutRequest": {"Item": item}}, {"PutRequest": {"Item": other}}]})
+    assert response["UnprocessedItems"] == {}
+    items = table_items(aws, stack.settings.table_name)
+    assert items[("a", "ü-1")] == item and items[("a", "2")] == other
