@@ -430,7 +430,7 @@ def writer_defaults(m: WriterMeasurement, *, batch_messages: int, message_bytes:
 
 # The run the stack's writer defaults come from (`python -m bench`, see the README's bench
 # section for its date and machine): rows/s per invocation at 10 ms per BatchWriteItem.
-RECORDED_WRITER = WriterMeasurement({256: 2_221, 512: 5_680, 1024: 5_794, 1769: 6_979},
-                                    in_flight=8, batch_rows=2_500)
+RECORDED_WRITER = WriterMeasurement({256: 2_331, 512: 5_774, 1024: 8_466, 1769: 9_163},
+                                    in_flight=16, batch_rows=2_500)
 RECORDED_PIPELINE = {"message_bytes": 3_621.0, "bytes_per_row": 124.0,
                      "splitter_rows_s": 133_333.0}

@@ -40,7 +40,7 @@ class PipelineConfig:
     max_concurrency: int = 50
     # BatchWriteItem calls one writer invocation keeps in flight at most (writer/batch_write.py
     # adapts below it when DynamoDB throttles; bench/invocation.py measured the default).
-    writer_in_flight: int = 8
+    writer_in_flight: int = 16
     retention_days: int = 14
     range_bytes: int = 8 * MIB
     # The splitter saves a checkpoint each time it crosses a multiple of this many bytes

@@ -24,7 +24,7 @@ from fanout.settings import DEFAULT_CONFIG, PipelineConfig
 # request unit, so rows/s == WCU/s. tests/unit/test_bench_model.py checks these against
 # the model and the recorded run; override with `-c rows_per_writer_s=N`.
 DEFAULT_WRITER_MEMORY_MB = 512
-DEFAULT_ROWS_PER_WRITER_S = 5_600
+DEFAULT_ROWS_PER_WRITER_S = 5_700
 # A new on-demand table is pre-warmed to 4,000 writes/s (AWS_FACTS.md).
 DEFAULT_WRITE_BUDGET = 4000
 # ScalingConfig.MaximumConcurrency must lie in 2..1000.
