@@ -321,3 +321,116 @@ def human_seconds(seconds: float) -> str:
     if seconds < 2 * 3600:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+# --------------------------------------------------------------------------- the writer's defaults
+#
+# What the stack deploys for the writer (infra/fanout_stack/config.py, fanout/settings.py)
+# is derived here from what bench/invocation.py measured; tests/unit/test_bench_model.py
+# checks that the stack's defaults are these functions of the recorded measurement.
+
+MIN_MAX_CONCURRENCY, MAX_MAX_CONCURRENCY = 2, 1000  # ScalingConfig.MaximumConcurrency
+
+
+@dataclass(frozen=True)
+class WriterMeasurement:
+    """Writer rows/s per invocation (one ESM batch, default calls in flight) at each
+    memory size's CPU share, with `latency_s` per BatchWriteItem."""
+
+    rows_per_s: Mapping[int, float]  # memory MB -> rows/s
+    in_flight: int
+    batch_rows: int
+    latency_s: float = 0.010
+
+
+def writer_cost_per_million(memory_mb: int, rows_per_s: float, batch_rows: int,
+                            prices: Prices = PRICES) -> float:
+    """The writer's Lambda dollars per 1M rows: GB-s at the measured rate, and requests."""
+    invocations = 1e6 / batch_rows
+    return invocations * (batch_rows / rows_per_s * memory_mb / 1024 * prices.lambda_gb_s
+                          + prices.lambda_per_million_requests / 1e6)
+
+
+def cheapest_memory(m: WriterMeasurement, prices: Prices = PRICES) -> int:
+    """The measured memory size with the lowest cost per 1M rows (ties: the faster one)."""
+    return min(m.rows_per_s, key=lambda mb: (round(writer_cost_per_million(
+        mb, m.rows_per_s[mb], m.batch_rows, prices), 7), -m.rows_per_s[mb]))
+
+
+def max_concurrency(write_budget: float, rows_per_writer_s: float, wru_per_row: float = 1.0) -> int:
+    """MaximumConcurrency for a write budget (WCU/s): enough writers to reach it, no more
+    (the backlog waits in SQS), clamped to what the event source mapping accepts."""
+    if write_budget <= 0 or rows_per_writer_s <= 0:
+        raise ValueError("write_budget and rows_per_writer_s must be positive")
+    wanted = math.ceil(write_budget / wru_per_row / rows_per_writer_s)
+    return max(MIN_MAX_CONCURRENCY, min(MAX_MAX_CONCURRENCY, wanted))
+
+
+@dataclass(frozen=True)
+class PipelineAssumptions:
+    """Request counts per message and per invocation that are the design's, not measured."""
+
+    rows_per_message: int = 25  # fanout.settings.ROWS_PER_MESSAGE
+    send_batch: int = 10  # SendMessageBatch entries (the splitter's Enqueuer)
+    receive_batch: int = 10  # the ESM's pollers take up to 10 messages a ReceiveMessage
+    delete_batch: int = 10  # and delete what succeeded 10 a DeleteMessageBatch
+    ledger_writes_per_invocation: int = 2  # fanout/ledger.py: a batch record + a counter
+    range_bytes: int = 8 * 1024 * 1024  # the splitter's ranged GETs
+    object_reads: int = 2  # the check pass, then the split
+
+
+def million_rows_usage(*, batch_messages: int, message_bytes: float, bytes_per_row: float,
+                       writer_rows_s: float, writer_memory_mb: int, splitter_rows_s: float,
+                       a: PipelineAssumptions = PipelineAssumptions(),
+                       splitter: SplitterAssumptions = SplitterAssumptions()) -> Usage:
+    """Billable units of 1M rows of at most 1 KB through the stack."""
+    rows = 1e6
+    messages = rows / a.rows_per_message
+    invocations = messages / batch_messages
+    send_requests = messages / a.send_batch * sqs_billed_requests(int(a.send_batch * message_bytes))
+    receives = messages / a.receive_batch * sqs_billed_requests(int(a.receive_batch * message_bytes))
+    deletes = messages / a.delete_batch
+    writer_gb_s = invocations * (batch_messages * a.rows_per_message / writer_rows_s) \
+        * writer_memory_mb / 1024
+    gets = math.ceil(rows * bytes_per_row / a.range_bytes) * a.object_reads + 1  # + a HEAD
+    return Usage(rows=rows, item_wru=rows, ledger_wru=invocations * a.ledger_writes_per_invocation,
+                 sqs_requests=send_requests + receives + deletes, s3_get=gets,
+                 lambda_requests=invocations + 1,
+                 lambda_gb_s=writer_gb_s + splitter_gb_s(rows, splitter_rows_s, splitter))
+
+
+@dataclass(frozen=True)
+class WriterDefaults:
+    """What the stack deploys for the writer, and the three figures it is judged by."""
+
+    memory_mb: int
+    rows_per_writer_s: int  # rounded down to 100 rows/s: a conservative MaximumConcurrency
+    in_flight: int
+    writers_for_40k: int
+    cost: Cost  # per 1M rows
+    load_100m_40k: LoadResult
+
+
+def writer_defaults(m: WriterMeasurement, *, batch_messages: int, message_bytes: float,
+                    bytes_per_row: float, splitter_rows_s: float, table_wru_s: float = 40_000,
+                    load_rows: float = 100e6, prices: Prices = PRICES) -> WriterDefaults:
+    """The writer's deploy defaults and their figures, from the measurement."""
+    memory = cheapest_memory(m, prices)
+    rate = int(m.rows_per_s[memory] // 100 * 100)
+    writers = max_concurrency(table_wru_s, rate)
+    usage = million_rows_usage(batch_messages=batch_messages, message_bytes=message_bytes,
+                               bytes_per_row=bytes_per_row, writer_rows_s=rate,
+                               writer_memory_mb=memory, splitter_rows_s=splitter_rows_s)
+    # The splitter checkpoints and continues past its 15 minutes, so no timeout applies.
+    load = simulate_load(load_rows, table_wru_s=table_wru_s, writer_rows_s=rate,
+                         max_concurrency=writers, splitter_rows_s=splitter_rows_s,
+                         splitter_timeout_s=math.inf)
+    return WriterDefaults(memory, rate, m.in_flight, writers, cost(usage, prices), load)
+
+
+# The run the stack's writer defaults come from (`python -m bench`, see the README's bench
+# section for its date and machine): rows/s per invocation at 10 ms per BatchWriteItem.
+RECORDED_WRITER = WriterMeasurement({256: 2_331, 512: 5_774, 1024: 8_466, 1769: 9_163},
+                                    in_flight=16, batch_rows=2_500)
+RECORDED_PIPELINE = {"message_bytes": 3_621.0, "bytes_per_row": 124.0,
+                     "splitter_rows_s": 133_333.0}

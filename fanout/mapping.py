@@ -383,13 +383,35 @@ class RowMapper:
                                  _converter(type_, name, spec)))
         self.transforms = [(i, spec.transforms.get(name)) for i, name in enumerate(self.header)]
         self.has_transforms = any(t for _, t in self.transforms)
+        # Work done once per header, not once per row (the writer's CPU per row):
+        # all-string columns with empties dropped are built in one comprehension...
+        self._strings = None if self.has_transforms or spec.empty != "drop" or any(
+            spec.types.get(name, spec.default_type) != "S" for _, name, _, _ in self.columns
+        ) else [(position, name) for position, name, _, _ in self.columns]
+        # ...and the exact item size is computed only for rows whose cheap upper bound
+        # (every field at 4 UTF-8 bytes a character, once per reference) passes the limit.
+        # JSON values can outgrow their text, so such specs always measure exactly.
+        templates = [self.partition] + ([self.sort] if self.sort is not None else [])
+        refs = [p for t in templates for _, p in t.parts if p is not None]
+        self._size_refs = 1 + sum(1 for p in refs if p >= 0)
+        self._size_constant = (sum(len(name.encode()) + 3 for _, name, _, _ in self.columns)
+                               + sum(len(k.name.encode()) + 3 for k in self._key_specs())
+                               + sum(len(literal.encode()) for t in templates for literal, _ in t.parts)
+                               + 20 * sum(1 for p in refs if p == -1))
+        self._size_exact = any(spec.types.get(name, spec.default_type) == "JSON"
+                               for _, name, _, _ in self.columns)
+        pk_spec, sk_spec = spec.partition_key, spec.sort_key
+        self._key_fields = ((pk_spec.name, pk_spec.type),
+                            (sk_spec.name, sk_spec.type) if sk_spec else None)
+
+    def _key_specs(self) -> list[KeySpec]:
+        return [self.spec.partition_key] + ([self.spec.sort_key] if self.spec.sort_key else [])
 
     def key_of(self, item: Mapping[str, Any]) -> tuple[Any, ...]:
-        spec = self.spec
-        key = [next(iter(item[spec.partition_key.name].values()))]
-        if spec.sort_key:
-            key.append(next(iter(item[spec.sort_key.name].values())))
-        return tuple(key)
+        (pk_name, pk_type), sort = self._key_fields
+        if sort is None:
+            return (item[pk_name][pk_type],)
+        return (item[pk_name][pk_type], item[sort[0]][sort[1]])
 
     def to_item(self, row: Sequence[str], line: int) -> dict[str, Any]:
         """One row as a DynamoDB-JSON item; raise RowRejected with a reason code."""
@@ -398,6 +420,25 @@ class RowMapper:
                               f"expected {self.width} columns, found {len(row)}")
         if self.has_transforms:
             row = [t.apply(v) if t else v for (_, t), v in zip(self.transforms, row, strict=True)]
+        item: dict[str, Any]
+        if self._strings is not None:
+            item = {name: {"S": row[position]} for position, name in self._strings if row[position]}
+        else:
+            item = self._converted(row)
+        item[self.spec.partition_key.name] = self._key_value(self.partition, self.spec.partition_key,
+                                                             row, line)
+        if self.sort is not None and self.spec.sort_key is not None:
+            item[self.spec.sort_key.name] = self._key_value(self.sort, self.spec.sort_key, row, line)
+        if (not self._size_exact and self._size_constant
+                + self._size_refs * 4 * sum(map(len, row)) <= MAX_ITEM_BYTES):
+            return item
+        size = item_size(item)
+        if size > MAX_ITEM_BYTES:
+            raise RowRejected("item_too_large",
+                              f"item is {size:,} bytes; DynamoDB's limit is {MAX_ITEM_BYTES:,}")
+        return item
+
+    def _converted(self, row: Sequence[str]) -> dict[str, Any]:
         item: dict[str, Any] = {}
         for position, name, _transform, convert in self.columns:
             value = row[position]
@@ -410,17 +451,13 @@ class RowMapper:
             converted = convert(value)
             if converted is not None:
                 item[name] = converted
-        item[self.spec.partition_key.name] = self._key_value(self.partition, self.spec.partition_key,
-                                                             row, line)
-        if self.sort is not None and self.spec.sort_key is not None:
-            item[self.spec.sort_key.name] = self._key_value(self.sort, self.spec.sort_key, row, line)
-        size = item_size(item)
-        if size > MAX_ITEM_BYTES:
-            raise RowRejected("item_too_large",
-                              f"item is {size:,} bytes; DynamoDB's limit is {MAX_ITEM_BYTES:,}")
         return item
 
     def _key_value(self, template: Any, key: KeySpec, row: Sequence[str], line: int) -> dict:
+        if key.type == "S" and len(template.parts) == 1 and not template.parts[0][0]:
+            position = template.parts[0][1]
+            if position is not None and position >= 0 and row[position]:
+                return {"S": row[position]}  # a bare column, the common key: no rendering
         text, empty = template.render(row, line)
         if empty:
             names = ", ".join(self.header[p] for p in empty)

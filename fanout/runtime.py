@@ -43,17 +43,19 @@ def spec_from_settings(settings: Settings) -> Spec:
 
 
 class RuntimeSlot:
-    """A lazily built Runtime per handler module; `use` swaps it (local runtime, tests)."""
+    """A lazily built Runtime per handler module (`build`, Runtime.from_env by default);
+    `use` swaps it (local runtime, tests)."""
 
-    def __init__(self) -> None:
+    def __init__(self, build: Callable[[], Runtime] | None = None) -> None:
         self._runtime: Runtime | None = None
+        self._build = build or Runtime.from_env
         self._lock = threading.Lock()
 
     def get(self) -> Runtime:
         if self._runtime is None:
             with self._lock:
                 if self._runtime is None:
-                    self._runtime = Runtime.from_env()
+                    self._runtime = self._build()
         return self._runtime
 
     def use(self, runtime: Runtime | None) -> None:

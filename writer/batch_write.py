@@ -1,26 +1,119 @@
 """BatchWriteItem held to the AWS contract: at most 25 requests a call, never two for one
-key, UnprocessedItems retried with exponential backoff and full jitter inside the
-invocation's time budget, and a whole-batch ValidationException bisected down to the
-items at fault so the rest are still written."""
+key, UnprocessedItems and throttling retried with exponential backoff and full jitter
+inside the invocation's time budget, and a whole-batch ValidationException bisected down
+to the items at fault so the rest are still written.
+
+One invocation writes its messages with several calls in flight on one shared client
+(`InFlight`): the number in flight grows by one per round of calls DynamoDB took whole
+and halves when it throttles (additive increase, multiplicative decrease), so a
+throttled table sees fewer calls, not a multiple of retries.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
+from fanout.aws import CLIENT_CONFIG
 from fanout.settings import MAX_BATCH_WRITE_ITEMS
 
 RETRYABLE_CODES = frozenset({
     "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
     "InternalServerError", "ServiceUnavailable", "InternalFailure", "TransactionInProgressException",
 })
+# A connection that failed or timed out may or may not have written: puts are idempotent,
+# so the call is retried like a throttle.
+TRANSPORT_ERRORS = (HTTPClientError, BotocoreConnectionError)
 BASE_DELAY_S = 0.05
 MAX_DELAY_S = 5.0
+
+# The client the writer sends BatchWriteItem with. Parameter validation is off: the
+# requests are built by writer.load from items RowMapper already held to DynamoDB's rules
+# (and tests/strict_aws.py checks them against the AWS contract), and botocore's validator
+# walks every attribute of every item, about half of the writer's CPU per row. Retries are
+# ours (budget-aware, and they feed InFlight): botocore's would sleep inside a call where
+# the budget cannot see it. The timeouts bound one call, so `Budget.call_s` can make
+# sure no call starts that could outlive the invocation.
+CONNECT_TIMEOUT_S = 1.0
+READ_TIMEOUT_S = 1.0
+ITEMS_CLIENT_CONFIG = CLIENT_CONFIG.merge(Config(
+    parameter_validation=False, retries={"mode": "standard", "max_attempts": 1},
+    connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
+))
+CALL_S = CONNECT_TIMEOUT_S + READ_TIMEOUT_S
+
+
+class WriterDynamoDB:
+    """The writer's DynamoDB: BatchWriteItem through a client built with
+    ITEMS_CLIENT_CONFIG (shared by the write pool's threads; boto3 clients are
+    thread-safe), every other call (the ledger's) through the standard client."""
+
+    def __init__(self, items: Any, standard: Any) -> None:
+        self._items = items
+        self._standard = standard
+
+    def batch_write_item(self, **params: Any) -> Any:
+        return self._items.batch_write_item(**params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._standard, name)
+
+
+def items_client(*, endpoint_url: str | None = None, region: str = "us-east-1") -> Any:
+    """The BatchWriteItem client: ITEMS_CLIENT_CONFIG, and request bodies encoded whole
+    by `json.dumps` (see `encode_whole`)."""
+    client = boto3.session.Session().client("dynamodb", endpoint_url=endpoint_url,
+                                            region_name=region, config=ITEMS_CLIENT_CONFIG)
+    encode_whole(client)
+    return client
+
+
+_BODY = "fanout_body"
+
+
+def encode_whole(client: Any) -> None:
+    """Encode BatchWriteItem bodies with `json.dumps` (C speed) instead of botocore's
+    serializer, which walks the operation's shapes for every attribute of every item (a
+    third of the CPU of a call once validation is off). The items already are DynamoDB
+    JSON, which is the wire format (binary values go out base64-encoded, as botocore
+    sends blobs), so the body is the same JSON.
+
+    Two of botocore's documented events: before the parameters are serialized, the body is
+    encoded from them and the items are taken out (the table names stay, for endpoint
+    resolution); before the call is sent, the body is put in place of the one botocore
+    built from the empty lists. tests/integration/test_writer.py sends through this client
+    to moto, which parses the body as DynamoDB would."""
+    events = client.meta.events
+    events.register("before-parameter-build.dynamodb.BatchWriteItem", _take_items)
+    events.register("before-call.dynamodb.BatchWriteItem", _put_body)
+
+
+def _take_items(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    context[_BODY] = json.dumps(params, separators=(",", ":"), default=_base64).encode()
+    params["RequestItems"] = {table: [] for table in params["RequestItems"]}
+
+
+def _put_body(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    body = context.pop(_BODY, None)
+    if body is not None:
+        params["body"] = body
+
+
+def _base64(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"cannot encode {type(value).__name__} in a BatchWriteItem body")
 
 
 class TransientWriteError(RuntimeError):
@@ -34,63 +127,142 @@ class WriteOutcome:
     invalid: list[tuple[int, str]] = field(default_factory=list)
     calls: int = 0
     retries: int = 0
+    throttled: int = 0  # calls DynamoDB throttled (an error, or items left unprocessed)
 
 
 @dataclass
 class Budget:
-    """How long we may keep retrying: `remaining_s()` minus a reserve for the ledger and
-    the response."""
+    """How long we may keep writing: `remaining_s()` minus a reserve for the ledger and
+    the response. A call starts only with `call_s` (the longest one call can take) left."""
 
     remaining_s: Callable[[], float]
     reserve_s: float = 3.0
     sleep: Callable[[float], None] = time.sleep
+    call_s: float = 0.0
 
     def left(self) -> float:
         return self.remaining_s() - self.reserve_s
 
+    def may_call(self) -> bool:
+        return self.left() > self.call_s
+
     def backoff(self, attempt: int) -> bool:
-        """Sleep with full jitter; False when sleeping would overrun the budget."""
+        """Sleep with full jitter; False when the sleep and a call after it would overrun
+        the budget."""
         delay = random.uniform(0, min(MAX_DELAY_S, BASE_DELAY_S * 2**attempt))
-        if delay >= self.left():
+        if delay + self.call_s >= self.left():
             return False
         self.sleep(delay)
         return True
 
 
-def write_items(ddb: Any, table: str, items: list[dict[str, Any]], budget: Budget) -> WriteOutcome:
+class InFlight:
+    """How many BatchWriteItem calls may be in flight at once (AIMD, as TCP does).
+
+    Each call DynamoDB takes whole adds 1/limit (about one more per round of calls); a
+    throttled call halves the limit, at most once per round (calls that started before
+    the last cut do not cut again), down to one. `acquire` waits for a slot.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("the number of calls in flight must be at least 1")
+        self.most = limit
+        self.limit = float(limit)
+        self.active = 0
+        self.started = 0
+        self.peak = 0
+        self.cuts = 0
+        self._cut_at = 0
+        self._ready = threading.Condition()
+
+    def acquire(self, wait_s: float) -> int | None:
+        """A ticket for one call, or None if no slot freed within `wait_s` seconds."""
+        deadline = time.monotonic() + wait_s
+        with self._ready:
+            while self.active >= int(self.limit):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._ready.wait(left)
+            self.active += 1
+            self.started += 1
+            self.peak = max(self.peak, self.active)
+            return self.started
+
+    def release(self, ticket: int, *, throttled: bool) -> None:
+        with self._ready:
+            self.active -= 1
+            if throttled:
+                if ticket > self._cut_at:
+                    self.limit = max(1.0, self.limit / 2)
+                    self._cut_at = self.started
+                    self.cuts += 1
+            else:
+                self.limit = min(float(self.most), self.limit + 1.0 / self.limit)
+            self._ready.notify_all()
+
+
+def write_items(ddb: Any, table: str, items: list[dict[str, Any]], budget: Budget,
+                in_flight: InFlight | None = None) -> WriteOutcome:
     """Write `items` (DynamoDB JSON, distinct keys). Raise TransientWriteError if the budget
     runs out with items unwritten."""
     outcome = WriteOutcome()
+    slots = in_flight or InFlight(1)
     for start in range(0, len(items), MAX_BATCH_WRITE_ITEMS):
         group = list(range(start, min(start + MAX_BATCH_WRITE_ITEMS, len(items))))
-        _write_group(ddb, table, items, group, budget, outcome)
+        _write_group(ddb, table, items, group, budget, outcome, slots)
     return outcome
 
 
+def _call(ddb: Any, table: str, items: list[dict[str, Any]], pending: list[int], budget: Budget,
+          outcome: WriteOutcome, slots: InFlight) -> tuple[dict[str, Any] | None, Exception | None]:
+    """One BatchWriteItem in a slot: (response, None) or (None, the error to act on)."""
+    ticket = slots.acquire(max(0.0, budget.left() - budget.call_s)) if budget.may_call() else None
+    if ticket is None:
+        raise TransientWriteError(f"{len(pending)} item(s) unwritten: no time left for a call")
+    throttled = True
+    try:
+        outcome.calls += 1
+        response = ddb.batch_write_item(
+            RequestItems={table: [{"PutRequest": {"Item": items[i]}} for i in pending]})
+        throttled = bool(response.get("UnprocessedItems"))
+        return response, None
+    except ClientError as exc:
+        throttled = (exc.response.get("Error", {}).get("Code", "") in RETRYABLE_CODES
+                     or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500)
+        return None, exc
+    except TRANSPORT_ERRORS as exc:
+        return None, exc
+    finally:
+        slots.release(ticket, throttled=throttled)
+
+
 def _write_group(ddb: Any, table: str, items: list[dict[str, Any]], group: list[int],
-                 budget: Budget, outcome: WriteOutcome) -> None:
+                 budget: Budget, outcome: WriteOutcome, slots: InFlight) -> None:
     pending = group
     attempt = 0
     while pending:
-        try:
-            outcome.calls += 1
-            response = ddb.batch_write_item(
-                RequestItems={table: [{"PutRequest": {"Item": items[i]}} for i in pending]}
-            )
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if code == "ValidationException":
-                _bisect(ddb, table, items, pending, budget, outcome, exc)
-                return
-            if code in RETRYABLE_CODES or status >= 500:
-                outcome.retries += 1
-                if not budget.backoff(attempt):
-                    raise TransientWriteError(
-                        f"{len(pending)} item(s) unwritten: {code} past the time budget") from exc
-                attempt += 1
-                continue
-            raise
+        response, error = _call(ddb, table, items, pending, budget, outcome, slots)
+        if error is not None:
+            if isinstance(error, ClientError):
+                code = error.response.get("Error", {}).get("Code", "")
+                status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+                if code == "ValidationException":
+                    _bisect(ddb, table, items, pending, budget, outcome, slots, error)
+                    return
+                if code not in RETRYABLE_CODES and status < 500:
+                    raise error
+            else:
+                code = type(error).__name__
+            outcome.retries += 1
+            outcome.throttled += 1
+            if not budget.backoff(attempt):
+                raise TransientWriteError(
+                    f"{len(pending)} item(s) unwritten: {code} past the time budget") from error
+            attempt += 1
+            continue
+        assert response is not None
         unprocessed = [r["PutRequest"]["Item"]
                        for r in response.get("UnprocessedItems", {}).get(table, [])]
         # Map what came back to our indexes (keys are distinct, so equality is exact).
@@ -105,6 +277,7 @@ def _write_group(ddb: Any, table: str, items: list[dict[str, Any]], group: list[
         pending = left
         if pending:
             outcome.retries += 1
+            outcome.throttled += 1
             if not budget.backoff(attempt):
                 raise TransientWriteError(
                     f"{len(pending)} item(s) still in UnprocessedItems past the time budget")
@@ -112,11 +285,11 @@ def _write_group(ddb: Any, table: str, items: list[dict[str, Any]], group: list[
 
 
 def _bisect(ddb: Any, table: str, items: list[dict[str, Any]], group: list[int], budget: Budget,
-            outcome: WriteOutcome, error: ClientError) -> None:
+            outcome: WriteOutcome, slots: InFlight, error: ClientError) -> None:
     """DynamoDB rejected the whole call: find the items at fault by halving."""
     if len(group) == 1:
         outcome.invalid.append((group[0], error.response["Error"].get("Message", str(error))))
         return
     middle = len(group) // 2
     for half in (group[:middle], group[middle:]):
-        _write_group(ddb, table, items, half, budget, outcome)
+        _write_group(ddb, table, items, half, budget, outcome, slots)

@@ -9,12 +9,14 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from fanout.runtime import RuntimeSlot
-from writer.load import ChunkResult, load_batch
+from writer.load import ChunkResult, load_batch, runtime_from_env
 
 logger = Logger(service="fanout-writer")
 metrics = Metrics(namespace="fanout", service="writer")
 tracer = Tracer(service="fanout-writer")
-runtime = RuntimeSlot()
+
+
+runtime = RuntimeSlot(runtime_from_env)
 
 
 @logger.inject_lambda_context

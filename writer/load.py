@@ -5,21 +5,35 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import random
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+from botocore.exceptions import BotoCoreError, ClientError
 
 from fanout import ledger
 from fanout.contract import KIND_REJECTED, Rejection, RowsMessage, as_replay, decode, rejected_messages
 from fanout.keys import TemplateError
 from fanout.mapping import RowMapper, RowRejected, Spec
 from fanout.runtime import Runtime, settle_job
-from writer.batch_write import Budget, write_items
+from writer.batch_write import (
+    CALL_S,
+    Budget,
+    InFlight,
+    TransientWriteError,
+    WriterDynamoDB,
+    items_client,
+    write_items,
+)
 
 log = logging.getLogger(__name__)
+
+MAX_VISIBILITY_S = 12 * 3600  # SQS's limit on a message's visibility timeout
+MAX_CHANGE_VISIBILITY_BATCH = 10
 
 
 @dataclass
@@ -33,6 +47,15 @@ class ChunkResult:
     @property
     def counts(self) -> ledger.MessageCounts:
         return ledger.MessageCounts(self.written, len(self.rejections), self.superseded)
+
+
+def runtime_from_env() -> Runtime:
+    """The Runtime at cold start, with the writer's own client for BatchWriteItem."""
+    runtime = Runtime.from_env()
+    settings = runtime.settings
+    ddb = WriterDynamoDB(items_client(endpoint_url=settings.endpoint_url, region=settings.region),
+                         runtime.clients.dynamodb)
+    return replace(runtime, clients=replace(runtime.clients, dynamodb=ddb))
 
 
 _MAPPERS: dict[tuple[int, tuple[str, ...]], tuple[Spec, RowMapper]] = {}
@@ -82,13 +105,37 @@ def map_rows(message: RowsMessage, spec: Spec) -> tuple[list[dict[str, Any]], li
     return items, lines, rejections, superseded
 
 
-def load_chunk(message: RowsMessage, runtime: Runtime, budget: Budget) -> ChunkResult:
+@dataclass
+class Prepared:
+    """A message decoded and mapped, ready to write."""
+
+    message: RowsMessage
+    items: list[dict[str, Any]]
+    lines: list[int]
+    rejections: list[Rejection]
+    superseded: int
+
+
+def prepare(message: RowsMessage, spec: Spec) -> Prepared:
+    """Map a message's rows to items (CPU only, no AWS call)."""
+    return Prepared(message, *map_rows(message, spec))
+
+
+def load_chunk(message: RowsMessage, runtime: Runtime, budget: Budget,
+               in_flight: InFlight | None = None) -> ChunkResult:
     """Write one message's rows; rejects are reported, transient failures raise."""
-    items, lines, rejections, superseded = map_rows(message, runtime.spec)
+    return write_chunk(prepare(message, runtime.spec), runtime, budget, in_flight)
+
+
+def write_chunk(prepared: Prepared, runtime: Runtime, budget: Budget,
+                in_flight: InFlight | None = None) -> ChunkResult:
+    """Write a prepared message, then its JSON copy and its rejections."""
+    message, items, lines = prepared.message, prepared.items, prepared.lines
     # Rows the splitter could not carry (too large for a queue message) arrive as rejections.
-    result = ChunkResult(message, superseded=superseded,
-                         rejections=list(message.rejections) + rejections)
-    outcome = write_items(runtime.clients.dynamodb, runtime.settings.table_name, items, budget)
+    result = ChunkResult(message, superseded=prepared.superseded,
+                         rejections=list(message.rejections) + prepared.rejections)
+    outcome = write_items(runtime.clients.dynamodb, runtime.settings.table_name, items, budget,
+                          in_flight)
     result.written = outcome.written
     invalid = {index for index, _ in outcome.invalid}
     for index, reason in outcome.invalid:
@@ -101,6 +148,68 @@ def load_chunk(message: RowsMessage, runtime: Runtime, budget: Budget) -> ChunkR
         result.rejections.sort(key=lambda r: r.line)
         report_rejections(message, result.rejections, runtime)
     return result
+
+
+Outcome = ChunkResult | Exception
+
+
+def write_batch(records: list[dict[str, Any]], runtime: Runtime, budget: Budget) -> dict[str, Outcome]:
+    """Every record of an SQS batch, by message id: its ChunkResult, or the exception that
+    failed it. Records are decoded and mapped in order on this thread while a pool of
+    `settings.writer_in_flight` threads writes the messages already mapped, on the one
+    shared client; `InFlight` decides how many calls run at once."""
+    outcomes: dict[str, Outcome] = {}
+    in_flight = InFlight(runtime.settings.writer_in_flight)
+    with ThreadPoolExecutor(max_workers=in_flight.most, thread_name_prefix="fanout-write") as pool:
+        futures: dict[str, Future[ChunkResult]] = {}
+        for record in records:
+            try:
+                message = decode(record["body"])
+                if message.kind == KIND_REJECTED:
+                    message = as_replay(message)
+                prepared = prepare(message, runtime.spec)
+            except Exception as exc:  # reported for this record alone, as the processor would
+                outcomes[record["messageId"]] = exc
+                continue
+            futures[record["messageId"]] = pool.submit(write_chunk, prepared, runtime, budget,
+                                                       in_flight)
+        for message_id, future in futures.items():
+            try:
+                outcomes[message_id] = future.result()
+            except Exception as exc:
+                outcomes[message_id] = exc
+    return outcomes
+
+
+def throttle_visibility_s(receive_count: int, visibility_timeout_s: int) -> int:
+    """How long a message that failed on throttling stays invisible: the queue's visibility
+    timeout doubled per receive so far, times 1 to 1.5 (jitter), at most SQS's 12 hours."""
+    doubled = visibility_timeout_s * 2 ** max(0, receive_count - 1)
+    return int(min(MAX_VISIBILITY_S, doubled * random.uniform(1.0, 1.5)))
+
+
+def hold_back(records: list[dict[str, Any]], outcomes: dict[str, Outcome], runtime: Runtime) -> int:
+    """Messages that failed because DynamoDB throttled them past the budget wait longer
+    before SQS delivers them again (ChangeMessageVisibility), so minutes of throttling use
+    up a few of a message's maxReceiveCount receives instead of all of them: the backlog
+    waits in the queue. Returns how many were held back; a failure here only means the
+    message comes back after the queue's own visibility timeout."""
+    url = runtime.settings.rows_queue_url
+    held = [r for r in records if isinstance(outcomes.get(r["messageId"]), TransientWriteError)]
+    if not url or not held:
+        return 0
+    entries = [{"Id": str(i), "ReceiptHandle": r["receiptHandle"],
+                "VisibilityTimeout": throttle_visibility_s(
+                    int(r.get("attributes", {}).get("ApproximateReceiveCount", "1")),
+                    runtime.settings.visibility_timeout_s)}
+               for i, r in enumerate(held)]
+    for start in range(0, len(entries), MAX_CHANGE_VISIBILITY_BATCH):
+        try:
+            runtime.clients.sqs.change_message_visibility_batch(
+                QueueUrl=url, Entries=entries[start:start + MAX_CHANGE_VISIBILITY_BATCH])
+        except (ClientError, BotoCoreError):
+            log.warning("could not hold back %d throttled message(s)", len(entries), exc_info=True)
+    return len(entries)
 
 
 def write_json_copy(message: RowsMessage, items: list[dict[str, Any]], runtime: Runtime) -> None:
@@ -146,18 +255,20 @@ def load_batch(event: dict[str, Any], context: Any, runtime: Runtime,
                on_result: Callable[[ChunkResult], None] | None = None) -> dict[str, Any]:
     """Process an SQS batch with partial failures, then record it in the ledger."""
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-    budget = Budget(remaining_s=lambda: context.get_remaining_time_in_millis() / 1000)
+    budget = Budget(remaining_s=lambda: context.get_remaining_time_in_millis() / 1000,
+                    call_s=CALL_S)
+    outcomes = write_batch(event["Records"], runtime, budget)
     results: list[ChunkResult] = []
 
     def record_handler(record: Any) -> None:
-        message = decode(record.body)
-        if message.kind == KIND_REJECTED:
-            message = as_replay(message)
-        result = load_chunk(message, runtime, budget)
-        results.append(result)
+        outcome = outcomes[record.message_id]
+        if isinstance(outcome, Exception):
+            raise outcome
+        results.append(outcome)
 
     with processor(records=event["Records"], handler=record_handler, lambda_context=context):
         processor.process()
+    hold_back(event["Records"], outcomes, runtime)
     by_job: dict[str, dict[str, ledger.MessageCounts]] = defaultdict(dict)
     for result in results:
         by_job[result.message.job][result.message.message_id] = result.counts

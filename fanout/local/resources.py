@@ -97,6 +97,8 @@ def create_resources(
         split_reserve_s=config.split_reserve_s,
         parallel_threshold_bytes=config.parallel_threshold_bytes,
         parallel_range_bytes=config.parallel_range_bytes,
+        visibility_timeout_s=config.visibility_timeout_s,
+        writer_in_flight=config.writer_in_flight,
         errors_prefix=config.errors_prefix,
         json_copy=json_copy,
         json_copy_prefix=config.json_copy_prefix,

@@ -16,13 +16,15 @@ from typing import Any
 from fanout.mapping import Spec, load_spec
 from fanout.settings import DEFAULT_CONFIG, PipelineConfig
 
-# A writer invocation takes one SQS batch (PipelineConfig.batch_size messages of 25 rows,
-# 250 rows by default) and writes it with sequential BatchWriteItem calls of 25 items,
-# each ~15-25 ms, plus the ledger update and the SQS delete. That sustains roughly 400
-# rows/s per concurrent invocation; with items of at most 1 KB one row is one write
-# request unit, so rows/s == WCU/s. Override with `-c rows_per_writer_s=N` after
-# measuring (bench/).
-DEFAULT_ROWS_PER_WRITER_S = 400
+# The writer's defaults are what bench/model.py `writer_defaults` derives from the
+# per-invocation bench (bench/invocation.py: batches of 100 messages, 10 ms per
+# BatchWriteItem, 5% of calls half unprocessed, the CPU share of each memory size):
+# the memory size with the lowest cost per 1M rows, and the rows/s one invocation
+# sustains there, rounded down to 100. With items of at most 1 KB one row is one write
+# request unit, so rows/s == WCU/s. tests/unit/test_bench_model.py checks these against
+# the model and the recorded run; override with `-c rows_per_writer_s=N`.
+DEFAULT_WRITER_MEMORY_MB = 512
+DEFAULT_ROWS_PER_WRITER_S = 5_700
 # A new on-demand table is pre-warmed to 4,000 writes/s (AWS_FACTS.md).
 DEFAULT_WRITE_BUDGET = 4000
 # ScalingConfig.MaximumConcurrency must lie in 2..1000.

@@ -16,7 +16,7 @@ from aws_cdk import aws_s3_notifications as s3n
 from constructs import Construct
 
 from fanout.settings import Settings
-from fanout_stack.config import POWERTOOLS_ACCOUNT, StackConfig
+from fanout_stack.config import DEFAULT_WRITER_MEMORY_MB, POWERTOOLS_ACCOUNT, StackConfig
 from fanout_stack.queues import Messaging
 from fanout_stack.storage import Storage
 
@@ -37,10 +37,9 @@ ASSET_EXCLUDE = [
 
 # Memory: the splitter holds one range read (8 MiB by default) plus the csv parser and
 # a send buffer of 10 messages; 512 MB also buys proportionally more CPU for parsing,
-# which is its bottleneck. The writer holds one SQS batch (10 x 25 rows) and spends its
-# time waiting on DynamoDB, so 256 MB is plenty and halves its GB-s.
+# which is its bottleneck. The writer's is the model's (config.py).
 SPLITTER_MEMORY_MB = 512
-WRITER_MEMORY_MB = 256
+WRITER_MEMORY_MB = DEFAULT_WRITER_MEMORY_MB
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 # Lambda allows 4 KB for all of a function's environment variables, names and values.
 LAMBDA_ENVIRONMENT_LIMIT_BYTES = 4 * 1024
@@ -131,6 +130,8 @@ class Functions(Construct):
             partition_key=spec.partition_key.name,
             sort_key=spec.sort_key.name if spec.sort_key else None,
             range_bytes=pipeline.range_bytes,
+            visibility_timeout_s=pipeline.visibility_timeout_s,
+            writer_in_flight=pipeline.writer_in_flight,
             errors_prefix=pipeline.errors_prefix,
             json_copy_prefix=pipeline.json_copy_prefix,
         )

@@ -54,10 +54,13 @@ def test_splitter_reads_only_the_configured_prefix_and_versions_when_versioned(
 
 
 def test_write_budget_sets_maximum_concurrency(custom_stack: Synth) -> None:
-    # ceil(10000 WCU/s / 400 rows/s per writer) = 25
+    from fanout_stack.config import DEFAULT_ROWS_PER_WRITER_S
+
+    # ceil(10000 WCU/s / rows/s per writer), at least the ESM's minimum of 2
+    wanted = max(2, -(-10_000 // DEFAULT_ROWS_PER_WRITER_S))
     custom_stack.template.has_resource_properties("AWS::Lambda::EventSourceMapping", {
-        "ScalingConfig": {"MaximumConcurrency": 25}})
-    assert custom_stack.json["Outputs"]["WriterMaxConcurrency"]["Value"] == "25"
+        "ScalingConfig": {"MaximumConcurrency": wanted}})
+    assert custom_stack.json["Outputs"]["WriterMaxConcurrency"]["Value"] == str(wanted)
 
 
 def test_names_from_context(custom_stack: Synth) -> None:

@@ -13,7 +13,12 @@ from aws_cdk.assertions import Match
 
 from fanout.mapping import Spec
 from fanout.settings import DEFAULT_CONFIG
-from fanout_stack.config import DEFAULT_WRITE_BUDGET, writer_concurrency
+from fanout_stack.config import (
+    DEFAULT_ROWS_PER_WRITER_S,
+    DEFAULT_WRITE_BUDGET,
+    DEFAULT_WRITER_MEMORY_MB,
+    writer_concurrency,
+)
 from tests.infra.conftest import Synth
 
 
@@ -96,7 +101,8 @@ def test_writer_mapping_reports_batch_item_failures_with_bounded_concurrency(
         "FunctionResponseTypes": ["ReportBatchItemFailures"],
         "BatchSize": DEFAULT_CONFIG.batch_size,
         "MaximumBatchingWindowInSeconds": DEFAULT_CONFIG.max_batching_window_s,
-        "ScalingConfig": {"MaximumConcurrency": writer_concurrency(DEFAULT_WRITE_BUDGET, 400)},
+        "ScalingConfig": {"MaximumConcurrency": writer_concurrency(DEFAULT_WRITE_BUDGET,
+                                                                     DEFAULT_ROWS_PER_WRITER_S)},
     })
     default_stack.template.resource_count_is("AWS::Lambda::EventSourceMapping", 1)
 
@@ -190,7 +196,8 @@ def test_functions_are_arm64_python313_traced_with_the_powertools_layer(
     for function, handler, memory, timeout in (
         (functions.splitter, "splitter.handler.lambda_handler", 512,
          DEFAULT_CONFIG.splitter_timeout_s),
-        (functions.writer, "writer.handler.lambda_handler", 256, DEFAULT_CONFIG.writer_timeout_s),
+        (functions.writer, "writer.handler.lambda_handler", DEFAULT_WRITER_MEMORY_MB,
+         DEFAULT_CONFIG.writer_timeout_s),
     ):
         props = function_props(default_stack, function)
         assert props["Handler"] == handler

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,7 +20,7 @@ from fanout.runtime import Runtime
 from tests.integration.helpers import context, drain, sqs_event
 from tests.strict_aws import Faults, StrictLayer
 from writer import handler
-from writer.batch_write import Budget, TransientWriteError, write_items
+from writer.batch_write import Budget, InFlight, TransientWriteError, items_client, write_items
 
 HEADER = ["account", "offer_id", "risk"]
 SOURCE = Source("fanout-uploads", "uploads/t.csv", "etag")
@@ -194,3 +197,184 @@ def test_a_rejected_message_redriven_as_is_is_written_as_a_replay(aws, stack, sp
     replay_ids = [m for m in counts if "~" in m]
     assert len(replay_ids) == 1 and counts[replay_ids[0]] == ledger.MessageCounts(0, 1, 0)
     assert ledger.totals(counts) == ledger.MessageCounts(1, 1, 0)  # still rejected once, not twice
+
+
+# --------------------------------------------------------------------------- calls in flight
+
+class SlowTable:
+    """Passes BatchWriteItem to moto after `latency_s` (outside the lock, like a network
+    round trip; moto's backend itself runs one call at a time) and records how many calls
+    were in flight. `throttle_above` makes DynamoDB throttle any call that finds more than
+    that many in flight; `throttle_keys` throttles every call holding one of those keys."""
+
+    def __init__(self, ddb: Any, latency_s: float = 0.02, throttle_above: int | None = None,
+                 throttle_keys: frozenset[str] = frozenset()) -> None:
+        self._ddb = ddb
+        self.latency_s = latency_s
+        self.throttle_above = throttle_above
+        self.throttle_keys = throttle_keys
+        self.active = 0
+        self.peak = 0
+        self.calls = 0
+        self.throttled = 0
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ddb, name)
+
+    def batch_write_item(self, **params: Any) -> Any:
+        (requests,) = params["RequestItems"].values()
+        keys = {r["PutRequest"]["Item"]["offer_id"]["S"] for r in requests}
+        with self._lock:
+            self.active += 1
+            self.calls += 1
+            self.peak = max(self.peak, self.active)
+            crowded = self.throttle_above is not None and self.active > self.throttle_above
+        try:
+            time.sleep(self.latency_s)
+            if crowded or keys & self.throttle_keys:
+                with self._lock:
+                    self.throttled += 1
+                raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException",
+                                             "Message": "throttled"},
+                                   "ResponseMetadata": {"HTTPStatusCode": 400}}, "BatchWriteItem")
+            with self._lock:
+                return self._ddb.batch_write_item(**params)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+def ten_messages(aws, stack) -> list[dict[str, Any]]:
+    received = []
+    for first in (0, 10):
+        received += send(aws, stack, *(message(s, [["a", f"{s}-{i}", "r"] for i in range(25)])
+                                       for s in range(first, first + 10)))
+    return received
+
+
+def use_slow(aws, stack, spec, table: SlowTable, in_flight: int) -> None:
+    settings = replace(stack.settings, writer_in_flight=in_flight)
+    handler.runtime.use(Runtime(settings, spec, replace(aws, dynamodb=table)))
+
+
+def test_an_invocation_keeps_several_writes_in_flight_on_one_client(aws, stack, spec):
+    table = SlowTable(aws.dynamodb, latency_s=0.05)
+    use_slow(aws, stack, spec, table, in_flight=8)
+    received = ten_messages(aws, stack)
+    started = time.monotonic()
+    response = handler.lambda_handler(sqs_event(received, stack.rows_queue_arn), context())
+    elapsed = time.monotonic() - started
+    assert response == {"batchItemFailures": []}
+    assert len(table_items(aws, stack.settings.table_name)) == 500
+    assert 2 <= table.peak <= 8  # bounded by the setting
+    assert elapsed < 20 * 0.05  # not one call after another
+    counts = ledger.read_message_counts(aws.dynamodb, stack.settings.ledger_table_name, "job-1")
+    assert ledger.totals(counts) == ledger.MessageCounts(500, 0, 0) and len(counts) == 20
+
+
+def test_one_write_in_flight_is_sequential(aws, stack, spec):
+    table = SlowTable(aws.dynamodb, latency_s=0.01)
+    use_slow(aws, stack, spec, table, in_flight=1)
+    response = handler.lambda_handler(sqs_event(ten_messages(aws, stack), stack.rows_queue_arn),
+                                      context())
+    assert response == {"batchItemFailures": []}
+    assert table.peak == 1
+
+
+def test_throttling_shrinks_the_calls_in_flight_instead_of_multiplying_retries(aws, stack, spec):
+    # DynamoDB throttles any call that finds more than 2 in flight.
+    table = SlowTable(aws.dynamodb, latency_s=0.02, throttle_above=2)
+    use_slow(aws, stack, spec, table, in_flight=8)
+    response = handler.lambda_handler(sqs_event(ten_messages(aws, stack), stack.rows_queue_arn),
+                                      context())
+    assert response == {"batchItemFailures": []}
+    assert len(table_items(aws, stack.settings.table_name)) == 500
+    assert table.throttled > 0
+    # With the limit halving on throttling, far fewer throttled calls than one per message
+    # per retry round: at most a few rounds of cuts before it settles at 2.
+    assert table.throttled < 20
+
+
+def test_a_message_throttled_past_the_budget_fails_alone_and_waits_longer(aws, stack, spec):
+    layer = StrictLayer()
+    strict = layer.wrap(aws)
+    table = SlowTable(strict.dynamodb, latency_s=0.0, throttle_keys=frozenset({"3-0"}))
+    settings = replace(stack.settings, writer_in_flight=4)
+    handler.runtime.use(Runtime(settings, spec, replace(strict, dynamodb=table)))
+    received = send(aws, stack, *(message(s, [["a", f"{s}-{i}", "r"] for i in range(25)])
+                                  for s in range(6)))
+    throttled_id = next(m["MessageId"] for m in received if decode(m["Body"]).seq == 3)
+    event = sqs_event(received, stack.rows_queue_arn)
+    for record in event["Records"]:  # the third delivery of these messages
+        record["attributes"]["ApproximateReceiveCount"] = "3"
+    # 6 s left, 3 s reserve, 2 s per call: about a second of backoff for message 3.
+    response = handler.lambda_handler(event, context(6))
+    assert response == {"batchItemFailures": [{"itemIdentifier": throttled_id}]}
+    counts = ledger.read_message_counts(aws.dynamodb, stack.settings.ledger_table_name, "job-1")
+    assert sorted(counts) == ["0", "1", "2", "4", "5"]
+    assert ledger.totals(counts) == ledger.MessageCounts(125, 0, 0)
+    # It was held back: at its third receive, 4x the queue's visibility timeout (8-12 s
+    # here). The others (left undeleted here, as no ESM runs) are back after the usual 2 s.
+    assert layer.record.calls["change_message_visibility_batch"] == 1
+    time.sleep(stack.config.visibility_timeout_s + 0.5)
+    back = aws.sqs.receive_message(QueueUrl=stack.settings.rows_queue_url,
+                                   MaxNumberOfMessages=10)["Messages"]
+    assert len(back) == 5 and throttled_id not in {m["MessageId"] for m in back}
+
+
+def test_no_call_starts_that_could_outlive_the_budget() -> None:
+    clock = {"left": 10.0}
+    started_with: list[float] = []
+
+    class Clocked(Throttled):
+        def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803
+            started_with.append(clock["left"])
+            clock["left"] -= 0.4  # each call takes 0.4 s
+            return super().batch_write_item(RequestItems)
+
+    def sleep(seconds: float) -> None:
+        clock["left"] -= seconds
+
+    with pytest.raises(TransientWriteError):
+        write_items(Clocked(), "t", [{"k": {"S": "1"}}],
+                    Budget(lambda: clock["left"], reserve_s=3.0, call_s=2.0, sleep=sleep))
+    assert started_with and min(started_with) - 3.0 > 2.0
+
+
+def test_in_flight_halves_on_throttling_once_a_round_and_grows_back_by_one() -> None:
+    slots = InFlight(8)
+    tickets = [slots.acquire(0) for _ in range(8)]
+    assert None not in tickets and slots.acquire(0) is None  # full
+    # All 8 calls of one round throttled: one cut, not eight.
+    for ticket in tickets:
+        slots.release(ticket, throttled=True)
+    assert slots.limit == 4 and slots.cuts == 1
+    # A call started after the cut and throttled cuts again.
+    slots.release(slots.acquire(0), throttled=True)
+    assert slots.limit == 2
+    for _ in range(2):  # a round of 2 successes adds about one (1/2, then 1/2.5)
+        slots.release(slots.acquire(0), throttled=False)
+    assert slots.limit == pytest.approx(2.9)
+    for _ in range(100):
+        slots.release(slots.acquire(0), throttled=False)
+    assert slots.limit == 8  # never above the setting
+    for _ in range(10):
+        slots.release(slots.acquire(0), throttled=True)
+    assert slots.limit == 1  # never below one
+
+
+def test_the_items_client_sends_the_body_botocore_would(aws, stack):
+    """items_client() encodes BatchWriteItem bodies itself: moto parses them as DynamoDB's
+    wire format, with every attribute type, a binary value among them, and answers
+    UnprocessedItems through botocore's own parser."""
+    fast = items_client()
+    item = {"account": {"S": "a"}, "offer_id": {"S": "ü-1"}, "n": {"N": "-1.50"},
+            "b": {"B": b"\x00\xff binary"}, "flag": {"BOOL": False}, "none": {"NULL": True},
+            "m": {"M": {"x": {"L": [{"S": "é"}, {"N": "7"}]}}}, "ss": {"SS": ["p", "q"]}}
+    other = {"account": {"S": "a"}, "offer_id": {"S": "2"}}
+    response = fast.batch_write_item(RequestItems={stack.settings.table_name: [
+        {"PutRequest": {"Item": item}}, {"PutRequest": {"Item": other}}]})
+    assert response["UnprocessedItems"] == {}
+    items = table_items(aws, stack.settings.table_name)
+    assert items[("a", "ü-1")] == item and items[("a", "2")] == other

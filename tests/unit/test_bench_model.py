@@ -175,3 +175,86 @@ def test_floor_and_helpers() -> None:
     assert model.human_seconds(90) == "90 s"
     assert model.human_seconds(2_520) == "42 min"
     assert model.human_seconds(25_000) == "6.9 h"
+
+
+# --------------------------------------------------------------------------- writer defaults
+
+def test_writer_cost_per_million_is_gb_seconds_and_requests() -> None:
+    # 400 invocations of 2,500 rows at 5,000 rows/s: 0.5 s each at 0.5 GB
+    cost = model.writer_cost_per_million(512, 5_000, 2_500)
+    assert cost == pytest.approx(400 * (0.5 * 0.5 * 0.0000133334 + 0.2e-6))
+
+
+def test_cheapest_memory_weighs_memory_against_speed() -> None:
+    # CPU-bound: twice the memory, twice the rate, same GB-s; the tie goes to the faster.
+    bound = model.WriterMeasurement({256: 2_000, 512: 4_000, 1024: 6_000}, 8, 2_500)
+    assert model.cheapest_memory(bound) == 512
+    # Latency-bound: the rate hardly moves with memory, so the smallest is cheapest.
+    flat = model.WriterMeasurement({256: 5_000, 512: 5_200, 1024: 5_300}, 8, 2_500)
+    assert model.cheapest_memory(flat) == 256
+
+
+def test_max_concurrency_reaches_the_budget_within_the_mappings_limits() -> None:
+    assert model.max_concurrency(40_000, 4_800) == 9  # 8 would give 38,400
+    assert model.max_concurrency(4_000, 4_800) == 2  # the ESM's minimum
+    assert model.max_concurrency(10_000_000, 100) == 1000
+    assert model.max_concurrency(40_000, 4_000, wru_per_row=2) == 5  # 20,000 rows/s
+    with pytest.raises(ValueError):
+        model.max_concurrency(40_000, 0)
+
+
+def test_million_rows_usage_counts_the_designs_requests() -> None:
+    usage = model.million_rows_usage(batch_messages=100, message_bytes=4_000, bytes_per_row=100,
+                                     writer_rows_s=5_000, writer_memory_mb=1024,
+                                     splitter_rows_s=100_000)
+    # 40,000 messages: 4,000 sends, 4,000 receives, 4,000 deletes (10 x 4 KB < 64 KiB each)
+    assert usage.sqs_requests == pytest.approx(12_000)
+    assert usage.ledger_wru == pytest.approx(800)  # 400 invocations x 2
+    assert usage.lambda_requests == pytest.approx(401)
+    splitter = model.splitter_gb_s(1e6, 100_000)
+    assert usage.lambda_gb_s == pytest.approx(400 * 0.5 * 1.0 + splitter)
+    # 100 MB in 8 MiB ranges, read twice, and a HEAD
+    assert usage.s3_get == 2 * 12 + 1
+    big = model.million_rows_usage(batch_messages=100, message_bytes=8_000, bytes_per_row=100,
+                                   writer_rows_s=5_000, writer_memory_mb=1024,
+                                   splitter_rows_s=100_000)
+    assert big.sqs_requests == pytest.approx(4_000 * 2 + 4_000 * 2 + 4_000)  # 80 KB: 2 chunks
+
+
+def test_writer_defaults_follow_the_measurement() -> None:
+    measured = model.WriterMeasurement({256: 2_000, 512: 4_150, 1024: 6_000}, 8, 2_500)
+    derived = model.writer_defaults(measured, batch_messages=100, message_bytes=3_600,
+                                    bytes_per_row=124, splitter_rows_s=133_333)
+    assert derived.memory_mb == 512
+    assert derived.rows_per_writer_s == 4_100  # rounded down to 100
+    assert derived.writers_for_40k == 10
+    assert derived.load_100m_40k.finished
+    assert derived.load_100m_40k.seconds == pytest.approx(2_500, abs=15)  # the table's pace
+    assert derived.cost.floor == pytest.approx(0.625)
+
+
+def test_the_stacks_writer_defaults_are_the_models() -> None:
+    """infra/fanout_stack/config.py and fanout/settings.py deploy what the model derives
+    from the recorded run, so they cannot drift from the measurement apart."""
+    import sys
+    from pathlib import Path
+
+    from fanout.settings import DEFAULT_CONFIG
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "infra"))
+    from fanout_stack.config import (
+        DEFAULT_ROWS_PER_WRITER_S,
+        DEFAULT_WRITER_MEMORY_MB,
+        writer_concurrency,
+    )
+
+    derived = model.writer_defaults(model.RECORDED_WRITER, batch_messages=DEFAULT_CONFIG.batch_size,
+                                    **model.RECORDED_PIPELINE)
+    assert derived.memory_mb == DEFAULT_WRITER_MEMORY_MB
+    assert derived.rows_per_writer_s == DEFAULT_ROWS_PER_WRITER_S
+    assert DEFAULT_CONFIG.writer_in_flight == derived.in_flight
+    assert DEFAULT_CONFIG.max_concurrency >= derived.writers_for_40k
+    # and the stack's MaximumConcurrency rule is the model's
+    for budget in (1_000, 4_000, 40_000, 5_000_000):
+        for rate in (100, 2_500, derived.rows_per_writer_s):
+            assert writer_concurrency(budget, rate) == model.max_concurrency(budget, rate)

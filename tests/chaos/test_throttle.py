@@ -1,0 +1,97 @@
+"""Chaos: the items table throttles every write for longer than the rows queue's
+maxReceiveCount deliveries would last at the queue's own visibility timeout, then lets
+writes through. Nothing may end in the DLQ as retries_exhausted: a message throttled past
+the writer's budget is held back (ChangeMessageVisibility, doubling per receive), so the
+backlog waits in the queue and every row lands once the table takes writes again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from fanout.aws import Clients
+from fanout.local.ingest import IngestOptions, ingest
+from fanout.mapping import Spec
+from fanout.settings import LOCAL_CONFIG
+from tests.chaos.helpers import Expected, Hooked, assert_exact, poisoned_csv
+from tests.conftest import sized
+from tests.strict_aws import StrictLayer
+from writer.batch_write import CALL_S, Budget
+
+# The writer keeps 3 s for the ledger and gives a call up to 2 s, so 6 s leaves it about
+# a second of retries per delivery; the visibility timeout is at least the function's, as
+# AWS requires.
+CONFIG = replace(LOCAL_CONFIG, writer_timeout_s=6, visibility_timeout_s=6)
+# Without holding back, a message's deliveries would be used up after about
+# maxReceiveCount x (retrying + visibility timeout) = 5 x (1 + 6) = 35 s of throttling.
+RETRYING_S = CONFIG.writer_timeout_s - Budget(lambda: 0.0).reserve_s - CALL_S
+RECEIVES_LAST_S = CONFIG.max_receive_count * (RETRYING_S + CONFIG.visibility_timeout_s)
+THROTTLE_S = 45.0
+ROWS = sized(50_000, 2_000)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Expected:
+    return poisoned_csv(tmp_path_factory.mktemp("throttle-data"), rows=ROWS)
+
+
+class Storm:
+    """Throttles every BatchWriteItem for `seconds` from the first one, then passes them."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.until: float | None = None
+        self.throttled = 0
+        self.receive_counts: list[int] = []
+        self._lock = threading.Lock()
+
+    def batch_write_item(self, ddb: Any, **params: Any) -> Any:
+        with self._lock:
+            now = time.monotonic()
+            self.until = self.until or now + self.seconds
+            storming = now < self.until
+            self.throttled += storming
+        if storming:
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException",
+                                         "Message": "injected: the table is warming up"},
+                               "ResponseMetadata": {"HTTPStatusCode": 400}}, "BatchWriteItem")
+        return ddb.batch_write_item(**params)
+
+    def receive_message(self, sqs: Any, **params: Any) -> Any:
+        response = sqs.receive_message(**params)
+        with self._lock:
+            self.receive_counts += [int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1))
+                                    for m in response.get("Messages", [])]
+        return response
+
+
+def test_minutes_of_throttling_wait_in_the_queue_not_in_the_dlq(data: Expected,
+                                                                tmp_path: Path) -> None:
+    assert THROTTLE_S - RECEIVES_LAST_S >= 10
+    layer = StrictLayer()
+    storm = Storm(THROTTLE_S)
+
+    def wrap(raw: Clients) -> Clients:
+        strict = layer.wrap(raw)
+        return replace(strict, dynamodb=Hooked(strict.dynamodb, batch_write_item=storm.batch_write_item),
+                       sqs=Hooked(strict.sqs, receive_message=storm.receive_message))
+
+    started = time.monotonic()
+    result = ingest(IngestOptions(file=data.path, spec=Spec.default(), out_dir=tmp_path / "out",
+                                  wrap_clients=wrap, config=CONFIG, max_wait_s=900.0))
+    assert storm.until is not None and time.monotonic() - started > THROTTLE_S
+    assert storm.throttled > 0
+    # Messages came back while the table throttled, and were held back each time.
+    assert max(storm.receive_counts) >= 2
+    assert layer.record.calls["change_message_visibility_batch"] > 0
+    assert layer.record.violations == []
+    # Every row landed: the clean table, exact counts, only the poison rows rejected (none
+    # as retries_exhausted), so the DLQ holds no rows message.
+    assert_exact(result, data)
