@@ -166,8 +166,9 @@ def test_bad_input_ends_the_job_with_file_line_and_reason(aws, stack, runtime, b
     [
         # a character after a closing quote: csv.reader (strict) rejects it
         ('acct1,offer-x,"quoted"then more\r\n', "malformed CSV: ',' expected after '\"'"),
-        # a quote inside an unquoted field upsets the quote count before a multi-line field
-        ('acct1,offer-x,5\'10"\r\nacct2,offer-y,"two\r\nlines"\r\n', "unbalanced quotes"),
+        # text after a closing quote in a multi-line field that began after a stray quote
+        ('acct1,offer-x,5\'10"\r\nacct2,offer-y,"two\r\nlines"!\r\n',
+         "malformed CSV: ',' expected after '\"'"),
         # a quoted field never closed before the end of the file
         ('acct1,offer-x,"never closed\r\n', "unexpected end of data"),
     ],
@@ -179,13 +180,47 @@ def test_broken_quoting_late_in_a_file_fails_the_job_before_anything_is_sent(
     csv.writer(buffer, lineterminator="\r\n").writerows([["account", "offer_id", "note"], *rows])
     good = buffer.getvalue()
     body = (good + broken).encode() if "never" in broken else (good + broken + good).encode()
-    line = good.count("\n") + 1  # the broken record's first line
+    line = good.count("\n") + 1 + broken.startswith("acct1,offer-x,5")  # the broken record's first line
     aws.s3.put_object(Bucket=stack.settings.bucket, Key="uploads/quotes.csv", Body=body)
     result = handler.lambda_handler(s3_event(stack.settings.bucket, "uploads/quotes.csv"), context())
     job = result["jobs"][0]
     assert job["status"] == "failed", job
     assert f"uploads/quotes.csv: line {line}: " in job["error"] and message in job["error"]
     assert drain(aws.sqs, stack.settings.rows_queue_url) == []  # 3000 good rows came first
+
+
+# The file of issue 12: a quote inside an unquoted field (5'10"), then a quoted newline.
+STRAY_QUOTES = b'account,height,offer_id\nann,5\'10",tall\ncat,"multi\nline",y\n'
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["sequential", "parallel"])
+@pytest.mark.parametrize("range_bytes", [1, 7, 1024])
+def test_a_quote_inside_an_unquoted_field_loads_as_csv_reader_reads_it(
+        aws, stack, runtime, parallel, range_bytes):
+    # Given the file, which csv.reader (strict) reads as 3 rows
+    expected = list(csv.reader(io.StringIO(STRAY_QUOTES.decode(), newline=""), strict=True))
+    assert expected == [["account", "height", "offer_id"], ["ann", "5'10\"", "tall"],
+                        ["cat", "multi\nline", "y"]]
+    aws.s3.put_object(Bucket=stack.settings.bucket, Key="uploads/stray.csv", Body=STRAY_QUOTES)
+    # When the splitter handles its event, sequentially or in ranges of 20 bytes
+    events: list[dict] = []
+    settings = type(runtime.settings)(**{
+        **runtime.settings.__dict__, "range_bytes": range_bytes,
+        **({"parallel_threshold_bytes": 10, "parallel_range_bytes": 20} if parallel else {})})
+    from splitter.split import split_event
+
+    rt = Runtime(settings, runtime.spec, aws, continue_split=events.append)
+    results = split_event(s3_event(stack.settings.bucket, "uploads/stray.csv"), rt)
+    while events:
+        results = split_event(events.pop(0), rt)
+    # Then both data rows are queued as csv.reader reads them, at their source lines
+    assert results[0].status in ("split", "range"), results
+    job = ledger.get_job(aws.dynamodb, settings.ledger_table_name, results[0].job)
+    assert job["rows_read"] == 2 and ("parallel_ranges" in job) == parallel
+    messages = rows_messages(aws.sqs, settings.rows_queue_url)
+    assert messages[0].header == expected[0]
+    assert [(line, row) for m in messages for line, row in zip(m.lines, m.rows, strict=True)] == [
+        (2, expected[1]), (3, expected[2])]
 
 
 class FailingSQS:
@@ -228,9 +263,9 @@ def test_a_header_field_past_csvs_field_limit_fails_the_job_with_its_line(aws, s
 
 
 def test_duplicate_parallel_steps_never_multiply_the_next_stage(aws, stack, runtime):
-    """Every scan, check and range-split event delivered twice (and the S3 event): each
-    stage still starts the next exactly once per range, no duplicate reads the object
-    again, and every row is sent once."""
+    """Every scan and range-split event delivered twice (and the S3 event): each stage
+    still starts the next exactly once per range, no duplicate reads the object again,
+    and every row is sent once."""
     from splitter.split import split_event
 
     rows = make_rows(600)
@@ -251,7 +286,7 @@ def test_duplicate_parallel_steps_never_multiply_the_next_stage(aws, stack, runt
     aws.s3.get_object = counting
     for _ in range(2):  # a duplicate S3 event
         split_event(s3_event(stack.settings.bucket, "uploads/wide.csv"), parallel)
-    started = {kind: 0 for kind in ("fanout_scan", "fanout_check", "fanout_range")}
+    started = {kind: 0 for kind in ("fanout_scan", "fanout_range")}
     reads_by_first_deliveries = 0
     while events:
         event = events.pop(0)
@@ -266,7 +301,7 @@ def test_duplicate_parallel_steps_never_multiply_the_next_stage(aws, stack, runt
                 reads_by_first_deliveries += gets - before
     parts = started["fanout_scan"]
     assert parts >= 4
-    assert started == {"fanout_scan": parts, "fanout_check": parts, "fanout_range": parts}
+    assert started == {"fanout_scan": parts, "fanout_range": parts}
     assert reads_by_first_deliveries > 0
     job = ledger.get_job(aws.dynamodb, settings.ledger_table_name, split_event(
         s3_event(stack.settings.bucket, "uploads/wide.csv"), parallel)[0].job)
