@@ -64,6 +64,10 @@ class CsvDecodeError(ValueError):
         self.reason = reason
 
 
+class BadBytes(CsvDecodeError):
+    """Bytes not valid in the declared encoding (named at their own line, not the record's)."""
+
+
 def malformed(line: int, error: csv.Error | str) -> CsvDecodeError:
     """csv.reader's (strict) complaint about the record at `line`, with the fix."""
     message = str(error)
@@ -286,7 +290,7 @@ def _decode(data: bytes, offset: int, line: int, encoding: str) -> str:
         return data.decode(encoding)
     except UnicodeDecodeError as exc:
         bad_line = line + data.count(NEWLINE, 0, exc.start)
-        raise CsvDecodeError(
+        raise BadBytes(
             bad_line, f"bytes are not valid {encoding}: {exc.reason} at byte {offset + exc.start}"
         ) from None
 

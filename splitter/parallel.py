@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from splitter.chunker import (
     MAX_RECORD_BYTES,
     NEWLINE,
+    BadBytes,
     CsvDecodeError,
     Cutter,
     Region,
@@ -182,7 +183,9 @@ class _Run:
             for _region in self.cutter.feed(piece, final=final):
                 pass  # the scan only checks: the range split cuts the regions again
         except CsvDecodeError as exc:
-            self.error, self.error_in_open = exc, self.cutter.first is None
+            # A bad byte is named at its own line; csv.reader's errors at their record's.
+            self.error = exc
+            self.error_in_open = self.cutter.first is None and not isinstance(exc, BadBytes)
 
     def meets(self, other: _Run) -> bool:
         """Whether both runs are alive and at the same record boundary (so from there on
