@@ -268,16 +268,18 @@ def _reader_ends(text: str, delimiter: str, inside: bool) -> tuple[list[int], cs
     return [ends[n - 1] - shift for n in numbers], error
 
 
-def last_boundary(buffer: bytes | bytearray) -> int:
-    """Offset just past the last newline in `buffer` with an even number of quotes before
-    it, or -1: the last record boundary if `buffer` is RFC 4180 from a record boundary on.
+def last_boundary(buffer: bytes | bytearray, start: int = 0, stop: int | None = None) -> int:
+    """Offset just past the last newline in buffer[start:stop] with an even number of
+    quotes between `start` and it, or -1: the last record boundary there if the text from
+    the record boundary `start` is RFC 4180. (Offsets are buffer offsets: no copy.)
     """
-    position = buffer.rfind(NEWLINE)
+    stop = len(buffer) if stop is None else stop
+    position = buffer.rfind(NEWLINE, start, stop)
     if position < 0:
         return -1
-    quotes = buffer.count(QUOTE, 0, position) & 1
+    quotes = buffer.count(QUOTE, start, position) & 1
     while quotes:
-        previous = buffer.rfind(NEWLINE, 0, position)
+        previous = buffer.rfind(NEWLINE, start, position)
         if previous < 0:
             return -1
         quotes ^= buffer.count(QUOTE, previous, position) & 1
@@ -342,7 +344,9 @@ class Cutter:
                 break
             if region is not None:
                 yield region
-            self.line += buffer.count(NEWLINE, start, stop)
+                self.line += region.line_count
+            else:
+                self.line += buffer.count(NEWLINE, start, stop)
             start = stop
         self.offset += start
         self._carry = buffer[start:]
@@ -363,8 +367,7 @@ class Cutter:
             if final and window == len(buffer) and not buffer.count(QUOTE, start, window) & 1:
                 cut = window  # the last record, which may have no newline
             else:
-                boundary = last_boundary(buffer[start:window])
-                cut = start + boundary if boundary > 0 else -1
+                cut = last_boundary(buffer, start, window)
             if cut > start:
                 text = self._decode(buffer, start, cut, self.line)
                 if QUOTE_CHAR not in text or _rfc4180(self.delimiter).fullmatch(text):
