@@ -199,15 +199,16 @@ class _Run:
 
     def guess(self) -> Guess:
         cutter = self.cutter
-        first = None if cutter.first is None else (cutter.first, cutter.first_line - 1)
+        first, first_newlines = cutter.first, cutter.first_line - 1 if cutter.first is not None else 0
         ending = self.same or self
         if ending.error is not None:
-            return Guess(True, *(first or (None, 0)), error=ending.error.reason,
+            return Guess(True, first, first_newlines, error=ending.error.reason,
                          error_newlines=ending.error.line - 1,
                          error_in_open=ending is self and self.error_in_open)
         last = ending.cutter
-        opened = (last.offset, last.line - 1) if last.open and last.first is not None else (None, 0)
-        return Guess(last.open, *(first or (None, 0)), *opened)
+        if last.open and last.first is not None:  # a record that starts in the span is open
+            return Guess(True, first, first_newlines, last.offset, last.line - 1)
+        return Guess(last.open, first, first_newlines)
 
 
 # --------------------------------------------------------------------------- pass 2: compose

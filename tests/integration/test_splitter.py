@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 import pytest
 
@@ -223,6 +224,44 @@ def test_a_quote_inside_an_unquoted_field_loads_as_csv_reader_reads_it(
         (2, expected[1]), (3, expected[2])]
 
 
+def test_a_split_handed_over_at_every_checkpoint_sends_what_one_run_sends(aws, stack, runtime):
+    """Stray quotes and multi-line fields, cut partly by csv.reader: a split (and its check
+    pass) that hands over at every checkpoint resumes with the same cuts, so it sends the
+    same messages, with the same sequence numbers, as a split that runs in one go."""
+    from splitter.split import split_object
+
+    lines = ["account,offer_id,note"]
+    for i in range(400):
+        lines.append(f'acct{i % 7},{i},5\'10" tall' if i % 3 else f'acct{i % 7},{i},"two\nlines {i}"')
+    body = ("\n".join(lines) + "\n").encode()
+    expected = list(csv.reader(io.StringIO(body.decode(), newline=""), strict=True))[1:]
+    settings = type(runtime.settings)(**{**runtime.settings.__dict__, "range_bytes": 512,
+                                         "checkpoint_bytes": 1024})
+    small = Runtime(settings, runtime.spec, aws)
+
+    def sent(key: str, remaining_s) -> list[tuple[int, list[int], list[list[str]]]]:
+        aws.s3.put_object(Bucket=stack.settings.bucket, Key=key, Body=body)
+        handed_over: list[dict] = []
+        invocations = 0
+        while True:
+            invocations += 1
+            result = split_object(small, stack.settings.bucket, key, owner=f"o{invocations}",
+                                  remaining_s=remaining_s, continue_split=handed_over.append)
+            if result.status != "continued":
+                break
+        assert result.status == "split" and result.rows_read == 400
+        messages = rows_messages(aws.sqs, settings.rows_queue_url)
+        assert (invocations > 10) == (remaining_s is not None)
+        return [(m.seq, m.lines, m.rows) for m in messages]
+
+    whole = sent("uploads/whole.csv", None)
+    # Less time left than the reserve at every checkpoint (so it hands over there), but
+    # more than half of it (so it never hands over between checkpoints).
+    continued = sent("uploads/continued.csv", lambda: settings.split_reserve_s * 0.75)
+    assert continued == whole
+    assert [row for _, _, rows in whole for row in rows] == expected
+
+
 class FailingSQS:
     """Accepts the first SendMessageBatch, fails every later one."""
 
@@ -328,6 +367,41 @@ def test_a_checkpoint_from_an_earlier_version_fails_the_job_instead_of_resuming_
     resumed = split_object(runtime, stack.settings.bucket, "uploads/old.csv", owner="new",
                            continue_split=lambda payload: None)
     assert resumed.status == "failed" and "earlier fanout version" in resumed.error
+
+
+@pytest.mark.parametrize("stale", ["check step", "range step", "scan result"])
+def test_a_parallel_split_planned_by_an_earlier_version_fails_instead_of_finishing_inexactly(
+        aws, stack, runtime, stale):
+    from splitter import fan
+    from splitter.split import split_event
+
+    put_csv(aws, stack.settings.bucket, "uploads/old.csv", make_rows(300))
+    settings = type(runtime.settings)(**{**runtime.settings.__dict__, "range_bytes": 1024,
+                                         "parallel_threshold_bytes": 4096,
+                                         "parallel_range_bytes": 4000})
+    events: list[dict] = []
+    parallel = Runtime(settings, runtime.spec, aws, continue_split=events.append)
+    planned = split_event(s3_event(stack.settings.bucket, "uploads/old.csv"), parallel)[0]
+    scans = list(events)
+    events.clear()
+    if stale == "scan result":  # an earlier version's scan stored parity counts
+        first = scans.pop(0)[fan.SCAN_KEY]
+        aws.dynamodb.put_item(TableName=settings.ledger_table_name, Item={
+            "pk": {"S": planned.job}, "sk": {"S": "scan#00000"},
+            "task": {"S": json.dumps(first)}, "stats": {"S": '{"quote_parity": 0}'}})
+        aws.dynamodb.update_item(
+            TableName=settings.ledger_table_name, Key={"pk": {"S": planned.job}, "sk": {"S": ledger.JOB_SK}},
+            UpdateExpression="ADD scans_done :i", ExpressionAttributeValues={":i": {"NS": ["0"]}})
+        for event in scans:
+            result = split_event(event, parallel)[0]
+    else:
+        task = {**scans[0][fan.SCAN_KEY], "state": {"offset": 0, "quote_parity": 0}}
+        kind = fan.CHECK_KEY if stale == "check step" else fan.RANGE_KEY
+        result = split_event({kind: task}, parallel)[0]
+    assert result.status == "failed" and "earlier fanout version" in result.error
+    job = ledger.get_job(aws.dynamodb, settings.ledger_table_name, planned.job)
+    assert job["status"] == ledger.FAILED
+    assert drain(aws.sqs, settings.rows_queue_url) == []
 
 
 def test_a_parallel_split_retried_after_it_finished_but_before_it_settled_still_settles(
