@@ -301,6 +301,16 @@ def test_a_header_field_past_csvs_field_limit_fails_the_job_with_its_line(aws, s
     assert drain(aws.sqs, stack.settings.rows_queue_url) == []
 
 
+def parallel_runtime(runtime, aws, range_size: int):
+    """A runtime that splits anything over 4 kB in ranges of `range_size`, its steps
+    collected in `events` (in place of the self-invoke)."""
+    settings = type(runtime.settings)(**{**runtime.settings.__dict__, "range_bytes": 1024,
+                                         "parallel_threshold_bytes": 4096,
+                                         "parallel_range_bytes": range_size})
+    events: list[dict] = []
+    return settings, events, Runtime(settings, runtime.spec, aws, continue_split=events.append)
+
+
 def test_duplicate_parallel_steps_never_multiply_the_next_stage(aws, stack, runtime):
     """Every scan and range-split event delivered twice (and the S3 event): each stage
     still starts the next exactly once per range, no duplicate reads the object again,
@@ -309,11 +319,7 @@ def test_duplicate_parallel_steps_never_multiply_the_next_stage(aws, stack, runt
 
     rows = make_rows(600)
     put_csv(aws, stack.settings.bucket, "uploads/wide.csv", rows)
-    settings = type(runtime.settings)(**{**runtime.settings.__dict__, "range_bytes": 1024,
-                                         "parallel_threshold_bytes": 4096,
-                                         "parallel_range_bytes": 6000})
-    events: list[dict] = []
-    parallel = Runtime(settings, runtime.spec, aws, continue_split=events.append)
+    settings, events, parallel = parallel_runtime(runtime, aws, 6000)
     gets = 0
     original = aws.s3.get_object
 
@@ -376,11 +382,7 @@ def test_a_parallel_split_planned_by_an_earlier_version_fails_instead_of_finishi
     from splitter.split import split_event
 
     put_csv(aws, stack.settings.bucket, "uploads/old.csv", make_rows(300))
-    settings = type(runtime.settings)(**{**runtime.settings.__dict__, "range_bytes": 1024,
-                                         "parallel_threshold_bytes": 4096,
-                                         "parallel_range_bytes": 4000})
-    events: list[dict] = []
-    parallel = Runtime(settings, runtime.spec, aws, continue_split=events.append)
+    settings, events, parallel = parallel_runtime(runtime, aws, 4000)
     planned = split_event(s3_event(stack.settings.bucket, "uploads/old.csv"), parallel)[0]
     scans = list(events)
     events.clear()
@@ -413,11 +415,7 @@ def test_a_parallel_split_retried_after_it_finished_but_before_it_settled_still_
     from splitter.split import split_event
 
     put_csv(aws, stack.settings.bucket, "uploads/settle.csv", make_rows(300))
-    settings = type(runtime.settings)(**{**runtime.settings.__dict__, "range_bytes": 1024,
-                                         "parallel_threshold_bytes": 4096,
-                                         "parallel_range_bytes": 4000})
-    events: list[dict] = []
-    parallel = Runtime(settings, runtime.spec, aws, continue_split=events.append)
+    settings, events, parallel = parallel_runtime(runtime, aws, 4000)
     settled: list[str] = []
 
     def flaky_settle(rt, job_item):
