@@ -49,6 +49,7 @@ MAX_RECORD_BYTES = 16 * 1024 * 1024
 # Pieces are about this long: csv.reader reads from a StringIO that holds up to 4 bytes a
 # character, so a whole 8 MiB range would cost ~32 MB.
 SUB_REGION_BYTES = 1024 * 1024
+INSIDE_WINDOW_BYTES = 16 * 1024  # the first window csv.reader reads to close an open record
 QUOTE_CHAR = '"'
 NEWLINE = b"\n"
 UTF8_BOM = codecs.BOM_UTF8
@@ -247,8 +248,9 @@ _SENTINEL = ('"\n',)
 def _reader_ends(text: str, delimiter: str, inside: bool) -> tuple[list[int], csv.Error | None]:
     """Where csv.reader (strict) ends each record of `text` (character offsets just past
     each one), and the error that stopped it, if any. `text` is whole lines from a record
-    boundary, or from a line end inside a quoted field (`inside`); a record left open at
-    its end is no error (the next piece may close it) and has no offset."""
+    boundary, or from a line end inside a quoted field (`inside`: then only where that
+    record ends); a record left open at its end is no error (the next piece may close it)
+    and has no offset."""
     lines = io.StringIO(text, newline="").readlines()
     if inside and lines:
         lines[0] = QUOTE_CHAR + lines[0]  # the reader's state at a line end inside quotes
@@ -258,10 +260,12 @@ def _reader_ends(text: str, delimiter: str, inside: bool) -> tuple[list[int], cs
     try:
         for _ in reader:
             numbers.append(reader.line_num)
+            if inside:
+                break
     except csv.Error as exc:
         if reader.line_num <= len(lines):
             error = exc  # a real one: the sentinel was not read yet
-    else:
+    if numbers and numbers[-1] > len(lines):
         numbers.pop()  # the sentinel closed a record left open: not a record of `text`
     ends = list(itertools.accumulate(map(len, lines)))
     shift = 1 if inside else 0
@@ -380,10 +384,13 @@ class Cutter:
         scan = start + (self._resume if start == 0 else 0)
         inside = self._skipping or scan > start
         self._resume = 0
+        # Inside quotes only the record's end is wanted, usually a few lines on: windows
+        # grow from small, and the fast path takes over again after it.
+        size = min(INSIDE_WINDOW_BYTES, SUB_REGION_BYTES) if inside else SUB_REGION_BYTES
         while True:
             window = end
-            if end - scan > SUB_REGION_BYTES:
-                window = buffer.rfind(NEWLINE, scan, scan + SUB_REGION_BYTES) + 1
+            if end - scan > size:
+                window = buffer.rfind(NEWLINE, scan, scan + size) + 1
                 if window <= scan:
                     window = end
             text = self._decode(buffer, scan, window, self.line + buffer.count(NEWLINE, start, scan))
@@ -410,6 +417,7 @@ class Cutter:
                 self._resume = window - start  # the carry will start at `start`
                 return -1, None
             scan, inside = window, True
+            size = min(2 * size, SUB_REGION_BYTES)
         return cut, self._region(buffer, start, cut, None, plain=False)
 
     def _bytes(self, text: str, chars: int, size: int) -> int:

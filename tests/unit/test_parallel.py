@@ -4,8 +4,15 @@ error at the same line, for any cut points and any read size: cuts inside quoted
 fields, right after a newline, inside a CRLF pair, inside a multi-byte UTF-8 character
 or the BOM, at 0 and at the end, with stray quotes (5'10") anywhere.
 
-Reproduce the micro-measurement in splitter/parallel.py with
-``python -m tests.unit.test_parallel``.
+Micro-measurement (not asserted; 2 MB of 8-column CSV with quoted commas, doubled
+quotes and a quoted newline in every row, read as 64 KiB slices, CPython 3.11 on the
+shared dev machine, CPU time, best of 3)::
+
+    scan_range(chunks, 0, len(data))        ~10 ms   (both start states: one cut, a few lines more)
+    iter_regions(chunks)                     ~9 ms   (decode, RFC 4180 check, quote-count cuts)
+    sum(1 for _ in iter_records(chunks))    ~29 ms   (... and csv.reader over every field)
+
+Reproduce (wall clock) with ``python -m tests.unit.test_parallel``.
 """
 
 from __future__ import annotations
