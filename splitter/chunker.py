@@ -68,6 +68,10 @@ class CsvDecodeError(ValueError):
 class BadBytes(CsvDecodeError):
     """Bytes not valid in the declared encoding (named at their own line, not the record's)."""
 
+    def __init__(self, line: int, reason: str, offset: int) -> None:
+        super().__init__(line, reason)
+        self.offset = offset  # of the bad byte, in the object
+
 
 def malformed(line: int, error: csv.Error | str) -> CsvDecodeError:
     """csv.reader's (strict) complaint about the record at `line`, with the fix."""
@@ -297,8 +301,8 @@ def _decode(data: bytes, offset: int, line: int, encoding: str) -> str:
     except UnicodeDecodeError as exc:
         bad_line = line + data.count(NEWLINE, 0, exc.start)
         raise BadBytes(
-            bad_line, f"bytes are not valid {encoding}: {exc.reason} at byte {offset + exc.start}"
-        ) from None
+            bad_line, f"bytes are not valid {encoding}: {exc.reason} at byte {offset + exc.start}",
+            offset + exc.start) from None
 
 
 def too_long(line: int) -> CsvDecodeError:
@@ -342,8 +346,18 @@ class Cutter:
         buffer = self._carry + chunk if self._carry else chunk
         start = 0
         end = len(buffer) if final else buffer.rfind(NEWLINE) + 1
+        bad: BadBytes | None = None
         while start < end:
-            stop, region = self._cut(buffer, start, end, final)
+            try:
+                stop, region = self._cut(buffer, start, end, final)
+            except BadBytes as exc:
+                # The first error in file order wins: cut the lines before the bad byte's
+                # (csv.reader may reject one of them), then fail on it.
+                good = buffer.rfind(NEWLINE, start, exc.offset - self.offset) + 1
+                if good <= start:
+                    raise
+                bad, end, final = exc, good, False
+                continue
             if stop < 0:
                 break
             if region is not None:
@@ -352,6 +366,8 @@ class Cutter:
             else:
                 self.line += buffer.count(NEWLINE, start, stop)
             start = stop
+        if bad is not None:
+            raise bad
         self.offset += start
         self._carry = buffer[start:]
         if len(self._carry) > MAX_RECORD_BYTES:
