@@ -172,21 +172,19 @@ class Region:
 
     def _cut_records(self) -> tuple[list[int], list[str]]:
         """`data_records` cut by csv.reader: csv.reader over the physical lines, each
-        record's text joined from the lines it consumed."""
-        consumed: list[str] = []
-
-        def physical_lines() -> Iterator[str]:
-            for piece in io.StringIO(self.text, newline=""):
-                consumed.append(piece)
-                yield piece
-
+        record's text joined from the lines it consumed (its line_num says how many)."""
+        lines = io.StringIO(self.text, newline="").readlines()
+        reader = self._reader(iter(lines))
         numbers: list[int] = []
         texts: list[str] = []
         line = self.start_line
+        previous = 0
         try:
-            for fields in self._reader(physical_lines()):
-                record = "".join(consumed)
-                consumed.clear()
+            for fields in reader:
+                consumed = reader.line_num
+                record = (lines[previous] if consumed == previous + 1
+                          else "".join(lines[previous:consumed]))
+                previous = consumed
                 if fields:
                     numbers.append(line)
                     texts.append(record[:-1] if record.endswith("\n") else record)
