@@ -124,9 +124,9 @@ def run(sizes: Sizes, workdir: Path, quick: bool) -> str:
         f"Splitter CPU ({sizes.cpu_rows:,} make-csv rows, {len(data) / MB:.1f} MB, best of "
         f"{sizes.cpu_runs}, time.process_time): the splitter parses no field where a piece holds "
         f"no quote (each line is a record); the writers parse the CSV text. Where quotes "
-        f"occur, the check pass runs csv.reader once over the piece (so a broken quote "
-        f"anywhere fails the job before anything is sent) and the split cuts records by "
-        f"quote parity.")
+        f"occur, both passes (the check before anything is sent, then the split) prove the "
+        f"piece RFC 4180 with one regular-expression match and cut it by quote parity; a "
+        f"piece that is not (a quote inside an unquoted field) is cut by csv.reader.")
 
     t = step("splitter enqueue with 15 ms per SendMessageBatch")
     enqueue_rows_s, latency_sqs = enqueue_rate(data)

@@ -6,17 +6,14 @@ its trigger), all idempotent so Lambda's retries and duplicate deliveries are ha
 
 1. the planner (the S3 event's invocation): checks the header, cuts the object into N
    ranges, records the plan in the job item and starts N scans;
-2. a scan: counts quote bytes and newlines in its range (C speed, no parsing) and checks
-   that it decodes, stores the counts (and where a bad byte is), and adds its index to
-   the job's `scans_done` set; whichever scan completes the set fails the job at the
-   first bad byte in file order, with its line, or combines the counts into each range's
-   start state and starts N checks;
-3. a check: runs csv.reader (strict, C speed) over the records its range owns, where
-   they hold a quote, stores what it found, and adds its index to `checks_done`;
-   whichever check completes the set fails the job with the first error in file order,
-   or starts N range splits. So a bad byte or a broken quote anywhere fails the job
-   before any range has sent a message;
-4. a range split: sends the records that START in its range, as 25-row messages whose
+2. a scan: cuts its range's lines as csv.reader (strict) would, from both possible
+   states at its first line (outside or inside a quoted field), which checks every byte
+   and record in it; stores what it found and adds its index to the job's `scans_done`
+   set. Whichever scan completes the set composes the results from offset 0: it fails
+   the job with the first error in file order, with its line, or gives each range the
+   exact bytes of the records it owns and starts N range splits. So a bad byte or
+   broken quoting anywhere fails the job before any range has sent a message;
+3. a range split: sends the records that START in its range, as 25-row messages whose
    sequence numbers live in the range's own namespace (`index * RANGE_SEQ_SPAN + n`),
    stores its counts, and adds its index to `ranges_done`; whichever completes that set
    sums the counts and finishes the split (a conditional update: once).
@@ -42,12 +39,18 @@ from fanout.runtime import Runtime, settle_job
 from splitter.batch import Batcher
 from splitter.chunker import CsvDecodeError, Region
 from splitter.enqueue import Enqueuer
-from splitter.parallel import RangeStats, StartState, iter_owned_regions, plan_ranges, scan_range
+from splitter.parallel import Guess, Owned, RangeScan, compose, iter_owned_regions, plan_ranges, scan_range
 from splitter.range_reader import ObjectInfo, iter_ranges
-from splitter.source import DecodeError, decodable, source_format
+from splitter.source import source_format
 
 SCAN_KEY = "fanout_scan"
-CHECK_KEY = "fanout_check"
+CHECK_KEY = "fanout_check"  # a stage of fanout versions before scans cut as csv.reader does
+# What a scan stores; a split planned by an earlier version (which scanned differently)
+# fails with EARLIER_VERSION rather than composing results it cannot read.
+SCAN_FORMAT = 2
+EARLIER_VERSION = ("this split was started by an earlier fanout version, which cut records "
+                   "differently, so it cannot be finished exactly; upload the file again under "
+                   "a new key to load it")
 RANGE_KEY = "fanout_range"
 RANGE_SEQ_SPAN = 1_000_000_000  # messages one range may send; its seqs are index * span + n
 MAX_RANGES = 200
@@ -86,88 +89,59 @@ def _object(info: ObjectInfo, job: str) -> dict[str, Any]:
 
 def scan(runtime: Runtime, info: ObjectInfo, task: dict[str, Any],
          continue_split: Callable[[dict[str, Any]], None]) -> None:
-    """Count one range; the scan that completes the set starts the checks."""
-    settings = runtime.settings
+    """Scan one range; the scan that completes the set composes the results and starts
+    the range splits, or fails the job with the first error in file order."""
+    from splitter.split import InputError
+
+    settings, spec = runtime.settings, runtime.spec
 
     def work(_job_item: dict[str, Any]) -> dict[str, Any]:
-        # The scan also checks that the range decodes. A bad byte is reported, with the
-        # newlines before it in the range; the scan completing the set turns that into a
-        # line (the ranges before it counted theirs) and fails the job, first in file order.
-        def chunks(end: int) -> Iterator[bytes]:
-            return iter_ranges(runtime.clients.s3, info, settings.range_bytes, task["start"], end)
-
-        result = {"task": _s(json.dumps(task))}
-        try:
-            stats = scan_range(decodable(chunks(task["end"]), runtime.spec.encoding,
-                                         start_offset=task["start"], start_line=None,
-                                         mid_range=task["start"] > 0,
-                                         final=task["end"] >= info.size))
-        except DecodeError as exc:
-            stats = scan_range(chunks(task["end"]))
-            before = scan_range(chunks(exc.offset)).newlines
-            result["error"] = _s(json.dumps({"newlines": before, "offset": exc.offset,
-                                             "encoding": exc.encoding, "reason": exc.reason}))
-        return {**result, "stats": _s(json.dumps(asdict(stats)))}
+        start, end = task["start"], task["end"]
+        chunks = iter_ranges(runtime.clients.s3, info, settings.range_bytes, max(start - 1, 0))
+        scanned = scan_range(chunks, start, end, encoding=spec.encoding, delimiter=spec.delimiter)
+        return {"task": _s(json.dumps(task)),
+                "scan": _s(json.dumps({"format": SCAN_FORMAT, **asdict(scanned)}))}
 
     def fan_out(_job_item: dict[str, Any]) -> None:
-        scans = _query(runtime, task["job"], "scan#")
-        counted = [RangeStats(**json.loads(item["stats"]["S"])) for item in scans]
-        newlines = 0
-        for item, stats in zip(scans, counted, strict=True):
-            if "error" in item:
-                bad = json.loads(item["error"]["S"])
-                raise DecodeError(newlines + bad["newlines"] + 1, bad["offset"], bad["encoding"],
-                                  bad["reason"])
-            newlines += stats.newlines
-        tasks = [json.loads(item["task"]["S"]) for item in scans]
-        for range_task, state in zip(tasks, _start_states(counted, tasks), strict=True):
-            continue_split({CHECK_KEY: {**range_task, "state": asdict(state)}})
+        items = _query(runtime, task["job"], "scan#")
+        scans = [json.loads(item.get("scan", {}).get("S", "{}")) for item in items]
+        if any(found.pop("format", None) != SCAN_FORMAT for found in scans):
+            raise InputError(EARLIER_VERSION)
+        tasks = [json.loads(item["task"]["S"]) for item in items]
+        assert [t["start"] for t in tasks] == [found["start"] for found in scans], "out of order"
+        try:
+            owned = compose([_range_scan(found) for found in scans], info.size)
+        except CsvDecodeError as exc:
+            raise InputError(str(exc)) from exc
+        for range_task, part in zip(tasks, owned, strict=True):
+            continue_split({RANGE_KEY: {**range_task, "owned": part and asdict(part)}})
 
     _run_step(runtime, "scan", task, work, fan_out)
 
 
+def _range_scan(found: dict[str, Any]) -> RangeScan:
+    return RangeScan(**{**found, "outside": Guess(**found["outside"]),
+                        "inside": Guess(**found["inside"])})
+
+
 def check(runtime: Runtime, info: ObjectInfo, task: dict[str, Any],
           continue_split: Callable[[dict[str, Any]], None]) -> None:
-    """Check the quoting of the records one range owns. The check completing the set
-    fails the job with the first error in file order, if any range found one, and
-    otherwise starts the range splits."""
+    """A check step, which only earlier versions plan: the split cannot be finished."""
     from splitter.split import InputError
 
-    def work(_job_item: dict[str, Any]) -> dict[str, Any]:
-        result = {"task": _s(json.dumps(task))}
-        try:
-            for region in _owned_regions(runtime, info, task):
-                region.check()
-        except CsvDecodeError as exc:
-            # Reported, not raised: a later range can only fail because of what an earlier
-            # one holds (a stray quote inverts the parity after it), so the earliest wins.
-            result["error"] = _s(str(exc))
-        return result
-
-    def fan_out(_job_item: dict[str, Any]) -> None:
-        checked = _query(runtime, task["job"], "check#")
-        errors = [item["error"]["S"] for item in checked if "error" in item]
-        if errors:
-            raise InputError(errors[0])
-        for item in checked:
-            continue_split({RANGE_KEY: json.loads(item["task"]["S"])})
-
-    _run_step(runtime, "check", task, work, fan_out)
+    raise InputError(EARLIER_VERSION)
 
 
-def _owned_regions(runtime: Runtime, info: ObjectInfo, task: dict[str, Any]) -> Iterator[Region]:
-    """The regions of the records that start in the task's range."""
-    chunks = iter_ranges(runtime.clients.s3, info, runtime.settings.range_bytes, task["start"])
-    return iter_owned_regions(chunks, StartState(**task["state"]), task["end"],
-                              encoding=runtime.spec.encoding, delimiter=runtime.spec.delimiter)
-
-
-def _start_states(stats: list[RangeStats], tasks: list[dict[str, Any]]) -> list[StartState]:
-    from splitter.parallel import start_states
-
-    states = start_states(stats)
-    assert [s.offset for s in states] == [t["start"] for t in tasks], "ranges out of order"
-    return states
+def _owned_regions(runtime: Runtime, info: ObjectInfo,
+                   owned: dict[str, int] | None) -> Iterator[Region]:
+    """The regions of the records one range owns (none if it owns none)."""
+    if owned is None:
+        return iter(())
+    part = Owned(**owned)
+    chunks = iter_ranges(runtime.clients.s3, info, runtime.settings.range_bytes, part.start,
+                         part.end)
+    return iter_owned_regions(chunks, part, encoding=runtime.spec.encoding,
+                              delimiter=runtime.spec.delimiter)
 
 
 def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any]) -> None:
@@ -182,12 +156,14 @@ def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any]) -> Non
         return [h.get("S") for h in job_item.get("header", {}).get("L", [])]
 
     def work(job_item: dict[str, Any]) -> dict[str, Any]:
+        if "owned" not in task:
+            raise InputError(EARLIER_VERSION)
         enqueuer = Enqueuer(runtime.clients.sqs, settings.rows_queue_url)
         batcher = Batcher(enqueuer, job, info.source, header_of(job_item), spec.delimiter,
                           index * RANGE_SEQ_SPAN)
         skip_header = index == 0
         try:
-            for region in _owned_regions(runtime, info, task):
+            for region in _owned_regions(runtime, info, task["owned"]):
                 lines, records = region.data_records()
                 if skip_header and records:
                     skip_header = False

@@ -75,7 +75,8 @@ def test_parallel_ranges_load_exactly_what_the_file_holds(tmp_path: Path, faults
 
 @pytest.mark.parametrize(("damage", "message"), [
     (lambda text: b"\xff" + text[1:], "bytes are not valid utf-8"),
-    (lambda text: b'5\'10" ' + text, "unbalanced quotes"),  # a stray quote
+    # text after a closing quote (a stray quote, as in 5'10", would load)
+    (lambda text: b'"x"y ' + text, "malformed CSV: ',' expected after '\"'"),
 ])
 def test_bad_input_in_a_later_range_fails_the_job_before_any_range_sends(
         tmp_path: Path, damage, message: str) -> None:
@@ -92,6 +93,44 @@ def test_bad_input_in_a_later_range_fails_the_job_before_any_range_sends(
     assert s["status"] == "FAILED" and result.exit_code == 1 and s["parallel_ranges"] >= 10
     assert f"big.csv: line {line}: {message}" in s["error"]
     assert (s["messages_sent"], s["items_in_table"]) == (0, 0)  # no range had sent anything
+
+
+def stray_quote_file(tmp_path: Path) -> tuple[Path, list[list[str]]]:
+    """Quotes inside unquoted fields (5'10", 12" pizza) before and between quoted
+    multi-line fields, as real exports have them; the rows are csv.reader's."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["account", "offer_id", "note"])
+    for i in range(3000):
+        if i % 4 == 1:
+            buffer.write(f'a{i % 13},{i},5\'10" and a 12" pizza\n')
+        else:
+            writer.writerow([f"a{i % 13}", str(i), f'line one of {i}\nline "two"' if i % 3 == 0
+                             else f"plain {i}"])
+    data = tmp_path / "stray.csv"
+    data.write_bytes(buffer.getvalue().encode())
+    return data, list(csv.reader(io.StringIO(buffer.getvalue(), newline=""), strict=True))
+
+
+@pytest.mark.parametrize("parallel", [True, False], ids=["parallel", "sequential"])
+def test_quotes_inside_unquoted_fields_load_exactly_as_csv_reader_reads_them(
+        tmp_path: Path, parallel: bool) -> None:
+    data, rows = stray_quote_file(tmp_path)
+    assert ["a1", "1", '5\'10" and a 12" pizza'] in rows and ["a0", "0", 'line one of 0\nline "two"'] in rows
+    size = data.stat().st_size
+    config = (replace(LOCAL_CONFIG, parallel_threshold_bytes=10_000, parallel_range_bytes=size // 12 + 1)
+              if parallel else LOCAL_CONFIG)
+    result = ingest(IngestOptions(file=data, spec=Spec.default(), out_dir=tmp_path / "out",
+                                  range_bytes=4096, config=config))
+    s = result.summary
+    assert s["status"] == "COMPLETE", s
+    assert (s["parallel_ranges"] >= 10) == parallel
+    assert (s["rows_read"], s["rows_written"], s["rows_rejected"]) == (3000, 3000, 0)
+    got = {}
+    for line in (tmp_path / "out" / "items.jsonl").read_text().splitlines():
+        item = json.loads(line)["Item"]
+        got[item["offer_id"]["S"]] = {k: v["S"] for k, v in item.items()}
+    assert got == {r[1]: dict(zip(rows[0], r, strict=True)) for r in rows[1:]}
 
 
 def test_a_bad_byte_at_the_end_of_a_file_enqueues_nothing(tmp_path: Path) -> None:

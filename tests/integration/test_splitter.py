@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 import pytest
 
@@ -170,8 +171,9 @@ def test_bad_input_ends_the_job_with_file_line_and_reason(aws, stack, runtime, b
     [
         # a character after a closing quote: csv.reader (strict) rejects it
         ('acct1,offer-x,"quoted"then more\r\n', "malformed CSV: ',' expected after '\"'"),
-        # a quote inside an unquoted field upsets the quote count before a multi-line field
-        ('acct1,offer-x,5\'10"\r\nacct2,offer-y,"two\r\nlines"\r\n', "unbalanced quotes"),
+        # text after a closing quote in a multi-line field that began after a stray quote
+        ('acct1,offer-x,5\'10"\r\nacct2,offer-y,"two\r\nlines"!\r\n',
+         "malformed CSV: ',' expected after '\"'"),
         # a quoted field never closed before the end of the file
         ('acct1,offer-x,"never closed\r\n', "unexpected end of data"),
     ],
@@ -183,13 +185,85 @@ def test_broken_quoting_late_in_a_file_fails_the_job_before_anything_is_sent(
     csv.writer(buffer, lineterminator="\r\n").writerows([["account", "offer_id", "note"], *rows])
     good = buffer.getvalue()
     body = (good + broken).encode() if "never" in broken else (good + broken + good).encode()
-    line = good.count("\n") + 1  # the broken record's first line
+    line = good.count("\n") + 1 + broken.startswith("acct1,offer-x,5")  # the broken record's first line
     aws.s3.put_object(Bucket=stack.settings.bucket, Key="uploads/quotes.csv", Body=body)
     result = handler.lambda_handler(s3_event(stack.settings.bucket, "uploads/quotes.csv"), context())
     job = result["jobs"][0]
     assert job["status"] == "failed", job
     assert f"uploads/quotes.csv: line {line}: " in job["error"] and message in job["error"]
     assert drain(aws.sqs, stack.settings.rows_queue_url) == []  # 3000 good rows came first
+
+
+# The file of issue 12: a quote inside an unquoted field (5'10"), then a quoted newline.
+STRAY_QUOTES = b'account,height,offer_id\nann,5\'10",tall\ncat,"multi\nline",y\n'
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["sequential", "parallel"])
+@pytest.mark.parametrize("range_bytes", [1, 7, 1024])
+def test_a_quote_inside_an_unquoted_field_loads_as_csv_reader_reads_it(
+        aws, stack, runtime, parallel, range_bytes):
+    # Given the file, which csv.reader (strict) reads as 3 rows
+    expected = list(csv.reader(io.StringIO(STRAY_QUOTES.decode(), newline=""), strict=True))
+    assert expected == [["account", "height", "offer_id"], ["ann", "5'10\"", "tall"],
+                        ["cat", "multi\nline", "y"]]
+    aws.s3.put_object(Bucket=stack.settings.bucket, Key="uploads/stray.csv", Body=STRAY_QUOTES)
+    # When the splitter handles its event, sequentially or in ranges of 20 bytes
+    events: list[dict] = []
+    settings = type(runtime.settings)(**{
+        **runtime.settings.__dict__, "range_bytes": range_bytes,
+        **({"parallel_threshold_bytes": 10, "parallel_range_bytes": 20} if parallel else {})})
+    from splitter.split import split_event
+
+    rt = Runtime(settings, runtime.spec, aws, continue_split=events.append)
+    results = split_event(s3_event(stack.settings.bucket, "uploads/stray.csv"), rt)
+    while events:
+        results = split_event(events.pop(0), rt)
+    # Then both data rows are queued as csv.reader reads them, at their source lines
+    assert results[0].status in ("split", "range"), results
+    job = ledger.get_job(aws.dynamodb, settings.ledger_table_name, results[0].job)
+    assert job["rows_read"] == 2 and ("parallel_ranges" in job) == parallel
+    messages = rows_messages(aws.sqs, settings.rows_queue_url)
+    assert messages[0].header == expected[0]
+    assert [(line, row) for m in messages for line, row in zip(m.lines, m.rows, strict=True)] == [
+        (2, expected[1]), (3, expected[2])]
+
+
+def test_a_split_handed_over_at_every_checkpoint_sends_what_one_run_sends(aws, stack, runtime):
+    """Stray quotes and multi-line fields, cut partly by csv.reader: a split (and its check
+    pass) that hands over at every checkpoint resumes with the same cuts, so it sends the
+    same messages, with the same sequence numbers, as a split that runs in one go."""
+    from splitter.split import split_object
+
+    lines = ["account,offer_id,note"]
+    for i in range(400):
+        lines.append(f'acct{i % 7},{i},5\'10" tall' if i % 3 else f'acct{i % 7},{i},"two\nlines {i}"')
+    body = ("\n".join(lines) + "\n").encode()
+    expected = list(csv.reader(io.StringIO(body.decode(), newline=""), strict=True))[1:]
+    settings = type(runtime.settings)(**{**runtime.settings.__dict__, "range_bytes": 512,
+                                         "checkpoint_bytes": 1024})
+    small = Runtime(settings, runtime.spec, aws)
+
+    def sent(key: str, remaining_s) -> list[tuple[int, list[int], list[list[str]]]]:
+        aws.s3.put_object(Bucket=stack.settings.bucket, Key=key, Body=body)
+        handed_over: list[dict] = []
+        invocations = 0
+        while True:
+            invocations += 1
+            result = split_object(small, stack.settings.bucket, key, owner=f"o{invocations}",
+                                  remaining_s=remaining_s, continue_split=handed_over.append)
+            if result.status != "continued":
+                break
+        assert result.status == "split" and result.rows_read == 400
+        messages = rows_messages(aws.sqs, settings.rows_queue_url)
+        assert (invocations > 10) == (remaining_s is not None)
+        return [(m.seq, m.lines, m.rows) for m in messages]
+
+    whole = sent("uploads/whole.csv", None)
+    # Less time left than the reserve at every checkpoint (so it hands over there), but
+    # more than half of it (so it never hands over between checkpoints).
+    continued = sent("uploads/continued.csv", lambda: settings.split_reserve_s * 0.75)
+    assert continued == whole
+    assert [row for _, _, rows in whole for row in rows] == expected
 
 
 class FailingSQS:
@@ -231,19 +305,25 @@ def test_a_header_field_past_csvs_field_limit_fails_the_job_with_its_line(aws, s
     assert drain(aws.sqs, stack.settings.rows_queue_url) == []
 
 
+def parallel_runtime(runtime, aws, range_size: int):
+    """A runtime that splits anything over 4 kB in ranges of `range_size`, its steps
+    collected in `events` (in place of the self-invoke)."""
+    settings = type(runtime.settings)(**{**runtime.settings.__dict__, "range_bytes": 1024,
+                                         "parallel_threshold_bytes": 4096,
+                                         "parallel_range_bytes": range_size})
+    events: list[dict] = []
+    return settings, events, Runtime(settings, runtime.spec, aws, continue_split=events.append)
+
+
 def test_duplicate_parallel_steps_never_multiply_the_next_stage(aws, stack, runtime):
-    """Every scan, check and range-split event delivered twice (and the S3 event): each
-    stage still starts the next exactly once per range, no duplicate reads the object
-    again, and every row is sent once."""
+    """Every scan and range-split event delivered twice (and the S3 event): each stage
+    still starts the next exactly once per range, no duplicate reads the object again,
+    and every row is sent once."""
     from splitter.split import split_event
 
     rows = make_rows(600)
     put_csv(aws, stack.settings.bucket, "uploads/wide.csv", rows)
-    settings = type(runtime.settings)(**{**runtime.settings.__dict__, "range_bytes": 1024,
-                                         "parallel_threshold_bytes": 4096,
-                                         "parallel_range_bytes": 6000})
-    events: list[dict] = []
-    parallel = Runtime(settings, runtime.spec, aws, continue_split=events.append)
+    settings, events, parallel = parallel_runtime(runtime, aws, 6000)
     gets = 0
     original = aws.s3.get_object
 
@@ -255,7 +335,7 @@ def test_duplicate_parallel_steps_never_multiply_the_next_stage(aws, stack, runt
     aws.s3.get_object = counting
     for _ in range(2):  # a duplicate S3 event
         split_event(s3_event(stack.settings.bucket, "uploads/wide.csv"), parallel)
-    started = {kind: 0 for kind in ("fanout_scan", "fanout_check", "fanout_range")}
+    started = {kind: 0 for kind in ("fanout_scan", "fanout_range")}
     reads_by_first_deliveries = 0
     while events:
         event = events.pop(0)
@@ -270,7 +350,7 @@ def test_duplicate_parallel_steps_never_multiply_the_next_stage(aws, stack, runt
                 reads_by_first_deliveries += gets - before
     parts = started["fanout_scan"]
     assert parts >= 4
-    assert started == {"fanout_scan": parts, "fanout_check": parts, "fanout_range": parts}
+    assert started == {"fanout_scan": parts, "fanout_range": parts}
     assert reads_by_first_deliveries > 0
     job = ledger.get_job(aws.dynamodb, settings.ledger_table_name, split_event(
         s3_event(stack.settings.bucket, "uploads/wide.csv"), parallel)[0].job)
@@ -299,6 +379,37 @@ def test_a_checkpoint_from_an_earlier_version_fails_the_job_instead_of_resuming_
     assert resumed.status == "failed" and "earlier fanout version" in resumed.error
 
 
+@pytest.mark.parametrize("stale", ["check step", "range step", "scan result"])
+def test_a_parallel_split_planned_by_an_earlier_version_fails_instead_of_finishing_inexactly(
+        aws, stack, runtime, stale):
+    from splitter import fan
+    from splitter.split import split_event
+
+    put_csv(aws, stack.settings.bucket, "uploads/old.csv", make_rows(300))
+    settings, events, parallel = parallel_runtime(runtime, aws, 4000)
+    planned = split_event(s3_event(stack.settings.bucket, "uploads/old.csv"), parallel)[0]
+    scans = list(events)
+    events.clear()
+    if stale == "scan result":  # an earlier version's scan stored parity counts
+        first = scans.pop(0)[fan.SCAN_KEY]
+        aws.dynamodb.put_item(TableName=settings.ledger_table_name, Item={
+            "pk": {"S": planned.job}, "sk": {"S": "scan#00000"},
+            "task": {"S": json.dumps(first)}, "stats": {"S": '{"quote_parity": 0}'}})
+        aws.dynamodb.update_item(
+            TableName=settings.ledger_table_name, Key={"pk": {"S": planned.job}, "sk": {"S": ledger.JOB_SK}},
+            UpdateExpression="ADD scans_done :i", ExpressionAttributeValues={":i": {"NS": ["0"]}})
+        for event in scans:
+            result = split_event(event, parallel)[0]
+    else:
+        task = {**scans[0][fan.SCAN_KEY], "state": {"offset": 0, "quote_parity": 0}}
+        kind = fan.CHECK_KEY if stale == "check step" else fan.RANGE_KEY
+        result = split_event({kind: task}, parallel)[0]
+    assert result.status == "failed" and "earlier fanout version" in result.error
+    job = ledger.get_job(aws.dynamodb, settings.ledger_table_name, planned.job)
+    assert job["status"] == ledger.FAILED
+    assert drain(aws.sqs, settings.rows_queue_url) == []
+
+
 def test_a_parallel_split_retried_after_it_finished_but_before_it_settled_still_settles(
         aws, stack, runtime, monkeypatch):
     """The last range split finishes the split, then fails in settle_job (a crash, an SNS
@@ -308,11 +419,7 @@ def test_a_parallel_split_retried_after_it_finished_but_before_it_settled_still_
     from splitter.split import split_event
 
     put_csv(aws, stack.settings.bucket, "uploads/settle.csv", make_rows(300))
-    settings = type(runtime.settings)(**{**runtime.settings.__dict__, "range_bytes": 1024,
-                                         "parallel_threshold_bytes": 4096,
-                                         "parallel_range_bytes": 4000})
-    events: list[dict] = []
-    parallel = Runtime(settings, runtime.spec, aws, continue_split=events.append)
+    settings, events, parallel = parallel_runtime(runtime, aws, 4000)
     settled: list[str] = []
 
     def flaky_settle(rt, job_item):

@@ -2,16 +2,15 @@
 
 In memory, no moto. Three properties:
 
-(a) the chunker, fed any bytes in any range sizes, raises nothing but CsvDecodeError
-    (naming a line >= 1), and when it succeeds its records are csv.reader's on the
-    decoded text;
+(a) the chunker, fed any bytes (stray quotes included) in any range sizes, is csv.reader
+    (strict) on the decoded text: the same records at the same source lines when
+    csv.reader reads it, and otherwise CsvDecodeError naming a line >= 1, never a
+    different load;
 (b) a spec bound to any header fails only with TemplateError, and RowMapper.to_item on
     any row either rejects it (RowRejected with a reason code) or returns an item with
     non-empty keys that fits DynamoDB's 400 KB;
 (c) writer.load.map_rows accounts for every row of any message:
     items + rejections + superseded == rows.
-
-Known limitations are pinned by the strict xfail tests at the end.
 """
 
 from __future__ import annotations
@@ -99,6 +98,24 @@ def reference(data: bytes, delimiter: str, strict: bool = False) -> list[list[st
                            strict=strict))
 
 
+def reference_lines(data: bytes, delimiter: str) -> list[tuple[int, list[str]]]:
+    """csv.reader (strict) on the whole text, each record with its source line: 1 + the
+    \n before its first physical line (raises csv.Error or UnicodeDecodeError)."""
+    consumed: list[str] = []
+
+    def physical_lines():
+        for piece in io.StringIO(data.decode("utf-8-sig"), newline=""):
+            consumed.append(piece)
+            yield piece
+
+    out, line = [], 1
+    for row in csv.reader(physical_lines(), delimiter=delimiter, strict=True):
+        out.append((line, row))
+        line += "".join(consumed).count("\n")
+        consumed.clear()
+    return out
+
+
 def check_chunker(data: bytes, delimiter: str, size: int) -> list[list[str]] | None:
     """The chunker's records, or None when it (rightly) raised CsvDecodeError."""
     try:
@@ -139,12 +156,29 @@ def test_chunker_on_rfc4180_quoting_equals_csv_reader(data: st.DataObject) -> No
         assert records == reference(raw, delimiter)
 
 
+stray_bytes = st.lists(st.sampled_from(list(b'ab,;|\t"\'\r\n ') + [0xC3, 0xA9, 0x00]), max_size=120)
+
+
 @FUZZ
 @given(st.data())
-def test_chunker_on_any_bytes_raises_only_csv_decode_error(data: st.DataObject) -> None:
+def test_chunker_on_any_bytes_is_csv_reader_strict(data: st.DataObject) -> None:
+    """Stray quotes anywhere (5'10", a"b, \"a\"b, a quote never closed), any range size:
+    the chunker loads exactly csv.reader's records at their source lines, or, where
+    csv.reader (strict) rejects the text or it is not UTF-8, fails with a line."""
     raw, delimiter = data.draw(csv_bytes(stray_quotes=True) | st.tuples(
-        st.binary(max_size=300), st.sampled_from(DELIMITERS)))
-    check_chunker(raw, delimiter, data.draw(range_sizes(len(raw))))
+        st.binary(max_size=300) | stray_bytes.map(bytes), st.sampled_from(DELIMITERS)))
+    size = data.draw(range_sizes(len(raw)))
+    try:
+        expected = reference_lines(raw, delimiter)
+    except (csv.Error, UnicodeDecodeError):
+        expected = None
+    records = check_chunker(raw, delimiter, size)
+    if expected is None:
+        assert records is None, "csv.reader (strict) rejects this, the chunker loaded it"
+        return
+    assert records is not None
+    assert list(iter_records(cut(raw, size), delimiter=delimiter)) == expected
+    event("strict csv.reader reads it" + (" (a stray quote)" if b"\"" in raw else ""))
 
 
 class Capture:
@@ -158,14 +192,12 @@ class Capture:
 
 
 def what_the_writer_parses(data: bytes, delimiter: str, size: int) -> list[tuple[int, list[str]]] | None:
-    """The splitter's path to the queue and back: every region checked first (as the
-    splitter checks the whole object before it sends), then cut into records
+    """The splitter's path to the queue and back: the whole object cut into regions first
+    (which checks it, as the splitter does before it sends), then into records
     (`data_records`) and 25-record messages (the real Batcher), which the writer decodes.
-    None when the check (or decoding) rightly raised CsvDecodeError."""
+    None when the cut (or decoding) rightly raised CsvDecodeError."""
     try:
         regions = list(iter_regions(cut(data, size), delimiter=delimiter))
-        for region in regions:
-            region.check()
     except CsvDecodeError as exc:
         assert exc.line >= 1 and exc.reason, exc
         event("messages: rejected by the check")
@@ -204,13 +236,19 @@ def test_messages_carry_csv_readers_records_on_rfc4180_quoting(data: st.DataObje
 
 @FUZZ
 @given(st.data())
-def test_messages_never_differ_silently_from_csv_reader(data: st.DataObject) -> None:
-    """Any damage, stray quotes included: either the check rejects the file (the job fails
-    with a line, before anything is sent) or the writer gets csv.reader's records."""
-    raw, delimiter = data.draw(csv_bytes(stray_quotes=True))
+def test_messages_carry_csv_readers_records_whatever_the_quoting(data: st.DataObject) -> None:
+    """Any damage, stray quotes included: the writer gets csv.reader's non-blank records at
+    their source lines when csv.reader (strict) reads the file, and otherwise the cut
+    rejects it (the job fails with a line, before anything is sent)."""
+    raw, delimiter = data.draw(csv_bytes(stray_quotes=True) | st.tuples(
+        stray_bytes.map(bytes), st.sampled_from(DELIMITERS)))
     carried = what_the_writer_parses(raw, delimiter, data.draw(range_sizes(len(raw))))
-    if carried is not None:
-        assert [fields for _, fields in carried] == [r for r in reference(raw, delimiter) if r]
+    try:
+        expected = [(line, row) for line, row in reference_lines(raw, delimiter) if row]
+    except (csv.Error, UnicodeDecodeError):
+        assert carried is None
+        return
+    assert carried == expected
 
 
 # --------------------------------------------------------------------------- (b) mapping
@@ -356,20 +394,32 @@ def test_map_rows_accounts_for_every_row(spec_name: str, data: st.DataObject) ->
     assert dict(zip(keys, item_lines, strict=True)) == last
 
 
-# --------------------------------------------------------------------------- known bugs
+# --------------------------------------------------------------------------- stray quotes
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known limitation: last_boundary counts every quote byte, but csv.reader treats a quote "
-    "inside an unquoted field (5'10\") as a literal; after one, quote parity is inverted and a "
-    "region can end inside a later quoted field. The splitter's check pass rejects such a file "
-    "with the line before anything is sent (tests/integration/test_splitter.py); loading it "
-    "would need exact, csv.reader-state boundary scanning"))
+STRAY = b'name,height,note\nann,5\'10",ok\nbob,6,"two\nlines"\ncat,5,x\n'
+
+
 @pytest.mark.parametrize("size", [1, 7, 8 * 1024 * 1024])
 def test_a_stray_quote_does_not_split_a_later_quoted_field(size: int) -> None:
-    data = b'name,height,note\nann,5\'10",ok\nbob,6,"two\nlines"\ncat,5,x\n'
-    assert reference(data, ",") == [["name", "height", "note"], ["ann", "5'10\"", "ok"],
-                                    ["bob", "6", "two\nlines"], ["cat", "5", "x"]]
-    assert check_chunker(data, ",", size) == reference(data, ",")
+    assert reference(STRAY, ",") == [["name", "height", "note"], ["ann", "5'10\"", "ok"],
+                                     ["bob", "6", "two\nlines"], ["cat", "5", "x"]]
+    assert list(iter_records(cut(STRAY, size))) == [
+        (1, ["name", "height", "note"]), (2, ["ann", "5'10\"", "ok"]), (3, ["bob", "6", "two\nlines"]),
+        (5, ["cat", "5", "x"])]
+
+
+@pytest.mark.parametrize(("data", "line", "reason"), [
+    (b'a,b\n1,"x"y\n', 2, "malformed CSV: ',' expected after '\"'"),
+    (b'a,b\n5\'10",1\n2,"never closed\n3,4\n', 3, "malformed CSV: unexpected end of data"),
+])
+@pytest.mark.parametrize("size", [1, 5, 1024])
+def test_what_strict_csv_reader_rejects_fails_with_the_records_line(
+        data: bytes, line: int, reason: str, size: int) -> None:
+    with pytest.raises(csv.Error):
+        reference(data, ",", strict=True)
+    with pytest.raises(CsvDecodeError) as error:
+        list(iter_records(cut(data, size)))
+    assert error.value.line == line and error.value.reason.startswith(reason)
 
 
 def typed_message(meta: str) -> RowsMessage:
@@ -388,11 +438,3 @@ def test_a_lone_surrogate_in_json_rejects_the_row_only(meta: str) -> None:
 def test_deeply_nested_json_rejects_the_row_only() -> None:
     items, _, rejections, superseded = map_rows(typed_message("[" * 5000), TYPED)
     assert (len(items), [(r.line, r.reason) for r in rejections], superseded) == (24, [(9, "bad_json")], 0)
-
-
-def test_a_stray_quote_before_a_multiline_field_fails_loudly_not_silently() -> None:
-    data = b'name,height,note\nann,5\'10",ok\nbob,6,"two\nlines"\ncat,5,x\n'
-    with pytest.raises(CsvDecodeError) as error:
-        list(iter_records(cut(data, 8 * 1024 * 1024)))
-    assert error.value.line == 3
-    assert "quotes must enclose whole fields" in error.value.reason
