@@ -25,7 +25,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
 
-from bench.fakes import CannedDynamoDB, LatencySQS, MemoryS3, NullLedger, NullSQS
+from bench.fakes import CannedDynamoDB, LatencySQS, MemoryS3, NullSQS
 from fanout.aws import Clients
 from fanout.contract import decode, job_id_for
 from fanout.mapping import Spec
@@ -71,20 +71,25 @@ def splitter_runtime(s3: Any, sqs: Any, range_bytes: int | None = None) -> Runti
     settings = Settings(table_name=TABLE, ledger_table_name="bench-jobs",
                         rows_queue_url="https://sqs.invalid/rows",
                         **({"range_bytes": range_bytes} if range_bytes else {}))
-    return Runtime(settings, Spec.default(), Clients(s3=s3, sqs=sqs, dynamodb=NullLedger()))
+    return Runtime(settings, Spec.default(), Clients(s3=s3, sqs=sqs, dynamodb=None))
 
 
 def run_splitter(s3: Any, sqs: Any, range_bytes: int | None = None) -> int:
     """The splitter's whole read path for the one object `s3` serves; returns data rows."""
     # The code path split_object runs: the check before anything is sent, then the split.
+    from splitter.enqueue import Enqueuer
     from splitter.source import open_source
-    from splitter.split import Checkpoint, _check_object, _enqueue_rows
+    from splitter.split import Checkpoint, NoProgress, cut_object
 
     runtime, info = open_source(splitter_runtime(s3, sqs, range_bytes), head(s3, "bench", "bench.csv"))
     checkpoint = Checkpoint()
     job, range_bytes = job_id_for(info.source), runtime.settings.range_bytes
-    assert _check_object(runtime, info, job, "bench", range_bytes, checkpoint, None)
-    assert _enqueue_rows(runtime, info, job, "bench", range_bytes, checkpoint, None)
+    enqueuer = Enqueuer(sqs, runtime.settings.rows_queue_url)
+    try:
+        assert cut_object(runtime, info, job, range_bytes, checkpoint, sink=enqueuer,
+                          progress=NoProgress())
+    finally:
+        enqueuer.close()
     return checkpoint.rows_read
 
 

@@ -107,17 +107,6 @@ class LatencySQS(NullSQS):
         return super().send_message_batch(**params)
 
 
-class NullLedger:
-    """Accepts the splitter's checkpoint writes (UpdateItem) and keeps nothing."""
-
-    def __init__(self) -> None:
-        self.updates = 0
-
-    def update_item(self, **params: Any) -> dict[str, Any]:
-        self.updates += 1
-        return {}
-
-
 class _CannedBody:
     """What botocore reads an HTTP response body through."""
 

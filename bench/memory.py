@@ -1,6 +1,6 @@
 """Peak memory of the splitter's read path, in a child process per input size.
 
-The child runs the real `splitter.split._enqueue_rows` (ranged GETs -> chunker ->
+The child runs the real `splitter.split.cut_object` (ranged GETs -> chunker ->
 messages -> encode -> Enqueuer) over a file on disk served by a fake S3 client
 (bench.fakes.FileS3: head_object, get_object with Range), sending to an SQS client that
 discards. moto is not used here because it keeps the whole object in the process's

@@ -1,8 +1,9 @@
-"""Cutting a job's records into 25-row messages and handing them to the Enqueuer."""
+"""Cutting a job's records into 25-row messages and handing them to a sink (the Enqueuer)."""
 
 from __future__ import annotations
 
 import csv
+from typing import Protocol
 
 from fanout.contract import (
     OVERSIZE_FIELD_PREVIEW,
@@ -15,7 +16,14 @@ from fanout.contract import (
     too_large,
 )
 from fanout.settings import MAX_SQS_MESSAGE_BYTES, ROWS_PER_MESSAGE
-from splitter.enqueue import Enqueuer
+
+
+class Sink(Protocol):
+    """Where messages go: the Enqueuer (SendMessageBatch), or `fanout check`'s counter."""
+
+    def send(self, body: str, size: int | None = None) -> None: ...
+
+    def drain(self) -> int: ...
 
 
 class Batcher:
@@ -26,7 +34,7 @@ class Batcher:
     `rows` and `messages` count what was sent since the caller last reset them.
     """
 
-    def __init__(self, enqueuer: Enqueuer, job: str, source: Source, header: list[str],
+    def __init__(self, enqueuer: Sink, job: str, source: Source, header: list[str],
                  delimiter: str, seq: int) -> None:
         self.enqueuer, self.job, self.source = enqueuer, job, source
         self.header, self.delimiter = header, delimiter

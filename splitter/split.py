@@ -8,7 +8,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
 from fanout import ledger
@@ -17,7 +17,7 @@ from fanout.dialect import hint_one_column
 from fanout.keys import TemplateError
 from fanout.runtime import Runtime, publish_summary, settle_job
 from splitter import fan
-from splitter.batch import Batcher
+from splitter.batch import Batcher, Sink
 from splitter.chunker import CsvDecodeError, Region, iter_regions
 from splitter.enqueue import Enqueuer
 from splitter.range_reader import head
@@ -192,9 +192,12 @@ def split_object(
     range_bytes = int((item or {}).get("range_bytes") or settings.range_bytes)
     try:
         checkpoint = Checkpoint.loads(item["checkpoint"]) if item and "checkpoint" in item else Checkpoint()
-        finished = (_check_object(runtime, info, job, owner, range_bytes, checkpoint, remaining_s)
-                    and _enqueue_rows(runtime, info, job, owner, range_bytes, checkpoint,
-                                      remaining_s))
+        enqueuer = Enqueuer(clients.sqs, settings.rows_queue_url)
+        try:
+            finished = cut_object(runtime, info, job, range_bytes, checkpoint, sink=enqueuer,
+                                  progress=LedgerProgress(runtime, job, owner, remaining_s))
+        finally:
+            enqueuer.close()
     except (InputError, SourceError) as exc:
         return _fail(runtime, info, job, exc)
     except ledger.LeaseLost:
@@ -247,14 +250,70 @@ def _regions(runtime: Runtime, info: Any, range_bytes: int, offset: int = 0,
                         start_offset=offset, start_line=line)
 
 
-def _save_progress(runtime: Runtime, job: str, owner: str, cp: Checkpoint,
-                   remaining_s: Callable[[], float] | None) -> bool:
-    """Save the checkpoint; when too little time is left to reach the next one, also
-    release the lease for the continuation and return True (the caller hands over)."""
-    out_of_time = remaining_s is not None and remaining_s() < runtime.settings.split_reserve_s
-    ledger.save_checkpoint(runtime.clients.dynamodb, runtime.settings.ledger_table_name, job,
-                           owner, cp.dumps(), release=out_of_time)
-    return out_of_time
+class Progress(Protocol):
+    """Where a split keeps its checkpoints, and how it learns that time is short."""
+
+    def save(self, cp: Checkpoint, *, final: bool = False) -> bool:
+        """Save `cp`; True if the split must hand over now (never when `final`)."""
+
+    def short_of_time(self) -> bool:
+        """True if the next checkpoint is out of reach: hand over from the last saved one."""
+
+    def release(self) -> None:
+        """Let a continuation in (the work since the last checkpoint is redone)."""
+
+
+@dataclass
+class LedgerProgress:
+    """The Lambda's progress: checkpoints in the ledger under the split's lease."""
+
+    runtime: Runtime
+    job: str
+    owner: str
+    remaining_s: Callable[[], float] | None = None
+
+    def save(self, cp: Checkpoint, *, final: bool = False) -> bool:
+        # With too little time left to reach the next checkpoint, the save also releases
+        # the lease for the continuation, and the caller hands over.
+        out_of_time = (not final and self.remaining_s is not None
+                       and self.remaining_s() < self.runtime.settings.split_reserve_s)
+        ledger.save_checkpoint(self.runtime.clients.dynamodb,
+                               self.runtime.settings.ledger_table_name, self.job, self.owner,
+                               cp.dumps(), release=out_of_time)
+        return out_of_time
+
+    def short_of_time(self) -> bool:
+        return (self.remaining_s is not None
+                and self.remaining_s() < self.runtime.settings.split_reserve_s / 2)
+
+    def release(self) -> None:
+        ledger.release_split(self.runtime.clients.dynamodb,
+                             self.runtime.settings.ledger_table_name, self.job, self.owner)
+
+
+class NoProgress:
+    """A run with no time limit that keeps no checkpoints (`fanout check`, the bench)."""
+
+    def save(self, cp: Checkpoint, *, final: bool = False) -> bool:
+        return False
+
+    def short_of_time(self) -> bool:
+        return False
+
+    def release(self) -> None:
+        return None
+
+
+def cut_object(runtime: Runtime, info: Any, job: str, range_bytes: int, cp: Checkpoint, *,
+               sink: Sink, progress: Progress) -> bool:
+    """Check the object, then cut its records into messages for `sink`, from `cp` on.
+
+    True when the object is done; False after a hand-over (time ran short: `progress` has
+    saved a checkpoint or released the lease). Sending waits for `sink.drain()` before
+    each checkpoint; the caller closes the sink.
+    """
+    return (_check_object(runtime, info, range_bytes, cp, progress)
+            and _enqueue_rows(runtime, info, job, range_bytes, cp, sink, progress))
 
 
 def _read_header(runtime: Runtime, info: Any) -> tuple[list[str], int]:
@@ -270,8 +329,8 @@ def _read_header(runtime: Runtime, info: Any) -> tuple[list[str], int]:
     raise InputError("the file has no header line (only blank lines)")
 
 
-def _check_object(runtime: Runtime, info: Any, job: str, owner: str, range_bytes: int,
-                  cp: Checkpoint, remaining_s: Callable[[], float] | None) -> bool:
+def _check_object(runtime: Runtime, info: Any, range_bytes: int, cp: Checkpoint,
+                  progress: Progress) -> bool:
     """Before the first message: check that the whole object decodes and that csv.reader
     (strict) reads it, so a bad byte or a broken quote anywhere fails the job with its line
     and nothing half-enqueued.
@@ -290,18 +349,18 @@ def _check_object(runtime: Runtime, info: Any, job: str, owner: str, range_bytes
             crossed = region.end_offset // checkpoint_bytes != cp.check_offset // checkpoint_bytes
             cp.check_offset, cp.check_line = region.end_offset, region.start_line + region.line_count
             # Save progress, so a crash or a hand-over resumes from here.
-            if crossed and _save_progress(runtime, job, owner, cp, remaining_s):
+            if crossed and progress.save(cp):
                 return False
     except CsvDecodeError as exc:
         raise InputError(str(exc)) from exc
     cp.checked = True
     # Saved, so that a retry after a crash in the split does not check the object again.
-    _save_progress(runtime, job, owner, cp, None)
+    progress.save(cp, final=True)
     return True
 
 
-def _enqueue_rows(runtime: Runtime, info: Any, job: str, owner: str, range_bytes: int,
-                  cp: Checkpoint, remaining_s: Callable[[], float] | None) -> bool:
+def _enqueue_rows(runtime: Runtime, info: Any, job: str, range_bytes: int, cp: Checkpoint,
+                  sink: Sink, progress: Progress) -> bool:
     """Read, cut and send from the checkpoint `cp` on, updating it in place.
 
     Returns True when the object is done, False when time ran short and the split
@@ -310,67 +369,64 @@ def _enqueue_rows(runtime: Runtime, info: Any, job: str, owner: str, range_bytes
     `checkpoint_bytes`, and the partial message is sent there, so every try cuts the
     same messages with the same sequence numbers.
     """
-    settings, spec, source = runtime.settings, runtime.spec, info.source
-    ddb, ledger_table = runtime.clients.dynamodb, settings.ledger_table_name
+    settings, spec = runtime.settings, runtime.spec
     if info.size == 0:
         raise InputError("the file is empty (0 bytes): expected a header line")
     checkpoint_bytes = max(settings.checkpoint_bytes, range_bytes)
-    regions = _regions(runtime, info, range_bytes, cp.offset, cp.line)
-    enqueuer = Enqueuer(runtime.clients.sqs, settings.rows_queue_url)
     batcher: Batcher | None = None
     if cp.header is not None:
         _check_header(runtime, cp.header, cp.header_line)
-        batcher = Batcher(enqueuer, job, source, cp.header, spec.delimiter, cp.seq)
+        batcher = Batcher(sink, job, info.source, cp.header, spec.delimiter, cp.seq)
 
-    def account() -> None:
-        assert batcher is not None
+    def account(batcher: Batcher) -> None:
+        batcher.flush()
         cp.seq, cp.rows_read, cp.messages = (batcher.seq, cp.rows_read + batcher.rows,
                                              cp.messages + batcher.messages)
         batcher.rows = batcher.messages = 0
 
     try:
-        try:
-            for region in regions:
-                lines, records = region.data_records()
-                if batcher is None and records:  # the first non-blank record is the header
-                    try:
-                        header = parse_csv_rows(records[0], spec.delimiter)[0]
-                    except csv.Error as exc:  # e.g. a field past csv's limit
-                        raise InputError(f"line {lines[0]}: the header cannot be read: {exc}") from None
-                    cp.header, cp.header_line = header, lines[0]
-                    _check_header(runtime, header, lines[0])
-                    batcher = Batcher(enqueuer, job, source, header, spec.delimiter, cp.seq)
-                    lines, records = lines[1:], records[1:]
-                if batcher is not None:
-                    batcher.add(lines, records)
-                if region.end_offset // checkpoint_bytes == cp.offset // checkpoint_bytes:
-                    cp.offset, cp.line = region.end_offset, region.start_line + region.line_count
-                    if remaining_s is not None and remaining_s() < settings.split_reserve_s / 2:
-                        # The next checkpoint is out of reach: hand over from the last saved
-                        # one (the work since is redone with the same messages, which dedupe).
-                        ledger.release_split(ddb, ledger_table, job, owner)
-                        return False
-                    continue
-                # A checkpoint boundary: send the partial message, wait for SQS, save.
-                if batcher is not None:
-                    batcher.flush()
-                    account()
-                cp.offset, cp.line = region.end_offset, region.start_line + region.line_count
-                enqueuer.drain()
-                if _save_progress(runtime, job, owner, cp, remaining_s):
+        for region in _regions(runtime, info, range_bytes, cp.offset, cp.line):
+            lines, records = region.data_records()
+            if batcher is None and records:  # the first non-blank record is the header
+                cp.header, cp.header_line = _header_of(runtime, records[0], lines[0])
+                batcher = Batcher(sink, job, info.source, cp.header, spec.delimiter, cp.seq)
+                lines, records = lines[1:], records[1:]
+            if batcher is not None:
+                batcher.add(lines, records)
+            crossed = region.end_offset // checkpoint_bytes != cp.offset // checkpoint_bytes
+            cp.offset, cp.line = region.end_offset, region.start_line + region.line_count
+            if not crossed:
+                if progress.short_of_time():
+                    # The next checkpoint is out of reach: hand over from the last saved
+                    # one (the work since is redone with the same messages, which dedupe).
+                    progress.release()
                     return False
-        except CsvDecodeError as exc:
-            raise InputError(str(exc)) from exc
-        if batcher is not None:
-            batcher.flush()
-            account()
-    finally:
-        enqueuer.close()
+                continue
+            # A checkpoint boundary: send the partial message, wait for SQS, save.
+            if batcher is not None:
+                account(batcher)
+            sink.drain()
+            if progress.save(cp):
+                return False
+    except CsvDecodeError as exc:
+        raise InputError(str(exc)) from exc
+    if batcher is not None:
+        account(batcher)
     if cp.header is None:
         raise InputError("the file has no header line (only blank lines)")
     if cp.rows_read == 0:
         raise InputError(f"line {cp.header_line}: the file has a header but no data rows")
     return True
+
+
+def _header_of(runtime: Runtime, record: str, line: int) -> tuple[list[str], int]:
+    """The header from its record's CSV text, checked against the spec."""
+    try:
+        header = parse_csv_rows(record, runtime.spec.delimiter)[0]
+    except csv.Error as exc:  # e.g. a field past csv's limit
+        raise InputError(f"line {line}: the header cannot be read: {exc}") from None
+    _check_header(runtime, header, line)
+    return header, line
 
 
 MAX_HEADER_BYTES = 64 * 1024
