@@ -177,10 +177,6 @@ def _status(args: argparse.Namespace) -> int:
         if job is None:
             print(f"fanout status: no job {args.job!r} in {table}", file=sys.stderr)
             return 1
-        if job.get("status") != ledger.COMPLETE and "messages_total" in job:
-            counts = ledger.totals(ledger.read_message_counts(ddb, table, args.job))
-            job |= {"rows_written": counts.written, "rows_rejected": counts.rejected,
-                    "rows_superseded": counts.superseded}
         job.pop("sk", None)
         job["job_id"] = job.pop("pk")
         print(json.dumps(job, indent=2, default=str))

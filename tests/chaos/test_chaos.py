@@ -156,7 +156,7 @@ def test_writer_killed_after_writing_before_the_ledger(data: Expected, tmp_path:
     records, kills = Counter(), Counter()
 
     def put_item(ddb: Any, **params: Any) -> Any:
-        if params["Item"].get("sk", {}).get("S", "").startswith("b#") and records.next() in (2, 5):
+        if params["Item"].get("sk", {}).get("S", "").startswith("log#") and records.next() in (2, 5):
             kills.next()
             raise Killed("killed before the ledger")
         return ddb.put_item(**params)
