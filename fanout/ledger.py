@@ -87,6 +87,7 @@ FOLD_MESSAGES = 20_000  # a fold step reads about this many log entries; a write
 LOG_PAGE = 100  # log records per Query page
 FOLD_BUDGET_S = 10.0  # wall time one invocation spends folding at most
 HOLE_GRACE_S = 1.0  # how long a folder waits for a ticket's record before voiding it
+HOLE_POLL_S = 0.05
 FOLD_LEASE_S = 60.0  # when the caller cannot say how long it lives
 
 SPLITTING = "SPLITTING"
@@ -636,11 +637,19 @@ def _fold_step(ddb: Any, ledger_table: str, job: str, cursor: int, tickets: int,
     `tickets`) into their shards: (the last ticket folded, what they added)."""
     records, high = _read_log(ddb, ledger_table, job, cursor + 1, tickets)
     missing = [t for t in range(cursor + 1, high + 1) if t not in records]
-    if missing:
+    waited = 0.0
+    while missing and waited < HOLE_GRACE_S:
         # A writer between its ticket and its record (or one that died there): wait for
         # it a little, then void what is still missing. Voiding is conditional, so a record
         # written meanwhile wins and is folded.
-        sleep(HOLE_GRACE_S)
+        sleep(HOLE_POLL_S)
+        waited += HOLE_POLL_S
+        for ticket in missing:
+            item = _get(ddb, ledger_table, job, _log_sk(ticket))
+            if item:
+                records[ticket] = item
+        missing = [t for t in missing if t not in records]
+    if missing:
         for ticket in missing:
             item = _void(ddb, ledger_table, job, ticket)
             if item is not None:
