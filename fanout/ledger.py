@@ -886,6 +886,8 @@ def get_job(ddb: Any, ledger_table: str, job: str) -> dict[str, Any] | None:
     out["messages_reported"] = int(tally.get("messages_reported", {}).get("N", "0"))
     running = Totals.of(folded)
     out["messages_counted"] = running.distinct
+    if "ledger_format" not in item and out.get("status") in (SPLITTING, RUNNING):
+        out["error"] = OLD_FORMAT_ERROR.format(job=job)  # what its next report will do
     if out.get("status") != COMPLETE and folded:
         out |= {"rows_written": running.written, "rows_rejected": running.rejected,
                 "rows_superseded": running.superseded}

@@ -77,6 +77,8 @@ def settle_job(runtime: Runtime, item: Mapping[str, Any], *, owner: str | None =
     if not item:
         return
     job = item["pk"]["S"]
+    if "status" in item and "ledger_format" not in item and ledger.fail_old_format(ddb, table, job):
+        item = ledger.raw_job(ddb, table, job)  # a job item of the previous format: failed now
     if item.get("status", {}).get("S") == ledger.FAILED:
         # A job of the previous ledger format, failed by this invocation or an earlier one.
         if "old_format" in item and "summary_published" not in item:

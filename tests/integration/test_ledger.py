@@ -321,6 +321,19 @@ def test_an_in_flight_job_of_the_previous_format_fails_clearly_with_its_id(aws, 
     assert ledger.get_job(aws.dynamodb, table, "old-job")["status"] == ledger.FAILED
 
 
+def test_a_finished_job_of_the_previous_format_fails_on_its_next_event(aws, stack, spec):
+    """Every message was reported under the previous format but it was never completed
+    (its finalizer died): `fanout status` says why, and a duplicate S3 event (any settle)
+    fails it clearly instead of leaving it RUNNING."""
+    table = stack.settings.ledger_table_name
+    old_format_job(aws, stack, ledger.RUNNING)
+    status = ledger.get_job(aws.dynamodb, table, "old-job")
+    assert status["status"] == ledger.RUNNING and "earlier fanout version" in status["error"]
+    settle_job(Runtime(stack.settings, spec, aws), ledger.raw_job(aws.dynamodb, table, "old-job"))
+    job = ledger.get_job(aws.dynamodb, table, "old-job")
+    assert job["status"] == ledger.FAILED and "job old-job" in job["error"]
+
+
 def test_a_split_of_the_previous_format_fails_clearly_when_it_finishes(aws, stack):
     table = stack.settings.ledger_table_name
     old_format_job(aws, stack, ledger.SPLITTING)
