@@ -41,19 +41,22 @@ deltas: no step reads the whole job. A shard skips the entries of tickets it has
 already applied, so a step that died half way is redone exactly; the next folder finds
 the lease `dirty` and sums the shards again (≈1,000 small items at 4M messages).
 
-Completion is attempted only when `distinct` (which duplicates do not inflate) equals
+Completion is attempted only when `distinct` (which duplicates do not inflate) reaches
 messages_total: one conditional status flip RUNNING → COMPLETE, so it is detected, and
 its summary returned for publishing, exactly once. After COMPLETE, a replay or a late
 duplicate is one more log record, folded into its own shard, and the job item's counts
 are moved by its delta (`counted_through` keeps an older folder from writing over a
 newer count).
 
-Cost: a writer invocation writes 2 items of under 1 KB (the tally ADD and its log
-record), as the previous format did: with 10 messages of 25 rows, 2 write units per 250
-data writes (0.8%); at the stack's batch size of 100 messages, 3 per 2,500 (0.12%). A
-fold step every FOLD_MESSAGES reports adds its lease, its cursor and one write per shard
-touched, which `python -m bench` measures (see the README's scale
-section).
+Cost: a writer invocation writes 2 items, as the previous format did: the tally ADD
+(1 write unit) and its log record (about 18 bytes a message: 1 unit up to ~55 messages).
+With 10 messages of 25 rows that is 2 write units per 250 data writes (0.8%); at the
+stack's batch size of 100 messages, 3 per 2,500 (0.12%). A writer folds when its report
+takes messages_reported across a multiple of FOLD_MESSAGES, and on every report once
+messages_reported has reached messages_total; a fold adds its lease, its cursor and one
+write per shard touched. `python -m bench` measures all of it (see the README's scale
+section). The fold's lease lasts as long as the folding invocation can live, so one that
+was killed (a timeout) never holds it past its own end.
 
 Upgrades: jobs started by the previous format (batch records `b#<request id>` and a
 `messages_reported` on the job item, no `ledger_format`) cannot be counted by this one:
@@ -588,7 +591,8 @@ def _fold_steps(ddb: Any, ledger_table: str, job: str, owner: str, old: Mapping[
 
 def _save_fold(ddb: Any, ledger_table: str, job: str, owner: str, cursor: int, totals: Totals,
                *, clean: bool) -> None:
-    values = {":c": _n(cursor), ":o": _s(owner), **{f":{k}": v for k, v in totals.attributes().items()}}
+    values: dict[str, Any] = {":c": _n(cursor), ":o": _s(owner),
+                              **{f":{k}": v for k, v in totals.attributes().items()}}
     update = "SET #cursor = :c, #d = :distinct, written = :written, rejected = :rejected, " \
              "superseded = :superseded"
     if clean:  # done: the lease goes with it
@@ -645,15 +649,14 @@ def _fold_step(ddb: Any, ledger_table: str, job: str, cursor: int, tickets: int,
         sleep(HOLE_POLL_S)
         waited += HOLE_POLL_S
         for ticket in missing:
-            item = _get(ddb, ledger_table, job, _log_sk(ticket))
-            if item:
-                records[ticket] = item
+            came = _get(ddb, ledger_table, job, _log_sk(ticket))
+            if came:
+                records[ticket] = came
         missing = [t for t in missing if t not in records]
-    if missing:
-        for ticket in missing:
-            item = _void(ddb, ledger_table, job, ticket)
-            if item is not None:
-                records[ticket] = item
+    for ticket in missing:
+        late = _void(ddb, ledger_table, job, ticket)
+        if late is not None:
+            records[ticket] = late
     by_shard: dict[int, list[tuple[int, str, MessageCounts]]] = {}
     for ticket in sorted(records):
         encoded = records[ticket].get("m", {}).get("S")
