@@ -829,11 +829,13 @@ def read_message_counts(ddb: Any, ledger_table: str, job: str) -> dict[str, Mess
 
 
 def message_counted(ddb: Any, ledger_table: str, job: str, message_id: str) -> bool:
-    """Whether the fold has counted this (original) message: one shard read."""
+    """Whether the fold has counted this message: one shard read."""
     item = _get(ddb, ledger_table, job, _shard_sk(shard_of(message_id)))
     if not item:
         return False
     shard = Shard.from_item(shard_of(message_id), item)
+    if REPLAY_MARK in message_id:
+        return message_id in shard.replays
     if "." in message_id:
         return message_id in shard.parts
     bit = int(message_id.split(REPLAY_MARK, 1)[0]) % SHARD_SEQS

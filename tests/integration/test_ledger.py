@@ -351,3 +351,14 @@ def test_a_crashed_splitter_releases_or_outlives_its_lease(aws, stack):
     ledger.release_split(aws.dynamodb, table, "j", "a")
     assert ledger.start_job(aws.dynamodb, table, "j", owner="b", lease_s=60, **args)[0] == "resume"
     assert ledger.start_job(aws.dynamodb, table, "j", owner="c", lease_s=0, **args)[0] == "skip"
+
+
+def test_message_counted_answers_from_one_shard(aws, stack):
+    table = stack.settings.ledger_table_name
+    start(aws, stack, total=4, rows=100)
+    record(aws, stack, "r1", {"5": MessageCounts(25, 0, 0), "9.1": MessageCounts(25, 0, 0),
+                              "5~fix": MessageCounts(1, 0, 0)})
+    settle(aws, stack)
+    assert [ledger.message_counted(aws.dynamodb, table, JOB, m)
+            for m in ("5", "6", "9.1", "9.0", "5~fix", "5~other", str(ledger.SHARD_SEQS + 5))] == [
+        True, False, True, False, True, False, False]
