@@ -156,6 +156,10 @@ class RequestCounter:
                               consistent=bool(params.get("ConsistentRead")))
             c.rru += read
             return read
+        if operation == "transact_write_items":  # the ledger's completion: 2 units an item
+            units = 2 * len(params.get("TransactItems", []))
+            c.ledger_wru += units
+            return units
         if operation == "batch_get_item":  # the ledger's fold reading its shards
             items = [i for found in (response or {}).get("Responses", {}).values() for i in found]
             read = sum(read_units(item_size(i)) for i in items) if items else 0.0

@@ -257,6 +257,32 @@ class MemoryLedger:
         returned = {"ALL_NEW": after, "ALL_OLD": before}.get(params.get("ReturnValues", "NONE"))
         return _wire("UpdateItem", params, {"Attributes": returned} if returned else {})
 
+    def transact_write_items(self, **params: Any) -> dict[str, Any]:
+        """ConditionChecks and Updates, all or none; 2 write units per item per KB."""
+        reasons, loaded = [], []
+        for entry in params["TransactItems"]:
+            (_, op), = entry.items()
+            before = self._load(op["Key"]["pk"]["S"], op["Key"]["sk"]["S"])
+            loaded.append(before)
+            passed = not op.get("ConditionExpression") or _Conditions(
+                op["ConditionExpression"], before or {}, op.get("ExpressionAttributeNames", {}),
+                op.get("ExpressionAttributeValues", {})).evaluate()
+            reasons.append({"Code": "None" if passed else "ConditionalCheckFailed"})
+            self.units.write += 2 * max(1, math.ceil((item_size(before) if before else 0) / KB))
+        self.units.calls += 1
+        if any(r["Code"] != "None" for r in reasons):
+            raise ClientError({"Error": {"Code": "TransactionCanceledException",
+                                         "Message": "Transaction cancelled"},
+                               "CancellationReasons": reasons}, "TransactWriteItems")
+        for entry, before in zip(params["TransactItems"], loaded, strict=True):
+            if "Update" in entry:
+                op = entry["Update"]
+                after = dict(before or {"pk": op["Key"]["pk"], "sk": op["Key"]["sk"]})
+                _apply_update(after, op["UpdateExpression"], op.get("ExpressionAttributeNames", {}),
+                              op.get("ExpressionAttributeValues", {}))
+                self.items[(op["Key"]["pk"]["S"], op["Key"]["sk"]["S"])] = after
+        return _wire("TransactWriteItems", params, {})
+
     def batch_get_item(self, **params: Any) -> dict[str, Any]:
         (table, request), = params["RequestItems"].items()
         found = []

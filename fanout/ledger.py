@@ -752,34 +752,56 @@ class Settlement:
     summary: dict[str, Any] | None = None
 
 
+COMPLETE_ATTEMPTS = 5
+
+
 def settle(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float = FOLD_LEASE_S,
            budget_s: float = FOLD_BUDGET_S) -> Settlement | None:
     """Fold the job's new log records; complete the job when its count of distinct
-    messages reaches messages_total (once: a conditional flip), or move a completed job's
-    counts after a replay or a late duplicate. None when another folder has the work."""
-    try:
-        state = fold(ddb, ledger_table, job, owner=owner, lease_s=lease_s, budget_s=budget_s)
-    except FoldLost:
-        return None  # another folder has the work
-    if state is None or state.messages_total is None or state.totals.distinct < state.messages_total:
-        return None
-    counts, now = state.totals, now_iso()
-    values = {":w": _n(counts.written), ":r": _n(counts.rejected), ":s": _n(counts.superseded),
-              ":c": _n(state.cursor), ":running": _s(RUNNING), ":complete": _s(COMPLETE)}
-    try:
-        completed = ddb.update_item(
-            TableName=ledger_table, Key=_key(job, JOB_SK),
-            UpdateExpression="SET #st = :complete, finished_at = :t, rows_written = :w, "
-                             "rows_rejected = :r, rows_superseded = :s, counted_through = :c",
-            ConditionExpression="#st = :running",
-            ExpressionAttributeNames={"#st": "status"},
-            ExpressionAttributeValues=values | {":t": _s(now)},
-            ReturnValues="ALL_NEW",
-        )["Attributes"]
-        return Settlement(COMPLETE, completion_summary(plain(completed)))
-    except ClientError as exc:
-        if not _conditional_failed(exc):
-            raise
+    messages reaches messages_total, or move a completed job's counts after a replay or a
+    late duplicate. None when another folder has the work.
+
+    The completion is one transaction: the status flip RUNNING → COMPLETE, conditional on
+    the tally holding no ticket the fold has not read. So it happens once, and its counts
+    (the published summary's) include every report recorded before it; a report that came
+    in meanwhile (a replay, say) makes this folder fold again and retry."""
+    for _ in range(COMPLETE_ATTEMPTS):
+        try:
+            state = fold(ddb, ledger_table, job, owner=owner, lease_s=lease_s, budget_s=budget_s)
+        except FoldLost:
+            return None  # another folder has the work
+        if (state is None or state.messages_total is None
+                or state.totals.distinct < state.messages_total):
+            return None
+        counts = state.totals
+        values = {":w": _n(counts.written), ":r": _n(counts.rejected), ":s": _n(counts.superseded),
+                  ":c": _n(state.cursor), ":complete": _s(COMPLETE)}
+        try:
+            ddb.transact_write_items(TransactItems=[
+                {"ConditionCheck": {
+                    "TableName": ledger_table, "Key": _key(job, TALLY_SK),
+                    "ConditionExpression": "tickets = :c",
+                    "ExpressionAttributeValues": {":c": _n(state.cursor)}}},
+                {"Update": {
+                    "TableName": ledger_table, "Key": _key(job, JOB_SK),
+                    "UpdateExpression": "SET #st = :complete, finished_at = :t, rows_written = :w, "
+                                        "rows_rejected = :r, rows_superseded = :s, "
+                                        "counted_through = :c",
+                    "ConditionExpression": "#st = :running",
+                    "ExpressionAttributeNames": {"#st": "status"},
+                    "ExpressionAttributeValues": values | {":t": _s(now_iso()),
+                                                           ":running": _s(RUNNING)}}},
+            ])
+            return Settlement(COMPLETE, completion_summary(plain(raw_job(ddb, ledger_table, job))))
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            reasons = exc.response.get("CancellationReasons") or [{}, {}]
+            if reasons[-1].get("Code") == "ConditionalCheckFailed":
+                break  # not RUNNING: completed by another settle (or failed)
+            # Reports came in since this fold: fold them too, and try again.
+    else:
+        return None  # reports keep coming: their own settles complete the job
     try:  # completed earlier: a replay or a late duplicate came in
         ddb.update_item(
             TableName=ledger_table, Key=_key(job, JOB_SK),
