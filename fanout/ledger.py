@@ -81,7 +81,6 @@ TALLY_SK = "tally"
 FOLD_SK = "fold"
 LOG_PREFIX = "log#"
 SHARD_PREFIX = "shard#"
-OLD_BATCH_PREFIX = "b#"  # the previous format's batch records (see Upgrades above)
 LEDGER_FORMAT = 2
 
 SHARD_SEQS = 4096  # sequence numbers per shard: a 512-byte bitmap
@@ -377,11 +376,6 @@ def should_settle(item: Mapping[str, Any]) -> bool:
     if (reported - reported_now) // FOLD_MESSAGES != reported // FOLD_MESSAGES:
         return True
     return "messages_total" in item and reported >= int(item["messages_total"]["N"])
-
-
-def may_be_complete(item: Mapping[str, Any]) -> bool:
-    """Kept for callers of the previous format's name: see `should_settle`."""
-    return should_settle(item)
 
 
 # ------------------------------------------------------------------ the fold
