@@ -42,11 +42,12 @@ already applied, so a step that died half way is redone exactly; the next folder
 the lease `dirty` and sums the shards again (≈1,000 small items at 4M messages).
 
 Completion is attempted only when `distinct` (which duplicates do not inflate) reaches
-messages_total: one conditional status flip RUNNING → COMPLETE, so it is detected, and
-its summary returned for publishing, exactly once. After COMPLETE, a replay or a late
-duplicate is one more log record, folded into its own shard, and the job item's counts
-are moved by its delta (`counted_through` keeps an older folder from writing over a
-newer count).
+messages_total: one transaction, the status flip RUNNING → COMPLETE conditional on the
+tally's `tickets` being the fold's cursor, so it is detected, and its summary returned
+for publishing, exactly once, and that summary counts every report recorded before it.
+After COMPLETE, a replay or a late duplicate is one more log record, folded into its
+own shard, and the job item's counts are moved by its delta (`counted_through` keeps an
+older folder from writing over a newer count).
 
 Cost: a writer invocation writes 2 items, as the previous format did: the tally ADD
 (1 write unit) and its log record (about 18 bytes a message: 1 unit up to ~55 messages).
