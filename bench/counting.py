@@ -8,7 +8,7 @@ Billing units recorded per call:
 * DynamoDB: write units of data items (BatchWriteItem, each item ceil(size/1 KB), minus
   UnprocessedItems) apart from ledger write units (PutItem/UpdateItem: ceil(size/1 KB) of
   the item when the response returns it, else 1 -- ledger items are small); read units
-  (GetItem/Query, consistent: ceil(bytes/4 KB)).
+  (GetItem/Query, consistent: ceil(bytes/4 KB); BatchGetItem: that per item).
 * SQS: each 64 KiB chunk of a request's payload (sent bodies, or received bodies) is one
   billed request; empty receives (the local driver's 20 ms polling) are counted, not
   billed. Calls on the local S3-notification queue are local plumbing (in AWS, S3 invokes
@@ -154,6 +154,15 @@ class RequestCounter:
             item = (response or {}).get("Item")
             read = read_units(item_size(item) if item else 0,
                               consistent=bool(params.get("ConsistentRead")))
+            c.rru += read
+            return read
+        if operation == "transact_write_items":  # the ledger's completion: 2 units an item
+            units = 2 * len(params.get("TransactItems", []))
+            c.ledger_wru += units
+            return units
+        if operation == "batch_get_item":  # the ledger's fold reading its shards
+            items = [i for found in (response or {}).get("Responses", {}).values() for i in found]
+            read = sum(read_units(item_size(i)) for i in items) if items else 0.0
             c.rru += read
             return read
         if operation in ("query", "scan"):

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import model
+from bench import ledger_scale, model
 from bench.cpu import enqueue_rate, message_bodies, splitter_cpu, writer_cpu
 from bench.data import generate, quoted_variant, repeat_to_size
 from bench.invocation import writer_rows
@@ -343,6 +343,8 @@ def run(sizes: Sizes, workdir: Path, quick: bool) -> str:
         f"per child execution plus {SFN_TRANSITIONS_PER_CHILD} per child, $0.025/1,000; "
         f"ddbimport's ~80k inserts/s would load 100M rows in "
         f"{model.human_seconds(LOAD_ROWS / 80_000)} only on a table raised above 80k WRU/s.")
+
+    ledger_scale.add_rows(rows_out, notes, quick)  # 7. the ledger of a 100M-row job
 
     header = (f"fanout bench{' --quick' if quick else ''} — {datetime.now(UTC):%Y-%m-%d %H:%M} "
               f"UTC, {os.cpu_count()} cores, Python {platform.python_version()}, "

@@ -340,10 +340,6 @@ def _status(args: argparse.Namespace) -> int:
         job = ledger.get_job(ddb, table, args.job)
         if job is None:
             raise CommandError(f"no job {args.job!r} in {table}")
-        if job.get("status") != ledger.COMPLETE and "messages_total" in job:
-            counts = ledger.totals(ledger.read_message_counts(ddb, table, args.job))
-            job |= {"rows_written": counts.written, "rows_rejected": counts.rejected,
-                    "rows_superseded": counts.superseded}
         job.pop("sk", None)
         job["job_id"] = job.pop("pk")
         print(json.dumps(job, indent=2, default=str))

@@ -1,30 +1,75 @@
-"""The jobs ledger: one record per job, exact counts under duplicate delivery.
+"""The jobs ledger: exact counts under duplicate delivery, with work per invocation that
+does not grow with the job.
 
-Layout (one DynamoDB table, `pk`/`sk` strings):
+Layout (one DynamoDB table, `pk`/`sk` strings, `pk` = the job id). This module is the
+one owner of it:
 
-* the job item, `pk=JOB, sk="job"`: status, source, table, rows_read, messages_total
-  (both set by the splitter when it has sent everything), a `messages_reported`
-  counter (an upper bound: duplicates count twice), started/finished and, once
-  complete, the exact counts;
-* one batch record per writer invocation, `pk=JOB, sk="b#<request id>"`, holding
-  `message_id:written:rejected:superseded` for each message that invocation finished.
+* the job item, `sk="job"`: status, source, table, `ledger_format`, rows_read and
+  messages_total (set by the splitter when it has sent everything), the split's lease and
+  checkpoint, started/finished and, once complete, the exact counts (`rows_written`,
+  `rows_rejected`, `rows_superseded`, and `counted_through`, the log position they
+  include). The splitter's own items (`scan#`, `check#`, `range#`, see splitter/fan.py)
+  sit beside it;
+* the tally, `sk="tally"`: the writers' hot counter, kept apart from the job item so its
+  update costs 1 write unit however large the job item grows (a 64 KiB header, the
+  parallel split's done-sets): `tickets` (log records handed out), `messages_reported`
+  (an upper bound: duplicates count twice), and a copy of messages_total and the format;
+* the log, `sk="log#<ticket, 12 digits>"`: one record per writer invocation and job,
+  `m` = `message_id:written:rejected:superseded,...` for each message it finished. The
+  writer takes its ticket from the tally (ADD, so tickets are dense: 1, 2, 3, ...) and
+  then writes the record under it, conditionally (`attribute_not_exists`). A ticket
+  whose record never comes (the writer died in between) is voided by the folder with a
+  tombstone, `void`, written under the same condition, so a late writer finds its
+  ticket taken, fails its batch, and SQS delivers it again under a new ticket;
+* the shards, `sk="shard#<seq // SHARD_SEQS, 12 digits>"`: what the log says about
+  sequence numbers [k*4096, (k+1)*4096), folded: `bits` (a 512-byte bitmap, one bit per
+  seq whose message is counted), `parts` (the ids "seq.part" of messages that were split
+  to fit the queue), `replays` (the ids of replayed messages counted), their `distinct`
+  original messages, `written`/`rejected`/`superseded` (replays included), and `applied`
+  (the last ticket folded into it). Both the sequential split's seqs (row index // 25)
+  and a parallel split's (range index * 1e9 + n) map to shards this way: a shard is a
+  seq range, whatever namespace it is in;
+* the fold, `sk="fold"`: the log position folded (`cursor`), the job's running
+  `distinct`/`written`/`rejected`/`superseded` (the sums over its shards), and the
+  folder's lease (`lease_owner`, `lease_until`, `dirty`).
 
-Bookkeeping costs two small writes per writer invocation (a PutItem under 1 KB and
-an UpdateItem of the job item), not per message: with 10 messages of 25 rows an
-invocation, that is 2 write units per 250 data writes (0.8%).
+Counting (see `fold`): the folder holds the fold's lease and reads the log from the
+cursor in steps of about FOLD_MESSAGES entries; each entry is set in its shard's bitmap
+and counted only if its bit was clear, so a duplicate changes nothing. A step reads and
+writes only the shards its entries touch, and the job's totals move by the shards'
+deltas: no step reads the whole job. A shard skips the entries of tickets it has
+already applied, so a step that died half way is redone exactly; the next folder finds
+the lease `dirty` and sums the shards again (≈1,000 small items at 4M messages).
 
-Exactness: a message's counts are a pure function of its content, so duplicates of
-it carry identical counts. When `messages_reported` reaches `messages_total`, the
-finalizer reads the batch records, keeps one entry per message id, and completes the
-job only when every message id is present. The status flip is conditional, so
-completion is detected — and the summary published — exactly once.
+Completion is attempted only when `distinct` (which duplicates do not inflate) reaches
+messages_total: one transaction, the status flip RUNNING → COMPLETE conditional on the
+tally's `tickets` being the fold's cursor, so it is detected, and its summary returned
+for publishing, exactly once, and that summary counts every report recorded before it.
+After COMPLETE, a replay or a late duplicate is one more log record, folded into its
+own shard, and the job item's counts are moved by its delta (`counted_through` keeps an
+older folder from writing over a newer count).
+
+Cost: a writer invocation writes 2 items, as the previous format did: the tally ADD
+(1 write unit) and its log record (about 18 bytes a message: 1 unit up to ~55 messages).
+With 10 messages of 25 rows that is 2 write units per 250 data writes (0.8%); at the
+stack's batch size of 100 messages, 3 per 2,500 (0.12%). A writer folds when its report
+takes messages_reported across a multiple of FOLD_MESSAGES, and on every report once
+messages_reported has reached messages_total; a fold adds its lease, its cursor and one
+write per shard touched. `python -m bench` measures all of it (see the README's scale
+section). The fold's lease lasts as long as the folding invocation can live, so one that
+was killed (a timeout) never holds it past its own end.
+
+Upgrades: jobs started by the previous format (batch records `b#<request id>` and a
+`messages_reported` on the job item, no `ledger_format`) cannot be counted by this one:
+a writer or a splitter that meets one fails it, with its id and the reason, instead of
+leaving it RUNNING.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +78,20 @@ from botocore.exceptions import ClientError
 from fanout.contract import REPLAY_MARK
 
 JOB_SK = "job"
-BATCH_PREFIX = "b#"
+TALLY_SK = "tally"
+FOLD_SK = "fold"
+LOG_PREFIX = "log#"
+SHARD_PREFIX = "shard#"
+LEDGER_FORMAT = 2
+
+SHARD_SEQS = 4096  # sequence numbers per shard: a 512-byte bitmap
+FOLD_MESSAGES = 20_000  # a fold step reads about this many log entries; a writer whose
+#                         report crosses a multiple of it folds (besides the end of the job)
+LOG_PAGE = 100  # log records per Query page
+FOLD_BUDGET_S = 10.0  # wall time one invocation spends folding at most
+HOLE_GRACE_S = 1.0  # how long a folder waits for a ticket's record before voiding it
+HOLE_POLL_S = 0.05
+FOLD_LEASE_S = 60.0  # when the caller cannot say how long it lives
 
 SPLITTING = "SPLITTING"
 RUNNING = "RUNNING"
@@ -66,6 +124,14 @@ def _n(value: int) -> dict[str, str]:
     return {"N": str(value)}
 
 
+def _key(job: str, sk: str) -> dict[str, dict[str, str]]:
+    return {"pk": _s(job), "sk": _s(sk)}
+
+
+def _conditional_failed(exc: ClientError) -> bool:
+    return bool(exc.response["Error"]["Code"] == "ConditionalCheckFailedException")
+
+
 def start_job(
     ddb: Any, ledger_table: str, job: str, *, source_uri: str, table: str, owner: str,
     lease_s: float = SPLIT_LEASE_S, range_bytes: int = 0,
@@ -84,9 +150,14 @@ def start_job(
                 "pk": _s(job), "sk": _s(JOB_SK), "status": _s(SPLITTING),
                 "source": _s(source_uri), "table": _s(table), "started_at": _s(now_iso()),
                 "split_owner": _s(owner), "split_lease_until": _n(int(now + lease_s) + 1),
-                "messages_reported": _n(0), "range_bytes": _n(range_bytes),
+                "range_bytes": _n(range_bytes), "ledger_format": _n(LEDGER_FORMAT),
             },
             ConditionExpression="attribute_not_exists(pk)",
+        )
+        ddb.update_item(
+            TableName=ledger_table, Key=_key(job, TALLY_SK),
+            UpdateExpression="SET ledger_format = :f",
+            ExpressionAttributeValues={":f": _n(LEDGER_FORMAT)},
         )
         return "new", None
     except ClientError as exc:
@@ -161,24 +232,66 @@ def finish_split(
     ddb: Any, ledger_table: str, job: str, *, rows_read: int, messages_total: int,
     header: list[str], error_location: str,
 ) -> dict[str, Any]:
-    """Record what the splitter sent; the job is RUNNING until every message is reported."""
-    response = ddb.update_item(
-        TableName=ledger_table,
-        Key={"pk": _s(job), "sk": _s(JOB_SK)},
-        UpdateExpression=(
-            "SET rows_read = :r, messages_total = :m, #st = :running, split_finished_at = :t, "
-            "header = :h, error_location = :e REMOVE split_lease_until, #cp"
-        ),
-        ConditionExpression="#st = :splitting",
-        ExpressionAttributeNames={"#st": "status", "#cp": "checkpoint"},
-        ExpressionAttributeValues={
-            ":r": _n(rows_read), ":m": _n(messages_total), ":running": _s(RUNNING),
-            ":splitting": _s(SPLITTING), ":t": _s(now_iso()),
-            ":h": {"L": [_s(h) for h in header]}, ":e": _s(error_location),
-        },
-        ReturnValues="ALL_NEW",
+    """Record what the splitter sent; the job is RUNNING until every message is counted.
+    A job started by the previous ledger format is failed instead (see Upgrades), and
+    its FAILED item returned."""
+    try:
+        response = ddb.update_item(
+            TableName=ledger_table,
+            Key=_key(job, JOB_SK),
+            UpdateExpression=(
+                "SET rows_read = :r, messages_total = :m, #st = :running, split_finished_at = :t, "
+                "header = :h, error_location = :e REMOVE split_lease_until, #cp"
+            ),
+            ConditionExpression="#st = :splitting AND ledger_format = :f",
+            ExpressionAttributeNames={"#st": "status", "#cp": "checkpoint"},
+            ExpressionAttributeValues={
+                ":r": _n(rows_read), ":m": _n(messages_total), ":running": _s(RUNNING),
+                ":splitting": _s(SPLITTING), ":t": _s(now_iso()),
+                ":h": {"L": [_s(h) for h in header]}, ":e": _s(error_location),
+                ":f": _n(LEDGER_FORMAT),
+            },
+            ReturnValues="ALL_NEW",
+        )
+    except ClientError as exc:
+        if not _conditional_failed(exc) or not fail_old_format(ddb, ledger_table, job):
+            raise
+        return raw_job(ddb, ledger_table, job)
+    ddb.update_item(
+        TableName=ledger_table, Key=_key(job, TALLY_SK),
+        UpdateExpression="SET messages_total = :total, rows_read = :r",
+        ExpressionAttributeValues={":total": _n(messages_total), ":r": _n(rows_read)},
     )
     return response["Attributes"]
+
+
+OLD_FORMAT_ERROR = (
+    "job {job} was started by an earlier fanout version, whose jobs ledger counted "
+    "differently; its rows were written but it cannot be counted exactly. Upload the file "
+    "again under a new key (or with a new version) to load and count it."
+)
+
+
+def fail_old_format(ddb: Any, ledger_table: str, job: str) -> bool:
+    """Fail a job of the previous ledger format that is still in flight, with its id and
+    the reason; True for the one caller whose update failed it."""
+    try:
+        ddb.update_item(
+            TableName=ledger_table, Key=_key(job, JOB_SK),
+            UpdateExpression="SET #st = :failed, #err = :e, finished_at = :t, old_format = :true "
+                             "REMOVE split_lease_until",
+            ConditionExpression="attribute_exists(pk) AND attribute_not_exists(ledger_format) "
+                                "AND #st IN (:splitting, :running)",
+            ExpressionAttributeNames={"#st": "status", "#err": "error"},
+            ExpressionAttributeValues={":failed": _s(FAILED), ":e": _s(OLD_FORMAT_ERROR.format(job=job)),
+                                       ":t": _s(now_iso()), ":splitting": _s(SPLITTING),
+                                       ":running": _s(RUNNING), ":true": {"BOOL": True}},
+        )
+    except ClientError as exc:
+        if _conditional_failed(exc):
+            return False
+        raise
+    return True
 
 
 def fail_job(ddb: Any, ledger_table: str, job: str, *, error: str) -> None:
@@ -192,64 +305,558 @@ def fail_job(ddb: Any, ledger_table: str, job: str, *, error: str) -> None:
     )
 
 
+class TicketVoided(RuntimeError):
+    """The folder voided this invocation's log ticket (it waited too long for the record):
+    the invocation must fail, so SQS delivers its messages again under a new ticket."""
+
+
+def _encode_entries(messages: Mapping[str, MessageCounts]) -> str:
+    return ",".join(f"{mid}:{c.written}:{c.rejected}:{c.superseded}" for mid, c in messages.items())
+
+
 def record_batch(
     ddb: Any, ledger_table: str, request_id: str, results: Mapping[str, Mapping[str, MessageCounts]]
 ) -> list[dict[str, Any]]:
-    """Record the messages one writer invocation finished, per job. Returns the updated job
-    items (see `fanout.runtime.settle_job` for what follows)."""
+    """Record the messages one writer invocation finished, per job: a ticket from the
+    job's tally, then the log record under it. Returns each job's tally as it is now (see
+    `fanout.runtime.settle_job` for what follows), or, for a job of the previous ledger
+    format, its job item, failed."""
     updated = []
     for job, messages in results.items():
         if not messages:
             continue
-        encoded = ",".join(
-            f"{mid}:{c.written}:{c.rejected}:{c.superseded}" for mid, c in messages.items()
-        )
-        ddb.put_item(
-            TableName=ledger_table,
-            Item={"pk": _s(job), "sk": _s(BATCH_PREFIX + request_id), "m": _s(encoded)},
-        )
-        attributes = ddb.update_item(
-            TableName=ledger_table,
-            Key={"pk": _s(job), "sk": _s(JOB_SK)},
-            UpdateExpression="ADD messages_reported :n",
-            ExpressionAttributeValues={":n": _n(len(messages))},
+        tally = ddb.update_item(
+            TableName=ledger_table, Key=_key(job, TALLY_SK),
+            UpdateExpression="ADD tickets :one, messages_reported :n",
+            ExpressionAttributeValues={":one": _n(1), ":n": _n(len(messages))},
             ReturnValues="ALL_NEW",
         )["Attributes"]
-        updated.append(attributes)
+        if "ledger_format" not in tally:
+            job_item = raw_job(ddb, ledger_table, job)
+            if job_item and "ledger_format" not in job_item:
+                fail_old_format(ddb, ledger_table, job)
+                updated.append(raw_job(ddb, ledger_table, job))
+                continue
+        ticket = int(tally["tickets"]["N"])
+        try:
+            ddb.put_item(
+                TableName=ledger_table,
+                Item={"pk": _s(job), "sk": _s(_log_sk(ticket)), "m": _s(_encode_entries(messages)),
+                      "r": _s(request_id[:64])},
+                ConditionExpression="attribute_not_exists(sk)",
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                raise TicketVoided(f"job {job}: log ticket {ticket} was voided; "
+                                   "the batch will be delivered again") from exc
+            raise
+        tally["reported_now"] = _n(len(messages))  # not stored: what this report added
+        updated.append(tally)
     return updated
+
+
+def _log_sk(ticket: int) -> str:
+    return f"{LOG_PREFIX}{ticket:012d}"
+
+
+def _shard_sk(shard: int) -> str:
+    return f"{SHARD_PREFIX}{shard:012d}"
+
+
+def should_settle(item: Mapping[str, Any]) -> bool:
+    """Whether an invocation holding this item (a tally from `record_batch`, or a job
+    item) should fold the job's log now: when its report (`reported_now` messages) took
+    messages_reported across a multiple of FOLD_MESSAGES, and on every report once as
+    many messages were reported as the job has (duplicates make that a little early,
+    which costs a short fold, never a whole-job read). A job item: when it is RUNNING or
+    COMPLETE."""
+    if "tickets" not in item:
+        return item.get("status", {}).get("S") in (RUNNING, COMPLETE)
+    reported = int(item["messages_reported"]["N"])
+    reported_now = int(item.get("reported_now", {}).get("N", "0"))
+    if (reported - reported_now) // FOLD_MESSAGES != reported // FOLD_MESSAGES:
+        return True
+    return "messages_total" in item and reported >= int(item["messages_total"]["N"])
+
+
+# ------------------------------------------------------------------ the fold
+
+@dataclass
+class Totals:
+    """What a set of log entries adds up to: distinct original messages and row counts."""
+
+    distinct: int = 0
+    written: int = 0
+    rejected: int = 0
+    superseded: int = 0
+
+    def add(self, other: Totals, sign: int = 1) -> None:
+        self.distinct += sign * other.distinct
+        self.written += sign * other.written
+        self.rejected += sign * other.rejected
+        self.superseded += sign * other.superseded
+
+    @property
+    def counts(self) -> MessageCounts:
+        return MessageCounts(self.written, self.rejected, self.superseded)
+
+    @classmethod
+    def of(cls, item: Mapping[str, Any]) -> Totals:
+        return cls(*(int(item.get(name, {}).get("N", "0"))
+                     for name in ("distinct", "written", "rejected", "superseded")))
+
+    def attributes(self) -> dict[str, dict[str, str]]:
+        return {"distinct": _n(self.distinct), "written": _n(self.written),
+                "rejected": _n(self.rejected), "superseded": _n(self.superseded)}
+
+
+@dataclass
+class Shard:
+    """One shard's summary (see the layout above), as a fold step changes it."""
+
+    index: int
+    bits: bytearray = field(default_factory=lambda: bytearray(SHARD_SEQS // 8))
+    parts: set[str] = field(default_factory=set)
+    replays: set[str] = field(default_factory=set)
+    totals: Totals = field(default_factory=Totals)
+    applied: int = 0
+    read_applied: int | None = None  # `applied` as read, None when the item did not exist
+
+    @classmethod
+    def from_item(cls, index: int, item: Mapping[str, Any]) -> Shard:
+        applied = int(item["applied"]["N"])
+        return cls(index, bytearray(item["bits"]["B"]), set(item.get("parts", {}).get("SS", [])),
+                   set(item.get("replays", {}).get("SS", [])), Totals.of(item), applied, applied)
+
+    def apply(self, ticket: int, message_id: str, counts: MessageCounts) -> None:
+        """Count one log entry, once: a message already counted here changes nothing."""
+        if ticket <= self.read_applied_or_zero:
+            return  # folded by an earlier step that died before it moved the cursor
+        written, rejected, superseded = counts.written, counts.rejected, counts.superseded
+        if REPLAY_MARK in message_id:
+            # Replayed rows were counted as rejected: the rows it writes or supersedes move
+            # out of rejected; the rows it rejects again stay there.
+            if message_id in self.replays:
+                return
+            self.replays.add(message_id)
+            rejected, distinct = -(written + superseded), 0
+        elif "." in message_id:  # a part of a message split to fit the queue
+            if message_id in self.parts:
+                return
+            self.parts.add(message_id)
+            distinct = 1
+        else:
+            bit = int(message_id) % SHARD_SEQS
+            byte, mask = bit >> 3, 1 << (bit & 7)
+            if self.bits[byte] & mask:
+                return
+            self.bits[byte] |= mask
+            distinct = 1
+        self.totals.add(Totals(distinct, written, rejected, superseded))
+        self.applied = max(self.applied, ticket)
+
+    @property
+    def read_applied_or_zero(self) -> int:
+        return self.read_applied or 0
+
+    def item(self, job: str) -> dict[str, Any]:
+        item: dict[str, Any] = {"pk": _s(job), "sk": _s(_shard_sk(self.index)),
+                                "bits": {"B": bytes(self.bits)}, "applied": _n(self.applied),
+                                **self.totals.attributes()}
+        if self.parts:
+            item["parts"] = {"SS": sorted(self.parts)}
+        if self.replays:
+            item["replays"] = {"SS": sorted(self.replays)}
+        return item
+
+
+def shard_of(message_id: str) -> int:
+    return int(message_id.split(REPLAY_MARK, 1)[0].split(".", 1)[0]) // SHARD_SEQS
+
+
+def parse_entries(encoded: str) -> Iterator[tuple[str, MessageCounts]]:
+    for entry in encoded.split(","):
+        mid, written, rejected, superseded = entry.rsplit(":", 3)
+        yield mid, MessageCounts(int(written), int(rejected), int(superseded))
+
+
+@dataclass
+class FoldState:
+    """The fold as one folder left it."""
+
+    cursor: int
+    totals: Totals
+    tickets: int
+    messages_total: int | None
+
+
+class FoldLost(RuntimeError):
+    """Another folder changed a shard or took the lease: this fold stops; nothing is lost
+    (shards skip what they applied, and the next folder sums them again)."""
+
+
+def fold(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float = FOLD_LEASE_S,
+         budget_s: float = FOLD_BUDGET_S, clock: Callable[[], float] = time.time,
+         sleep: Callable[[float], None] = time.sleep) -> FoldState | None:
+    """Fold the job's log into its shards from the cursor on, in steps of about
+    FOLD_MESSAGES entries, for at most `budget_s`. Returns the state reached, or None when
+    another folder holds the lease (it carries the work on: a folder looks at the tally
+    again after releasing, so no report is left behind).
+
+    `lease_s` must not outlast the caller: a writer passes the time its invocation has
+    left, so a lease held by a folder that was killed expires when the folder is gone."""
+    started = clock()
+    state = None
+    while True:
+        old = _acquire(ddb, ledger_table, job, owner, started + lease_s, clock())
+        if old is None:
+            return state
+        try:
+            state = _fold_steps(ddb, ledger_table, job, owner, old, started, budget_s, clock,
+                                sleep)
+        except BaseException:
+            # Released `dirty`, so the next folder sums the shards (the normal path released
+            # the lease in its last update).
+            _release(ddb, ledger_table, job, owner)
+            raise
+        # Reports that came while this folder held the lease found it taken and left their
+        # records to it: look at the tally again.
+        tally = _get(ddb, ledger_table, job, TALLY_SK)
+        state.tickets = int(tally.get("tickets", {}).get("N", "0"))
+        if "messages_total" in tally:
+            state.messages_total = int(tally["messages_total"]["N"])
+        if state.cursor >= state.tickets or clock() - started >= budget_s:
+            return state
+
+
+def _acquire(ddb: Any, ledger_table: str, job: str, owner: str, until: float,
+             now: float) -> dict[str, Any] | None:
+    try:
+        return ddb.update_item(
+            TableName=ledger_table, Key=_key(job, FOLD_SK),
+            UpdateExpression="SET lease_owner = :o, lease_until = :u, dirty = :true",
+            ConditionExpression="attribute_not_exists(lease_until) OR lease_until < :now",
+            ExpressionAttributeValues={":o": _s(owner), ":u": _n(int(until)), ":true": {"BOOL": True},
+                                       ":now": _n(int(now))},
+            ReturnValues="ALL_OLD",
+        ).get("Attributes", {})
+    except ClientError as exc:
+        if _conditional_failed(exc):
+            return None
+        raise
+
+
+def _release(ddb: Any, ledger_table: str, job: str, owner: str) -> None:
+    try:
+        ddb.update_item(
+            TableName=ledger_table, Key=_key(job, FOLD_SK),
+            UpdateExpression="REMOVE lease_owner, lease_until",
+            ConditionExpression="lease_owner = :o",
+            ExpressionAttributeValues={":o": _s(owner)},
+        )
+    except ClientError as exc:
+        if not _conditional_failed(exc):
+            raise
+
+
+def _get(ddb: Any, ledger_table: str, job: str, sk: str) -> dict[str, Any]:
+    return ddb.get_item(TableName=ledger_table, Key=_key(job, sk),
+                        ConsistentRead=True).get("Item") or {}
+
+
+def _fold_steps(ddb: Any, ledger_table: str, job: str, owner: str, old: Mapping[str, Any],
+                started: float, budget_s: float, clock: Callable[[], float],
+                sleep: Callable[[float], None]) -> FoldState:
+    cursor = int(old.get("cursor", {}).get("N", "0"))
+    # A folder that died mid-step left shards the running totals do not show: sum them.
+    totals = sum_shards(ddb, ledger_table, job) if old.get("dirty", {}).get("BOOL") else Totals.of(old)
+    tally = _get(ddb, ledger_table, job, TALLY_SK)
+    tickets = int(tally.get("tickets", {}).get("N", "0"))
+    total = int(tally["messages_total"]["N"]) if "messages_total" in tally else None
+    while True:
+        if tickets > cursor:
+            high, added = _fold_step(ddb, ledger_table, job, cursor, tickets, sleep)
+            totals.add(added)
+            cursor = high
+        more = clock() - started < budget_s and cursor < tickets
+        _save_fold(ddb, ledger_table, job, owner, cursor, totals, clean=not more)
+        if not more:
+            return FoldState(cursor, totals, tickets, total)
+
+
+def _save_fold(ddb: Any, ledger_table: str, job: str, owner: str, cursor: int, totals: Totals,
+               *, clean: bool) -> None:
+    values: dict[str, Any] = {":c": _n(cursor), ":o": _s(owner),
+                              **{f":{k}": v for k, v in totals.attributes().items()}}
+    update = "SET #cursor = :c, #d = :distinct, written = :written, rejected = :rejected, " \
+             "superseded = :superseded"
+    if clean:  # done: the lease goes with it
+        update += ", dirty = :false REMOVE lease_owner, lease_until"
+        values[":false"] = {"BOOL": False}
+    try:
+        ddb.update_item(
+            TableName=ledger_table, Key=_key(job, FOLD_SK), UpdateExpression=update,
+            ConditionExpression="lease_owner = :o",
+            ExpressionAttributeNames={"#cursor": "cursor", "#d": "distinct"},
+            ExpressionAttributeValues=values,
+        )
+    except ClientError as exc:
+        if _conditional_failed(exc):
+            raise FoldLost(f"job {job}: the fold's lease passed to another folder") from exc
+        raise
+
+
+def _read_log(ddb: Any, ledger_table: str, job: str, low: int, high: int
+              ) -> tuple[dict[int, dict[str, Any]], int]:
+    """Log records from ticket `low` on, up to `high`, until about FOLD_MESSAGES entries
+    are read: (records by ticket, the last ticket the read covers)."""
+    records: dict[int, dict[str, Any]] = {}
+    entries = 0
+    params: dict[str, Any] = {
+        "TableName": ledger_table, "Limit": LOG_PAGE, "ConsistentRead": True,
+        "KeyConditionExpression": "pk = :pk AND sk BETWEEN :low AND :high",
+        "ExpressionAttributeValues": {":pk": _s(job), ":low": _s(_log_sk(low)),
+                                      ":high": _s(_log_sk(high))},
+    }
+    while True:
+        page = ddb.query(**params)
+        for item in page.get("Items", []):
+            records[int(item["sk"]["S"][len(LOG_PREFIX):])] = item
+            entries += item.get("m", {}).get("S", "").count(",") + 1
+        if "LastEvaluatedKey" not in page:
+            return records, high
+        if entries >= FOLD_MESSAGES:
+            return records, max(records)
+        params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _fold_step(ddb: Any, ledger_table: str, job: str, cursor: int, tickets: int,
+               sleep: Callable[[float], None]) -> tuple[int, Totals]:
+    """Fold the tickets after `cursor` (about FOLD_MESSAGES entries' worth, up to
+    `tickets`) into their shards: (the last ticket folded, what they added)."""
+    records, high = _read_log(ddb, ledger_table, job, cursor + 1, tickets)
+    missing = [t for t in range(cursor + 1, high + 1) if t not in records]
+    waited = 0.0
+    while missing and waited < HOLE_GRACE_S:
+        # A writer between its ticket and its record (or one that died there): wait for
+        # it a little, then void what is still missing. Voiding is conditional, so a record
+        # written meanwhile wins and is folded.
+        sleep(HOLE_POLL_S)
+        waited += HOLE_POLL_S
+        for ticket in missing:
+            came = _get(ddb, ledger_table, job, _log_sk(ticket))
+            if came:
+                records[ticket] = came
+        missing = [t for t in missing if t not in records]
+    for ticket in missing:
+        late = _void(ddb, ledger_table, job, ticket)
+        if late is not None:
+            records[ticket] = late
+    by_shard: dict[int, list[tuple[int, str, MessageCounts]]] = {}
+    for ticket in sorted(records):
+        encoded = records[ticket].get("m", {}).get("S")
+        if not encoded:
+            continue  # voided
+        for mid, counts in parse_entries(encoded):
+            by_shard.setdefault(shard_of(mid), []).append((ticket, mid, counts))
+    added = Totals()
+    for shard in _read_shards(ddb, ledger_table, job, sorted(by_shard)):
+        before = Totals()
+        before.add(shard.totals)
+        for ticket, mid, counts in by_shard[shard.index]:
+            shard.apply(ticket, mid, counts)
+        if shard.applied == (shard.read_applied or 0):
+            continue  # nothing new for this shard
+        _put_shard(ddb, ledger_table, job, shard)
+        added.add(shard.totals)
+        added.add(before, -1)
+    return high, added
+
+
+def _void(ddb: Any, ledger_table: str, job: str, ticket: int) -> dict[str, Any] | None:
+    """Void a ticket whose record did not come; the record if it came after all."""
+    try:
+        ddb.put_item(TableName=ledger_table,
+                     Item={"pk": _s(job), "sk": _s(_log_sk(ticket)), "void": {"BOOL": True}},
+                     ConditionExpression="attribute_not_exists(sk)")
+        return None
+    except ClientError as exc:
+        if not _conditional_failed(exc):
+            raise
+    return _get(ddb, ledger_table, job, _log_sk(ticket))
+
+
+MAX_BATCH_GET = 100
+
+
+def _read_shards(ddb: Any, ledger_table: str, job: str, indexes: list[int]) -> list[Shard]:
+    shards = {i: Shard(i) for i in indexes}
+    for start in range(0, len(indexes), MAX_BATCH_GET):
+        request: dict[str, Any] = {ledger_table: {
+            "Keys": [_key(job, _shard_sk(i)) for i in indexes[start:start + MAX_BATCH_GET]],
+            "ConsistentRead": True}}
+        while request:
+            response = ddb.batch_get_item(RequestItems=request)
+            for item in response.get("Responses", {}).get(ledger_table, []):
+                index = int(item["sk"]["S"][len(SHARD_PREFIX):])
+                shards[index] = Shard.from_item(index, item)
+            request = response.get("UnprocessedKeys") or {}
+    return [shards[i] for i in indexes]
+
+
+def _put_shard(ddb: Any, ledger_table: str, job: str, shard: Shard) -> None:
+    if shard.read_applied is None:
+        condition, values = "attribute_not_exists(sk)", {}
+    else:
+        condition, values = "applied = :read", {":read": _n(shard.read_applied)}
+    try:
+        ddb.put_item(TableName=ledger_table, Item=shard.item(job), ConditionExpression=condition,
+                     **({"ExpressionAttributeValues": values} if values else {}))
+    except ClientError as exc:
+        if _conditional_failed(exc):
+            raise FoldLost(f"job {job}: shard {shard.index} changed under this fold") from exc
+        raise
+
+
+def sum_shards(ddb: Any, ledger_table: str, job: str) -> Totals:
+    """The job's totals summed over its shard summaries (after a folder died mid-step)."""
+    totals = Totals()
+    paginator = ddb.get_paginator("query")
+    for page in paginator.paginate(
+        TableName=ledger_table,
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
+        ExpressionAttributeValues={":pk": _s(job), ":p": _s(SHARD_PREFIX)},
+        ProjectionExpression="#d, written, rejected, superseded",
+        ExpressionAttributeNames={"#d": "distinct"},
+        ConsistentRead=True,
+    ):
+        for item in page.get("Items", []):
+            totals.add(Totals.of(item))
+    return totals
+
+
+# ------------------------------------------------------------------ completion
+
+@dataclass(frozen=True)
+class Settlement:
+    """What settling found: the job's status and, for the caller that must publish it,
+    the summary (the one that completed the job, or a later one while no summary is
+    recorded as published)."""
+
+    status: str
+    summary: dict[str, Any] | None = None
+
+
+COMPLETE_ATTEMPTS = 5
+
+
+def settle(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float = FOLD_LEASE_S,
+           budget_s: float = FOLD_BUDGET_S) -> Settlement | None:
+    """Fold the job's new log records; complete the job when its count of distinct
+    messages reaches messages_total, or move a completed job's counts after a replay or a
+    late duplicate. None when another folder has the work.
+
+    The completion is one transaction: the status flip RUNNING → COMPLETE, conditional on
+    the tally holding no ticket the fold has not read. So it happens once, and its counts
+    (the published summary's) include every report recorded before it; a report that came
+    in meanwhile (a replay, say) makes this folder fold again and retry."""
+    for _ in range(COMPLETE_ATTEMPTS):
+        try:
+            state = fold(ddb, ledger_table, job, owner=owner, lease_s=lease_s, budget_s=budget_s)
+        except FoldLost:
+            return None  # another folder has the work
+        if (state is None or state.messages_total is None
+                or state.totals.distinct < state.messages_total):
+            return None
+        counts = state.totals
+        values = {":w": _n(counts.written), ":r": _n(counts.rejected), ":s": _n(counts.superseded),
+                  ":c": _n(state.cursor), ":complete": _s(COMPLETE)}
+        try:
+            ddb.transact_write_items(TransactItems=[
+                {"ConditionCheck": {
+                    "TableName": ledger_table, "Key": _key(job, TALLY_SK),
+                    "ConditionExpression": "tickets = :c",
+                    "ExpressionAttributeValues": {":c": _n(state.cursor)}}},
+                {"Update": {
+                    "TableName": ledger_table, "Key": _key(job, JOB_SK),
+                    "UpdateExpression": "SET #st = :complete, finished_at = :t, rows_written = :w, "
+                                        "rows_rejected = :r, rows_superseded = :s, "
+                                        "counted_through = :c",
+                    "ConditionExpression": "#st = :running",
+                    "ExpressionAttributeNames": {"#st": "status"},
+                    "ExpressionAttributeValues": values | {":t": _s(now_iso()),
+                                                           ":running": _s(RUNNING)}}},
+            ])
+            return Settlement(COMPLETE, completion_summary(plain(raw_job(ddb, ledger_table, job))))
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            reasons = exc.response.get("CancellationReasons") or [{}, {}]
+            if reasons[-1].get("Code") == "ConditionalCheckFailed":
+                break  # not RUNNING: completed by another settle (or failed)
+            # Reports came in since this fold: fold them too, and try again.
+    else:
+        return None  # reports keep coming: their own settles complete the job
+    try:  # completed earlier: a replay or a late duplicate came in
+        ddb.update_item(
+            TableName=ledger_table, Key=_key(job, JOB_SK),
+            UpdateExpression="SET rows_written = :w, rows_rejected = :r, rows_superseded = :s, "
+                             "counted_through = :c",
+            ConditionExpression="#st = :complete AND counted_through < :c",
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues={k: v for k, v in values.items() if k != ":running"},
+        )
+    except ClientError as exc:
+        if not _conditional_failed(exc):
+            raise
+    job_item = raw_job(ddb, ledger_table, job)
+    status = job_item.get("status", {}).get("S", "")
+    if status == COMPLETE and "summary_published" not in job_item:
+        return Settlement(status, completion_summary(plain(job_item)))
+    return Settlement(status)
 
 
 def mark_published(ddb: Any, ledger_table: str, job: str) -> None:
     """SNS has taken the job's summary: later reports need not publish it again."""
     ddb.update_item(
         TableName=ledger_table,
-        Key={"pk": _s(job), "sk": _s(JOB_SK)},
+        Key=_key(job, JOB_SK),
         UpdateExpression="SET summary_published = :t",
         ExpressionAttributeValues={":t": _s(now_iso())},
     )
 
 
-def may_be_complete(job_item: Mapping[str, Any]) -> bool:
-    if job_item.get("status", {}).get("S") != RUNNING or "messages_total" not in job_item:
-        return False
-    return int(job_item["messages_reported"]["N"]) >= int(job_item["messages_total"]["N"])
-
+# ------------------------------------------------------------------ reading
 
 def read_message_counts(ddb: Any, ledger_table: str, job: str) -> dict[str, MessageCounts]:
-    """Every message id reported for the job, once each (duplicates carry equal counts)."""
+    """Every message id in the job's log, once each. Reads the whole log, so it is for
+    tests and diagnostics of small jobs: nothing in the pipeline calls it."""
     counts: dict[str, MessageCounts] = {}
     paginator = ddb.get_paginator("query")
     for page in paginator.paginate(
         TableName=ledger_table,
         KeyConditionExpression="pk = :pk AND begins_with(sk, :b)",
-        ExpressionAttributeValues={":pk": _s(job), ":b": _s(BATCH_PREFIX)},
+        ExpressionAttributeValues={":pk": _s(job), ":b": _s(LOG_PREFIX)},
         ConsistentRead=True,
     ):
         for item in page.get("Items", []):
-            for entry in item["m"]["S"].split(","):
-                mid, written, rejected, superseded = entry.rsplit(":", 3)
-                counts[mid] = MessageCounts(int(written), int(rejected), int(superseded))
+            if "m" in item:
+                counts.update(parse_entries(item["m"]["S"]))
     return counts
+
+
+def message_counted(ddb: Any, ledger_table: str, job: str, message_id: str) -> bool:
+    """Whether the fold has counted this message: one shard read."""
+    item = _get(ddb, ledger_table, job, _shard_sk(shard_of(message_id)))
+    if not item:
+        return False
+    shard = Shard.from_item(shard_of(message_id), item)
+    if REPLAY_MARK in message_id:
+        return message_id in shard.replays
+    if "." in message_id:
+        return message_id in shard.parts
+    bit = int(message_id.split(REPLAY_MARK, 1)[0]) % SHARD_SEQS
+    return bool(shard.bits[bit >> 3] & (1 << (bit & 7)))
 
 
 def is_replay(message_id: str) -> bool:
@@ -257,12 +864,8 @@ def is_replay(message_id: str) -> bool:
 
 
 def totals(counts: Mapping[str, MessageCounts] | Iterable[MessageCounts]) -> MessageCounts:
-    """Job totals from per-message counts.
-
-    A replayed message (id "SEQ~REPLAY") carries rows that were already counted as
-    rejected: the rows it writes or supersedes move out of rejected; the rows it rejects
-    again stay there.
-    """
+    """Job totals from per-message counts (the rule the shards apply, for tests and
+    diagnostics): a replayed message's written and superseded rows move out of rejected."""
     if not isinstance(counts, Mapping):  # bare counts: all original messages
         counts = {str(i): c for i, c in enumerate(counts)}
     written = rejected = superseded = 0
@@ -273,78 +876,9 @@ def totals(counts: Mapping[str, MessageCounts] | Iterable[MessageCounts]) -> Mes
     return MessageCounts(written, rejected, superseded)
 
 
-def originals_reported(counts: Mapping[str, MessageCounts]) -> int:
-    return sum(1 for message_id in counts if not is_replay(message_id))
-
-
-GUARD_ATTEMPTS = 10
-
-
 def raw_job(ddb: Any, ledger_table: str, job: str) -> dict[str, Any]:
     """The job item as DynamoDB returns it (typed), or {} when there is none."""
-    return ddb.get_item(TableName=ledger_table, Key={"pk": _s(job), "sk": _s(JOB_SK)},
-                        ConsistentRead=True).get("Item") or {}
-
-
-def _settle(ddb: Any, ledger_table: str, job: str, *, complete: bool
-            ) -> tuple[dict[str, Any], MessageCounts, str] | None:
-    """Write the job's totals from the batch records: completing a RUNNING job whose every
-    message is reported (`complete`), or recounting a COMPLETE one after late reports.
-
-    The write is conditional on `messages_reported` being what it was before the records
-    were read, so a batch recorded meanwhile (a replay, say) is never left out: the totals
-    are read again instead. Returns (job item, totals, time) to the one caller that wrote.
-    """
-    expected = RUNNING if complete else COMPLETE
-    for _ in range(GUARD_ATTEMPTS):
-        current = raw_job(ddb, ledger_table, job)
-        if current.get("status", {}).get("S") != expected or "messages_total" not in current:
-            return None
-        seen = current["messages_reported"]["N"]
-        counts = read_message_counts(ddb, ledger_table, job)
-        if complete and originals_reported(counts) < int(current["messages_total"]["N"]):
-            return None
-        total, now = totals(counts), now_iso()
-        update = "SET rows_written = :w, rows_rejected = :r, rows_superseded = :s"
-        values = {":w": _n(total.written), ":r": _n(total.rejected), ":s": _n(total.superseded),
-                  ":expected": _s(expected), ":seen": {"N": seen}}
-        if complete:
-            update += ", #st = :complete, finished_at = :t"
-            values |= {":complete": _s(COMPLETE), ":t": _s(now)}
-        try:
-            ddb.update_item(
-                TableName=ledger_table,
-                Key={"pk": _s(job), "sk": _s(JOB_SK)},
-                UpdateExpression=update,
-                ConditionExpression="#st = :expected AND messages_reported = :seen",
-                ExpressionAttributeNames={"#st": "status"},
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                continue  # settled by another, or a batch came in: look again
-            raise
-        return current, total, now
-    return None
-
-
-def try_finalize(ddb: Any, ledger_table: str, job_item: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Complete the job if every message is reported. Returns the summary only to the one
-    caller whose conditional update completed it; None otherwise."""
-    settled = _settle(ddb, ledger_table, job_item["pk"]["S"], complete=True)
-    if settled is None:
-        return None
-    current, total, finished = settled
-    return completion_summary(plain(current) | {
-        "status": COMPLETE, "rows_written": total.written, "rows_rejected": total.rejected,
-        "rows_superseded": total.superseded, "finished_at": finished,
-    })
-
-
-def refresh_totals(ddb: Any, ledger_table: str, job: str) -> MessageCounts | None:
-    """Recount a completed job after replayed rows (or late duplicates) were reported."""
-    settled = _settle(ddb, ledger_table, job, complete=False)
-    return settled[1] if settled else None
+    return _get(ddb, ledger_table, job, JOB_SK)
 
 
 def completion_summary(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -363,10 +897,23 @@ def completion_summary(job: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def get_job(ddb: Any, ledger_table: str, job: str) -> dict[str, Any] | None:
-    item = ddb.get_item(
-        TableName=ledger_table, Key={"pk": _s(job), "sk": _s(JOB_SK)}, ConsistentRead=True
-    ).get("Item")
-    return plain(item) if item else None
+    """The job item, plain, with the tally's `messages_reported` and the fold's
+    `messages_counted`; before completion, the counts folded so far (three small reads,
+    whatever the job's size)."""
+    item = raw_job(ddb, ledger_table, job)
+    if not item:
+        return None
+    out = plain(item)
+    tally, folded = _get(ddb, ledger_table, job, TALLY_SK), _get(ddb, ledger_table, job, FOLD_SK)
+    out["messages_reported"] = int(tally.get("messages_reported", {}).get("N", "0"))
+    running = Totals.of(folded)
+    out["messages_counted"] = running.distinct
+    if "ledger_format" not in item and out.get("status") in (SPLITTING, RUNNING):
+        out["error"] = OLD_FORMAT_ERROR.format(job=job)  # what its next report will do
+    if out.get("status") != COMPLETE and folded:
+        out |= {"rows_written": running.written, "rows_rejected": running.rejected,
+                "rows_superseded": running.superseded}
+    return out
 
 
 def plain(item: Mapping[str, Any]) -> dict[str, Any]:

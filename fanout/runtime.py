@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -62,29 +63,46 @@ class RuntimeSlot:
         self._runtime = runtime
 
 
-def settle_job(runtime: Runtime, job_item: Mapping[str, Any]) -> None:
-    """After a job's counter moved: complete it if every message is in, recount it if it
-    completed earlier (a replay or a late duplicate), and publish its summary until SNS
-    has taken it — a publish that fails fails the invocation, and the retry publishes
-    again (at least once; subscribers can deduplicate on JOB_ID)."""
+def settle_job(runtime: Runtime, item: Mapping[str, Any], *, owner: str | None = None,
+               remaining_s: Callable[[], float] | None = None) -> None:
+    """After a job's tally moved (or the splitter finished it): fold its new log records
+    when `ledger.should_settle` says so, complete it once every message is counted, move
+    a completed job's counts after a replay or a late duplicate, and publish its summary
+    until SNS has taken it: a publish that fails fails the invocation, and the retry
+    publishes again (at least once; subscribers can deduplicate on JOB_ID).
+
+    `remaining_s` is the invocation's time left: the fold's lease lasts no longer, so a
+    folder that was killed never holds it past its own end."""
     from fanout import ledger
 
     ddb, table = runtime.clients.dynamodb, runtime.settings.ledger_table_name
-    if not job_item:
+    if not item:
         return
-    job = job_item["pk"]["S"]
-    if ledger.may_be_complete(job_item):
-        summary = ledger.try_finalize(ddb, table, job_item)
-    elif job_item.get("status", {}).get("S") == ledger.COMPLETE:
-        ledger.refresh_totals(ddb, table, job)
-        if "summary_published" in job_item:
-            return
-        summary = ledger.completion_summary(ledger.get_job(ddb, table, job) or {})
-    else:
+    job = item["pk"]["S"]
+    if "status" in item and "ledger_format" not in item and ledger.fail_old_format(ddb, table, job):
+        item = ledger.raw_job(ddb, table, job)  # a job item of the previous format: failed now
+    if item.get("status", {}).get("S") == ledger.FAILED:
+        # A job of the previous ledger format, failed by this invocation or an earlier one.
+        if "old_format" in item and "summary_published" not in item:
+            _publish(runtime, job, {"JOB_ID": job, "STATUS": ledger.FAILED,
+                                    "SOURCE": item.get("source", {}).get("S"),
+                                    "ERROR": item.get("error", {}).get("S")})
         return
-    if summary and runtime.settings.topic_arn and runtime.clients.sns is not None:
+    if not ledger.should_settle(item):
+        return
+    left = remaining_s() if remaining_s else ledger.FOLD_LEASE_S
+    settlement = ledger.settle(ddb, table, job, owner=owner or str(uuid.uuid4()), lease_s=left,
+                               budget_s=max(0.0, min(ledger.FOLD_BUDGET_S, left / 3)))
+    if settlement and settlement.summary:
+        _publish(runtime, job, settlement.summary)
+
+
+def _publish(runtime: Runtime, job: str, summary: dict[str, Any]) -> None:
+    from fanout import ledger
+
+    if runtime.settings.topic_arn and runtime.clients.sns is not None:
         publish_summary(runtime.clients.sns, runtime.settings.topic_arn, summary)
-        ledger.mark_published(ddb, table, job)
+        ledger.mark_published(runtime.clients.dynamodb, runtime.settings.ledger_table_name, job)
 
 
 def publish_summary(sns: Any, topic_arn: str, summary: dict[str, Any]) -> None:

@@ -275,7 +275,7 @@ def load_batch(event: dict[str, Any], context: Any, runtime: Runtime,
     for job_item in ledger.record_batch(runtime.clients.dynamodb,
                                         runtime.settings.ledger_table_name,
                                         context.aws_request_id, by_job):
-        settle_job(runtime, job_item)
+        settle_job(runtime, job_item, owner=context.aws_request_id, remaining_s=budget.remaining_s)
     if on_result:
         for result in results:
             on_result(result)

@@ -375,8 +375,11 @@ def write_outputs(clients: Clients, stack: LocalStack, job: str, options: Ingest
     out.mkdir(parents=True, exist_ok=True)
     settings = stack.settings
     item = ledger.get_job(clients.dynamodb, settings.ledger_table_name, job) or {}
-    counts = ledger.read_message_counts(clients.dynamodb, settings.ledger_table_name, job)
-    total = ledger.totals(counts)
+    if item.get("status") == ledger.RUNNING:  # incomplete: fold what was reported, to count it
+        ledger.fold(clients.dynamodb, settings.ledger_table_name, job, owner="ingest")
+        item = ledger.get_job(clients.dynamodb, settings.ledger_table_name, job) or {}
+    total = ledger.MessageCounts(item.get("rows_written", 0), item.get("rows_rejected", 0),
+                                 item.get("rows_superseded", 0))
 
     rejected: list[dict[str, Any]] = []
     errors_prefix = f"{settings.errors_prefix}{job}/"
@@ -387,7 +390,8 @@ def write_outputs(clients: Clients, stack: LocalStack, job: str, options: Ingest
             rejected.extend(json.loads(line) for line in body.decode().splitlines() if line)
     stranded_rows = 0
     for message in dlq_rows(clients.sqs, settings.dlq_url):
-        if message.job != job or message.kind != KIND_ROWS or message.message_id in counts:
+        if message.job != job or message.kind != KIND_ROWS or ledger.message_counted(
+                clients.dynamodb, settings.ledger_table_name, job, message.message_id):
             continue
         for line, row in zip(message.lines, message.rows, strict=True):
             stranded_rows += 1

@@ -5,6 +5,8 @@ goes wrong, and must end exactly as a clean run would: the clean table, exact co
 rejected row with its line and reason.
 
 A replayer killed mid-redrive is covered in tests/integration/test_replayer_crash.py.
+The last three scenarios shrink the ledger's shards to 8 sequence numbers, so the job
+spans five shards and is folded in several steps while it loads.
 """
 
 from __future__ import annotations
@@ -156,7 +158,7 @@ def test_writer_killed_after_writing_before_the_ledger(data: Expected, tmp_path:
     records, kills = Counter(), Counter()
 
     def put_item(ddb: Any, **params: Any) -> Any:
-        if params["Item"].get("sk", {}).get("S", "").startswith("b#") and records.next() in (2, 5):
+        if params["Item"].get("sk", {}).get("S", "").startswith("log#") and records.next() in (2, 5):
             kills.next()
             raise Killed("killed before the ledger")
         return ddb.put_item(**params)
@@ -210,3 +212,124 @@ def test_splitter_killed_mid_file(data: Expected, tmp_path: Path, monkeypatch: p
     if not checkpoint_bytes:  # (checkpoints also send the partial message at each one)
         assert result.summary["messages_sent"] == (data.read + 24) // 25
     assert_exact(result, data)
+
+
+@pytest.fixture
+def many_shards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shards of 8 sequence numbers and fold steps of ~10 entries, so the 40-message job
+    spans 5 shards and is folded in several steps while it loads."""
+    from fanout import ledger
+
+    monkeypatch.setattr(ledger, "SHARD_SEQS", 8)
+    monkeypatch.setattr(ledger, "FOLD_MESSAGES", 10)
+    monkeypatch.setattr(ledger, "LOG_PAGE", 2)
+
+
+def test_duplicates_over_many_shards(data: Expected, tmp_path: Path, many_shards: None) -> None:
+    layer = StrictLayer(Faults(duplicate_delivery_rate=0.3, seed=16))
+    result = run(data, tmp_path / "out", layer.wrap)
+    assert layer.record.injected["duplicate_delivery"] > 5
+    assert_exact(result, data)
+
+
+def test_a_folder_killed_mid_fold_is_resumed_by_the_next_invocation(
+        data: Expected, tmp_path: Path, many_shards: None) -> None:
+    """A writer dies while folding, after writing some of a step's shards (twice): its
+    batch is delivered again, and the next folder finds the lease dirty, sums the
+    shards again and skips what the dead one applied."""
+    layer = StrictLayer()
+    shard_puts, kills = Counter(), Counter()
+
+    def put_item(ddb: Any, **params: Any) -> Any:
+        if params["Item"]["sk"]["S"].startswith("shard#") and shard_puts.next() in (2, 7):
+            kills.next()
+            raise Killed("killed mid-fold")
+        return ddb.put_item(**params)
+
+    def wrap(raw: Clients) -> Clients:
+        strict = layer.wrap(raw)
+        return replace(strict, dynamodb=Hooked(strict.dynamodb, put_item=put_item))
+
+    result = run(data, tmp_path / "out", wrap)
+    assert kills.n == 2
+    assert_exact(result, data)
+
+
+class Published:
+    def __init__(self, sns: Any) -> None:
+        self.sns, self.summaries = sns, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sns, name)
+
+    def publish(self, **params: Any) -> Any:
+        self.summaries.append(json.loads(params["Message"]))
+        return self.sns.publish(**params)
+
+
+def test_a_replay_during_finalization_is_counted_and_the_summary_published_once(
+        data: Expected, tmp_path: Path, many_shards: None) -> None:
+    """As the folder is about to mark the job COMPLETE, a writer invocation delivers a
+    replay that fixes the empty-key row (line 9). The first folder's flip finds a ticket
+    it has not folded and folds again (or the replay's writer completes the job): either
+    way the one summary published counts the fix. Exact counts with the fix, the fixed
+    row in the table."""
+    import csv
+
+    from fanout.contract import RowsMessage, Source, replay_id
+    from fanout.local.esm import LocalContext, sqs_record
+    from writer import handler as writer_handler
+
+    with open(data.path, newline="", encoding="utf-8") as f:
+        header, *body = list(csv.reader(f))
+    fixed = ["fixed-account", *body[7][1:]]
+    layer = StrictLayer()
+    sns: list[Published] = []
+    replays: list[dict[str, Any]] = []
+    started = Counter()
+
+    def replay_now(job: str, source: str) -> None:
+        bucket, key = source.removeprefix("s3://").split("/", 1)
+        message = RowsMessage(job, 0, Source(bucket, key), header, [9], [fixed],
+                              replay=replay_id(job, "0", [9], [fixed]))
+        record = sqs_record({"MessageId": "replay-1", "ReceiptHandle": "r", "Body": message.encode()},
+                            "arn:aws:sqs:us-east-1:123456789012:fanout-rows", "us-east-1")
+        replays.append(writer_handler.lambda_handler({"Records": [record]},
+                                                     LocalContext("fanout-writer", 60)))
+
+    replayed = threading.Event()
+
+    def transact_write_items(ddb: Any, **params: Any) -> Any:
+        if started.next() == 1:  # the first completion flip
+            flip = params["TransactItems"][-1]["Update"]
+            job = ddb.get_item(TableName=flip["TableName"], Key=flip["Key"])["Item"]
+            thread = threading.Thread(target=replay_now, name="replay",
+                                      args=(job["pk"]["S"], job["source"]["S"]))
+            thread.start()
+            thread.join(timeout=30)
+            replayed.set()
+        elif threading.current_thread().name != "replay":
+            replayed.wait(timeout=30)  # other writers' flips come after the replay, too
+        return ddb.transact_write_items(**params)
+
+    def wrap(raw: Clients) -> Clients:
+        strict = layer.wrap(raw)
+        sns.append(Published(strict.sns))
+        return replace(strict, dynamodb=Hooked(strict.dynamodb,
+                                               transact_write_items=transact_write_items),
+                       sns=sns[-1])
+
+    result = run(data, tmp_path / "out", wrap)
+    s = result.summary
+    assert replays == [{"batchItemFailures": []}]
+    assert started.n >= 2  # the first flip was cancelled by the replay's ticket, and tried again
+    assert s["status"] == "COMPLETE"
+    assert (s["rows_read"], s["rows_written"], s["rows_rejected"], s["rows_superseded"]) == (
+        data.read, data.written + 1, len(data.rejected) - 1, data.superseded)
+    items = [json.loads(x)["Item"] for x in (result.out_dir / "items.jsonl").read_text().splitlines()]
+    assert {(i["account"]["S"], i["offer_id"]["S"]) for i in items} == \
+        set(data.items) | {("fixed-account", fixed[1])}
+    summaries = [m for p in sns for m in p.summaries]
+    assert len(summaries) == 1
+    assert (summaries[0]["TOTAL_NUMBER_OF_ITEMS_WRITTEN"], summaries[0]["TOTAL_NUMBER_OF_ITEMS_IN_ERROR"]) \
+        == (data.written + 1, len(data.rejected) - 1)

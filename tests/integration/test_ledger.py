@@ -1,12 +1,21 @@
-"""The jobs ledger: exact counts under duplicates, completion exactly once, replays."""
+"""The jobs ledger: exact counts under duplicates, completion exactly once, replays, a
+job spanning many shards, folds that die half way, and jobs of the previous format."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
 from fanout import ledger
 from fanout.ledger import MessageCounts
+from fanout.runtime import Runtime, settle_job
+
+JOB = "job-1"
 
 
-def start(aws, stack, job="job-1", total=3, rows=75):
+def start(aws, stack, job=JOB, total=3, rows=75):
     table = stack.settings.ledger_table_name
     assert ledger.start_job(aws.dynamodb, table, job, source_uri="s3://b/k", table="t",
                             owner="a")[0] == "new"
@@ -14,79 +23,222 @@ def start(aws, stack, job="job-1", total=3, rows=75):
                                header=["h"], error_location="s3://b/errors/job-1/")
 
 
+def settle(aws, stack, job=JOB, **kwargs):
+    return ledger.settle(aws.dynamodb, stack.settings.ledger_table_name, job, owner="t", **kwargs)
+
+
+def record(aws, stack, request_id, messages, job=JOB):
+    return ledger.record_batch(aws.dynamodb, stack.settings.ledger_table_name, request_id,
+                               {job: messages})
+
+
+def counts_of(aws, stack, job=JOB):
+    j = ledger.get_job(aws.dynamodb, stack.settings.ledger_table_name, job)
+    return j["status"], j["rows_written"], j["rows_rejected"], j["rows_superseded"]
+
+
+class Calls:
+    """A DynamoDB proxy recording each call's operation and parameters."""
+
+    def __init__(self, ddb: Any) -> None:
+        self.ddb, self.calls = ddb, []
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self.ddb, name)
+        if not callable(target) or name == "get_paginator":
+            return target
+
+        def call(**params: Any) -> Any:
+            self.calls.append((name, params))
+            return target(**params)
+        return call
+
+
 def test_completion_is_detected_once_and_duplicates_do_not_count_twice(aws, stack):
-    table = stack.settings.ledger_table_name
     start(aws, stack)
     c = MessageCounts(25, 0, 0)
-    (item,) = ledger.record_batch(aws.dynamodb, table, "r1", {"job-1": {"0": c, "1": c}})
-    assert not ledger.may_be_complete(item)
+    (tally,) = record(aws, stack, "r1", {"0": c, "1": c})
+    assert not ledger.should_settle(tally)
     # A duplicate delivery of message 1 pushes the reported count to the total...
-    ready = ledger.record_batch(aws.dynamodb, table, "r2", {"job-1": {"1": c}})
-    assert ledger.may_be_complete(ready[0])
-    # ...but the finalizer sees only 2 distinct messages of 3, so the job is not complete.
-    assert ledger.try_finalize(aws.dynamodb, table, ready[0]) is None
-    ready = ledger.record_batch(aws.dynamodb, table, "r3", {"job-1": {"2": MessageCounts(20, 4, 1)}})
-    summary = ledger.try_finalize(aws.dynamodb, table, ready[0])
-    assert summary["TOTAL_NUMBER_OF_ITEMS_WRITTEN"] == 70
-    assert summary["TOTAL_NUMBER_OF_ITEMS_IN_ERROR"] == 4
-    assert summary["STATUS"] == ledger.COMPLETE
-    # A second finalizer (a racing writer) gets nothing: published exactly once.
-    assert ledger.try_finalize(aws.dynamodb, table, ready[0]) is None
-    job = ledger.get_job(aws.dynamodb, table, "job-1")
-    assert (job["rows_read"], job["rows_written"], job["rows_rejected"], job["rows_superseded"]) == (
-        75, 70, 4, 1)
+    (tally,) = record(aws, stack, "r2", {"1": c})
+    assert ledger.should_settle(tally)
+    # ...but the fold counts 2 distinct messages of 3, so the job is not complete.
+    assert settle(aws, stack) is None
+    assert counts_of(aws, stack) == (ledger.RUNNING, 50, 0, 0)
+    record(aws, stack, "r3", {"2": MessageCounts(20, 4, 1)})
+    done = settle(aws, stack)
+    assert done.status == ledger.COMPLETE
+    assert done.summary["TOTAL_NUMBER_OF_ITEMS_WRITTEN"] == 70
+    assert done.summary["TOTAL_NUMBER_OF_ITEMS_IN_ERROR"] == 4
+    # A second settler gets a summary only while none is recorded as published.
+    ledger.mark_published(aws.dynamodb, stack.settings.ledger_table_name, JOB)
+    assert settle(aws, stack).summary is None
+    job = ledger.get_job(aws.dynamodb, stack.settings.ledger_table_name, JOB)
+    assert (job["rows_read"], job["rows_written"], job["rows_rejected"], job["rows_superseded"],
+            job["messages_counted"], job["messages_reported"]) == (75, 70, 4, 1, 3, 4)
 
 
-def test_replayed_rows_move_from_rejected_to_written(aws, stack, spec):
-    from fanout.runtime import Runtime, settle_job
+def test_completion_is_attempted_only_when_every_message_is_counted(aws, stack):
+    """Duplicates inflate messages_reported, not the fold's distinct count: no status
+    flip is tried until the distinct count reaches messages_total."""
+    calls = Calls(aws.dynamodb)
+    table = stack.settings.ledger_table_name
+    start(aws, stack, total=2, rows=50)
+    c = MessageCounts(25, 0, 0)
+    for request in ("r1", "r2", "r3"):  # message 0 three times
+        ledger.record_batch(aws.dynamodb, table, request, {JOB: {"0": c}})
+        ledger.settle(calls, table, JOB, owner="t")
+    def flips():
+        return [p for op, p in calls.calls if op == "transact_write_items" or (
+            op == "update_item" and p["Key"]["sk"]["S"] == ledger.JOB_SK)]
+    assert flips() == []
+    ledger.record_batch(aws.dynamodb, table, "r4", {JOB: {"1": c}})
+    assert ledger.settle(calls, table, JOB, owner="t").status == ledger.COMPLETE
+    assert len(flips()) == 1
+    assert counts_of(aws, stack) == (ledger.COMPLETE, 50, 0, 0)
 
+
+def test_a_job_over_many_shards_counts_exactly_in_bounded_steps(aws, stack, monkeypatch):
+    """Three parallel ranges (seq namespaces 0, 1e9, 2e9), each over two shards, parts of
+    a split message, 10% duplicates, folded in steps of about 30 entries read 2 records a
+    page: exact, and no step reads more of the log than its step allows."""
+    monkeypatch.setattr(ledger, "FOLD_MESSAGES", 30)
+    monkeypatch.setattr(ledger, "LOG_PAGE", 2)
+    spans = []
+    real_read = ledger._read_log
+
+    def read_log(ddb, table_name, job, low, high):
+        records, last = real_read(ddb, table_name, job, low, high)
+        spans.append(len(records))
+        return records, last
+
+    monkeypatch.setattr(ledger, "_read_log", read_log)
+    ids = [str(r * 1_000_000_000 + n) for r in range(3) for n in range(0, 6000, 97)]
+    ids += ["12.0", "12.1"]  # message 12 had to be split in two parts
+    start(aws, stack, total=len(ids), rows=len(ids) * 25)
+    calls = Calls(aws.dynamodb)
+    table = stack.settings.ledger_table_name
+    batches = [ids[i:i + 10] for i in range(0, len(ids), 10)]
+    batches += [ids[i:i + 10] for i in range(0, len(ids), 100)]  # duplicate deliveries
+    for n, batch in enumerate(batches):
+        ledger.record_batch(aws.dynamodb, table, f"r{n}", {JOB: {m: MessageCounts(24, 1, 0)
+                                                                 for m in batch}})
+    shards = {ledger.shard_of(m) for m in ids}
+    assert len(shards) >= 6
+    done = ledger.settle(calls, table, JOB, owner="t", budget_s=60)
+    assert done.status == ledger.COMPLETE
+    assert counts_of(aws, stack) == (ledger.COMPLETE, 24 * len(ids), len(ids), 0)
+    assert sum(spans) == len(batches) and max(spans) == 4 and len(spans) == 6
+    fold = ledger._get(aws.dynamodb, table, JOB, ledger.FOLD_SK)
+    assert int(fold["cursor"]["N"]) == len(batches)
+    assert not fold["dirty"]["BOOL"] and "lease_owner" not in fold
+    shard_puts = [p for op, p in calls.calls if op == "put_item"
+                  and p["Item"]["sk"]["S"].startswith(ledger.SHARD_PREFIX)]
+    assert {int(p["Item"]["sk"]["S"][len(ledger.SHARD_PREFIX):]) for p in shard_puts} == shards
+
+
+def test_a_replay_after_completion_recounts_only_its_shard(aws, stack, spec):
     runtime = Runtime(stack.settings, spec, aws)
-    table = stack.settings.ledger_table_name
-    start(aws, stack, total=1, rows=25)
-    for batch, counts in (("r1", {"0": MessageCounts(20, 5, 0)}),
-                          # The operator fixes 4 of the 5 rejected rows and redrives them
-                          # (one is still bad); the fix is delivered twice.
-                          ("r2", {"0~abc": MessageCounts(3, 1, 1)}),
-                          ("r3", {"0~abc": MessageCounts(3, 1, 1)})):
-        for item in ledger.record_batch(aws.dynamodb, table, batch, {"job-1": counts}):
+    ids = [str(n) for n in range(0, 3 * ledger.SHARD_SEQS, 250)]
+    start(aws, stack, total=len(ids), rows=len(ids) * 25)
+    for n in range(0, len(ids), 10):
+        for item in record(aws, stack, f"r{n}", {m: MessageCounts(20, 5, 0) for m in ids[n:n + 10]}):
             settle_job(runtime, item)
-    job = ledger.get_job(aws.dynamodb, table, "job-1")
-    assert (job["rows_written"], job["rows_rejected"], job["rows_superseded"]) == (23, 1, 1)
-    assert job["rows_written"] + job["rows_rejected"] + job["rows_superseded"] == job["rows_read"]
+    assert counts_of(aws, stack) == (ledger.COMPLETE, 20 * len(ids), 5 * len(ids), 0)
+    calls = Calls(aws.dynamodb)
+    counted = replace(aws, dynamodb=calls)
+    replayed = Runtime(stack.settings, spec, counted)
+    # The operator fixes 4 of message 250's 5 rejected rows and redrives them (one is still
+    # bad); the fix is delivered twice.
+    for request in ("x1", "x2"):
+        for item in ledger.record_batch(calls, stack.settings.ledger_table_name, request,
+                                        {JOB: {"250~abc": MessageCounts(3, 1, 1)}}):
+            settle_job(replayed, item)
+    assert counts_of(aws, stack) == (ledger.COMPLETE, 20 * len(ids) + 3, 5 * len(ids) - 4, 1)
+    shard_reads = [key["sk"]["S"] for op, p in calls.calls if op == "batch_get_item"
+                   for key in p["RequestItems"][stack.settings.ledger_table_name]["Keys"]]
+    assert set(shard_reads) == {ledger._shard_sk(0)}
+    # The only queries read the two new log records: nothing else of the job is read.
+    log_reads = [p["ExpressionAttributeValues"][":low"]["S"] for op, p in calls.calls
+                 if op == "query"]
+    completed_at = -(-len(ids) // 10)  # the tickets of the original messages
+    assert sorted(set(log_reads)) == [ledger._log_sk(completed_at + 1), ledger._log_sk(completed_at + 2)]
 
 
-def test_a_crashed_splitter_releases_or_outlives_its_lease(aws, stack):
+def test_a_ticket_whose_record_came_too_late_is_voided_and_its_writer_retries(aws, stack,
+                                                                              monkeypatch):
     table = stack.settings.ledger_table_name
-    args = {"source_uri": "s3://b/k", "table": "t"}
-    assert ledger.start_job(aws.dynamodb, table, "j", owner="a", lease_s=60, **args)[0] == "new"
-    assert ledger.start_job(aws.dynamodb, table, "j", owner="b", lease_s=60, **args)[0] == "skip"
-    ledger.release_split(aws.dynamodb, table, "j", "a")
-    assert ledger.start_job(aws.dynamodb, table, "j", owner="b", lease_s=60, **args)[0] == "resume"
-    assert ledger.start_job(aws.dynamodb, table, "j", owner="c", lease_s=0, **args)[0] == "skip"
+    monkeypatch.setattr(ledger, "HOLE_GRACE_S", 0.0)
+    start(aws, stack, total=2, rows=50)
+    record(aws, stack, "r1", {"0": MessageCounts(25, 0, 0)})  # ticket 1
+
+    class Slow(Calls):
+        def put_item(self, **params):
+            if params["Item"]["sk"]["S"] == ledger._log_sk(2):
+                # The folder gives up waiting for ticket 2's record, and voids it.
+                assert settle(aws, stack) is None
+            return self.ddb.put_item(**params)
+
+    with pytest.raises(ledger.TicketVoided, match="ticket 2 was voided"):
+        ledger.record_batch(Slow(aws.dynamodb), table, "slow", {JOB: {"1": MessageCounts(25, 0, 0)}})
+    fold = ledger._get(aws.dynamodb, table, JOB, ledger.FOLD_SK)
+    assert int(fold["cursor"]["N"]) == 2
+    assert ledger._get(aws.dynamodb, table, JOB, ledger._log_sk(2))["void"]["BOOL"]
+    assert counts_of(aws, stack) == (ledger.RUNNING, 25, 0, 0)
+    # The invocation failed, so SQS delivers message 1 again: ticket 3.
+    record(aws, stack, "redelivered", {"1": MessageCounts(25, 0, 0)})
+    assert settle(aws, stack).status == ledger.COMPLETE
+    assert counts_of(aws, stack) == (ledger.COMPLETE, 50, 0, 0)
 
 
-def test_a_replay_recorded_while_finalizing_is_not_left_out(aws, stack, monkeypatch):
+def test_a_fold_that_died_half_way_is_redone_exactly(aws, stack):
+    """The folder dies after writing one of two shards: the next folder finds the lease
+    dirty, sums the shards again, and skips what the dead one applied."""
+    table = stack.settings.ledger_table_name
+    ids = ["1", str(ledger.SHARD_SEQS + 1), "2"]
+    start(aws, stack, total=3, rows=75)
+    record(aws, stack, "r1", {m: MessageCounts(25, 0, 0) for m in ids[:2]})
+
+    class DiesOnSecondShard(Calls):
+        def put_item(self, **params):
+            if params["Item"]["sk"]["S"].startswith(ledger.SHARD_PREFIX):
+                self.calls.append(("put_item", params))
+                if sum(op == "put_item" for op, _ in self.calls) == 2:
+                    raise RuntimeError("killed")
+            return self.ddb.put_item(**params)
+
+    with pytest.raises(RuntimeError, match="killed"):
+        ledger.settle(DiesOnSecondShard(aws.dynamodb), table, JOB, owner="dead")
+    fold = ledger._get(aws.dynamodb, table, JOB, ledger.FOLD_SK)
+    assert fold["dirty"]["BOOL"] and "lease_owner" not in fold  # released, marked dirty
+    record(aws, stack, "r2", {"2": MessageCounts(20, 5, 0), "1": MessageCounts(25, 0, 0)})
+    assert settle(aws, stack).status == ledger.COMPLETE
+    assert counts_of(aws, stack) == (ledger.COMPLETE, 70, 5, 0)
+
+
+def test_a_replay_recorded_while_folding_is_not_left_out(aws, stack, monkeypatch):
     table = stack.settings.ledger_table_name
     start(aws, stack, total=1, rows=25)
-    ledger.record_batch(aws.dynamodb, table, "r0", {"job-1": {"0": MessageCounts(20, 5, 0)}})
-    real = ledger.read_message_counts
+    record(aws, stack, "r0", {"0": MessageCounts(20, 5, 0)})
+    real = ledger._read_log
     calls = {"n": 0}
 
-    def racing_read(ddb, table_name, job):
-        counts = real(ddb, table_name, job)
+    def racing_read(ddb, table_name, job, low, high):
+        records = real(ddb, table_name, job, low, high)  # (records, last ticket)
         calls["n"] += 1
         if calls["n"] == 1:  # another writer records a replay right after this read
-            ledger.record_batch(ddb, table_name, "r1", {"job-1": {"0~fix": MessageCounts(2, 0, 0)}})
-        return counts
+            ledger.record_batch(ddb, table_name, "r1", {JOB: {"0~fix": MessageCounts(2, 0, 0)}})
+        return records
 
-    monkeypatch.setattr(ledger, "read_message_counts", racing_read)
-    summary = ledger.try_finalize(aws.dynamodb, table, ledger.raw_job(aws.dynamodb, table, "job-1"))
-    assert summary["TOTAL_NUMBER_OF_ITEMS_WRITTEN"] == 22
-    assert summary["TOTAL_NUMBER_OF_ITEMS_IN_ERROR"] == 3
+    monkeypatch.setattr(ledger, "_read_log", racing_read)
+    done = settle(aws, stack)
+    assert done.status == ledger.COMPLETE
+    # The folder looked at the tally again before it let go, and folded the replay too.
+    assert counts_of(aws, stack) == (ledger.COMPLETE, 22, 3, 0)
+    assert ledger.get_job(aws.dynamodb, table, JOB)["counted_through"] == 2
 
 
 def test_a_retried_splitter_finishes_a_job_whose_finalizer_died(aws, stack, spec):
-    from fanout.runtime import Runtime
     from splitter import split
 
     aws.s3.put_object(Bucket=stack.settings.bucket, Key="uploads/a.csv",
@@ -94,10 +246,9 @@ def test_a_retried_splitter_finishes_a_job_whose_finalizer_died(aws, stack, spec
     runtime = Runtime(stack.settings, spec, aws)
     table = stack.settings.ledger_table_name
     first = split.split_object(runtime, stack.settings.bucket, "uploads/a.csv")
-    # The writers report the one message, but the splitter died before finalizing: RUNNING.
+    # The writers report the one message, but the writer died before settling: RUNNING.
     ledger.record_batch(aws.dynamodb, table, "w1", {first.job: {"0": MessageCounts(2, 0, 0)}})
-    ledger_item = ledger.get_job(aws.dynamodb, table, first.job)
-    assert ledger_item["status"] == ledger.RUNNING
+    assert ledger.get_job(aws.dynamodb, table, first.job)["status"] == ledger.RUNNING
     # A retry (or a duplicate S3 event) is skipped, but finishes the job.
     again = split.split_object(runtime, stack.settings.bucket, "uploads/a.csv")
     assert again.status == "skipped"
@@ -116,24 +267,100 @@ class FlakySNS:
 
 
 def test_a_summary_whose_publish_failed_is_published_on_the_retry(aws, stack, spec):
-    from dataclasses import replace
-
-    import pytest
-
-    from fanout.runtime import Runtime, settle_job
-
     flaky = FlakySNS(aws.sns)
     runtime = Runtime(stack.settings, spec, replace(aws, sns=flaky))
-    table = stack.settings.ledger_table_name
     start(aws, stack, total=1, rows=25)
-    (item,) = ledger.record_batch(aws.dynamodb, table, "r1", {"job-1": {"0": MessageCounts(25, 0, 0)}})
+    (item,) = record(aws, stack, "r1", {"0": MessageCounts(25, 0, 0)})
     with pytest.raises(RuntimeError):  # the invocation fails, so SQS delivers the batch again
         settle_job(runtime, item)
-    assert ledger.get_job(aws.dynamodb, table, "job-1")["status"] == ledger.COMPLETE
-    (item,) = ledger.record_batch(aws.dynamodb, table, "r1", {"job-1": {"0": MessageCounts(25, 0, 0)}})
+    assert ledger.get_job(aws.dynamodb, stack.settings.ledger_table_name, JOB)["status"] == \
+        ledger.COMPLETE
+    (item,) = record(aws, stack, "r1", {"0": MessageCounts(25, 0, 0)})
     settle_job(runtime, item)
     assert flaky.calls == 2
-    assert "summary_published" in ledger.get_job(aws.dynamodb, table, "job-1")
-    (item,) = ledger.record_batch(aws.dynamodb, table, "r2", {"job-1": {"0": MessageCounts(25, 0, 0)}})
+    assert "summary_published" in ledger.get_job(aws.dynamodb, stack.settings.ledger_table_name, JOB)
+    (item,) = record(aws, stack, "r2", {"0": MessageCounts(25, 0, 0)})
     settle_job(runtime, item)
     assert flaky.calls == 2  # published once it succeeded, not again
+    assert counts_of(aws, stack) == (ledger.COMPLETE, 25, 0, 0)
+
+
+def old_format_job(aws, stack, status):
+    """A job as the previous ledger format left it in flight: no ledger_format, its
+    counter on the job item, batch records under b#."""
+    table = stack.settings.ledger_table_name
+    aws.dynamodb.put_item(TableName=table, Item={
+        "pk": {"S": "old-job"}, "sk": {"S": ledger.JOB_SK}, "status": {"S": status},
+        "source": {"S": "s3://b/old.csv"}, "messages_reported": {"N": "1"},
+        "split_owner": {"S": "x"}, "split_lease_until": {"N": "0"}})
+    aws.dynamodb.put_item(TableName=table, Item={
+        "pk": {"S": "old-job"}, "sk": {"S": "b#req-0"}, "m": {"S": "0:25:0:0"}})
+
+
+def test_an_in_flight_job_of_the_previous_format_fails_clearly_with_its_id(aws, stack, spec):
+    from fanout.aws import Clients
+
+    published = []
+
+    class SNS:
+        def publish(self, **params):
+            published.append(params)
+
+    runtime = Runtime(stack.settings, spec, Clients(aws.s3, aws.sqs, aws.dynamodb, SNS()))
+    table = stack.settings.ledger_table_name
+    old_format_job(aws, stack, ledger.RUNNING)
+    # A new writer reports a message of it: the job fails with its id and the reason.
+    (item,) = ledger.record_batch(aws.dynamodb, table, "r1", {"old-job": {"1": MessageCounts(25, 0, 0)}})
+    settle_job(runtime, item)
+    job = ledger.get_job(aws.dynamodb, table, "old-job")
+    assert job["status"] == ledger.FAILED
+    assert "job old-job was started by an earlier fanout version" in job["error"]
+    assert len(published) == 1 and "old-job" in published[0]["Message"]
+    # Later reports of it change nothing and publish nothing more.
+    (item,) = ledger.record_batch(aws.dynamodb, table, "r2", {"old-job": {"2": MessageCounts(25, 0, 0)}})
+    settle_job(runtime, item)
+    assert len(published) == 1
+    assert ledger.get_job(aws.dynamodb, table, "old-job")["status"] == ledger.FAILED
+
+
+def test_a_finished_job_of_the_previous_format_fails_on_its_next_event(aws, stack, spec):
+    """Every message was reported under the previous format but it was never completed
+    (its finalizer died): `fanout status` says why, and a duplicate S3 event (any settle)
+    fails it clearly instead of leaving it RUNNING."""
+    table = stack.settings.ledger_table_name
+    old_format_job(aws, stack, ledger.RUNNING)
+    status = ledger.get_job(aws.dynamodb, table, "old-job")
+    assert status["status"] == ledger.RUNNING and "earlier fanout version" in status["error"]
+    settle_job(Runtime(stack.settings, spec, aws), ledger.raw_job(aws.dynamodb, table, "old-job"))
+    job = ledger.get_job(aws.dynamodb, table, "old-job")
+    assert job["status"] == ledger.FAILED and "job old-job" in job["error"]
+
+
+def test_a_split_of_the_previous_format_fails_clearly_when_it_finishes(aws, stack):
+    table = stack.settings.ledger_table_name
+    old_format_job(aws, stack, ledger.SPLITTING)
+    item = ledger.finish_split(aws.dynamodb, table, "old-job", rows_read=25, messages_total=1,
+                               header=["h"], error_location="s3://b/e/")
+    assert item["status"]["S"] == ledger.FAILED
+    assert "old-job" in item["error"]["S"] and "Upload the file again" in item["error"]["S"]
+
+
+def test_a_crashed_splitter_releases_or_outlives_its_lease(aws, stack):
+    table = stack.settings.ledger_table_name
+    args = {"source_uri": "s3://b/k", "table": "t"}
+    assert ledger.start_job(aws.dynamodb, table, "j", owner="a", lease_s=60, **args)[0] == "new"
+    assert ledger.start_job(aws.dynamodb, table, "j", owner="b", lease_s=60, **args)[0] == "skip"
+    ledger.release_split(aws.dynamodb, table, "j", "a")
+    assert ledger.start_job(aws.dynamodb, table, "j", owner="b", lease_s=60, **args)[0] == "resume"
+    assert ledger.start_job(aws.dynamodb, table, "j", owner="c", lease_s=0, **args)[0] == "skip"
+
+
+def test_message_counted_answers_from_one_shard(aws, stack):
+    table = stack.settings.ledger_table_name
+    start(aws, stack, total=4, rows=100)
+    record(aws, stack, "r1", {"5": MessageCounts(25, 0, 0), "9.1": MessageCounts(25, 0, 0),
+                              "5~fix": MessageCounts(1, 0, 0)})
+    settle(aws, stack)
+    assert [ledger.message_counted(aws.dynamodb, table, JOB, m)
+            for m in ("5", "6", "9.1", "9.0", "5~fix", "5~other", str(ledger.SHARD_SEQS + 5))] == [
+        True, False, True, False, True, False, False]
