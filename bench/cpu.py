@@ -25,9 +25,10 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
 
-from bench.fakes import CannedDynamoDB, LatencySQS, MemoryS3, NullSQS
+from bench.fakes import CannedDynamoDB, LatencySQS, NullSQS
 from fanout.aws import Clients
 from fanout.contract import decode, job_id_for
+from fanout.local.file_s3 import MemoryS3
 from fanout.mapping import Spec
 from fanout.runtime import Runtime
 from fanout.settings import MAX_BATCH_WRITE_ITEMS, Settings

@@ -1,77 +1,20 @@
 """Stand-ins for AWS clients that cost (almost) nothing, so that a measurement is of the
-pipeline's own code: an S3 client serving ranged GETs from bytes in memory or from a file
-on disk, an SQS client that accepts every message and keeps none, and a real DynamoDB
-client whose network round trip is a sleep and a canned answer."""
+pipeline's own code: an SQS client that accepts every message and keeps none, and a real
+DynamoDB client whose network round trip is a sleep and a canned answer. (The S3 ones
+are in fanout.local.file_s3, which `fanout check` reads files through.)"""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
-
-_RANGE = re.compile(r"bytes=(\d+)-(\d+)")
-
-
-class _Body(io.BytesIO):
-    """What GetObject's StreamingBody offers the range reader: read() and close()."""
-
-
-class _RangedS3:
-    size: int
-    etag: str
-
-    def _read(self, start: int, length: int) -> bytes:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def head_object(self, **params: Any) -> dict[str, Any]:
-        return {"ContentLength": self.size, "ETag": f'"{self.etag}"'}
-
-    def get_object(self, **params: Any) -> dict[str, Any]:
-        match = _RANGE.fullmatch(params.get("Range", ""))
-        start, last = (int(match.group(1)), int(match.group(2))) if match else (0, self.size - 1)
-        last = min(last, self.size - 1)
-        return {"Body": _Body(self._read(start, last - start + 1))}
-
-
-class MemoryS3(_RangedS3):
-    """One object held as bytes (the CPU benchmark: no I/O at all)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.size = len(data)
-        self.etag = hashlib.md5(data[:65536]).hexdigest()
-
-    def _read(self, start: int, length: int) -> bytes:
-        return self.data[start:start + length]
-
-
-class FileS3(_RangedS3):
-    """One object backed by a file on disk (the memory benchmark: the process holds only
-    what the splitter holds; moto would keep the whole object in this process)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.size = path.stat().st_size
-        self.etag = f"{self.size:x}"
-        self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
-
-    def _read(self, start: int, length: int) -> bytes:
-        self._file.seek(start)
-        return self._file.read(length)
-
-    def close(self) -> None:
-        self._file.close()
 
 
 class NullSQS:

@@ -68,6 +68,14 @@ exit status:
   2  usage error (bad arguments, no such file, --out exists without --force)
 """
 
+CHECK_EPILOG = """\
+exit status (those of `fanout ingest`):
+  0  every row would land (written, or superseded by a later row with the same key)
+  1  the file would fail the job (the message names the file, the line and the reason)
+  2  usage error (bad arguments or spec, no such file)
+  3  some rows would be rejected (the reasons and the first lines are printed)
+"""
+
 STATUS_EPILOG = """\
 exit status:
   0  the job was found (its status is in the JSON: RUNNING, COMPLETE or FAILED)
@@ -126,6 +134,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also back up written items as JSON lines under json-copy/ in the bucket")
     ingest.add_argument("--json", action="store_true",
                         help="print the summary as JSON (and nothing else: no progress)")
+
+    check = commands.add_parser(
+        "check", help="a dry run: what ingest would write and reject, with nothing written",
+        description="Run FILE through the splitter's own cut (detection, the check, 25-record "
+                    "messages) and the writer's own mapping, with no emulator and no table: "
+                    "prints rows read, rows that would be written, superseded and rejected (by "
+                    "reason, with the first rejected lines). Nothing is written anywhere. Only "
+                    "what DynamoDB alone refuses (dynamodb_validation) cannot be foreseen.",
+        epilog=CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    check.add_argument("file", type=Path, help="the CSV file to check")
+    check.add_argument("--spec", type=Path, help="mapping spec (TOML): keys, types, transforms")
+    check.add_argument("--partition-key", metavar="T",
+                       help="partition key template (default: account, or the spec's)")
+    check.add_argument("--sort-key", metavar="T",
+                       help="sort key template (default: offer_id, or the spec's); '' for none")
+    _add_source_flags(check)
+    check.add_argument("--range-bytes", type=_positive, metavar="N",
+                       help="bytes per ranged read (default 8 MiB, as the splitter)")
+    check.add_argument("--json", action="store_true", help="print the result as JSON")
 
     status = commands.add_parser(
         "status", help="show a job from the jobs ledger",
@@ -199,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "make-csv": _make_csv, "ingest": _ingest, "serve": _serve, "status": _status,
-        "spec": _spec_infer}
+        "spec": _spec_infer, "check": _check}
     name = f"fanout {args.command}" + (f" {args.spec_command}" if args.command == "spec" else "")
     return run_command(name, commands[args.command], args)
 
@@ -266,6 +293,29 @@ def _spec_infer(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check(args: argparse.Namespace) -> int:
+    from fanout.check import CheckError, check_file, print_result
+    from fanout.local.preflight import InputFileError, UsageError, preflight
+
+    if not args.file.is_file():
+        raise CommandError(f"{args.file}: no such file", EXIT_USAGE)
+    spec = resolve_spec(args.spec, args.partition_key, args.sort_key, args.delimiter,
+                        args.encoding)
+    try:
+        found = preflight(args.file, spec)  # as `fanout ingest`: a usage error exits 2
+        result = check_file(args.file, spec, range_bytes=args.range_bytes)
+    except UsageError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    except (InputFileError, CheckError) as exc:
+        raise CommandError(str(exc), EXIT_FAILED) from None
+    result.source_format = found.describe()
+    if args.json:
+        print(json.dumps(result.summary(), indent=2))
+    else:
+        print_result(result)
+    return result.exit_code
+
+
 def resolve_spec(spec_path: Path | None, partition_key: str | None, sort_key: str | None,
                  delimiter: str | None = None, encoding: str | None = None) -> Spec:
     """The spec file (or the default spec), with the flags' keys and source settings."""
@@ -282,7 +332,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from fanout.local.ingest import IngestOptions, InputFileError, PipelineError, UsageError, ingest, print_summary
+    from fanout.local.ingest import IngestOptions, PipelineError, ingest, print_summary
+    from fanout.local.preflight import InputFileError, UsageError
 
     if not args.file.is_file():
         raise CommandError(f"{args.file}: no such file", EXIT_USAGE)

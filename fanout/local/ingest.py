@@ -16,10 +16,10 @@ from fanout import dialect, ledger
 from fanout.aws import Clients
 from fanout.contract import KIND_ROWS, ContractError, Source, decode, job_id_for
 from fanout.failures import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE  # noqa: F401 (public)
-from fanout.keys import TemplateError
 from fanout.local.backpressure import BoundedQueueClient
 from fanout.local.emulator import Emulator
 from fanout.local.esm import EventSourceMapping
+from fanout.local.preflight import preflight
 from fanout.local.resources import LocalStack, create_resources
 from fanout.mapping import Spec
 from fanout.progress import ProgressDisplay, format_rate
@@ -33,35 +33,6 @@ class PipelineError(RuntimeError):
     """The pipeline itself failed (not the data): `fanout ingest` exits 1."""
 
 
-class UsageError(ValueError):
-    """The file and the spec or flags do not fit (a key column not in the header, ...):
-    found before anything starts; `fanout ingest` exits 2."""
-
-
-class InputFileError(ValueError):
-    """The file cannot be read as it claims to be (bad gzip, ...): `fanout ingest` exits 1."""
-
-
-def preflight(path: Path, spec: Spec) -> dialect.Dialect:
-    """Decide how the file is stored, as the splitter will, and check its header against
-    the spec, before the emulator starts: a usage error costs no start-up."""
-    with open(path, "rb") as f:
-        head = f.read(dialect.HEAD_BYTES)
-        whole = not f.read(1)
-    try:
-        found = dialect.detect(head, encoding=spec.set_encoding(), delimiter=spec.set_delimiter())
-    except dialect.SettingConflict as exc:
-        raise UsageError(f"{path}: {exc}") from None
-    except dialect.DialectError as exc:
-        raise InputFileError(f"{path}: {exc}") from None
-    header = dialect.header_of(head, found, whole=whole)
-    if header is not None:
-        try:
-            replace(spec, delimiter=found.delimiter).bind(header)
-        except TemplateError as exc:
-            raise UsageError(f"{path}: header: {exc}"
-                             f"{dialect.hint_one_column(header, found.delimiter)}") from None
-    return found
 
 
 def quiet_powertools() -> None:
