@@ -34,6 +34,11 @@ MIN_CONCURRENCY, MAX_CONCURRENCY = 2, 1000
 # `-c powertools_layer_version=N`.
 POWERTOOLS_ACCOUNT = "017000801446"
 DEFAULT_POWERTOOLS_LAYER_VERSION = 27
+# Pipeline numbers a context option may override (whole numbers): the local stack shortens
+# the writer's timeout and the queue's visibility timeout, and the deployed tests lower the
+# parallel-split threshold so a small file really fans out.
+PIPELINE_CONTEXT_KEYS = ("writer_timeout_s", "visibility_timeout_s", "max_receive_count",
+                         "parallel_threshold_bytes", "parallel_range_bytes")
 
 
 def writer_concurrency(write_budget: float, rows_per_writer_s: float) -> int:
@@ -71,6 +76,9 @@ class StackConfig:
     gzip: bool = False
     versioned: bool = False
     powertools_layer_version: int = DEFAULT_POWERTOOLS_LAYER_VERSION
+    # A layer ARN to use instead of the public one: `fanout serve` publishes a layer built
+    # from the installed Powertools to the local emulator and names it here.
+    powertools_layer_arn: str | None = None
     alarm_email: str | None = None
 
     @property
@@ -118,6 +126,11 @@ class StackConfig:
                 path = base_dir / path
             spec, spec_source = load_spec(path), str(path)
         layer_version = text("powertools_layer_version")
+        pipeline = replace(pipeline, **{
+            key: int(value) for key in PIPELINE_CONTEXT_KEYS if (value := text(key)) is not None})
+        if pipeline.visibility_timeout_s < pipeline.writer_timeout_s:
+            raise ValueError(f"visibility_timeout_s ({pipeline.visibility_timeout_s}) must be at "
+                             f"least writer_timeout_s ({pipeline.writer_timeout_s})")
         return replace(
             config,
             stack_name=text("stack_name") or config.stack_name,
@@ -137,5 +150,6 @@ class StackConfig:
             gzip=flag("gzip"),
             versioned=flag("versioned"),
             powertools_layer_version=int(layer_version or DEFAULT_POWERTOOLS_LAYER_VERSION),
+            powertools_layer_arn=text("powertools_layer_arn"),
             alarm_email=text("alarm_email"),
         )

@@ -106,6 +106,8 @@ class Functions(Construct):
             partition_key=spec.partition_key.name,
             sort_key=spec.sort_key.name if spec.sort_key else None,
             range_bytes=pipeline.range_bytes,
+            parallel_threshold_bytes=pipeline.parallel_threshold_bytes,
+            parallel_range_bytes=pipeline.parallel_range_bytes,
             errors_prefix=pipeline.errors_prefix,
             json_copy_prefix=pipeline.json_copy_prefix,
         )
@@ -117,11 +119,22 @@ class Functions(Construct):
             "POWERTOOLS_LOG_LEVEL": "INFO",
         }
         code = lambda_.Code.from_asset(str(REPO_ROOT), exclude=ASSET_EXCLUDE)
-        layer = powertools_layer(self, config.powertools_layer_version)
+        layer = (lambda_.LayerVersion.from_layer_version_arn(self, "PowertoolsLayer",
+                                                              config.powertools_layer_arn)
+                 if config.powertools_layer_arn
+                 else powertools_layer(self, config.powertools_layer_version))
 
+        # A fixed name, so the splitter's role can allow invoking exactly this function
+        # (the continuation) without a reference cycle between the role and the function.
+        stack_name = Stack.of(self).stack_name
+        self.splitter_name = config.splitter_function_name or f"{stack_name}-splitter"
+        # Named log groups, so `aws logs tail /aws/fanout/<stack>/splitter` works without
+        # looking up a generated name (the names are also stack outputs).
         self.splitter_logs = logs.LogGroup(self, "SplitterLogs", retention=LOG_RETENTION,
+                                           log_group_name=f"/aws/fanout/{stack_name}/splitter",
                                            removal_policy=RemovalPolicy.DESTROY)
         self.writer_logs = logs.LogGroup(self, "WriterLogs", retention=LOG_RETENTION,
+                                         log_group_name=f"/aws/fanout/{stack_name}/writer",
                                          removal_policy=RemovalPolicy.DESTROY)
         self.splitter_role = function_role(
             self, "SplitterRole", role_name=config.splitter_role_name,
@@ -130,9 +143,6 @@ class Functions(Construct):
             self, "WriterRole", role_name=config.writer_role_name,
             log_group=self.writer_logs, description="fanout writer: rows queue -> DynamoDB")
 
-        # A fixed name, so the splitter's role can allow invoking exactly this function
-        # (the continuation) without a reference cycle between the role and the function.
-        self.splitter_name = config.splitter_function_name or f"{Stack.of(self).stack_name}-splitter"
         self.splitter = lambda_.Function(
             self, "Splitter",
             function_name=self.splitter_name,

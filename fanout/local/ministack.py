@@ -1,0 +1,329 @@
+"""The real CDK app deployed into MiniStack on 127.0.0.1: start, bootstrap, layer, deploy, stop.
+
+MiniStack (PyPI `ministack`, pinned in the Makefile) is the emulator: it serves the AWS
+APIs, runs CloudFormation, delivers S3 notifications to the splitter, runs the writer's
+SQS event source mapping and starts Python Lambdas as worker subprocesses of its own
+interpreter. What is ours: starting it in its own process group on a free loopback port
+(so stopping it stops its Lambda workers too), the Powertools layer built from the
+installed pinned package, and `cdk bootstrap` / `cdk deploy` of `infra/app.py` with the
+context options that point the stack at that layer and shorten its waits.
+
+MiniStack lives in its own virtualenv (`.venv/ministack`, made by `make setup`): it pins a
+botocore of its own, and its interpreter stands in for the Lambda runtime (boto3, no
+Powertools: that comes from the layer, as in AWS). The cdk CLI is the pinned npm package
+in `.venv/cdk`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import io
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from fanout.aws import CLIENT_CONFIG
+
+# The pinned MiniStack; `make setup` installs this version into .venv/ministack.
+MINISTACK_VERSION = "1.5.33"
+ACCOUNT = "000000000000"  # MiniStack's default account
+REGION = "us-east-1"
+# Any credentials work with AUTH off; these are the ones the banner tells users to export.
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+               "AWS_DEFAULT_REGION": REGION}
+REPO_ROOT = Path(__file__).resolve().parents[2]
+INFRA_DIR = REPO_ROOT / "infra"
+LAYER_NAME = "fanout-powertools"
+POWERTOOLS = "aws-lambda-powertools"
+POWERTOOLS_EXTRAS = ("tracer",)
+# What the python3.13 Lambda runtime already provides (and MiniStack's interpreter has):
+# a layer ships only what the runtime lacks, as the public Powertools layer does.
+RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer", "jmespath", "urllib3",
+                              "python-dateutil", "six"})
+# The stack's waits, shortened for a local run: a failed writer message is received
+# again after 5 s instead of 6 minutes, so it reaches the DLQ after maxReceiveCount in
+# half a minute. Everything else is the template `cdk deploy` sends to AWS.
+LOCAL_CONTEXT = {"writer_timeout_s": "5", "visibility_timeout_s": "5"}
+START_TIMEOUT_S = 60.0
+STOP_GRACE_S = 10.0
+
+
+class MiniStackError(RuntimeError):
+    """MiniStack, the cdk CLI or a deployment failed; the message says what and where."""
+
+
+def tool(env_name: str, default: Path, what: str) -> Path:
+    """A pinned tool that `make setup` installs next to the project's virtualenv."""
+    path = Path(os.environ.get(env_name) or default)
+    if not path.exists():
+        raise MiniStackError(f"{what} not found at {path}: run `make setup` (or set {env_name})")
+    return path
+
+
+def ministack_python() -> Path:
+    return tool("FANOUT_MINISTACK_PYTHON", Path(sys.prefix) / "ministack" / "bin" / "python",
+                "MiniStack's interpreter")
+
+
+def cdk_cli() -> Path:
+    return tool("FANOUT_CDK", Path(sys.prefix) / "cdk" / "node_modules" / ".bin" / "cdk",
+                "the cdk CLI")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def local_client(service: str, endpoint_url: str) -> Any:
+    """A boto3 client for the emulator with its credentials (nothing else is needed)."""
+    return boto3.session.Session(
+        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"], region_name=REGION,
+    ).client(service, endpoint_url=endpoint_url, config=CLIENT_CONFIG)
+
+
+def client_env(endpoint_url: str) -> dict[str, str]:
+    """What a second terminal exports to reach the local stack (the AWS CLI, boto3, cdk)."""
+    return {"AWS_ENDPOINT_URL": endpoint_url, **CREDENTIALS}
+
+
+class MiniStack:
+    """`python -m ministack` on 127.0.0.1:PORT in its own process group.
+
+    Its Lambda workers are its children in that group, so `stop()` (SIGTERM to the group,
+    then SIGKILL after a grace period) leaves no process behind."""
+
+    def __init__(self, *, port: int = 0, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path or Path(tempfile.gettempdir()) / f"fanout-ministack-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> MiniStack:
+        python = ministack_python()
+        env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TMPDIR")
+               if name in os.environ}
+        # Lambda workers inherit MiniStack's environment: keep it to what they need.
+        env |= {"GATEWAY_PORT": str(self.port), "BIND_HOST": "127.0.0.1",
+                "MINISTACK_REGION": REGION, "LOG_LEVEL": "WARNING", **CREDENTIALS}
+        log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it until stop()
+        try:
+            self.process = subprocess.Popen([str(python), "-m", "ministack"], env=env,
+                                            stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise MiniStackError(f"MiniStack exited with {self.process.returncode}: "
+                                     f"{self.log_tail()}")
+            if self.healthy():
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise MiniStackError(f"MiniStack did not answer on {self.endpoint_url} within "
+                             f"{timeout_s:.0f} s: {self.log_tail()}")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.endpoint_url}/_ministack/health", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(text[-lines:]) or f"(empty log {self.log_path})"
+
+    def stop(self) -> None:
+        """Stop MiniStack and every process of its group (its Lambda workers); idempotent."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        group = process.pid  # start_new_session: the group id is the leader's pid
+        _signal_group(group, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=STOP_GRACE_S)
+        # Workers that outlived their parent are still in the group.
+        _signal_group(group, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+
+    def __enter__(self) -> MiniStack:
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _signal_group(group: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, sig)
+
+
+def layer_distributions(root: str = POWERTOOLS, extras: tuple[str, ...] = POWERTOOLS_EXTRAS,
+                        ) -> list[importlib.metadata.Distribution]:
+    """The installed distribution of `root[extras]` and what it needs beyond the runtime."""
+    found: dict[str, importlib.metadata.Distribution] = {}
+    pending = [(root, extras)]
+    while pending:
+        name, wanted_extras = pending.pop()
+        key = _normalise(name)
+        if key in found or key in RUNTIME_PROVIDED:
+            continue
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            if key == _normalise(root):
+                raise MiniStackError(f"{root} is not installed: run `make setup`") from None
+            continue  # an optional requirement for another Python or platform
+        found[key] = dist
+        for requirement in dist.requires or []:
+            spec, _, marker = requirement.partition(";")
+            extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", marker)
+            if extra and extra.group(1) not in wanted_extras:
+                continue
+            match = re.match(r"[A-Za-z0-9._-]+", spec.strip())
+            if match:
+                pending.append((match.group(0), ()))
+    return list(found.values())
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def build_layer() -> tuple[bytes, str]:
+    """A Lambda layer zip (`python/...`) of the installed Powertools and what it needs.
+
+    Built from this virtualenv's files, so it needs no network and ships exactly the
+    version the tests pin. Returns the zip's bytes and the Powertools version."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for dist in layer_distributions():
+            for file in dist.files or []:
+                parts = Path(str(file)).parts
+                if not parts or parts[0] == ".." or "__pycache__" in parts:
+                    continue
+                archive.write(dist.locate_file(file), str(Path("python", *parts)))
+    return buffer.getvalue(), importlib.metadata.version(POWERTOOLS)
+
+
+def publish_layer(endpoint_url: str) -> str:
+    """Publish the layer to the emulator; its LayerVersionArn."""
+    content, version = build_layer()
+    published = local_client("lambda", endpoint_url).publish_layer_version(
+        LayerName=LAYER_NAME, Description=f"{POWERTOOLS}[tracer]=={version}, from the installed package",
+        Content={"ZipFile": content}, CompatibleRuntimes=["python3.13"],
+        CompatibleArchitectures=["arm64"])
+    return str(published["LayerVersionArn"])
+
+
+@dataclass
+class Deployment:
+    """A stack deployed into the emulator: its name and CloudFormation outputs."""
+
+    endpoint_url: str
+    stack_name: str
+    outputs: dict[str, str]
+    context: dict[str, str] = field(default_factory=dict)
+
+
+def cdk_env(endpoint_url: str) -> dict[str, str]:
+    """The cdk CLI's environment: the emulator, its account, and this virtualenv first on
+    PATH (infra/cdk.json runs `python3 app.py`, which needs aws-cdk-lib)."""
+    env = dict(os.environ) | client_env(endpoint_url) | {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "CDK_DEFAULT_ACCOUNT": ACCOUNT, "CDK_DEFAULT_REGION": REGION,
+        "CDK_DISABLE_VERSION_CHECK": "1", "CDK_DISABLE_CLI_TELEMETRY": "true",
+        "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "1",
+    }
+    env.pop("AWS_PROFILE", None)
+    env.pop("AWS_SESSION_TOKEN", None)
+    return env
+
+
+def run_cdk(args: list[str], endpoint_url: str, *, log: Path, timeout_s: float = 600) -> None:
+    """One cdk CLI command against the emulator; its output goes to `log`."""
+    command = [str(cdk_cli()), *args, "--no-notices", "--ci"]
+    with open(log, "ab") as out:
+        out.write(f"$ {' '.join(command)}\n".encode())
+        out.flush()
+        try:
+            done = subprocess.run(command, cwd=INFRA_DIR, env=cdk_env(endpoint_url), stdout=out,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            raise MiniStackError(f"cdk {args[0]} took over {timeout_s:.0f} s; see {log}") from None
+    if done.returncode != 0:
+        tail = " | ".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise MiniStackError(f"cdk {args[0]} failed ({done.returncode}); see {log}: {tail}")
+
+
+def bootstrap(endpoint_url: str, *, log: Path) -> None:
+    run_cdk(["bootstrap", f"aws://{ACCOUNT}/{REGION}"], endpoint_url, log=log)
+
+
+def context_args(context: Mapping[str, str]) -> list[str]:
+    return [arg for key, value in context.items() for arg in ("-c", f"{key}={value}")]
+
+
+def deploy(endpoint_url: str, *, stack_name: str = "fanout", layer_arn: str, log: Path,
+           context: Mapping[str, str] | None = None) -> Deployment:
+    """`cdk deploy` of infra/app.py into the emulator with the local layer."""
+    full = {"stack_name": stack_name, "powertools_layer_arn": layer_arn, **LOCAL_CONTEXT,
+            **(context or {})}
+    with tempfile.TemporaryDirectory(prefix="fanout-cdk-") as outdir:
+        # Each deployment synthesizes into its own folder: `fanout serve` and the tests
+        # may deploy at the same time.
+        run_cdk(["deploy", stack_name, "--require-approval", "never", "--output", outdir,
+                 *context_args(full)], endpoint_url, log=log)
+    return Deployment(endpoint_url, stack_name, stack_outputs(endpoint_url, stack_name), full)
+
+
+def destroy(deployment: Deployment, *, log: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="fanout-cdk-") as outdir:
+        run_cdk(["destroy", deployment.stack_name, "--force", "--output", outdir,
+                 *context_args(deployment.context)], deployment.endpoint_url, log=log)
+
+
+def stack_outputs(endpoint_url: str, stack_name: str) -> dict[str, str]:
+    cloudformation = local_client("cloudformation", endpoint_url)
+    stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+    return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+
+
+@contextlib.contextmanager
+def local_stack(*, emulator: MiniStack | None = None, stack_name: str = "fanout",
+                log: Path | None = None, context: Mapping[str, str] | None = None,
+                ) -> Iterator[tuple[MiniStack, Deployment]]:
+    """MiniStack started, bootstrapped, the layer published and the stack deployed; all
+    of it stopped on exit, whatever happened."""
+    emulator = emulator or MiniStack()
+    log = log or emulator.log_path.with_suffix(".cdk.log")
+    with emulator:
+        bootstrap(emulator.endpoint_url, log=log)
+        layer_arn = publish_layer(emulator.endpoint_url)
+        yield emulator, deploy(emulator.endpoint_url, stack_name=stack_name,
+                               layer_arn=layer_arn, log=log, context=context)
