@@ -1,15 +1,14 @@
-"""Where the replayer works: the DLQ and the rows queue of a local `fanout serve` or of a
-deployed stack (found from its CloudFormation outputs)."""
+"""Where the replayer works: the DLQ and the rows queue of a deployed stack, in AWS or in
+a local `fanout serve` (found from its CloudFormation outputs; the endpoint comes from
+--endpoint-url or AWS_ENDPOINT_URL), or queues named explicitly."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 from fanout.aws import client
-from fanout.local.emulator import FAKE_CREDENTIALS
+from fanout.local.stack import is_loopback, resolve_endpoint, use_local_credentials
 from fanout.settings import ResourceNames
 
 # The CloudFormation outputs the stack declares (infra/).
@@ -36,26 +35,13 @@ class Target:
     wait_s: int = 1
 
 
-def is_loopback(endpoint_url: str | None) -> bool:
-    host = urlparse(endpoint_url or "").hostname or ""
-    return host in ("127.0.0.1", "localhost", "::1")
-
-
-def use_local_credentials(endpoint_url: str | None) -> None:
-    """A local emulator accepts any credentials: supply moto's fake ones when none are set,
-    so `dlq-replayer --endpoint-url http://127.0.0.1:P` works on a machine with no profile."""
-    if is_loopback(endpoint_url) and not os.environ.get("AWS_ACCESS_KEY_ID") \
-            and not os.environ.get("AWS_PROFILE"):
-        for name, value in FAKE_CREDENTIALS.items():
-            os.environ.setdefault(name, value)
-
-
 def discover(*, endpoint_url: str | None = None, stack: str | None = None,
              dlq_url: str | None = None, rows_queue_url: str | None = None,
              region: str = "us-east-1", names: ResourceNames | None = None,
              sqs: Any = None, cloudformation: Any = None) -> Target:
     """Resolve the queue URLs: explicit URLs win, then the stack's outputs, then the
     default queue names on the endpoint."""
+    endpoint_url = resolve_endpoint(endpoint_url)
     use_local_credentials(endpoint_url)
     names = names or ResourceNames()
     sqs = sqs or client("sqs", endpoint_url=endpoint_url, region=region)

@@ -55,9 +55,10 @@ POWERTOOLS_EXTRAS = ("tracer",)
 RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer", "jmespath", "urllib3",
                               "python-dateutil", "six"})
 # The stack's waits, shortened for a local run: a failed writer message is received
-# again after 5 s instead of 6 minutes, so it reaches the DLQ after maxReceiveCount in
-# half a minute. Everything else is the template `cdk deploy` sends to AWS.
-LOCAL_CONTEXT = {"writer_timeout_s": "5", "visibility_timeout_s": "5"}
+# again after 30 s instead of 6 minutes. MiniStack counts a worker's start (interpreter,
+# boto3, Powertools: seconds on a busy two-core machine) against the invocation's
+# timeout, so the writer keeps 30 s. Everything else is the template AWS gets.
+LOCAL_CONTEXT = {"writer_timeout_s": "30", "visibility_timeout_s": "30"}
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 

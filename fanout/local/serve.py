@@ -45,7 +45,7 @@ def banner(deployment: ministack.Deployment, emulator_log: Path, cdk_log: Path) 
         f"  export {exports}",
         f"  aws s3 cp data.csv {upload}",
         f"  fanout ingest data.csv --stack {name}",
-        f"  dlq-replayer --stack {name} inspect",
+        f"  dlq-replayer inspect --stack {name}",
         f"  aws logs tail {o.get('WriterLogGroup', '')}",
         "",
         f"MiniStack's log: {emulator_log}   cdk's log: {cdk_log}",

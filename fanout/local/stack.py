@@ -211,7 +211,7 @@ def print_result(result: dict[str, Any], stream: TextIO) -> None:
         stream.write(f"the job failed: {result['source']}: {result['error']}\n")
     elif result["rows_rejected"]:
         stream.write(f"rejected rows: {result['error_data_location']} and "
-                     f"`dlq-replayer --stack {result['stack']} inspect`\n")
+                     f"`dlq-replayer inspect --stack {result['stack']}`\n")
 
 
 def follow_and_report(stack: DeployedStack, job: str, *, started: float, as_json: bool,

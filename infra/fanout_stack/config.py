@@ -37,7 +37,7 @@ DEFAULT_POWERTOOLS_LAYER_VERSION = 27
 # Pipeline numbers a context option may override (whole numbers): the local stack shortens
 # the writer's timeout and the queue's visibility timeout, and the deployed tests lower the
 # parallel-split threshold so a small file really fans out.
-PIPELINE_CONTEXT_KEYS = ("writer_timeout_s", "visibility_timeout_s", "max_receive_count",
+PIPELINE_CONTEXT_KEYS = ("writer_timeout_s", "visibility_timeout_s", "max_receive_count", "range_bytes",
                          "parallel_threshold_bytes", "parallel_range_bytes")
 
 
