@@ -4,6 +4,7 @@ fails, a parallel split, and the Powertools layer the Lambdas really import."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 from fanout import ledger
@@ -107,7 +108,7 @@ def test_the_lambdas_import_powertools_from_the_published_layer(local: Local,
         assert [layer["Arn"] for layer in layers] == [local.layer_arn]
     # MiniStack's interpreter (the Lambda runtime here) has no Powertools of its own, so
     # the loads above ran on the layer's.
-    probe = __import__("subprocess").run(
+    probe = subprocess.run(
         [str(ministack.ministack_python()), "-c", "import aws_lambda_powertools"],
         capture_output=True, text=True, check=False)
     assert probe.returncode != 0 and "No module named" in probe.stderr
