@@ -4,9 +4,9 @@ MiniStack (PyPI `ministack`, pinned in the Makefile) is the emulator: it serves 
 APIs, runs CloudFormation, delivers S3 notifications to the splitter, runs the writer's
 SQS event source mapping and starts Python Lambdas as worker subprocesses of its own
 interpreter. What is ours: starting it in its own process group on a free loopback port
-(so stopping it stops its Lambda workers too), the Powertools layer built from the
-installed pinned package, and `cdk bootstrap` / `cdk deploy` of `infra/app.py` with the
-context options that point the stack at that layer and shorten its waits.
+(so stopping it stops its Lambda workers too), and `cdk bootstrap` / `cdk deploy` of
+`infra/app.py` (whose Powertools layer is built from the installed pinned package, as
+for AWS) with the context options that shorten its waits.
 
 MiniStack lives in its own virtualenv (`.venv/ministack`, made by `make setup`): it pins a
 botocore of its own, and its interpreter stands in for the Lambda runtime (boto3, no
@@ -17,10 +17,7 @@ in `.venv/cdk`.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
-import io
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -28,7 +25,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,13 +43,6 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                "AWS_DEFAULT_REGION": REGION}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INFRA_DIR = REPO_ROOT / "infra"
-LAYER_NAME = "fanout-powertools"
-POWERTOOLS = "aws-lambda-powertools"
-POWERTOOLS_EXTRAS = ("tracer",)
-# What the python3.13 Lambda runtime already provides (and MiniStack's interpreter has):
-# a layer ships only what the runtime lacks, as the public Powertools layer does.
-RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer", "jmespath", "urllib3",
-                              "python-dateutil", "six"})
 # The stack's waits, shortened for a local run: a failed writer message is received
 # again after 30 s instead of 6 minutes. MiniStack counts a worker's start (interpreter,
 # boto3, Powertools: seconds on a busy two-core machine) against the invocation's
@@ -182,64 +171,6 @@ def _signal_group(group: int, sig: signal.Signals) -> None:
         os.killpg(group, sig)
 
 
-def layer_distributions(root: str = POWERTOOLS, extras: tuple[str, ...] = POWERTOOLS_EXTRAS,
-                        ) -> list[importlib.metadata.Distribution]:
-    """The installed distribution of `root[extras]` and what it needs beyond the runtime."""
-    found: dict[str, importlib.metadata.Distribution] = {}
-    pending = [(root, extras)]
-    while pending:
-        name, wanted_extras = pending.pop()
-        key = _normalise(name)
-        if key in found or key in RUNTIME_PROVIDED:
-            continue
-        try:
-            dist = importlib.metadata.distribution(name)
-        except importlib.metadata.PackageNotFoundError:
-            if key == _normalise(root):
-                raise MiniStackError(f"{root} is not installed: run `make setup`") from None
-            continue  # an optional requirement for another Python or platform
-        found[key] = dist
-        for requirement in dist.requires or []:
-            spec, _, marker = requirement.partition(";")
-            extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", marker)
-            if extra and extra.group(1) not in wanted_extras:
-                continue
-            match = re.match(r"[A-Za-z0-9._-]+", spec.strip())
-            if match:
-                pending.append((match.group(0), ()))
-    return list(found.values())
-
-
-def _normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def build_layer() -> tuple[bytes, str]:
-    """A Lambda layer zip (`python/...`) of the installed Powertools and what it needs.
-
-    Built from this virtualenv's files, so it needs no network and ships exactly the
-    version the tests pin. Returns the zip's bytes and the Powertools version."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for dist in layer_distributions():
-            for file in dist.files or []:
-                parts = Path(str(file)).parts
-                if not parts or parts[0] == ".." or "__pycache__" in parts:
-                    continue
-                archive.write(dist.locate_file(file), str(Path("python", *parts)))
-    return buffer.getvalue(), importlib.metadata.version(POWERTOOLS)
-
-
-def publish_layer(endpoint_url: str) -> str:
-    """Publish the layer to the emulator; its LayerVersionArn."""
-    content, version = build_layer()
-    published = local_client("lambda", endpoint_url).publish_layer_version(
-        LayerName=LAYER_NAME, Description=f"{POWERTOOLS}[tracer]=={version}, from the installed package",
-        Content={"ZipFile": content}, CompatibleRuntimes=["python3.13"],
-        CompatibleArchitectures=["arm64"])
-    return str(published["LayerVersionArn"])
-
-
 @dataclass
 class Deployment:
     """A stack deployed into the emulator: its name and CloudFormation outputs."""
@@ -265,14 +196,15 @@ def cdk_env(endpoint_url: str) -> dict[str, str]:
     return env
 
 
-def run_cdk(args: list[str], endpoint_url: str, *, log: Path, timeout_s: float = 600) -> None:
+def run_cdk(args: list[str], endpoint_url: str, *, log: Path, timeout_s: float = 600,
+            cwd: Path = INFRA_DIR) -> None:
     """One cdk CLI command against the emulator; its output goes to `log`."""
     command = [str(cdk_cli()), *args, "--no-notices", "--ci"]
     with open(log, "ab") as out:
         out.write(f"$ {' '.join(command)}\n".encode())
         out.flush()
         try:
-            done = subprocess.run(command, cwd=INFRA_DIR, env=cdk_env(endpoint_url), stdout=out,
+            done = subprocess.run(command, cwd=cwd, env=cdk_env(endpoint_url), stdout=out,
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired:
@@ -283,18 +215,21 @@ def run_cdk(args: list[str], endpoint_url: str, *, log: Path, timeout_s: float =
 
 
 def bootstrap(endpoint_url: str, *, log: Path) -> None:
-    run_cdk(["bootstrap", f"aws://{ACCOUNT}/{REGION}"], endpoint_url, log=log)
+    """`cdk bootstrap` of the emulator's account, run outside infra/ so the CLI does not
+    synthesize the app (nor lock infra/cdk.out) for it."""
+    with tempfile.TemporaryDirectory(prefix="fanout-bootstrap-") as cwd:
+        run_cdk(["bootstrap", f"aws://{ACCOUNT}/{REGION}"], endpoint_url, log=log, cwd=Path(cwd))
 
 
 def context_args(context: Mapping[str, str]) -> list[str]:
     return [arg for key, value in context.items() for arg in ("-c", f"{key}={value}")]
 
 
-def deploy(endpoint_url: str, *, stack_name: str = "fanout", layer_arn: str, log: Path,
+def deploy(endpoint_url: str, *, stack_name: str = "fanout", log: Path,
            context: Mapping[str, str] | None = None) -> Deployment:
-    """`cdk deploy` of infra/app.py into the emulator with the local layer."""
-    full = {"stack_name": stack_name, "powertools_layer_arn": layer_arn, **LOCAL_CONTEXT,
-            **(context or {})}
+    """`cdk deploy` of infra/app.py into the emulator (the same template as for AWS, its
+    Powertools layer included, with the local waits)."""
+    full = {"stack_name": stack_name, **LOCAL_CONTEXT, **(context or {})}
     with tempfile.TemporaryDirectory(prefix="fanout-cdk-") as outdir:
         # Each deployment synthesizes into its own folder: `fanout serve` and the tests
         # may deploy at the same time.
@@ -319,12 +254,11 @@ def stack_outputs(endpoint_url: str, stack_name: str) -> dict[str, str]:
 def local_stack(*, emulator: MiniStack | None = None, stack_name: str = "fanout",
                 log: Path | None = None, context: Mapping[str, str] | None = None,
                 ) -> Iterator[tuple[MiniStack, Deployment]]:
-    """MiniStack started, bootstrapped, the layer published and the stack deployed; all
-    of it stopped on exit, whatever happened."""
+    """MiniStack started, bootstrapped and the stack deployed; all of it stopped on exit,
+    whatever happened."""
     emulator = emulator or MiniStack()
     log = log or emulator.log_path.with_suffix(".cdk.log")
     with emulator:
         bootstrap(emulator.endpoint_url, log=log)
-        layer_arn = publish_layer(emulator.endpoint_url)
-        yield emulator, deploy(emulator.endpoint_url, stack_name=stack_name,
-                               layer_arn=layer_arn, log=log, context=context)
+        yield emulator, deploy(emulator.endpoint_url, stack_name=stack_name, log=log,
+                               context=context)

@@ -28,12 +28,11 @@ DEFAULT_WRITE_BUDGET = 4000
 # ScalingConfig.MaximumConcurrency must lie in 2..1000.
 MIN_CONCURRENCY, MAX_CONCURRENCY = 2, 1000
 # Public Powertools for AWS Lambda (Python) v3 layer, published by AWS in account
-# 017000801446 in every commercial region. Version 27 is the documented layer of
-# Powertools 3.23.0 (Nov 2025); the handlers use only Logger, Metrics, Tracer and the
-# batch processor, stable across v3. To pin the layer of pyproject's Powertools version:
-# `-c powertools_layer_version=N`.
+# 017000801446 in every commercial region. Not the default: its version 27 is Powertools
+# 3.23.0 where the project pins 3.37.0, so by default the stack ships a layer built from
+# the installed pinned package (fanout_stack/layer.py). `-c powertools_layer_version=N`
+# uses public version N instead.
 POWERTOOLS_ACCOUNT = "017000801446"
-DEFAULT_POWERTOOLS_LAYER_VERSION = 27
 # Pipeline numbers a context option may override (whole numbers): the local stack shortens
 # the writer's timeout and the queue's visibility timeout, and the deployed tests lower the
 # parallel-split threshold so a small file really fans out.
@@ -75,9 +74,9 @@ class StackConfig:
     writer_role_name: str | None = None
     gzip: bool = False
     versioned: bool = False
-    powertools_layer_version: int = DEFAULT_POWERTOOLS_LAYER_VERSION
-    # A layer ARN to use instead of the public one: `fanout serve` publishes a layer built
-    # from the installed Powertools to the local emulator and names it here.
+    # None: the layer built from the installed pinned Powertools. Otherwise a version of
+    # the public layer, or a layer ARN of your own.
+    powertools_layer_version: int | None = None
     powertools_layer_arn: str | None = None
     alarm_email: str | None = None
 
@@ -149,7 +148,7 @@ class StackConfig:
             writer_role_name=text("writer_role_name"),
             gzip=flag("gzip"),
             versioned=flag("versioned"),
-            powertools_layer_version=int(layer_version or DEFAULT_POWERTOOLS_LAYER_VERSION),
+            powertools_layer_version=int(layer_version) if layer_version else None,
             powertools_layer_arn=text("powertools_layer_arn"),
             alarm_email=text("alarm_email"),
         )

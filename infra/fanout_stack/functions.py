@@ -17,6 +17,7 @@ from constructs import Construct
 
 from fanout.settings import Settings
 from fanout_stack.config import POWERTOOLS_ACCOUNT, StackConfig
+from fanout_stack.layer import POWERTOOLS, build_layer_dir, powertools_version
 from fanout_stack.queues import Messaging
 from fanout_stack.storage import Storage
 
@@ -25,7 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # import. Everything else (.venv, tests, infra, cdk.out, dotfiles) is excluded before it
 # is hashed or copied, so synth stays fast and the zip stays small. fanout/local (the
 # moto-based runtime) and the CLI are not needed in Lambda; boto3 is in the runtime and
-# Powertools comes from its public layer, so no bundling (and no Docker) is needed.
+# Powertools comes from a layer built from the installed package (layer.py), so no
+# bundling (and no Docker) is needed.
 ASSET_PACKAGES = ("fanout", "splitter", "writer")
 ASSET_EXCLUDE = [
     "*", ".*",
@@ -119,10 +121,7 @@ class Functions(Construct):
             "POWERTOOLS_LOG_LEVEL": "INFO",
         }
         code = lambda_.Code.from_asset(str(REPO_ROOT), exclude=ASSET_EXCLUDE)
-        layer = (lambda_.LayerVersion.from_layer_version_arn(self, "PowertoolsLayer",
-                                                              config.powertools_layer_arn)
-                 if config.powertools_layer_arn
-                 else powertools_layer(self, config.powertools_layer_version))
+        layer = self._powertools_layer(config)
 
         # A fixed name, so the splitter's role can allow invoking exactly this function
         # (the continuation) without a reference cycle between the role and the function.
@@ -194,6 +193,23 @@ class Functions(Construct):
         # Grants the writer ReceiveMessage/DeleteMessage/ChangeMessageVisibility/
         # GetQueueAttributes/GetQueueUrl on the rows queue only.
         self.writer.add_event_source(self.writer_source)
+
+    def _powertools_layer(self, config: StackConfig) -> lambda_.ILayerVersion:
+        """The layer built from the installed pinned Powertools (layer.py), unless context
+        names another: a layer ARN, or a version of the public layer."""
+        if config.powertools_layer_arn:
+            return lambda_.LayerVersion.from_layer_version_arn(self, "PowertoolsLayer",
+                                                               config.powertools_layer_arn)
+        if config.powertools_layer_version is not None:
+            return powertools_layer(self, config.powertools_layer_version)
+        return lambda_.LayerVersion(
+            self, "PowertoolsLayer",
+            code=lambda_.Code.from_asset(str(build_layer_dir())),
+            compatible_runtimes=[lambda_.Runtime.PYTHON_3_13],
+            compatible_architectures=[lambda_.Architecture.ARM_64],
+            description=f"{POWERTOOLS}[tracer]=={powertools_version()} (the pinned package)",
+            removal_policy=RemovalPolicy.DESTROY,
+        )
 
     def _grant_splitter(self, config: StackConfig, storage: Storage, messaging: Messaging) -> None:
         pipeline = config.pipeline

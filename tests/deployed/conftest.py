@@ -34,7 +34,6 @@ READ = 128 * 1024
 @dataclass
 class Local:
     emulator: ministack.MiniStack
-    layer_arn: str
     log: Path
 
     @property
@@ -45,8 +44,8 @@ class Local:
         return ministack.local_client(service, self.endpoint_url)
 
     def deploy(self, stack_name: str, **context: str) -> ministack.Deployment:
-        return ministack.deploy(self.endpoint_url, stack_name=stack_name,
-                                layer_arn=self.layer_arn, log=self.log, context=context)
+        return ministack.deploy(self.endpoint_url, stack_name=stack_name, log=self.log,
+                                context=context)
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +55,7 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local]:
     log = folder / "cdk.log"
     with emulator:
         ministack.bootstrap(emulator.endpoint_url, log=log)
-        yield Local(emulator, ministack.publish_layer(emulator.endpoint_url), log)
+        yield Local(emulator, log)
 
 
 @pytest.fixture(scope="session")

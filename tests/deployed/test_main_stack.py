@@ -3,6 +3,7 @@ fails, a parallel split, and the Powertools layer the Lambdas really import."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import subprocess
 from pathlib import Path
@@ -100,12 +101,17 @@ def test_a_large_file_is_split_in_parallel_ranges(local: Local, stack: ministack
     assert len(keys) == item["rows_written"]
 
 
-def test_the_lambdas_import_powertools_from_the_published_layer(local: Local,
-                                                                stack: ministack.Deployment):
+def test_the_lambdas_run_on_the_stacks_own_powertools_layer(local: Local,
+                                                            stack: ministack.Deployment):
     functions = local.client("lambda")
-    for name in (stack.outputs["SplitterFunctionName"], stack.outputs["WriterFunctionName"]):
-        layers = functions.get_function_configuration(FunctionName=name)["Layers"]
-        assert [layer["Arn"] for layer in layers] == [local.layer_arn]
+    arns = {tuple(layer["Arn"] for layer in functions.get_function_configuration(
+        FunctionName=stack.outputs[name])["Layers"])
+        for name in ("SplitterFunctionName", "WriterFunctionName")}
+    (layer_arns,) = arns  # both functions, one layer
+    (arn,) = layer_arns
+    version = functions.get_layer_version_by_arn(Arn=arn)
+    pinned = importlib.metadata.version("aws-lambda-powertools")
+    assert f"aws-lambda-powertools[tracer]=={pinned}" in version["Description"]
     # MiniStack's interpreter (the Lambda runtime here) has no Powertools of its own, so
     # the loads above ran on the layer's.
     probe = subprocess.run(

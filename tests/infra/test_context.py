@@ -139,3 +139,8 @@ def test_a_visibility_timeout_below_the_writer_timeout_is_refused() -> None:
 def test_a_layer_arn_from_context_replaces_the_public_layer() -> None:
     arn = "arn:aws:lambda:us-east-1:000000000000:layer:fanout-powertools:1"
     assert StackConfig.from_context(context_getter(powertools_layer_arn=arn)).powertools_layer_arn == arn
+
+
+def test_the_public_layer_is_used_only_when_a_version_is_asked_for() -> None:
+    assert StackConfig.from_context(context_getter()).powertools_layer_version is None
+    assert StackConfig.from_context(context_getter(powertools_layer_version="27")).powertools_layer_version == 27
