@@ -46,7 +46,7 @@ def banner(deployment: ministack.Deployment, emulator_log: Path, cdk_log: Path) 
         f"  aws s3 cp data.csv {upload}",
         f"  fanout ingest data.csv --stack {name}",
         f"  dlq-replayer inspect --stack {name}",
-        f"  aws logs tail {o.get('WriterLogGroup', '')}",
+        f"  aws logs filter-log-events --log-group-name {o.get('WriterLogGroup', '')}",
         "",
         f"MiniStack's log: {emulator_log}   cdk's log: {cdk_log}",
         "Ctrl-C stops MiniStack and its Lambda workers (all state is in memory and goes with it).",

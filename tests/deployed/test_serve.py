@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -73,4 +74,18 @@ def test_the_banner_says_what_to_export_and_run(local: Local, stack: ministack.D
     assert f"export AWS_ENDPOINT_URL={local.endpoint_url} AWS_ACCESS_KEY_ID=test" in text
     assert f"aws s3 cp data.csv s3://{stack.outputs['BucketName']}/uploads/" in text
     assert f"fanout ingest data.csv --stack {stack.stack_name}" in text
-    assert f"aws logs tail /aws/fanout/{stack.stack_name}/writer" in text
+    assert f"aws logs filter-log-events --log-group-name /aws/fanout/{stack.stack_name}/writer" in text
+
+
+def test_the_tools_are_the_pinned_versions():
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    pins = dict(line.split(" := ", 1) for line in makefile.splitlines() if " := " in line)
+    assert pins["MINISTACK_VERSION"] == ministack.MINISTACK_VERSION
+    installed = subprocess.run(
+        [str(ministack.ministack_python()), "-c",
+         "import importlib.metadata as m; print(m.version('ministack'))"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    assert installed == ministack.MINISTACK_VERSION
+    cdk = subprocess.run([str(ministack.cdk_cli()), "--version"], capture_output=True, text=True,
+                         check=True, env=ministack.cdk_env("http://127.0.0.1:1")).stdout
+    assert cdk.startswith(pins["CDK_CLI_VERSION"] + " ")
