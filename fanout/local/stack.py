@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlparse
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from fanout import ledger
 from fanout.aws import client
 from fanout.contract import Source, job_id_for
@@ -224,6 +226,9 @@ def follow_and_report(stack: DeployedStack, job: str, *, started: float, as_json
     display = ProgressDisplay(stderr, label=label, quiet=as_json)
     try:
         item = follow(stack, job, display=display)
+    except (BotoCoreError, ClientError) as exc:
+        display.close()
+        raise StackError(f"cannot read job {job} from {stack.ledger_table}: {exc}") from exc
     except KeyboardInterrupt:
         display.close()
         stderr.write(f"\nstopped following; the job goes on. Resume with:\n"
@@ -244,7 +249,11 @@ def ingest_to_stack(file: Path, stack_name: str, *, endpoint_url: str | None = N
     """`fanout ingest FILE --stack NAME`: upload, follow, summarise."""
     started = time.monotonic()
     stack = find_stack(stack_name, endpoint_url)
-    key, job = upload(stack, file)
+    try:
+        key, job = upload(stack, file)
+    except (BotoCoreError, ClientError) as exc:
+        raise StackError(f"cannot upload {file} to s3://{stack.bucket}/{stack.upload_prefix}: "
+                         f"{exc}") from exc
     if not as_json:
         stderr.write(f"uploaded {file} to s3://{stack.bucket}/{key} (job {job})\n")
     return follow_and_report(stack, job, started=started, as_json=as_json, stdout=stdout,
