@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -104,13 +105,16 @@ class MiniStack:
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or Path(tempfile.gettempdir()) / f"fanout-ministack-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.scratch: Path | None = None
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> MiniStack:
         python = ministack_python()
-        env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TMPDIR")
-               if name in os.environ}
+        env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
+        # Each Lambda worker unpacks its code and layers (~10 MB) under TMPDIR, and a worker
+        # killed with the emulator leaves them: give MiniStack a folder removed at stop().
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"fanout-ministack-{self.port}-"))
         # Lambda workers inherit MiniStack's environment: keep it to what they need.
-        env |= {"GATEWAY_PORT": str(self.port), "BIND_HOST": "127.0.0.1",
+        env |= {"GATEWAY_PORT": str(self.port), "BIND_HOST": "127.0.0.1", "TMPDIR": str(self.scratch),
                 "MINISTACK_REGION": REGION, "LOG_LEVEL": "WARNING", **CREDENTIALS}
         log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it until stop()
         try:
@@ -158,6 +162,9 @@ class MiniStack:
         _signal_group(group, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
 
     def __enter__(self) -> MiniStack:
         return self.start() if self.process is None else self

@@ -32,6 +32,8 @@ def test_stopping_ministack_stops_its_lambda_workers(tmp_path: Path):
         answer = functions.invoke(FunctionName="probe")["Payload"].read()
         worker = int(json.loads(answer)["pid"])
         assert worker != emulator.process.pid and os.getpgid(worker) == emulator.process.pid
+        scratch = emulator.scratch
+        assert scratch is not None and any(scratch.iterdir())  # the worker unpacked its code here
     finally:
         group = emulator.process.pid if emulator.process else None
         emulator.stop()
@@ -43,6 +45,7 @@ def test_stopping_ministack_stops_its_lambda_workers(tmp_path: Path):
     except ProcessLookupError:
         pass
     assert not emulator.healthy()
+    assert scratch is not None and not scratch.exists()  # the workers' unpacked code went too
 
 
 def test_activity_shows_uploads_jobs_and_rows_per_second(local: Local, stack: ministack.Deployment,
