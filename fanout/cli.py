@@ -99,6 +99,9 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--spec", type=Path, help="mapping spec (TOML) the stack is built from")
     serve.add_argument("-c", "--context", action="append", default=[], metavar="KEY=VALUE",
                        help="a CDK context option for the stack (repeatable), e.g. -c gzip=true")
+    serve.add_argument("--ingest", type=Path, metavar="FILE",
+                       help="load FILE through the stack (as `fanout ingest FILE --stack`), then "
+                            "stop and exit with its status (`make demo`)")
 
 
 def add_stack_arguments(ingest: argparse.ArgumentParser) -> None:
@@ -147,7 +150,11 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"fanout serve: error: {args.spec}: no such file", file=sys.stderr)
             return 2
         context["spec"] = str(args.spec.resolve())
-    return serve_forever(port=args.port, stack_name=args.stack_name, context=context)
+    if args.ingest and not args.ingest.is_file():
+        print(f"fanout serve: error: {args.ingest}: no such file", file=sys.stderr)
+        return 2
+    return serve_forever(port=args.port, stack_name=args.stack_name, context=context,
+                         ingest=args.ingest)
 
 
 def _ingest_stack(args: argparse.Namespace) -> int:

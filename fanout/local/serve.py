@@ -20,7 +20,15 @@ from typing import Any, TextIO
 
 from fanout import ledger
 from fanout.local import ministack
-from fanout.local.stack import DeployedStack, find_stack, job_elapsed_s, job_for_key, settled_rows
+from fanout.local.stack import (
+    DeployedStack,
+    StackError,
+    find_stack,
+    ingest_to_stack,
+    job_elapsed_s,
+    job_for_key,
+    settled_rows,
+)
 from fanout.progress import format_duration, format_rate
 
 ACTIVITY_POLL_S = 1.0
@@ -124,8 +132,11 @@ def outcome(item: Mapping[str, Any]) -> str:
 
 
 def serve_forever(*, port: int = 0, stack_name: str = "fanout",
-                  context: Mapping[str, str] | None = None, stream: TextIO = sys.stdout) -> int:
-    """Start, deploy, show activity until SIGINT or SIGTERM; always stop MiniStack."""
+                  context: Mapping[str, str] | None = None, stream: TextIO = sys.stdout,
+                  ingest: Path | None = None) -> int:
+    """Start, deploy, show activity until SIGINT or SIGTERM; always stop MiniStack.
+    With `ingest`, load that file through the stack instead (`make demo`), then stop and
+    return its exit code."""
     def on_signal(signum: int, _frame: Any) -> None:
         raise Stopped(signal.Signals(signum).name)
 
@@ -138,6 +149,8 @@ def serve_forever(*, port: int = 0, stack_name: str = "fanout",
         stream.flush()
         with ministack.local_stack(emulator=emulator, stack_name=stack_name, log=cdk_log,
                                    context=context) as (_, deployment):
+            if ingest is not None:
+                return ingest_to_stack(ingest, stack_name, endpoint_url=deployment.endpoint_url)
             stream.write(banner(deployment, emulator.log_path, cdk_log))
             stream.flush()
             activity = Activity(find_stack(stack_name, deployment.endpoint_url), stream)
@@ -153,7 +166,7 @@ def serve_forever(*, port: int = 0, stack_name: str = "fanout",
         stream.write("fanout serve: stopping MiniStack and its Lambda workers\n")
         stream.flush()
         return 0
-    except ministack.MiniStackError as exc:
+    except (ministack.MiniStackError, StackError) as exc:
         stream.write(f"fanout serve: error: {exc}\n")
         return 1
     finally:
