@@ -14,7 +14,7 @@ from fanout.local import ministack
 from fanout.local.serve import Activity, banner
 from fanout.local.stack import find_stack
 from tests.deployed.conftest import Local
-from tests.deployed.helpers import wait_until, write_csv
+from tests.deployed.helpers import BIN, wait_until, write_csv
 
 
 def test_stopping_ministack_stops_its_lambda_workers(tmp_path: Path):
@@ -92,3 +92,17 @@ def test_the_tools_are_the_pinned_versions():
     cdk = subprocess.run([str(ministack.cdk_cli()), "--version"], capture_output=True, text=True,
                          check=True, env=ministack.cdk_env("http://127.0.0.1:1")).stdout
     assert cdk.startswith(pins["CDK_CLI_VERSION"] + " ")
+
+
+def test_fanout_serve_ingest_deploys_loads_and_stops(tmp_path: Path):
+    """`make demo`'s command, whole: its own MiniStack, bootstrap, deploy, the load, the
+    summary, exit 0, and nothing left running."""
+    data = tmp_path / "demo.csv"
+    write_csv(data, 75, tag="demo")
+    port = ministack.free_port()
+    done = subprocess.run([str(BIN / "fanout"), "serve", "--port", str(port), "--ingest", str(data)],
+                          capture_output=True, text=True, timeout=400, check=False, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "status     COMPLETE" in done.stdout and "rows read  75" in done.stdout
+    assert "  written    75" in done.stdout
+    assert not ministack.MiniStack(port=port).healthy()  # stopped with it
