@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import ledger_scale, model
+from bench import emulators, ledger_scale, model
 from bench.cpu import enqueue_rate, message_bodies, splitter_cpu, writer_cpu
 from bench.data import generate, quoted_variant, repeat_to_size
 from bench.invocation import writer_rows
@@ -173,6 +173,8 @@ def run(sizes: Sizes, workdir: Path, quick: bool) -> str:
         n(ingest.rows_per_s), f"plain BatchWriteItem {n(plain_rate)}", f"{ratio:.2f}",
         goal(ratio >= 0.8, "≥ 0.8"),
     ))
+    emulators.add_to(rows_out, notes, ingest_file, workdir, sizes.ingest_rows,
+                     moto_ingest=ingest.rows_per_s, moto_plain=plain_rate)
     outcome = ingest.summary
     if outcome["status"] != "COMPLETE" or outcome["rows_written"] != ingest.rows:
         notes.append(

@@ -1,5 +1,6 @@
-"""Where the replayer works: the DLQ and the rows queue of a local `fanout serve` or of a
-deployed stack (found from its CloudFormation outputs)."""
+"""Where the replayer works: the DLQ and the rows queue of a deployed stack, in AWS or in
+a local `fanout serve` (found from its CloudFormation outputs; the endpoint comes from
+--endpoint-url or AWS_ENDPOINT_URL), or queues named explicitly."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from botocore.exceptions import ClientError
 
 from fanout.aws import client
 from fanout.failures import is_loopback, use_local_credentials
+from fanout.local.stack import resolve_endpoint
 from fanout.settings import ResourceNames
 
 # The CloudFormation outputs the stack declares (infra/).
@@ -42,6 +44,7 @@ def discover(*, endpoint_url: str | None = None, stack: str | None = None,
              sqs: Any = None, cloudformation: Any = None) -> Target:
     """Resolve the queue URLs: explicit URLs win, then the stack's outputs, then the
     default queue names on the endpoint."""
+    endpoint_url = resolve_endpoint(endpoint_url)
     use_local_credentials(endpoint_url)
     names = names or ResourceNames()
     sqs = sqs or client("sqs", endpoint_url=endpoint_url, region=region)

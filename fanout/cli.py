@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also back up written items as JSON lines under json-copy/ in the bucket")
     ingest.add_argument("--json", action="store_true",
                         help="print the summary as JSON (and nothing else: no progress)")
+    add_stack_arguments(ingest)
 
     check = commands.add_parser(
         "check", help="a dry run: what ingest would write and reject, with nothing written",
@@ -166,18 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--ledger-table", default=None, help="ledger table name (default fanout-jobs)")
     status.add_argument("--out-root", type=Path, default=Path("fanout-out"),
                         help="where local runs keep their outputs (default ./fanout-out)")
+    status.add_argument("--follow", action="store_true",
+                        help="with --stack: follow the job with a progress display until it ends")
 
-    serve = commands.add_parser(
-        "serve", help="run the pipeline as a local stack on 127.0.0.1 until Ctrl-C",
-        description="Start a moto server with the bucket, queues, DLQ, table and ledger, and "
-                    "run the splitter and writer behind them; upload with the AWS CLI.")
-    serve.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-    serve.add_argument("--spec", type=Path, help="mapping spec (TOML): keys, types, transforms")
-    serve.add_argument("--partition-key", metavar="T", help="partition key template")
-    serve.add_argument("--sort-key", metavar="T", help="sort key template; '' for none")
-    _add_source_flags(serve)
-    serve.add_argument("--concurrency", type=_positive, default=4,
-                       help="concurrent writer invocations (default 4)")
+    add_serve_parser(commands)
 
     spec = commands.add_parser(
         "spec", help="work with mapping specs: `fanout spec infer FILE`",
@@ -219,6 +212,31 @@ class CommandError(Exception):
     def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.code = code
+
+
+def add_serve_parser(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser(
+        "serve", help="deploy the real stack into MiniStack on 127.0.0.1 and run it until Ctrl-C",
+        description="Start MiniStack (a local AWS emulator) on a free loopback port, `cdk "
+                    "bootstrap` and `cdk deploy` infra/app.py into it with a Powertools layer "
+                    "built from the installed package, print the stack's outputs and what to "
+                    "export, then show what the pipeline does until Ctrl-C or SIGTERM.")
+    serve.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    serve.add_argument("--stack-name", default="fanout", help="stack name (default fanout)")
+    serve.add_argument("--spec", type=Path, help="mapping spec (TOML) the stack is built from")
+    serve.add_argument("-c", "--context", action="append", default=[], metavar="KEY=VALUE",
+                       help="a CDK context option for the stack (repeatable), e.g. -c gzip=true")
+    serve.add_argument("--ingest", type=Path, metavar="FILE",
+                       help="load FILE through the stack (as `fanout ingest FILE --stack`), then "
+                            "stop and exit with its status (`make demo`)")
+
+
+def add_stack_arguments(ingest: argparse.ArgumentParser) -> None:
+    ingest.add_argument("--stack", metavar="NAME",
+                        help="load into this deployed stack (local `fanout serve` or AWS) instead "
+                             "of the embedded emulator: upload under its prefix and follow the job")
+    ingest.add_argument("--endpoint-url", metavar="URL",
+                        help="with --stack: the stack's endpoint (default: AWS_ENDPOINT_URL, else AWS)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -326,9 +344,38 @@ def resolve_spec(spec_path: Path | None, partition_key: str | None, sort_key: st
 def _serve(args: argparse.Namespace) -> int:
     from fanout.local.serve import serve_forever
 
-    spec = resolve_spec(args.spec, args.partition_key, args.sort_key, args.delimiter,
-                        args.encoding)
-    return serve_forever(spec, port=args.port, concurrency=args.concurrency)
+    context = dict(item.partition("=")[::2] for item in args.context)
+    if args.spec:
+        if not args.spec.is_file():
+            raise CommandError(f"{args.spec}: no such file", EXIT_USAGE)
+        context["spec"] = str(args.spec.resolve())
+    if args.ingest and not args.ingest.is_file():
+        raise CommandError(f"{args.ingest}: no such file", EXIT_USAGE)
+    return serve_forever(port=args.port, stack_name=args.stack_name, context=context,
+                         ingest=args.ingest)
+
+
+def _ingest_stack(args: argparse.Namespace) -> int:
+    from fanout.local.stack import StackError, ingest_to_stack
+
+    try:
+        return ingest_to_stack(args.file, args.stack, endpoint_url=args.endpoint_url,
+                               as_json=args.json)
+    except StackError as exc:
+        raise CommandError(str(exc), EXIT_FAILED) from None
+
+
+def _status_follow(args: argparse.Namespace) -> int:
+    import time
+
+    from fanout.local.stack import StackError, find_stack, follow_and_report
+
+    try:
+        stack = find_stack(args.stack, args.endpoint_url)
+        return follow_and_report(stack, args.job, started=time.monotonic(), as_json=False,
+                                 label=f"job {args.job}")
+    except StackError as exc:
+        raise CommandError(str(exc), EXIT_FAILED) from None
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -337,6 +384,8 @@ def _ingest(args: argparse.Namespace) -> int:
 
     if not args.file.is_file():
         raise CommandError(f"{args.file}: no such file", EXIT_USAGE)
+    if args.stack:
+        return _ingest_stack(args)
     spec = resolve_spec(args.spec, args.partition_key, args.sort_key, args.delimiter,
                         args.encoding)
     out = args.out or Path("fanout-out") / args.file.stem
@@ -380,6 +429,10 @@ def _status(args: argparse.Namespace) -> int:
     from fanout import ledger
     from fanout.settings import ResourceNames
 
+    if args.follow:
+        if not args.stack:
+            raise CommandError("--follow needs --stack NAME", EXIT_USAGE)
+        return _status_follow(args)
     if args.endpoint_url or args.stack:
         from fanout.aws import client
 

@@ -30,7 +30,8 @@ EXIT_USAGE = 2
 EXIT_REJECTED = 3  # `fanout ingest`: the run finished, but some rows were rejected
 
 # A local emulator accepts any credentials (these are moto's).
-FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_DEFAULT_REGION": "us-east-1"}
 DEBUG_VARIABLE = "FANOUT_DEBUG"  # set to 1 to see the traceback of an unexpected failure
 
 

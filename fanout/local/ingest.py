@@ -457,5 +457,6 @@ def print_summary(summary: dict[str, Any], stream: TextIO | None = None) -> None
     ]
     if summary.get("error"):
         lines.append(f"error      {summary['error']}")
-    lines.append(f"outputs    {summary['out_dir']}/(summary.json, items.jsonl, rejected.jsonl)")
+    if summary.get("out_dir"):
+        lines.append(f"outputs    {summary['out_dir']}/(summary.json, items.jsonl, rejected.jsonl)")
     (stream or sys.stdout).write("\n".join(lines) + "\n")

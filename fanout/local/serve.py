@@ -1,153 +1,177 @@
-"""`fanout serve`: the whole pipeline as a long-running local stack on 127.0.0.1.
+"""`fanout serve`: the real stack (`infra/app.py`) deployed into MiniStack on 127.0.0.1,
+running until Ctrl-C or SIGTERM.
 
-A moto server holds the bucket, the queues, the DLQ, the table and the jobs ledger (as
-`create_resources` makes them for `fanout ingest`); the splitter and the writer run
-behind them through the same event-source-mapping wiring. Anything that speaks AWS — the
-AWS CLI, boto3, `dlq-replayer --endpoint-url` — can then upload and inspect.
+MiniStack starts on a free loopback port, `cdk bootstrap` and `cdk deploy` run against it
+(fanout/local/ministack.py), and the terminal then shows a banner with the stack's
+outputs and what to export, followed by what the pipeline does: uploads seen, jobs
+split, rows/s while they load, and each job's outcome. MiniStack's own output goes to a
+log file, not the terminal. Stopping ends MiniStack and its Lambda workers.
 """
 
 from __future__ import annotations
 
 import signal
 import sys
-import threading
-import urllib.request
-from dataclasses import dataclass, field, replace
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
-from fanout.aws import Clients
-from fanout.local.backpressure import BoundedQueueClient
-from fanout.local.emulator import Emulator
-from fanout.local.esm import EventSourceMapping
-from fanout.local.ingest import clear_metrics, quiet_powertools, start_functions
-from fanout.local.resources import LocalStack, create_resources
-from fanout.mapping import Spec
-from fanout.runtime import Runtime
-from fanout.settings import LOCAL_CONFIG, PipelineConfig, ResourceNames
+from fanout import ledger
+from fanout.local import ministack
+from fanout.local.stack import (
+    DeployedStack,
+    StackError,
+    find_stack,
+    ingest_to_stack,
+    job_elapsed_s,
+    job_for_key,
+    settled_rows,
+)
+from fanout.progress import format_duration, format_rate
+
+ACTIVITY_POLL_S = 1.0
+PROGRESS_EVERY_S = 5.0
 
 
-@dataclass
-class ServeHandle:
-    """A running local stack; `stop()` ends it (idempotent)."""
-
-    endpoint_url: str
-    stack: LocalStack
-    clients: Clients
-    emulator: Emulator
-    writers: EventSourceMapping
-    splitters: EventSourceMapping
-    _handlers: list[Any] = field(default_factory=list)
-    _stopped: bool = False
-
-    def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        self.writers.stop()
-        self.splitters.stop()
-        for handler in self._handlers:
-            handler.runtime.use(None)
-        self.emulator.__exit__(None, None, None)
-
-    def __enter__(self) -> ServeHandle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+class Stopped(Exception):
+    """SIGINT or SIGTERM arrived: unwind, stopping MiniStack on the way out."""
 
 
-def start_stack(spec: Spec, *, port: int = 0, concurrency: int = 4,
-                config: PipelineConfig = LOCAL_CONFIG,
-                names: ResourceNames | None = None) -> ServeHandle:
-    """Start the moto server, create the resources and start the functions behind them."""
-    quiet_powertools()
-    from splitter import handler as splitter_handler
-    from writer import handler as writer_handler
-
-    names = names or ResourceNames()
-    emulator = Emulator("server", port=port).__enter__()
-    try:
-        assert emulator.endpoint_url
-        _reset(emulator.endpoint_url)
-        clients = emulator.clients()
-        stack = create_resources(clients, spec, config=config, names=names,
-                                 endpoint_url=emulator.endpoint_url)
-        runtime = Runtime(stack.settings, spec, clients)
-        bounded_sqs = BoundedQueueClient(clients.sqs, stack.settings.rows_queue_url)
-        splitter_handler.runtime.use(replace(runtime, clients=replace(clients, sqs=bounded_sqs)))
-        writer_handler.runtime.use(runtime)
-        writers, splitters = start_functions(stack, clients, clear_metrics(splitter_handler),
-                                             clear_metrics(writer_handler),
-                                             concurrency=concurrency,
-                                             on_deleted=bounded_sqs.finished)
-    except BaseException:
-        splitter_handler.runtime.use(None)
-        writer_handler.runtime.use(None)
-        emulator.__exit__(None, None, None)
-        raise
-    return ServeHandle(emulator.endpoint_url, stack, clients, emulator, writers, splitters,
-                       [splitter_handler, writer_handler])
-
-
-def _reset(endpoint_url: str) -> None:
-    """A fresh stack: moto's backends live in this process and outlive an earlier server."""
-    request = urllib.request.Request(f"{endpoint_url}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(request, timeout=10):
-        pass
-
-
-def describe(handle: ServeHandle) -> str:
-    """What an operator needs: endpoint, names, URLs and commands to paste."""
-    s, config, endpoint = handle.stack.settings, handle.stack.config, handle.endpoint_url
-    upload = f"s3://{s.bucket}/{config.upload_prefix}"
+def banner(deployment: ministack.Deployment, emulator_log: Path, cdk_log: Path) -> str:
+    """What an operator needs: endpoint, names, what to export and commands to paste."""
+    o, endpoint, name = deployment.outputs, deployment.endpoint_url, deployment.stack_name
+    upload = f"s3://{o['BucketName']}/{o.get('UploadPrefix', 'uploads/')}"
+    exports = " ".join(f"{k}={v}" for k, v in ministack.client_env(endpoint).items())
     return "\n".join([
-        "fanout serve: the pipeline is running on a local AWS emulator (moto)",
-        f"  endpoint        {endpoint}",
-        f"  bucket          {s.bucket}",
-        f"  upload prefix   {upload}",
-        f"  rows queue      {s.rows_queue_url}",
-        f"  DLQ             {s.dlq_url}",
-        f"  table           {s.table_name}",
-        f"  jobs ledger     {s.ledger_table_name}",
-        f"  visibility timeout {config.visibility_timeout_s} s, "
-        f"maxReceiveCount {config.max_receive_count}",
+        f"fanout serve: stack {name!r} (infra/app.py, deployed with the cdk CLI) is running "
+        f"in MiniStack {ministack.MINISTACK_VERSION} at {endpoint}",
+        *(f"  {key:<22}{value}" for key, value in sorted(o.items())),
         "",
-        "try it (any credentials work; these are moto's):",
-        "  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "
-        "AWS_DEFAULT_REGION=us-east-1",
-        f"  aws --endpoint-url {endpoint} s3 cp data.csv {upload}",
-        f"  aws --endpoint-url {endpoint} dynamodb scan --table-name {s.ledger_table_name}",
-        f"  aws --endpoint-url {endpoint} dynamodb scan --table-name {s.table_name} "
-        "--select COUNT",
-        f"  aws --endpoint-url {endpoint} sqs get-queue-attributes --queue-url {s.dlq_url} "
-        "--attribute-names ApproximateNumberOfMessages",
-        f"  dlq-replayer inspect --endpoint-url {endpoint}",
+        "in another terminal:",
+        f"  export {exports}",
+        f"  aws s3 cp data.csv {upload}",
+        f"  fanout ingest data.csv --stack {name}",
+        f"  dlq-replayer inspect --stack {name}",
+        f"  aws logs filter-log-events --log-group-name {o.get('WriterLogGroup', '')}",
         "",
-        "Ctrl-C stops it (everything is in memory and goes with it).",
+        f"MiniStack's log: {emulator_log}   cdk's log: {cdk_log}",
+        "Ctrl-C stops MiniStack and its Lambda workers (all state is in memory and goes with it).",
+        "",
     ]) + "\n"
 
 
-def serve_forever(spec: Spec, *, port: int = 0, concurrency: int = 4,
-                  stream: TextIO = sys.stdout) -> int:
-    """Run until SIGINT or SIGTERM; stop the functions and the server cleanly."""
-    stop = threading.Event()
+@dataclass
+class Watched:
+    key: str
+    status: str | None = None
+    last_progress: float = 0.0
 
+
+class Activity:
+    """Prints what the pipeline does: one ListObjectsV2 of the upload prefix and one
+    GetItem per unfinished job a poll."""
+
+    def __init__(self, stack: DeployedStack, stream: TextIO,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.stack, self.stream, self.clock = stack, stream, clock
+        self.seen: set[str] = set()
+        self.jobs: dict[str, Watched] = {}
+
+    def say(self, text: str) -> None:
+        self.stream.write(f"{time.strftime('%H:%M:%S')}  {text}\n")
+        self.stream.flush()
+
+    def poll(self) -> None:
+        pages = self.stack.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.stack.bucket, Prefix=self.stack.upload_prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                if obj["Key"] not in self.seen:
+                    self.seen.add(obj["Key"])
+                    job = job_for_key(self.stack, obj["Key"])
+                    self.jobs[job] = Watched(obj["Key"])
+                    self.say(f"upload  s3://{self.stack.bucket}/{obj['Key']} "
+                             f"({obj['Size']:,} bytes): job {job}")
+        for job, watched in list(self.jobs.items()):
+            item = ledger.get_job(self.stack.dynamodb, self.stack.ledger_table, job)
+            if item is not None:
+                self.report(job, watched, item)
+
+    def report(self, job: str, watched: Watched, item: Mapping[str, Any]) -> None:
+        status = item.get("status")
+        if status != watched.status:
+            watched.status = status
+            if status == ledger.SPLITTING:
+                self.say(f"job {job}: splitting")
+            elif status == ledger.RUNNING:
+                self.say(f"job {job}: split into {item.get('messages_total', 0):,} messages "
+                         f"({item.get('rows_read', 0):,} rows); the writers are loading")
+            elif status == ledger.COMPLETE:
+                self.say(f"job {job}: COMPLETE: {outcome(item)}")
+            elif status == ledger.FAILED:
+                self.say(f"job {job}: FAILED: {item.get('error')}")
+        if status in (ledger.COMPLETE, ledger.FAILED):
+            del self.jobs[job]
+            return
+        now = self.clock()
+        if now - watched.last_progress >= PROGRESS_EVERY_S and status == ledger.RUNNING:
+            watched.last_progress = now
+            self.say(f"job {job}: {settled_rows(dict(item)):,} of {item.get('rows_read', 0):,} "
+                     "rows settled so far")
+
+
+def outcome(item: Mapping[str, Any]) -> str:
+    elapsed = job_elapsed_s(dict(item)) or 0.0
+    rows = int(item.get("rows_read", 0))
+    return (f"{rows:,} rows read, {int(item.get('rows_written', 0)):,} written, "
+            f"{int(item.get('rows_rejected', 0)):,} rejected, "
+            f"{int(item.get('rows_superseded', 0)):,} superseded in {format_duration(elapsed)} "
+            f"({format_rate(rows, elapsed, 'rows')})")
+
+
+def serve_forever(*, port: int = 0, stack_name: str = "fanout",
+                  context: Mapping[str, str] | None = None, stream: TextIO = sys.stdout,
+                  ingest: Path | None = None) -> int:
+    """Start, deploy, show activity until SIGINT or SIGTERM; always stop MiniStack.
+    With `ingest`, load that file through the stack instead (`make demo`), then stop and
+    return its exit code."""
     def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
+        raise Stopped(signal.Signals(signum).name)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    emulator = ministack.MiniStack(port=port)
+    cdk_log = emulator.log_path.with_suffix(".cdk.log")
     try:
-        handle = start_stack(spec, port=port, concurrency=concurrency)
-        try:
-            stream.write(describe(handle))
+        stream.write(f"fanout serve: starting MiniStack on {emulator.endpoint_url}, then "
+                     "cdk bootstrap and cdk deploy (about 30 s)\n")
+        stream.flush()
+        with ministack.local_stack(emulator=emulator, stack_name=stack_name, log=cdk_log,
+                                   context=context) as (_, deployment):
+            if ingest is not None:
+                return ingest_to_stack(ingest, stack_name, endpoint_url=deployment.endpoint_url)
+            stream.write(banner(deployment, emulator.log_path, cdk_log))
             stream.flush()
-            while not stop.wait(0.5):
-                pass
-            stream.write("fanout serve: stopping\n")
-            stream.flush()
-        finally:
-            handle.stop()
+            activity = Activity(find_stack(stack_name, deployment.endpoint_url), stream)
+            while True:
+                try:
+                    activity.poll()
+                except Stopped:
+                    raise
+                except Exception as exc:  # the emulator busy or a stray object: say, go on
+                    activity.say(f"(could not read the pipeline's state: {exc})")
+                time.sleep(ACTIVITY_POLL_S)
+    except Stopped:
+        stream.write("fanout serve: stopping MiniStack and its Lambda workers\n")
+        stream.flush()
+        return 0
+    except (ministack.MiniStackError, StackError) as exc:
+        stream.write(f"fanout serve: error: {exc}\n")
+        return 1
     finally:
+        for sig in previous:  # a second Ctrl-C must not interrupt the cleanup
+            signal.signal(sig, signal.SIG_IGN)
+        emulator.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 0

@@ -30,12 +30,16 @@ DEFAULT_WRITE_BUDGET = 4000
 # ScalingConfig.MaximumConcurrency must lie in 2..1000.
 MIN_CONCURRENCY, MAX_CONCURRENCY = 2, 1000
 # Public Powertools for AWS Lambda (Python) v3 layer, published by AWS in account
-# 017000801446 in every commercial region. Version 27 is the documented layer of
-# Powertools 3.23.0 (Nov 2025); the handlers use only Logger, Metrics, Tracer and the
-# batch processor, stable across v3. To pin the layer of pyproject's Powertools version:
-# `-c powertools_layer_version=N`.
+# 017000801446 in every commercial region. Not the default: its version 27 is Powertools
+# 3.23.0 where the project pins 3.37.0, so by default the stack ships a layer built from
+# the installed pinned package (fanout_stack/layer.py). `-c powertools_layer_version=N`
+# uses public version N instead.
 POWERTOOLS_ACCOUNT = "017000801446"
-DEFAULT_POWERTOOLS_LAYER_VERSION = 27
+# Pipeline numbers a context option may override (whole numbers): the local stack shortens
+# the writer's timeout and the queue's visibility timeout, and the deployed tests lower the
+# parallel-split threshold so a small file really fans out.
+PIPELINE_CONTEXT_KEYS = ("writer_timeout_s", "visibility_timeout_s", "max_receive_count", "range_bytes",
+                         "parallel_threshold_bytes", "parallel_range_bytes")
 
 
 def writer_concurrency(write_budget: float, rows_per_writer_s: float) -> int:
@@ -72,7 +76,10 @@ class StackConfig:
     writer_role_name: str | None = None
     gzip: bool = False
     versioned: bool = False
-    powertools_layer_version: int = DEFAULT_POWERTOOLS_LAYER_VERSION
+    # None: the layer built from the installed pinned Powertools. Otherwise a version of
+    # the public layer, or a layer ARN of your own.
+    powertools_layer_version: int | None = None
+    powertools_layer_arn: str | None = None
     alarm_email: str | None = None
 
     @property
@@ -120,6 +127,11 @@ class StackConfig:
                 path = base_dir / path
             spec, spec_source = load_spec(path), str(path)
         layer_version = text("powertools_layer_version")
+        pipeline = replace(pipeline, **{
+            key: int(value) for key in PIPELINE_CONTEXT_KEYS if (value := text(key)) is not None})
+        if pipeline.visibility_timeout_s < pipeline.writer_timeout_s:
+            raise ValueError(f"visibility_timeout_s ({pipeline.visibility_timeout_s}) must be at "
+                             f"least writer_timeout_s ({pipeline.writer_timeout_s})")
         return replace(
             config,
             stack_name=text("stack_name") or config.stack_name,
@@ -138,6 +150,7 @@ class StackConfig:
             writer_role_name=text("writer_role_name"),
             gzip=flag("gzip"),
             versioned=flag("versioned"),
-            powertools_layer_version=int(layer_version or DEFAULT_POWERTOOLS_LAYER_VERSION),
+            powertools_layer_version=int(layer_version) if layer_version else None,
+            powertools_layer_arn=text("powertools_layer_arn"),
             alarm_email=text("alarm_email"),
         )

@@ -17,6 +17,7 @@ from constructs import Construct
 
 from fanout.settings import Settings
 from fanout_stack.config import DEFAULT_WRITER_MEMORY_MB, POWERTOOLS_ACCOUNT, StackConfig
+from fanout_stack.layer import POWERTOOLS, build_layer_dir, powertools_version
 from fanout_stack.queues import Messaging
 from fanout_stack.storage import Storage
 
@@ -25,7 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # import. Everything else (.venv, tests, infra, cdk.out, dotfiles) is excluded before it
 # is hashed or copied, so synth stays fast and the zip stays small. fanout/local (the
 # moto-based runtime) and the CLI are not needed in Lambda; boto3 is in the runtime and
-# Powertools comes from its public layer, so no bundling (and no Docker) is needed.
+# Powertools comes from a layer built from the installed package (layer.py), so no
+# bundling (and no Docker) is needed.
 ASSET_PACKAGES = ("fanout", "splitter", "writer")
 ASSET_EXCLUDE = [
     "*", ".*",
@@ -132,6 +134,8 @@ class Functions(Construct):
             range_bytes=pipeline.range_bytes,
             visibility_timeout_s=pipeline.visibility_timeout_s,
             writer_in_flight=pipeline.writer_in_flight,
+            parallel_threshold_bytes=pipeline.parallel_threshold_bytes,
+            parallel_range_bytes=pipeline.parallel_range_bytes,
             errors_prefix=pipeline.errors_prefix,
             json_copy_prefix=pipeline.json_copy_prefix,
         )
@@ -145,11 +149,19 @@ class Functions(Construct):
         check_environment_size({**common_env, "POWERTOOLS_SERVICE_NAME": "fanout-splitter"},
                                config.spec_source)
         code = lambda_.Code.from_asset(str(REPO_ROOT), exclude=ASSET_EXCLUDE)
-        layer = powertools_layer(self, config.powertools_layer_version)
+        layer = self._powertools_layer(config)
 
+        # A fixed name, so the splitter's role can allow invoking exactly this function
+        # (the continuation) without a reference cycle between the role and the function.
+        stack_name = Stack.of(self).stack_name
+        self.splitter_name = config.splitter_function_name or f"{stack_name}-splitter"
+        # Named log groups, so `aws logs tail /aws/fanout/<stack>/splitter` works without
+        # looking up a generated name (the names are also stack outputs).
         self.splitter_logs = logs.LogGroup(self, "SplitterLogs", retention=LOG_RETENTION,
+                                           log_group_name=f"/aws/fanout/{stack_name}/splitter",
                                            removal_policy=RemovalPolicy.DESTROY)
         self.writer_logs = logs.LogGroup(self, "WriterLogs", retention=LOG_RETENTION,
+                                         log_group_name=f"/aws/fanout/{stack_name}/writer",
                                          removal_policy=RemovalPolicy.DESTROY)
         self.splitter_role = function_role(
             self, "SplitterRole", role_name=config.splitter_role_name,
@@ -158,9 +170,6 @@ class Functions(Construct):
             self, "WriterRole", role_name=config.writer_role_name,
             log_group=self.writer_logs, description="fanout writer: rows queue -> DynamoDB")
 
-        # A fixed name, so the splitter's role can allow invoking exactly this function
-        # (the continuation) without a reference cycle between the role and the function.
-        self.splitter_name = config.splitter_function_name or f"{Stack.of(self).stack_name}-splitter"
         self.splitter = lambda_.Function(
             self, "Splitter",
             function_name=self.splitter_name,
@@ -212,6 +221,23 @@ class Functions(Construct):
         # Grants the writer ReceiveMessage/DeleteMessage/ChangeMessageVisibility/
         # GetQueueAttributes/GetQueueUrl on the rows queue only.
         self.writer.add_event_source(self.writer_source)
+
+    def _powertools_layer(self, config: StackConfig) -> lambda_.ILayerVersion:
+        """The layer built from the installed pinned Powertools (layer.py), unless context
+        names another: a layer ARN, or a version of the public layer."""
+        if config.powertools_layer_arn:
+            return lambda_.LayerVersion.from_layer_version_arn(self, "PowertoolsLayer",
+                                                               config.powertools_layer_arn)
+        if config.powertools_layer_version is not None:
+            return powertools_layer(self, config.powertools_layer_version)
+        return lambda_.LayerVersion(
+            self, "PowertoolsLayer",
+            code=lambda_.Code.from_asset(str(build_layer_dir())),
+            compatible_runtimes=[lambda_.Runtime.PYTHON_3_13],
+            compatible_architectures=[lambda_.Architecture.ARM_64],
+            description=f"{POWERTOOLS}[tracer]=={powertools_version()} (the pinned package)",
+            removal_policy=RemovalPolicy.DESTROY,
+        )
 
     def _grant_splitter(self, config: StackConfig, storage: Storage, messaging: Messaging) -> None:
         pipeline = config.pipeline

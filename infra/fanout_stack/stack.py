@@ -40,6 +40,8 @@ class FanoutStack(Stack):
             "SplitterFunctionName": self.functions.splitter.function_name,
             "WriterFunctionName": self.functions.writer.function_name,
             "WriterMaxConcurrency": str(config.writer_max_concurrency),
+            "SplitterLogGroup": self.functions.splitter_logs.log_group_name,
+            "WriterLogGroup": self.functions.writer_logs.log_group_name,
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)

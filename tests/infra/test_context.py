@@ -122,3 +122,28 @@ def test_relative_spec_paths_resolve_from_the_infra_folder(tmp_path: Path) -> No
     (tmp_path / "offers.toml").write_text('[table]\npartition_key = { name = "id" }\n')
     config = StackConfig.from_context(context_getter(spec="offers.toml"), base_dir=tmp_path)
     assert config.spec.key_schema() == [("id", "S")]
+
+
+def test_pipeline_waits_and_range_sizes_come_from_context() -> None:
+    config = StackConfig.from_context(context_getter(
+        writer_timeout_s="30", visibility_timeout_s="30", max_receive_count="2",
+        range_bytes="131072", parallel_threshold_bytes="600000", parallel_range_bytes="250000"))
+    pipeline = config.pipeline
+    assert (pipeline.writer_timeout_s, pipeline.visibility_timeout_s, pipeline.max_receive_count) == (30, 30, 2)
+    assert (pipeline.range_bytes, pipeline.parallel_threshold_bytes,
+            pipeline.parallel_range_bytes) == (131072, 600000, 250000)
+
+
+def test_a_visibility_timeout_below_the_writer_timeout_is_refused() -> None:
+    with pytest.raises(ValueError, match="visibility_timeout_s"):
+        StackConfig.from_context(context_getter(writer_timeout_s="60", visibility_timeout_s="30"))
+
+
+def test_a_layer_arn_from_context_replaces_the_public_layer() -> None:
+    arn = "arn:aws:lambda:us-east-1:000000000000:layer:fanout-powertools:1"
+    assert StackConfig.from_context(context_getter(powertools_layer_arn=arn)).powertools_layer_arn == arn
+
+
+def test_the_public_layer_is_used_only_when_a_version_is_asked_for() -> None:
+    assert StackConfig.from_context(context_getter()).powertools_layer_version is None
+    assert StackConfig.from_context(context_getter(powertools_layer_version="27")).powertools_layer_version == 27

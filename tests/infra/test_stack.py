@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from typing import Any
 
 from aws_cdk.assertions import Match
@@ -19,7 +20,8 @@ from fanout_stack.config import (
     DEFAULT_WRITER_MEMORY_MB,
     writer_concurrency,
 )
-from tests.infra.conftest import Synth
+from fanout_stack.layer import build_layer_dir
+from tests.infra.conftest import REPO_ROOT, Synth
 
 
 def statements(synth: Synth, role: Any) -> list[dict[str, Any]]:
@@ -207,9 +209,30 @@ def test_functions_are_arm64_python313_traced_with_the_powertools_layer(
         assert props["Timeout"] == timeout
         assert props["TracingConfig"] == {"Mode": "Active"}
         (layer,) = props["Layers"]
-        parts = layer["Fn::Join"][1]
-        assert {"Ref": "AWS::Region"} in parts
-        assert parts[-1].endswith(":017000801446:layer:AWSLambdaPowertoolsPythonV3-python313-arm64:27")
+        layer_id, layer_resource = default_stack.one("AWS::Lambda::LayerVersion")
+        assert layer == {"Ref": layer_id}
+    # The layer the stack ships is the Powertools release pyproject.toml pins.
+    assert layer_resource["Properties"]["CompatibleArchitectures"] == ["arm64"]
+    assert layer_resource["Properties"]["CompatibleRuntimes"] == ["python3.13"]
+    assert f"aws-lambda-powertools[tracer]=={pinned_powertools()} " in \
+        layer_resource["Properties"]["Description"]
+
+
+def pinned_powertools() -> str:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    (pin,) = [d for d in project["dependencies"] if d.startswith("aws-lambda-powertools")]
+    return pin.split("==")[1]
+
+
+def test_the_layer_holds_the_pinned_powertools_and_no_compiled_code() -> None:
+    folder = build_layer_dir()
+    python = folder / "python"
+    (dist_info,) = python.glob("aws_lambda_powertools-*.dist-info")
+    assert dist_info.name == f"aws_lambda_powertools-{pinned_powertools()}.dist-info"
+    assert (python / "aws_lambda_powertools" / "tracing" / "tracer.py").is_file()
+    assert (python / "aws_xray_sdk").is_dir()  # the [tracer] extra
+    assert not (python / "boto3").exists() and not (python / "botocore").exists()  # the runtime's
+    assert not [f for f in python.rglob("*") if f.suffix in (".so", ".pyd", ".pyc")]
 
 
 def test_functions_get_the_settings_and_the_spec_they_read(default_stack: Synth) -> None:
@@ -235,7 +258,9 @@ def test_functions_get_the_settings_and_the_spec_they_read(default_stack: Synth)
 
 def test_code_asset_holds_only_the_three_packages(default_stack: Synth) -> None:
     assets = [p for p in default_stack.outdir.iterdir() if p.name.startswith("asset.")]
-    assert len(assets) == 1, "splitter and writer share one code asset"
+    # One code asset shared by splitter and writer, and the Powertools layer's (python/).
+    assert sorted(sorted(q.name for q in p.iterdir()) == ["python"] for p in assets) == [False, True]
+    assets = [p for p in assets if not (p / "python").is_dir()]
     top = {p.name for p in assets[0].iterdir()}
     assert top == {"fanout", "splitter", "writer"}
     files = {str(p.relative_to(assets[0])) for p in assets[0].rglob("*") if p.is_file()}
@@ -244,14 +269,18 @@ def test_code_asset_holds_only_the_three_packages(default_stack: Synth) -> None:
 
 
 def test_code_asset_imports_both_handlers_on_its_own(default_stack: Synth) -> None:
-    """What Lambda will do: import the handlers from the asset alone, with boto3 and
-    Powertools (runtime + layer) but without the repo checkout or moto's runtime."""
-    (asset,) = [p for p in default_stack.outdir.iterdir() if p.name.startswith("asset.")]
+    """What Lambda will do: import the handlers from the asset alone, with boto3 (runtime)
+    and Powertools from the stack's layer, but without the repo checkout or moto's runtime."""
+    assets = [p for p in default_stack.outdir.iterdir() if p.name.startswith("asset.")]
+    (layer,) = [p / "python" for p in assets if (p / "python").is_dir()]
+    (asset,) = [p for p in assets if not (p / "python").is_dir()]
     site_packages = sysconfig.get_paths()["purelib"]
-    # -S: no site processing, so the editable install of this repo is not on the path.
-    code = (f"import sys; sys.path[:0] = [{str(asset)!r}, {site_packages!r}]; "
-            "import splitter.handler, writer.handler, fanout; "
+    # -S: no site processing, so the editable install of this repo is not on the path; the
+    # layer comes before site-packages (which stands in for the runtime's boto3), as in Lambda.
+    code = (f"import sys; sys.path[:0] = [{str(asset)!r}, {str(layer)!r}, {site_packages!r}]; "
+            "import splitter.handler, writer.handler, fanout, aws_lambda_powertools; "
             f"assert fanout.__file__.startswith({str(asset)!r}), fanout.__file__; "
+            f"assert aws_lambda_powertools.__file__.startswith({str(layer)!r}); "
             "assert not any(m.startswith(('fanout.local', 'moto')) for m in sys.modules)")
     env = {**os.environ, "POWERTOOLS_TRACE_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"}
     result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,

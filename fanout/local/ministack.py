@@ -1,0 +1,271 @@
+"""The real CDK app deployed into MiniStack on 127.0.0.1: start, bootstrap, layer, deploy, stop.
+
+MiniStack (PyPI `ministack`, pinned in the Makefile) is the emulator: it serves the AWS
+APIs, runs CloudFormation, delivers S3 notifications to the splitter, runs the writer's
+SQS event source mapping and starts Python Lambdas as worker subprocesses of its own
+interpreter. What is ours: starting it in its own process group on a free loopback port
+(so stopping it stops its Lambda workers too), and `cdk bootstrap` / `cdk deploy` of
+`infra/app.py` (whose Powertools layer is built from the installed pinned package, as
+for AWS) with the context options that shorten its waits.
+
+MiniStack lives in its own virtualenv (`.venv/ministack`, made by `make setup`): it pins a
+botocore of its own, and its interpreter stands in for the Lambda runtime (boto3, no
+Powertools: that comes from the layer, as in AWS). The cdk CLI is the pinned npm package
+in `.venv/cdk`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from fanout.aws import CLIENT_CONFIG
+
+# The pinned MiniStack; `make setup` installs this version into .venv/ministack.
+MINISTACK_VERSION = "1.5.33"
+ACCOUNT = "000000000000"  # MiniStack's default account
+REGION = "us-east-1"
+# Any credentials work with AUTH off; these are the ones the banner tells users to export.
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+               "AWS_DEFAULT_REGION": REGION}
+REPO_ROOT = Path(__file__).resolve().parents[2]
+INFRA_DIR = REPO_ROOT / "infra"
+# The stack's waits, shortened for a local run: a failed writer message is received
+# again after 30 s instead of 6 minutes. MiniStack counts a worker's start (interpreter,
+# boto3, Powertools: seconds on a busy two-core machine) against the invocation's
+# timeout, so the writer keeps 30 s. Everything else is the template AWS gets.
+LOCAL_CONTEXT = {"writer_timeout_s": "30", "visibility_timeout_s": "30"}
+START_TIMEOUT_S = 60.0
+STOP_GRACE_S = 10.0
+
+
+class MiniStackError(RuntimeError):
+    """MiniStack, the cdk CLI or a deployment failed; the message says what and where."""
+
+
+def tool(env_name: str, default: Path, what: str) -> Path:
+    """A pinned tool that `make setup` installs next to the project's virtualenv."""
+    path = Path(os.environ.get(env_name) or default)
+    if not path.exists():
+        raise MiniStackError(f"{what} not found at {path}: run `make setup` (or set {env_name})")
+    return path
+
+
+def ministack_python() -> Path:
+    return tool("FANOUT_MINISTACK_PYTHON", Path(sys.prefix) / "ministack" / "bin" / "python",
+                "MiniStack's interpreter")
+
+
+def cdk_cli() -> Path:
+    return tool("FANOUT_CDK", Path(sys.prefix) / "cdk" / "node_modules" / ".bin" / "cdk",
+                "the cdk CLI")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def local_client(service: str, endpoint_url: str) -> Any:
+    """A boto3 client for the emulator with its credentials (nothing else is needed)."""
+    return boto3.session.Session(
+        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"], region_name=REGION,
+    ).client(service, endpoint_url=endpoint_url, config=CLIENT_CONFIG)
+
+
+def client_env(endpoint_url: str) -> dict[str, str]:
+    """What a second terminal exports to reach the local stack (the AWS CLI, boto3, cdk)."""
+    return {"AWS_ENDPOINT_URL": endpoint_url, **CREDENTIALS}
+
+
+class MiniStack:
+    """`python -m ministack` on 127.0.0.1:PORT in its own process group.
+
+    Its Lambda workers are its children in that group, so `stop()` (SIGTERM to the group,
+    then SIGKILL after a grace period) leaves no process behind."""
+
+    def __init__(self, *, port: int = 0, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path or Path(tempfile.gettempdir()) / f"fanout-ministack-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.scratch: Path | None = None
+
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> MiniStack:
+        python = ministack_python()
+        env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
+        # Each Lambda worker unpacks its code and layers (~10 MB) under TMPDIR, and a worker
+        # killed with the emulator leaves them: give MiniStack a folder removed at stop().
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"fanout-ministack-{self.port}-"))
+        # Lambda workers inherit MiniStack's environment: keep it to what they need.
+        env |= {"GATEWAY_PORT": str(self.port), "BIND_HOST": "127.0.0.1", "TMPDIR": str(self.scratch),
+                "MINISTACK_REGION": REGION, "LOG_LEVEL": "WARNING", **CREDENTIALS}
+        log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it until stop()
+        try:
+            self.process = subprocess.Popen([str(python), "-m", "ministack"], env=env,
+                                            stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise MiniStackError(f"MiniStack exited with {self.process.returncode}: "
+                                     f"{self.log_tail()}")
+            if self.healthy():
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise MiniStackError(f"MiniStack did not answer on {self.endpoint_url} within "
+                             f"{timeout_s:.0f} s: {self.log_tail()}")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.endpoint_url}/_ministack/health", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(text[-lines:]) or f"(empty log {self.log_path})"
+
+    def stop(self) -> None:
+        """Stop MiniStack and every process of its group (its Lambda workers); idempotent."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        group = process.pid  # start_new_session: the group id is the leader's pid
+        _signal_group(group, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=STOP_GRACE_S)
+        # Workers that outlived their parent are still in the group.
+        _signal_group(group, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
+
+    def __enter__(self) -> MiniStack:
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _signal_group(group: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, sig)
+
+
+@dataclass
+class Deployment:
+    """A stack deployed into the emulator: its name and CloudFormation outputs."""
+
+    endpoint_url: str
+    stack_name: str
+    outputs: dict[str, str]
+    context: dict[str, str] = field(default_factory=dict)
+
+
+def cdk_env(endpoint_url: str) -> dict[str, str]:
+    """The cdk CLI's environment: the emulator, its account, and this virtualenv first on
+    PATH (infra/cdk.json runs `python3 app.py`, which needs aws-cdk-lib)."""
+    env = dict(os.environ) | client_env(endpoint_url) | {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "CDK_DEFAULT_ACCOUNT": ACCOUNT, "CDK_DEFAULT_REGION": REGION,
+        "CDK_DISABLE_VERSION_CHECK": "1", "CDK_DISABLE_CLI_TELEMETRY": "true",
+        "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "1",
+    }
+    env.pop("AWS_PROFILE", None)
+    env.pop("AWS_SESSION_TOKEN", None)
+    return env
+
+
+def run_cdk(args: list[str], endpoint_url: str, *, log: Path, timeout_s: float = 600,
+            cwd: Path = INFRA_DIR) -> None:
+    """One cdk CLI command against the emulator; its output goes to `log`."""
+    command = [str(cdk_cli()), *args, "--no-notices", "--ci"]
+    with open(log, "ab") as out:
+        out.write(f"$ {' '.join(command)}\n".encode())
+        out.flush()
+        try:
+            done = subprocess.run(command, cwd=cwd, env=cdk_env(endpoint_url), stdout=out,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            raise MiniStackError(f"cdk {args[0]} took over {timeout_s:.0f} s; see {log}") from None
+    if done.returncode != 0:
+        tail = " | ".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise MiniStackError(f"cdk {args[0]} failed ({done.returncode}); see {log}: {tail}")
+
+
+def bootstrap(endpoint_url: str, *, log: Path) -> None:
+    """`cdk bootstrap` of the emulator's account, run outside infra/ so the CLI does not
+    synthesize the app (nor lock infra/cdk.out) for it."""
+    with tempfile.TemporaryDirectory(prefix="fanout-bootstrap-") as cwd:
+        run_cdk(["bootstrap", f"aws://{ACCOUNT}/{REGION}"], endpoint_url, log=log, cwd=Path(cwd))
+
+
+def context_args(context: Mapping[str, str]) -> list[str]:
+    return [arg for key, value in context.items() for arg in ("-c", f"{key}={value}")]
+
+
+def deploy(endpoint_url: str, *, stack_name: str = "fanout", log: Path,
+           context: Mapping[str, str] | None = None) -> Deployment:
+    """`cdk deploy` of infra/app.py into the emulator (the same template as for AWS, its
+    Powertools layer included, with the local waits)."""
+    full = {"stack_name": stack_name, **LOCAL_CONTEXT, **(context or {})}
+    with tempfile.TemporaryDirectory(prefix="fanout-cdk-") as outdir:
+        # Each deployment synthesizes into its own folder: `fanout serve` and the tests
+        # may deploy at the same time.
+        run_cdk(["deploy", stack_name, "--require-approval", "never", "--output", outdir,
+                 *context_args(full)], endpoint_url, log=log)
+    return Deployment(endpoint_url, stack_name, stack_outputs(endpoint_url, stack_name), full)
+
+
+def destroy(deployment: Deployment, *, log: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="fanout-cdk-") as outdir:
+        run_cdk(["destroy", deployment.stack_name, "--force", "--output", outdir,
+                 *context_args(deployment.context)], deployment.endpoint_url, log=log)
+
+
+def stack_outputs(endpoint_url: str, stack_name: str) -> dict[str, str]:
+    cloudformation = local_client("cloudformation", endpoint_url)
+    stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+    return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+
+
+@contextlib.contextmanager
+def local_stack(*, emulator: MiniStack | None = None, stack_name: str = "fanout",
+                log: Path | None = None, context: Mapping[str, str] | None = None,
+                ) -> Iterator[tuple[MiniStack, Deployment]]:
+    """MiniStack started, bootstrapped and the stack deployed; all of it stopped on exit,
+    whatever happened."""
+    emulator = emulator or MiniStack()
+    log = log or emulator.log_path.with_suffix(".cdk.log")
+    with emulator:
+        bootstrap(emulator.endpoint_url, log=log)
+        yield emulator, deploy(emulator.endpoint_url, stack_name=stack_name, log=log,
+                               context=context)
