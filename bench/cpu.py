@@ -21,6 +21,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
@@ -117,6 +118,22 @@ def splitter_cpu(data: bytes, runs: int) -> tuple[Rate, Rate]:
 
     split, base = best_of(runs, splitter, baseline)
     return split, base
+
+
+def check_cpu(path: Path, runs: int) -> tuple[Rate, Rate]:
+    """(`fanout check`, csv.reader baseline) rows/s on the file at `path`: the dry run is
+    the splitter's cut plus the writer's mapping of every message."""
+    from fanout.check import check_file
+
+    def check() -> int:
+        return check_file(path, Spec.default()).rows_read
+
+    def baseline() -> int:
+        with open(path, newline="", encoding="utf-8") as f:
+            return sum(1 for _ in csv.reader(f)) - 1  # the header
+
+    checked, base = best_of(runs, check, baseline)
+    return checked, base
 
 
 # --------------------------------------------------------------------------- writer

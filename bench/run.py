@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import emulators, ledger_scale, model
-from bench.cpu import enqueue_rate, message_bodies, splitter_cpu, writer_cpu
+from bench.cpu import check_cpu, enqueue_rate, message_bodies, splitter_cpu, writer_cpu
 from bench.data import generate, quoted_variant, repeat_to_size
 from bench.invocation import writer_rows
 from bench.memory import measure
@@ -127,6 +127,15 @@ def run(sizes: Sizes, workdir: Path, quick: bool) -> str:
         f"occur, both passes (the check before anything is sent, then the split) prove the "
         f"piece RFC 4180 with one regular-expression match and cut it by quote parity; a "
         f"piece that is not (a quote inside an unquoted field) is cut by csv.reader.")
+
+    t = step("fanout check (dry run)")
+    checked, check_base = check_cpu(cpu_file, sizes.cpu_runs)
+    rows_out.append((
+        "`fanout check` rows/s (dry run: the splitter's cut + the writer's mapping, nothing "
+        "written)", n(checked.per_s), f"csv.reader {n(check_base.per_s)}",
+        f"{checked.per_s / check_base.per_s:.2f}",
+        goal(checked.per_s >= 100_000, "≥ 100,000 rows/s"),
+    ))
 
     t = step("splitter enqueue with 15 ms per SendMessageBatch")
     enqueue_rows_s, latency_sqs = enqueue_rate(data)
