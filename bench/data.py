@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from fanout.makecsv import make_csv
+from fanout_cli.makecsv import make_csv
 
 
 def generate(directory: Path, rows: int, *, accounts: int = 20, seed: int = 1) -> Path:

@@ -19,12 +19,12 @@ from typing import Any
 
 from bench.data import generate
 from bench.pipeline import plain_batch_write, run_ingest
-from fanout.local import ministack
-from fanout.local.resources import key_attribute_definitions
-from fanout.local.stack import find_stack, follow, upload
 from fanout.mapping import Spec
-from fanout.progress import ProgressDisplay
 from fanout.settings import MAX_BATCH_WRITE_ITEMS
+from fanout_cli.local import ministack
+from fanout_cli.local.resources import key_attribute_definitions
+from fanout_cli.local.stack import find_stack, follow, upload
+from fanout_cli.progress import ProgressDisplay
 
 
 @dataclass(frozen=True)

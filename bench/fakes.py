@@ -1,7 +1,7 @@
 """Stand-ins for AWS clients that cost (almost) nothing, so that a measurement is of the
 pipeline's own code: an SQS client that accepts every message and keeps none, and a real
 DynamoDB client whose network round trip is a sleep and a canned answer. (The S3 ones
-are in fanout.local.file_s3, which `fanout check` reads files through.)"""
+are in fanout_cli.local.file_s3, which `fanout check` reads files through.)"""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 The child runs the real `splitter.split.cut_object` (ranged GETs -> chunker ->
 messages -> encode -> Enqueuer) over a file on disk served by a fake S3 client
-(fanout.local.file_s3.FileS3: head_object, get_object with Range), sending to an SQS client that
+(fanout_cli.local.file_s3.FileS3: head_object, get_object with Range), sending to an SQS client that
 discards. moto is not used here because it keeps the whole object in the process's
 memory, which would measure moto rather than the splitter. The child reports its own
 peak RSS (VmHWM; see `_rss_mb` for why not ru_maxrss on Linux), and its peak after the
@@ -55,7 +55,7 @@ def _rss_mb() -> float:
 def child(path: Path) -> dict[str, float]:
     from bench.cpu import run_splitter
     from bench.fakes import NullSQS
-    from fanout.local.file_s3 import FileS3
+    from fanout_cli.local.file_s3 import FileS3
 
     imports_mb = _rss_mb()
     s3 = FileS3(path)

@@ -1,7 +1,7 @@
 """End-to-end on the embedded emulator: `fanout ingest` against plain BatchWriteItem.
 
 Both run on moto in this process, one after the other, on the same rows: the ingest
-through `fanout.local.ingest.ingest` (the real handlers, the local event source mapping,
+through `fanout_cli.local.ingest.ingest` (the real handlers, the local event source mapping,
 the ledger and the output export, i.e. what `fanout ingest FILE` does), the baseline as
 25-item BatchWriteItem calls from one client of items built beforehand. The ingest's AWS
 requests are counted on the way (bench.counting).
@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.counting import Counts, RequestCounter
-from fanout.local.emulator import Emulator
-from fanout.local.ingest import IngestOptions, ingest
-from fanout.local.resources import key_attribute_definitions
 from fanout.mapping import Spec
 from fanout.settings import MAX_BATCH_WRITE_ITEMS
+from fanout_cli.local.emulator import Emulator
+from fanout_cli.local.ingest import IngestOptions, ingest
+from fanout_cli.local.resources import key_attribute_definitions
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dlq_replayer.inspect import distinct_rows, format_text, summarize
 from dlq_replayer.plan import PURGE, REDRIVE, Filters
 from dlq_replayer.redrive import Options, Outcome, run
 from dlq_replayer.target import Target, TargetError, discover
-from fanout.failures import OneLineParser, describe, one_line
+from fanout_cli.failures import OneLineParser, describe, one_line
 
 EXIT_OK = 0
 EXIT_FAILED = 1

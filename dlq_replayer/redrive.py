@@ -21,8 +21,8 @@ from typing import Any, TextIO
 from dlq_replayer.dlq import DlqReader, Ref, in_flight
 from dlq_replayer.plan import PURGE, REDRIVE, Filters, Plan, plan_message
 from dlq_replayer.target import Target
-from fanout.progress import ProgressDisplay
 from fanout.settings import MAX_SEND_BATCH
+from fanout_cli.progress import ProgressDisplay
 
 Hook = Callable[[str, Plan], None]
 SEND_ATTEMPTS = 3
@@ -230,7 +230,7 @@ class RateLimiter:
 
 
 class Progress:
-    """The run's progress through the one display (fanout/progress.py): DLQ messages done
+    """The run's progress through the one display (fanout_cli/progress.py): DLQ messages done
     and the rows they held, with the rate."""
 
     def __init__(self, stream: TextIO | None, op: str) -> None:

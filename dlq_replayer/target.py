@@ -10,9 +10,9 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from fanout.aws import client
-from fanout.failures import is_loopback, use_local_credentials
-from fanout.local.stack import resolve_endpoint
 from fanout.settings import ResourceNames
+from fanout_cli.failures import is_loopback, use_local_credentials
+from fanout_cli.local.stack import resolve_endpoint
 
 # The CloudFormation outputs the stack declares (infra/).
 OUTPUT_DLQ_URL = "DlqUrl"

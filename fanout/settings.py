@@ -1,6 +1,6 @@
 """One typed settings object, read once, shared by the Lambdas, the local runtime and the CDK stack.
 
-The CDK stack (infra/) and the local runtime (fanout/local/) both build their queues,
+The CDK stack (infra/) and the local runtime (fanout_cli/local/) both build their queues,
 tables and timeouts from `PipelineConfig`, so the three can never disagree about a
 visibility timeout or a maxReceiveCount.
 """

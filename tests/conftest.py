@@ -17,9 +17,9 @@ os.environ.update(
 from moto import mock_aws  # noqa: E402
 
 from fanout.aws import Clients  # noqa: E402
-from fanout.local.resources import LocalStack, create_resources  # noqa: E402
 from fanout.mapping import Spec  # noqa: E402
 from fanout.settings import LOCAL_CONFIG, ResourceNames  # noqa: E402
+from fanout_cli.local.resources import LocalStack, create_resources  # noqa: E402
 
 # The issues' "done when" sizes (50k rows under faults, 100k rows with continuations) run
 # with FANOUT_FULL_SIZE=1 (`make test-full`); CI runs the same tests on smaller files so the

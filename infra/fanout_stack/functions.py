@@ -3,8 +3,6 @@ the S3 trigger and the SQS event source mapping."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack, Token
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -16,27 +14,15 @@ from aws_cdk import aws_s3_notifications as s3n
 from constructs import Construct
 
 from fanout.settings import Settings
+from fanout_stack.code import build_code_dir
 from fanout_stack.config import DEFAULT_WRITER_MEMORY_MB, POWERTOOLS_ACCOUNT, StackConfig
 from fanout_stack.layer import POWERTOOLS, build_layer_dir, powertools_version
 from fanout_stack.queues import Messaging
 from fanout_stack.storage import Storage
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# The Lambda asset is the repo root filtered down to the three packages the handlers
-# import. Everything else (.venv, tests, infra, cdk.out, dotfiles) is excluded before it
-# is hashed or copied, so synth stays fast and the zip stays small. fanout/local (the
-# moto-based runtime) and the CLI are not needed in Lambda; boto3 is in the runtime and
-# Powertools comes from a layer built from the installed package (layer.py), so no
-# bundling (and no Docker) is needed.
-ASSET_PACKAGES = ("fanout", "splitter", "writer")
-ASSET_EXCLUDE = [
-    "*", ".*",
-    *(f"!{package}" for package in ASSET_PACKAGES),
-    *(f"!{package}/**" for package in ASSET_PACKAGES),
-    "fanout/local", "fanout/local/**", "fanout/cli.py", "fanout/makecsv.py",
-    "**/__pycache__", "**/__pycache__/**", "*.pyc", "*.egg-info", "*.egg-info/**",
-]
-
+# Each Lambda's code asset is the core plus its own package (code.py); boto3 is in the
+# runtime and Powertools comes from a layer built from the installed package (layer.py),
+# so no bundling (and no Docker) is needed.
 # Memory: the splitter holds one range read (8 MiB by default) plus the csv parser and
 # a send buffer of 10 messages; 512 MB also buys proportionally more CPU for parsing,
 # which is its bottleneck. The writer's is the model's (config.py).
@@ -148,7 +134,6 @@ class Functions(Construct):
         }
         check_environment_size({**common_env, "POWERTOOLS_SERVICE_NAME": "fanout-splitter"},
                                config.spec_source)
-        code = lambda_.Code.from_asset(str(REPO_ROOT), exclude=ASSET_EXCLUDE)
         layer = self._powertools_layer(config)
 
         # A fixed name, so the splitter's role can allow invoking exactly this function
@@ -177,7 +162,7 @@ class Functions(Construct):
             runtime=lambda_.Runtime.PYTHON_3_13,
             architecture=lambda_.Architecture.ARM_64,
             handler="splitter.handler.lambda_handler",
-            code=code,
+            code=lambda_.Code.from_asset(str(build_code_dir("splitter"))),
             layers=[layer],
             role=self.splitter_role,
             log_group=self.splitter_logs,
@@ -193,7 +178,7 @@ class Functions(Construct):
             runtime=lambda_.Runtime.PYTHON_3_13,
             architecture=lambda_.Architecture.ARM_64,
             handler="writer.handler.lambda_handler",
-            code=code,
+            code=lambda_.Code.from_asset(str(build_code_dir("writer"))),
             layers=[layer],
             role=self.writer_role,
             log_group=self.writer_logs,

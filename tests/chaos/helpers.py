@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from fanout.aws import Clients
-from fanout.local.ingest import IngestOptions, IngestResult, ingest
-from fanout.makecsv import make_csv
 from fanout.mapping import Spec
 from fanout.settings import ROWS_PER_MESSAGE
+from fanout_cli.local.ingest import IngestOptions, IngestResult, ingest
+from fanout_cli.makecsv import make_csv
 
 ROWS = 1000
 # Long enough for a 2 s visibility timeout to pass a few times; short enough that a hung

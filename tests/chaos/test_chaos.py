@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from fanout.aws import Clients
-from fanout.local.esm import LocalContext
 from fanout.runtime import Runtime
 from fanout.settings import LOCAL_CONFIG
+from fanout_cli.local.esm import LocalContext
 from tests.chaos.helpers import Counter, Expected, Hooked, Killed, assert_exact, poisoned_csv, run
 from tests.strict_aws import Faults, StrictLayer
 
@@ -181,7 +181,7 @@ def test_splitter_killed_mid_file(data: Expected, tmp_path: Path, monkeypatch: p
     checkpoint, past 8 KB, falls after the superseding pair on lines 62-63, so the
     expectation's 25-row grouping still holds there.)"""
     if checkpoint_bytes:
-        import fanout.local.ingest as ingest_module
+        import fanout_cli.local.ingest as ingest_module
 
         def small_checkpoints(settings: Any, spec: Any, clients: Clients) -> Runtime:
             return Runtime(replace(settings, checkpoint_bytes=checkpoint_bytes), spec, clients)
@@ -277,7 +277,7 @@ def test_a_replay_during_finalization_is_counted_and_the_summary_published_once(
     import csv
 
     from fanout.contract import RowsMessage, Source, replay_id
-    from fanout.local.esm import LocalContext, sqs_record
+    from fanout_cli.local.esm import LocalContext, sqs_record
     from writer import handler as writer_handler
 
     with open(data.path, newline="", encoding="utf-8") as f:

@@ -17,9 +17,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from fanout.aws import Clients
-from fanout.local.ingest import IngestOptions, ingest
 from fanout.mapping import Spec
 from fanout.settings import LOCAL_CONFIG
+from fanout_cli.local.ingest import IngestOptions, ingest
 from tests.chaos.helpers import Expected, Hooked, assert_exact, poisoned_csv
 from tests.conftest import sized
 from tests.strict_aws import StrictLayer

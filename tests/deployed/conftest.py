@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from fanout.local import ministack
+from fanout_cli.local import ministack
 
 MAIN_STACK = "fanout-test"
 VARIANT_STACK = "fanout-variant"

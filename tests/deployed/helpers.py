@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fanout import ledger
-from fanout.local import ministack
+from fanout_cli.local import ministack
 
 T = TypeVar("T")
 BIN = Path(sys.executable).parent

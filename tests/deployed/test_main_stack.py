@@ -9,9 +9,9 @@ import subprocess
 from pathlib import Path
 
 from fanout import ledger
-from fanout.local import ministack
-from fanout.local.stack import find_stack, job_for_key
-from fanout.makecsv import make_csv
+from fanout_cli.local import ministack
+from fanout_cli.local.stack import find_stack, job_for_key
+from fanout_cli.makecsv import make_csv
 from tests.deployed.conftest import PARALLEL_THRESHOLD, Local, published_summaries
 from tests.deployed.helpers import BIN, finished_job, run, scan, wait_until, write_csv
 

@@ -10,9 +10,9 @@ import subprocess
 import zipfile
 from pathlib import Path
 
-from fanout.local import ministack
-from fanout.local.serve import Activity, banner
-from fanout.local.stack import find_stack
+from fanout_cli.local import ministack
+from fanout_cli.local.serve import Activity, banner
+from fanout_cli.local.stack import find_stack
 from tests.deployed.conftest import Local
 from tests.deployed.helpers import BIN, wait_until, write_csv
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from fanout import ledger
-from fanout.local import ministack
-from fanout.local.stack import find_stack, job_for_key
+from fanout_cli.local import ministack
+from fanout_cli.local.stack import find_stack, job_for_key
 from tests.deployed.conftest import EXISTING_TABLE, Local, create_table
 from tests.deployed.helpers import BIN, finished_job, queue_depth, run, scan, wait_until, write_csv
 

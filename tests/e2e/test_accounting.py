@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from fanout.cli import main
-from fanout.local.ingest import IngestOptions, ingest
-from fanout.makecsv import make_csv
 from fanout.mapping import Spec, load_spec
+from fanout_cli.cli import main
+from fanout_cli.local.ingest import IngestOptions, ingest
+from fanout_cli.makecsv import make_csv
 from tests.conftest import sized
 from tests.strict_aws import Faults, StrictLayer
 

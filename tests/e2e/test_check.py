@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fanout.check import check_file
-from fanout.cli import main
-from fanout.local.ingest import IngestOptions, ingest
 from fanout.mapping import Spec, load_spec
+from fanout_cli.check import check_file
+from fanout_cli.cli import main
+from fanout_cli.local.ingest import IngestOptions, ingest
 
 SPEC = """\
 [table]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from moto import mock_aws
 
-from fanout.cli import build_parser, main
+from fanout_cli.cli import build_parser, main
 
 NO_CREDENTIALS = {"AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent",
                   "AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -20,7 +20,7 @@ NO_CREDENTIALS = {"AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FIL
 def fanout(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The command as a user runs it, in a clean environment with no AWS credentials."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    return subprocess.run([sys.executable, "-m", "fanout.cli", *argv], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "fanout_cli.cli", *argv], capture_output=True,
                           text=True, timeout=120, env={**base, **NO_CREDENTIALS, **(env or {})})
 
 
@@ -123,7 +123,7 @@ def test_a_spec_error_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
 
 
 def test_an_unexpected_failure_is_still_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
-    import fanout.local.ingest as local_ingest
+    import fanout_cli.local.ingest as local_ingest
 
     def broken(*args, **kwargs):
         raise RuntimeError("the emulator\nwould not start")

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from fanout.aws import Clients
-from fanout.local.ingest import IngestOptions, ingest
-from fanout.makecsv import make_csv
 from fanout.mapping import Spec
 from fanout.settings import LOCAL_CONFIG
+from fanout_cli.local.ingest import IngestOptions, ingest
+from fanout_cli.makecsv import make_csv
 from tests.conftest import sized
 from tests.strict_aws import StrictLayer
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from fanout.local.ingest import IngestOptions, ingest
 from fanout.mapping import Spec
 from fanout.settings import LOCAL_CONFIG
+from fanout_cli.local.ingest import IngestOptions, ingest
 from tests.strict_aws import StrictLayer
 
 ROWS = [["account", "offer_id", "note"]] + [

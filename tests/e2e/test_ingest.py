@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from fanout.cli import main
-from fanout.local.ingest import IngestOptions, ingest
-from fanout.makecsv import make_csv
 from fanout.mapping import Spec
+from fanout_cli.cli import main
+from fanout_cli.local.ingest import IngestOptions, ingest
+from fanout_cli.makecsv import make_csv
 from tests.datasets import dataset
 from tests.strict_aws import StrictLayer
 
@@ -102,7 +102,7 @@ def test_bad_file_fails_the_pipeline_with_exit_1(tmp_path: Path, capsys) -> None
 
 def test_a_header_that_does_not_fit_the_keys_exits_2_before_anything_starts(
         tmp_path: Path, capsys, monkeypatch) -> None:
-    import fanout.local.ingest as local_ingest
+    import fanout_cli.local.ingest as local_ingest
 
     def no_emulator(*args, **kwargs):
         raise AssertionError("the emulator started")

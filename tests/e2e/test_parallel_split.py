@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from fanout.aws import Clients
-from fanout.local.ingest import IngestOptions, ingest
 from fanout.mapping import Spec
 from fanout.settings import LOCAL_CONFIG
+from fanout_cli.local.ingest import IngestOptions, ingest
 from tests.e2e.test_continuation import CrashingS3
 from tests.strict_aws import Faults, StrictLayer
 
@@ -146,10 +146,10 @@ def test_a_bad_byte_at_the_end_of_a_file_enqueues_nothing(tmp_path: Path) -> Non
 
 def test_a_late_duplicate_event_replans_and_never_splits_sequentially(tmp_path: Path) -> None:
     from fanout import ledger
-    from fanout.local.emulator import Emulator
-    from fanout.local.resources import create_resources
     from fanout.runtime import Runtime
     from fanout.settings import ResourceNames
+    from fanout_cli.local.emulator import Emulator
+    from fanout_cli.local.resources import create_resources
     from splitter import split
 
     data, _rows = make_file(tmp_path)

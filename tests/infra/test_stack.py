@@ -8,8 +8,10 @@ import subprocess
 import sys
 import sysconfig
 import tomllib
+from pathlib import Path
 from typing import Any
 
+import pytest
 from aws_cdk.assertions import Match
 
 from fanout.mapping import Spec
@@ -72,7 +74,7 @@ def test_rows_queue_redrives_to_the_dlq_after_max_receive_count(default_stack: S
         "deadLetterTargetArn": att(dlq_id),
         "maxReceiveCount": DEFAULT_CONFIG.max_receive_count,
     }
-    # Same numbers the local runtime uses (fanout.local.resources.rows_queue_attributes).
+    # Same numbers the local runtime uses (fanout_cli.local.resources.rows_queue_attributes).
     assert rows["VisibilityTimeout"] == DEFAULT_CONFIG.visibility_timeout_s
     assert rows["VisibilityTimeout"] >= 6 * DEFAULT_CONFIG.writer_timeout_s
     assert rows["MessageRetentionPeriod"] == DEFAULT_CONFIG.retention_days * 86400
@@ -256,34 +258,57 @@ def test_functions_get_the_settings_and_the_spec_they_read(default_stack: Synth)
         assert len(json.dumps(env)) < 4096  # Lambda's environment size limit
 
 
-def test_code_asset_holds_only_the_three_packages(default_stack: Synth) -> None:
-    assets = [p for p in default_stack.outdir.iterdir() if p.name.startswith("asset.")]
-    # One code asset shared by splitter and writer, and the Powertools layer's (python/).
-    assert sorted(sorted(q.name for q in p.iterdir()) == ["python"] for p in assets) == [False, True]
-    assets = [p for p in assets if not (p / "python").is_dir()]
-    top = {p.name for p in assets[0].iterdir()}
-    assert top == {"fanout", "splitter", "writer"}
-    files = {str(p.relative_to(assets[0])) for p in assets[0].rglob("*") if p.is_file()}
-    assert "splitter/handler.py" in files and "writer/handler.py" in files
-    assert not any(f.startswith("fanout/local") or "__pycache__" in f for f in files)
-
-
-def test_code_asset_imports_both_handlers_on_its_own(default_stack: Synth) -> None:
-    """What Lambda will do: import the handlers from the asset alone, with boto3 (runtime)
-    and Powertools from the stack's layer, but without the repo checkout or moto's runtime."""
-    assets = [p for p in default_stack.outdir.iterdir() if p.name.startswith("asset.")]
+def code_assets(synth: Synth) -> tuple[dict[str, Path], Path]:
+    """({"splitter": asset folder, "writer": asset folder}, the layer's python/ folder)."""
+    assets = [p for p in synth.outdir.iterdir() if p.name.startswith("asset.")]
     (layer,) = [p / "python" for p in assets if (p / "python").is_dir()]
-    (asset,) = [p for p in assets if not (p / "python").is_dir()]
+    code = {}
+    for asset in assets:
+        lambdas = {p.name for p in asset.iterdir()} - {"fanout", "python"}
+        if lambdas:
+            (package,) = lambdas
+            code[package] = asset
+    return code, layer
+
+
+def test_each_code_asset_is_the_core_plus_its_own_lambda(default_stack: Synth) -> None:
+    code, _ = code_assets(default_stack)
+    assert sorted(code) == ["splitter", "writer"]
+    for package, asset in code.items():
+        assert {p.name for p in asset.iterdir()} == {"fanout", package}
+        files = {str(p.relative_to(asset)) for p in asset.rglob("*") if p.is_file()}
+        assert f"{package}/handler.py" in files and "fanout/ledger.py" in files
+        assert not any("__pycache__" in f or not f.endswith(".py") for f in files)
+    # The template points each function at its own asset.
+    functions = default_stack.template.find_resources("AWS::Lambda::Function")
+    handlers = {f["Properties"]["Handler"]: f["Properties"]["Code"]["S3Key"]
+                for f in functions.values()
+                if f["Properties"].get("Handler", "").endswith(".handler.lambda_handler")}
+    assert handlers == {  # asset.<hash> is uploaded as <hash>.zip
+        "splitter.handler.lambda_handler": code["splitter"].name.removeprefix("asset.") + ".zip",
+        "writer.handler.lambda_handler": code["writer"].name.removeprefix("asset.") + ".zip"}
+
+
+@pytest.mark.parametrize("package", ["splitter", "writer"])
+def test_each_code_asset_imports_its_handler_on_its_own(default_stack: Synth, package: str) -> None:
+    """What Lambda will do: import the handler from its asset alone, with boto3 (runtime)
+    and Powertools from the stack's layer, but without the repo checkout, the other Lambda,
+    the tool layer or moto."""
+    code, layer = code_assets(default_stack)
+    asset = code[package]
+    other = "writer" if package == "splitter" else "splitter"
     site_packages = sysconfig.get_paths()["purelib"]
     # -S: no site processing, so the editable install of this repo is not on the path; the
     # layer comes before site-packages (which stands in for the runtime's boto3), as in Lambda.
-    code = (f"import sys; sys.path[:0] = [{str(asset)!r}, {str(layer)!r}, {site_packages!r}]; "
-            "import splitter.handler, writer.handler, fanout, aws_lambda_powertools; "
-            f"assert fanout.__file__.startswith({str(asset)!r}), fanout.__file__; "
-            f"assert aws_lambda_powertools.__file__.startswith({str(layer)!r}); "
-            "assert not any(m.startswith(('fanout.local', 'moto')) for m in sys.modules)")
+    script = (f"import sys, importlib.util; sys.path[:0] = [{str(asset)!r}, {str(layer)!r}, "
+              f"{site_packages!r}]; import {package}.handler, fanout, aws_lambda_powertools; "
+              f"assert fanout.__file__.startswith({str(asset)!r}), fanout.__file__; "
+              f"assert aws_lambda_powertools.__file__.startswith({str(layer)!r}); "
+              f"assert importlib.util.find_spec({other!r}) is None; "
+              "assert importlib.util.find_spec('fanout_cli') is None; "
+              "assert not any(m.startswith(('fanout_cli', 'moto')) for m in sys.modules)")
     env = {**os.environ, "POWERTOOLS_TRACE_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"}
-    result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-S", "-c", script], capture_output=True, text=True,
                             env=env, cwd=str(asset), timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
 

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import quote_plus
 
 from fanout.contract import decode
-from fanout.local.esm import LocalContext, sqs_record
+from fanout_cli.local.esm import LocalContext, sqs_record
 
 
 def s3_event(bucket: str, key: str, *, event_name: str = "ObjectCreated:Put") -> dict[str, Any]:

@@ -11,9 +11,9 @@ import pytest
 from fanout import ledger
 from fanout.aws import Clients
 from fanout.dialect import HEAD_BYTES
-from fanout.local.resources import LocalStack
 from fanout.mapping import Spec
 from fanout.runtime import Runtime
+from fanout_cli.local.resources import LocalStack
 from splitter import handler
 from tests.integration.helpers import context, drain, rows_messages, s3_event
 

@@ -14,9 +14,9 @@ from botocore.exceptions import ClientError
 from fanout import ledger
 from fanout.aws import Clients
 from fanout.contract import RowsMessage, Source, decode
-from fanout.local.resources import LocalStack
 from fanout.mapping import Spec
 from fanout.runtime import Runtime
+from fanout_cli.local.resources import LocalStack
 from tests.integration.helpers import context, drain, sqs_event
 from tests.strict_aws import Faults, StrictLayer
 from writer import handler

@@ -8,8 +8,8 @@ import io
 
 import pytest
 
-from fanout.infer import InferError, infer
 from fanout.mapping import Spec, load_spec
+from fanout_cli.infer import InferError, infer
 from tests.datasets import dataset
 
 
@@ -152,7 +152,7 @@ def _load_all(path, spec: Spec):
 ])
 def test_public_datasets_load_with_no_rejection_and_no_key_collision(tmp_path, package, parts,
                                                                      key, typed):
-    from fanout.infer import infer_file
+    from fanout_cli.infer import infer_file
 
     path = dataset(package, *parts)
     inference = infer_file(path)
@@ -163,8 +163,8 @@ def test_public_datasets_load_with_no_rejection_and_no_key_collision(tmp_path, p
 
 
 def test_the_make_csv_schema_gets_typed_columns_and_a_unique_key(tmp_path):
-    from fanout.infer import infer_file
-    from fanout.makecsv import make_csv
+    from fanout_cli.infer import infer_file
+    from fanout_cli.makecsv import make_csv
 
     path = tmp_path / "data.csv"
     make_csv(3000, 20, path, seed=7, stream=io.StringIO())
@@ -178,7 +178,7 @@ def test_the_make_csv_schema_gets_typed_columns_and_a_unique_key(tmp_path):
 def test_the_file_is_read_as_the_splitter_reads_it_gzip_bom_and_delimiter(tmp_path):
     import gzip
 
-    from fanout.infer import infer_file
+    from fanout_cli.infer import infer_file
 
     path = tmp_path / "export.csv"  # gzip, whatever the name says
     path.write_bytes(gzip.compress("id;price\n1;2.5\n2;3\n".encode("utf-16")))
@@ -189,7 +189,7 @@ def test_the_file_is_read_as_the_splitter_reads_it_gzip_bom_and_delimiter(tmp_pa
 
 
 def test_a_file_that_is_not_utf8_says_what_to_set(tmp_path):
-    from fanout.infer import infer_file
+    from fanout_cli.infer import infer_file
 
     path = tmp_path / "latin.csv"
     path.write_bytes("id,city\n1,Malm\xf6\n".encode("latin-1"))
@@ -199,7 +199,7 @@ def test_a_file_that_is_not_utf8_says_what_to_set(tmp_path):
 
 
 def test_a_quote_never_closed_names_the_line(tmp_path):
-    from fanout.infer import infer_file
+    from fanout_cli.infer import infer_file
 
     path = tmp_path / "open.csv"
     path.write_text('id,note\n1,ok\n2,"never closed\n3,x\n')

@@ -2,7 +2,7 @@
 
 import io
 
-from fanout.progress import ProgressDisplay, format_duration, format_rate
+from fanout_cli.progress import ProgressDisplay, format_duration, format_rate
 
 
 class Clock:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
-from fanout.progress import ProgressDisplay
+from fanout_cli.progress import ProgressDisplay
 
 COLUMNS = ["account", "offer_id", "catalog_id", "account_type_code", "offer_type_id",
            "created", "expire", "risk"]

@@ -15,16 +15,16 @@ from typing import Any, TextIO
 from fanout import dialect, ledger
 from fanout.aws import Clients
 from fanout.contract import KIND_ROWS, ContractError, Source, decode, job_id_for
-from fanout.failures import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE  # noqa: F401 (public)
-from fanout.local.backpressure import BoundedQueueClient
-from fanout.local.emulator import Emulator
-from fanout.local.esm import EventSourceMapping
-from fanout.local.preflight import preflight
-from fanout.local.resources import LocalStack, create_resources
 from fanout.mapping import Spec
-from fanout.progress import ProgressDisplay, format_rate
 from fanout.runtime import Runtime
 from fanout.settings import LOCAL_CONFIG, PipelineConfig, ResourceNames
+from fanout_cli.failures import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE  # noqa: F401 (public)
+from fanout_cli.local.backpressure import BoundedQueueClient
+from fanout_cli.local.emulator import Emulator
+from fanout_cli.local.esm import EventSourceMapping
+from fanout_cli.local.preflight import preflight
+from fanout_cli.local.resources import LocalStack, create_resources
+from fanout_cli.progress import ProgressDisplay, format_rate
 
 ASYNC_INVOKE_ATTEMPTS = 3  # Lambda's asynchronous invocation: the first try and two retries
 
@@ -302,7 +302,7 @@ def text_bytes_estimate(path: Path, found: dialect.Dialect) -> int | None:
 
 
 class IngestProgress:
-    """The job's progress through the one display (fanout/progress.py): rows read and
+    """The job's progress through the one display (fanout_cli/progress.py): rows read and
     written, rows/s and an ETA from the file's size."""
 
     def __init__(self, stream: TextIO | None, name: str, counter: RowCounter) -> None:

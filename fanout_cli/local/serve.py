@@ -2,7 +2,7 @@
 running until Ctrl-C or SIGTERM.
 
 MiniStack starts on a free loopback port, `cdk bootstrap` and `cdk deploy` run against it
-(fanout/local/ministack.py), and the terminal then shows a banner with the stack's
+(fanout_cli/local/ministack.py), and the terminal then shows a banner with the stack's
 outputs and what to export, followed by what the pipeline does: uploads seen, jobs
 split, rows/s while they load, and each job's outcome. MiniStack's own output goes to a
 log file, not the terminal. Stopping ends MiniStack and its Lambda workers.
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from fanout import ledger
-from fanout.local import ministack
-from fanout.local.stack import (
+from fanout_cli.local import ministack
+from fanout_cli.local.stack import (
     DeployedStack,
     StackError,
     find_stack,
@@ -29,7 +29,7 @@ from fanout.local.stack import (
     job_for_key,
     settled_rows,
 )
-from fanout.progress import format_duration, format_rate
+from fanout_cli.progress import format_duration, format_rate
 
 ACTIVITY_POLL_S = 1.0
 PROGRESS_EVERY_S = 5.0

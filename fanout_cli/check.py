@@ -17,10 +17,10 @@ from typing import Any
 
 from fanout.aws import Clients
 from fanout.contract import KIND_REJECTED, Rejection, as_replay, decode, job_id_for
-from fanout.local.file_s3 import FileS3
 from fanout.mapping import Spec
 from fanout.runtime import Runtime
 from fanout.settings import Settings
+from fanout_cli.local.file_s3 import FileS3
 from splitter.range_reader import head
 from splitter.source import SourceError, open_source
 from splitter.split import Checkpoint, InputError, NoProgress, cut_object

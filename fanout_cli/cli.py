@@ -16,7 +16,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from fanout.failures import (
+from fanout.mapping import Spec, SpecError, load_spec
+from fanout_cli.failures import (
     DEBUG_VARIABLE,
     EXIT_FAILED,
     EXIT_OK,
@@ -26,7 +27,6 @@ from fanout.failures import (
     one_line,
     use_local_credentials,
 )
-from fanout.mapping import Spec, SpecError, load_spec
 
 MAIN_EPILOG = """\
 exit status (every command):
@@ -274,7 +274,7 @@ def _fail(name: str, message: str, code: int) -> int:
 
 
 def _make_csv(args: argparse.Namespace) -> int:
-    from fanout.makecsv import MakeCsvError, make_csv
+    from fanout_cli.makecsv import MakeCsvError, make_csv
 
     try:
         written = make_csv(args.rows, args.accounts, args.output, seed=args.seed,
@@ -288,7 +288,7 @@ def _make_csv(args: argparse.Namespace) -> int:
 
 
 def _spec_infer(args: argparse.Namespace) -> int:
-    from fanout.infer import InferError, infer_file
+    from fanout_cli.infer import InferError, infer_file
 
     if not args.file.is_file():
         raise CommandError(f"{args.file}: no such file", EXIT_USAGE)
@@ -312,8 +312,8 @@ def _spec_infer(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from fanout.check import CheckError, check_file, print_result
-    from fanout.local.preflight import InputFileError, UsageError, preflight
+    from fanout_cli.check import CheckError, check_file, print_result
+    from fanout_cli.local.preflight import InputFileError, UsageError, preflight
 
     if not args.file.is_file():
         raise CommandError(f"{args.file}: no such file", EXIT_USAGE)
@@ -342,7 +342,7 @@ def resolve_spec(spec_path: Path | None, partition_key: str | None, sort_key: st
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from fanout.local.serve import serve_forever
+    from fanout_cli.local.serve import serve_forever
 
     context = dict(item.partition("=")[::2] for item in args.context)
     if args.spec:
@@ -356,7 +356,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _ingest_stack(args: argparse.Namespace) -> int:
-    from fanout.local.stack import StackError, ingest_to_stack
+    from fanout_cli.local.stack import StackError, ingest_to_stack
 
     try:
         return ingest_to_stack(args.file, args.stack, endpoint_url=args.endpoint_url,
@@ -368,7 +368,7 @@ def _ingest_stack(args: argparse.Namespace) -> int:
 def _status_follow(args: argparse.Namespace) -> int:
     import time
 
-    from fanout.local.stack import StackError, find_stack, follow_and_report
+    from fanout_cli.local.stack import StackError, find_stack, follow_and_report
 
     try:
         stack = find_stack(args.stack, args.endpoint_url)
@@ -379,8 +379,8 @@ def _status_follow(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from fanout.local.ingest import IngestOptions, PipelineError, ingest, print_summary
-    from fanout.local.preflight import InputFileError, UsageError
+    from fanout_cli.local.ingest import IngestOptions, PipelineError, ingest, print_summary
+    from fanout_cli.local.preflight import InputFileError, UsageError
 
     if not args.file.is_file():
         raise CommandError(f"{args.file}: no such file", EXIT_USAGE)

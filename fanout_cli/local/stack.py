@@ -24,9 +24,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from fanout import ledger
 from fanout.aws import client
 from fanout.contract import Source, job_id_for
-from fanout.failures import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, use_local_credentials
-from fanout.progress import ProgressDisplay
 from fanout.settings import ROWS_PER_MESSAGE
+from fanout_cli.failures import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, use_local_credentials
+from fanout_cli.progress import ProgressDisplay
 
 EXIT_INTERRUPTED = 130
 # A RUNNING job whose rows queue has been empty this long has nothing left to deliver:
@@ -187,7 +187,7 @@ def exit_code(result: dict[str, Any]) -> int:
 
 
 def print_result(result: dict[str, Any], stream: TextIO) -> None:
-    from fanout.local.ingest import print_summary
+    from fanout_cli.local.ingest import print_summary
 
     print_summary(result, stream)
     if result["status"] == ledger.FAILED:
