@@ -292,10 +292,6 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(f"{path}: {exc}") from exc
 
 
-def spec_from_json(text: str) -> Spec:
-    return Spec.from_dict(json.loads(text))
-
-
 def key_from_flag(flag: str, default_name: str) -> KeySpec:
     """`account`, `pk=A_{account}`, `pk:N={_line}` or a bare template (named `default_name`)."""
     name, type_, template = default_name, "S", flag

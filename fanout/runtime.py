@@ -7,13 +7,13 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fanout.aws import Clients
-from fanout.mapping import Spec, load_spec
-from fanout.settings import Settings
+from fanout.mapping import Spec, SpecError, load_spec
+from fanout.settings import BASE_REQUIRED, Settings, SettingsError
 
 
 @dataclass(frozen=True)
@@ -26,20 +26,25 @@ class Runtime:
     continue_split: Callable[[dict[str, Any]], None] | None = None
 
     @classmethod
-    def from_env(cls) -> Runtime:
-        settings = Settings.from_env()
+    def from_env(cls, required: Sequence[str] = BASE_REQUIRED) -> Runtime:
+        """At cold start: settings (every variable in `required` set, every value valid),
+        the spec and the clients; a missing or malformed setting raises SettingsError."""
+        settings = Settings.from_env(required=required)
         return cls(settings, spec_from_settings(settings), Clients.create(
             endpoint_url=settings.endpoint_url, region=settings.region))
 
 
 def spec_from_settings(settings: Settings) -> Spec:
-    """The spec named by FANOUT_SPEC (a TOML path), FANOUT_SPEC_JSON (inline, as the
-    stack passes it) or, failing both, the default spec from the key settings."""
-    inline = os.environ.get("FANOUT_SPEC_JSON")
-    if inline:
-        return Spec.from_dict(json.loads(inline))
-    if settings.spec_path:
-        return load_spec(settings.spec_path)
+    """The spec from FANOUT_SPEC_JSON (inline, as the stack passes it), FANOUT_SPEC (a TOML
+    path) or, failing both, the default spec from the key settings."""
+    try:
+        if settings.spec_json:
+            return Spec.from_dict(json.loads(settings.spec_json))
+        if settings.spec_path:
+            return load_spec(settings.spec_path)
+    except (ValueError, SpecError) as exc:  # json.JSONDecodeError is a ValueError
+        name = "FANOUT_SPEC_JSON" if settings.spec_json else "FANOUT_SPEC"
+        raise SettingsError(f"{name}: {exc}") from None
     return Spec.default(settings.partition_key, settings.sort_key)
 
 
@@ -58,6 +63,13 @@ class RuntimeSlot:
                 if self._runtime is None:
                     self._runtime = self._build()
         return self._runtime
+
+    def build_in_lambda(self) -> None:
+        """Inside Lambda, build now, in the init phase: a missing or malformed setting then
+        fails the cold start, loudly, before any event is taken. (Tests and the embedded
+        runtime import the handlers outside Lambda and hand in their own Runtime.)"""
+        if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+            self.get()
 
     def use(self, runtime: Runtime | None) -> None:
         self._runtime = runtime

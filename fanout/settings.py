@@ -8,8 +8,9 @@ visibility timeout or a maxReceiveCount.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 MIB = 1024 * 1024
 
@@ -78,6 +79,17 @@ class ResourceNames:
     topic: str = "fanout-jobs"
 
 
+class SettingsError(RuntimeError):
+    """A missing or malformed setting: the Lambda fails its cold start with this message."""
+
+
+# What every handler needs, and what each Lambda uses besides (validated at cold start, so
+# a misconfigured function fails loudly instead of, say, dropping rejected rows).
+BASE_REQUIRED = ("FANOUT_TABLE", "FANOUT_LEDGER_TABLE")
+SPLITTER_REQUIRED = (*BASE_REQUIRED, "FANOUT_ROWS_QUEUE_URL", "FANOUT_BUCKET", "FANOUT_TOPIC_ARN")
+WRITER_REQUIRED = (*BASE_REQUIRED, "FANOUT_DLQ_URL", "FANOUT_BUCKET", "FANOUT_TOPIC_ARN")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """What a handler needs to run, built from the environment at cold start."""
@@ -91,6 +103,7 @@ class Settings:
     partition_key: str = "account"
     sort_key: str | None = "offer_id"
     spec_path: str | None = None
+    spec_json: str | None = None  # FANOUT_SPEC_JSON: the spec inline, as the stack passes it
     range_bytes: int = DEFAULT_CONFIG.range_bytes
     checkpoint_bytes: int = DEFAULT_CONFIG.checkpoint_bytes
     split_reserve_s: float = DEFAULT_CONFIG.split_reserve_s
@@ -103,15 +116,32 @@ class Settings:
     json_copy_prefix: str = DEFAULT_CONFIG.json_copy_prefix
     endpoint_url: str | None = None
     region: str = "us-east-1"
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from FANOUT_* variables; fail loudly when a required one is missing."""
+    def from_env(cls, env: Mapping[str, str] | None = None,
+                 required: Sequence[str] = BASE_REQUIRED) -> Settings:
+        """Build settings from FANOUT_* variables at cold start. Every variable in `required`
+        (each Lambda passes what it uses) must be set, and every number must parse: a
+        missing or malformed one raises SettingsError naming it."""
         env = os.environ if env is None else env
-        missing = [n for n in ("FANOUT_TABLE", "FANOUT_LEDGER_TABLE") if not env.get(n)]
+        missing = [n for n in required if not env.get(n)]
         if missing:
-            raise RuntimeError(f"missing required environment variable(s): {', '.join(missing)}")
+            raise SettingsError(f"missing required environment variable(s): {', '.join(missing)}"
+                                " (the stack sets them; a function deployed otherwise must too)")
+
+        def number(name: str, default: float, kind: type = int) -> Any:
+            text = env.get(name)
+            if text is None or text == "":
+                return default
+            try:
+                value = kind(text)
+            except ValueError:
+                raise SettingsError(f"{name}={text!r}: not a "
+                                    f"{'whole number' if kind is int else 'number'}") from None
+            if value <= 0:
+                raise SettingsError(f"{name}={text!r}: must be greater than 0")
+            return value
+
         sort_key = env.get("FANOUT_SORT_KEY", "offer_id")
         return cls(
             table_name=env["FANOUT_TABLE"],
@@ -123,16 +153,14 @@ class Settings:
             partition_key=env.get("FANOUT_PARTITION_KEY", "account"),
             sort_key=sort_key or None,
             spec_path=env.get("FANOUT_SPEC") or None,
-            range_bytes=int(env.get("FANOUT_RANGE_BYTES", DEFAULT_CONFIG.range_bytes)),
-            checkpoint_bytes=int(env.get("FANOUT_CHECKPOINT_BYTES", DEFAULT_CONFIG.checkpoint_bytes)),
-            split_reserve_s=float(env.get("FANOUT_SPLIT_RESERVE_S", DEFAULT_CONFIG.split_reserve_s)),
-            parallel_threshold_bytes=int(env.get("FANOUT_PARALLEL_THRESHOLD_BYTES",
-                                                 DEFAULT_CONFIG.parallel_threshold_bytes)),
-            parallel_range_bytes=int(env.get("FANOUT_PARALLEL_RANGE_BYTES",
-                                             DEFAULT_CONFIG.parallel_range_bytes)),
-            visibility_timeout_s=int(env.get("FANOUT_VISIBILITY_TIMEOUT_S",
-                                             DEFAULT_CONFIG.visibility_timeout_s)),
-            writer_in_flight=int(env.get("FANOUT_WRITER_IN_FLIGHT", DEFAULT_CONFIG.writer_in_flight)),
+            spec_json=env.get("FANOUT_SPEC_JSON") or None,
+            range_bytes=number("FANOUT_RANGE_BYTES", DEFAULT_CONFIG.range_bytes),
+            checkpoint_bytes=number("FANOUT_CHECKPOINT_BYTES", DEFAULT_CONFIG.checkpoint_bytes),
+            split_reserve_s=number("FANOUT_SPLIT_RESERVE_S", DEFAULT_CONFIG.split_reserve_s, float),
+            parallel_threshold_bytes=number("FANOUT_PARALLEL_THRESHOLD_BYTES", DEFAULT_CONFIG.parallel_threshold_bytes),
+            parallel_range_bytes=number("FANOUT_PARALLEL_RANGE_BYTES", DEFAULT_CONFIG.parallel_range_bytes),
+            visibility_timeout_s=number("FANOUT_VISIBILITY_TIMEOUT_S", DEFAULT_CONFIG.visibility_timeout_s),
+            writer_in_flight=number("FANOUT_WRITER_IN_FLIGHT", DEFAULT_CONFIG.writer_in_flight),
             errors_prefix=env.get("FANOUT_ERRORS_PREFIX", DEFAULT_CONFIG.errors_prefix),
             json_copy=env.get("FANOUT_JSON_COPY", "").lower() in ("1", "true", "yes"),
             json_copy_prefix=env.get("FANOUT_JSON_COPY_PREFIX", DEFAULT_CONFIG.json_copy_prefix),

@@ -27,14 +27,15 @@ def send_batch(sqs: Any, queue_url: str, bodies: list[str]) -> None:
             Entries=[{"Id": i, "MessageBody": body} for i, body in pending.items()],
         )
         failed = response.get("Failed") or []
-        sender_faults = [f for f in failed if not f.get("SenderFault")]
-        client_faults = [f for f in failed if f.get("SenderFault")]
-        if client_faults:
-            first = client_faults[0]
-            raise EnqueueError(f"SQS rejected a message: {first.get('Code')}: {first.get('Message')}")
-        if not sender_faults:
+        # SenderFault: the message itself is wrong (resending cannot help); otherwise SQS
+        # failed on its side and the entry is retried.
+        ours = [f for f in failed if f.get("SenderFault")]
+        transient = [f for f in failed if not f.get("SenderFault")]
+        if ours:
+            raise EnqueueError(f"SQS rejected a message: {ours[0].get('Code')}: {ours[0].get('Message')}")
+        if not transient:
             return
-        pending = {f["Id"]: pending[f["Id"]] for f in sender_faults}
+        pending = {f["Id"]: pending[f["Id"]] for f in transient}
         time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
     raise EnqueueError(f"{len(pending)} message(s) still failing after {MAX_SEND_ATTEMPTS} attempts")
 

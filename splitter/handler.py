@@ -9,13 +9,16 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from fanout.runtime import RuntimeSlot
+from fanout.runtime import Runtime, RuntimeSlot
+from fanout.settings import SPLITTER_REQUIRED
 from splitter.split import split_event
 
 logger = Logger(service="fanout-splitter")
 metrics = Metrics(namespace="fanout", service="splitter")
 tracer = Tracer(service="fanout-splitter")
-runtime = RuntimeSlot()
+# Built at cold start; a missing or malformed setting fails it with a message naming it.
+runtime = RuntimeSlot(lambda: Runtime.from_env(required=SPLITTER_REQUIRED))
+runtime.build_in_lambda()
 
 
 @logger.inject_lambda_context

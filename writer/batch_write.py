@@ -126,7 +126,6 @@ class WriteOutcome:
     # (index into the items list, DynamoDB's message) for items DynamoDB will never accept.
     invalid: list[tuple[int, str]] = field(default_factory=list)
     calls: int = 0
-    retries: int = 0
     throttled: int = 0  # calls DynamoDB throttled (an error, or items left unprocessed)
 
 
@@ -255,7 +254,6 @@ def _write_group(ddb: Any, table: str, items: list[dict[str, Any]], group: list[
                     raise error
             else:
                 code = type(error).__name__
-            outcome.retries += 1
             outcome.throttled += 1
             if not budget.backoff(attempt):
                 raise TransientWriteError(
@@ -276,7 +274,6 @@ def _write_group(ddb: Any, table: str, items: list[dict[str, Any]], group: list[
             attempt = 0  # progress: DynamoDB is taking writes, so back off from the start again
         pending = left
         if pending:
-            outcome.retries += 1
             outcome.throttled += 1
             if not budget.backoff(attempt):
                 raise TransientWriteError(

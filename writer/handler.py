@@ -9,14 +9,15 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from fanout.runtime import RuntimeSlot
-from writer.load import ChunkResult, load_batch, runtime_from_env
+from writer.load import ChunkResult, load_batch, runtime_from_env, wholly_failed
 
 logger = Logger(service="fanout-writer")
 metrics = Metrics(namespace="fanout", service="writer")
 tracer = Tracer(service="fanout-writer")
 
 
-runtime = RuntimeSlot(runtime_from_env)
+runtime = RuntimeSlot(runtime_from_env)  # every setting the writer uses, validated
+runtime.build_in_lambda()
 
 
 @logger.inject_lambda_context
@@ -31,4 +32,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
                        value=sum(len(r.rejections) for r in results))
     metrics.add_metric(name="RowsSuperseded", unit=MetricUnit.Count,
                        value=sum(r.superseded for r in results))
+    # Every message failed: not a Lambda error (the processor reports them one by one), so
+    # the WriterBatchesFailed alarm watches this metric instead of Errors.
+    metrics.add_metric(name="BatchesFailedWhole", unit=MetricUnit.Count,
+                       value=int(wholly_failed(event, response)))
     return response

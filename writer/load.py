@@ -20,6 +20,7 @@ from fanout.contract import KIND_REJECTED, Rejection, RowsMessage, as_replay, de
 from fanout.keys import TemplateError
 from fanout.mapping import RowMapper, RowRejected, Spec
 from fanout.runtime import Runtime, settle_job
+from fanout.settings import WRITER_REQUIRED
 from writer.batch_write import (
     CALL_S,
     Budget,
@@ -51,7 +52,7 @@ class ChunkResult:
 
 def runtime_from_env() -> Runtime:
     """The Runtime at cold start, with the writer's own client for BatchWriteItem."""
-    runtime = Runtime.from_env()
+    runtime = Runtime.from_env(required=WRITER_REQUIRED)
     settings = runtime.settings
     ddb = WriterDynamoDB(items_client(endpoint_url=settings.endpoint_url, region=settings.region),
                          runtime.clients.dynamodb)
@@ -280,3 +281,9 @@ def load_batch(event: dict[str, Any], context: Any, runtime: Runtime,
         for result in results:
             on_result(result)
     return dict(processor.response())
+
+
+def wholly_failed(event: dict[str, Any], response: dict[str, Any]) -> bool:
+    """True when every message of the batch was reported failed (SQS retries them all)."""
+    records = event.get("Records") or []
+    return bool(records) and len(response.get("batchItemFailures") or []) == len(records)

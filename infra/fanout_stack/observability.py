@@ -82,6 +82,14 @@ class Observability(Construct):
                 functions.writer.metric_errors(period=ONE_MINUTE, statistic="Sum"),
                 "Writer invocations failed as a whole (not single messages): check its logs.",
                 periods=3, datapoints=2),
+            "WriterBatchesFailed": alarm(
+                "WriterBatchesFailed",
+                cw.Metric(namespace=METRICS_NAMESPACE, metric_name="BatchesFailedWhole",
+                          dimensions_map={"service": "writer"}, statistic="Sum",
+                          period=ONE_MINUTE),
+                "Writer batches in which every message failed (throttling past the budget, the "
+                "table or the ledger unreachable): not Lambda errors, since each message is "
+                "reported on its own. Check the writer's logs.", periods=3, datapoints=2),
             "SplitterEventsDropped": alarm(
                 "SplitterEventsDropped",
                 messaging.splitter_failures.metric_approximate_number_of_messages_visible(

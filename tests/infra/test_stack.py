@@ -408,6 +408,10 @@ def test_alarms_watch_the_dlq_backlog_errors_and_throttling(default_stack: Synth
     assert age["Dimensions"][0]["Value"] == {
         "Fn::GetAtt": [default_stack.logical_id(stack.messaging.rows_queue), "QueueName"]}
     assert ("AWS/Lambda", "Errors") in by_metric
+    # A batch whose every message failed is no Lambda error: its own metric has an alarm.
+    whole = by_metric[("fanout", "BatchesFailedWhole")]
+    assert whole["Dimensions"] == [{"Name": "service", "Value": "writer"}]
+    assert (whole["Threshold"], whole["Statistic"], whole["Period"]) == (0, "Sum", 60)
     assert ("AWS/DynamoDB", "WriteThrottleEvents") in by_metric
     throttled = by_metric[("AWS/DynamoDB", "ThrottledRequests")]
     assert {"Name": "Operation", "Value": "BatchWriteItem"} in throttled["Dimensions"]

@@ -378,3 +378,14 @@ def test_the_items_client_sends_the_body_botocore_would(aws, stack):
     assert response["UnprocessedItems"] == {}
     items = table_items(aws, stack.settings.table_name)
     assert items[("a", "ü-1")] == item and items[("a", "2")] == other
+
+
+def test_a_wholly_failed_batch_is_told_apart_for_its_alarm() -> None:
+    from writer.load import wholly_failed
+
+    event = {"Records": [{"messageId": "a"}, {"messageId": "b"}]}
+    assert wholly_failed(event, {"batchItemFailures": [{"itemIdentifier": "a"},
+                                                       {"itemIdentifier": "b"}]})
+    assert not wholly_failed(event, {"batchItemFailures": [{"itemIdentifier": "a"}]})
+    assert not wholly_failed(event, {"batchItemFailures": []})
+    assert not wholly_failed({"Records": []}, {"batchItemFailures": []})
