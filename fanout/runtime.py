@@ -30,20 +30,28 @@ class Runtime:
         """At cold start: settings (every variable in `required` set, every value valid),
         the spec and the clients; a missing or malformed setting raises SettingsError."""
         settings = Settings.from_env(required=required)
-        return cls(settings, spec_from_settings(settings), Clients.create(
-            endpoint_url=settings.endpoint_url, region=settings.region))
+        clients = Clients.create(endpoint_url=settings.endpoint_url, region=settings.region)
+        return cls(settings, spec_from_settings(settings, clients.s3), clients)
 
 
-def spec_from_settings(settings: Settings) -> Spec:
-    """The spec from FANOUT_SPEC_JSON (inline, as the stack passes it), FANOUT_SPEC (a TOML
-    path) or, failing both, the default spec from the key settings."""
+def spec_from_settings(settings: Settings, s3: Any = None) -> Spec:
+    """The spec from FANOUT_SPEC_JSON (inline, as the stack passes it), FANOUT_SPEC_S3 (an
+    S3 object, for a spec too large for the environment), FANOUT_SPEC (a TOML path) or,
+    failing all, the default spec from the key settings."""
+    name = ("FANOUT_SPEC_JSON" if settings.spec_json else
+            "FANOUT_SPEC_S3" if settings.spec_s3 else "FANOUT_SPEC")
     try:
         if settings.spec_json:
             return Spec.from_dict(json.loads(settings.spec_json))
+        if settings.spec_s3:
+            bucket, _, key = settings.spec_s3.removeprefix("s3://").partition("/")
+            if not bucket or not key or s3 is None:
+                raise SpecError(f"{settings.spec_s3!r} is not an s3://BUCKET/KEY to read")
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            return Spec.from_dict(json.loads(body))
         if settings.spec_path:
             return load_spec(settings.spec_path)
     except (ValueError, SpecError) as exc:  # json.JSONDecodeError is a ValueError
-        name = "FANOUT_SPEC_JSON" if settings.spec_json else "FANOUT_SPEC"
         raise SettingsError(f"{name}: {exc}") from None
     return Spec.default(settings.partition_key, settings.sort_key)
 

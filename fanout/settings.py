@@ -104,6 +104,7 @@ class Settings:
     sort_key: str | None = "offer_id"
     spec_path: str | None = None
     spec_json: str | None = None  # FANOUT_SPEC_JSON: the spec inline, as the stack passes it
+    spec_s3: str | None = None  # FANOUT_SPEC_S3: s3://bucket/key of the spec (-c spec_in_s3=true)
     range_bytes: int = DEFAULT_CONFIG.range_bytes
     checkpoint_bytes: int = DEFAULT_CONFIG.checkpoint_bytes
     split_reserve_s: float = DEFAULT_CONFIG.split_reserve_s
@@ -154,6 +155,7 @@ class Settings:
             sort_key=sort_key or None,
             spec_path=env.get("FANOUT_SPEC") or None,
             spec_json=env.get("FANOUT_SPEC_JSON") or None,
+            spec_s3=env.get("FANOUT_SPEC_S3") or None,
             range_bytes=number("FANOUT_RANGE_BYTES", DEFAULT_CONFIG.range_bytes),
             checkpoint_bytes=number("FANOUT_CHECKPOINT_BYTES", DEFAULT_CONFIG.checkpoint_bytes),
             split_reserve_s=number("FANOUT_SPLIT_RESERVE_S", DEFAULT_CONFIG.split_reserve_s, float),

@@ -76,6 +76,9 @@ class StackConfig:
     writer_role_name: str | None = None
     gzip: bool = False
     versioned: bool = False
+    # Ship the spec as an S3 asset each Lambda reads at cold start, instead of inline in the
+    # environment (for a spec too large for Lambda's 4 KB environment).
+    spec_in_s3: bool = False
     # None: the layer built from the installed pinned Powertools. Otherwise a version of
     # the public layer, or a layer ARN of your own.
     powertools_layer_version: int | None = None
@@ -150,6 +153,7 @@ class StackConfig:
             writer_role_name=text("writer_role_name"),
             gzip=flag("gzip"),
             versioned=flag("versioned"),
+            spec_in_s3=flag("spec_in_s3"),
             powertools_layer_version=int(layer_version) if layer_version else None,
             powertools_layer_arn=text("powertools_layer_arn"),
             alarm_email=text("alarm_email"),

@@ -3,6 +3,8 @@ the S3 trigger and the SQS event source mapping."""
 
 from __future__ import annotations
 
+import hashlib
+
 from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack, Token
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -10,11 +12,12 @@ from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_s3_notifications as s3n
 from constructs import Construct
 
 from fanout.settings import Settings
-from fanout_stack.code import build_code_dir
+from fanout_stack.code import BUILD_ROOT, build_code_dir
 from fanout_stack.config import DEFAULT_WRITER_MEMORY_MB, POWERTOOLS_ACCOUNT, StackConfig
 from fanout_stack.layer import POWERTOOLS, build_layer_dir, powertools_version
 from fanout_stack.queues import Messaging
@@ -52,8 +55,18 @@ def check_environment_size(environment: dict[str, str], spec_source: str) -> Non
         f"{LAMBDA_ENVIRONMENT_LIMIT_BYTES:,} (4 KB); the mapping spec ({spec_source}) is "
         f"{spec:,} of them. Make the spec smaller: columns.default_type = \"infer\" types "
         "numbers and booleans from their values, so only the columns that need another type "
-        "(N for ids, JSON, SS, B) must be listed in columns.types. A spec this large would "
-        "have to be read from S3 or SSM Parameter Store, which the stack does not do yet.")
+        "(N for ids, JSON, SS, B) must be listed in columns.types. Or deploy with "
+        "-c spec_in_s3=true: the stack then ships the spec as an S3 asset that each Lambda "
+        "reads once, at cold start.")
+
+
+def spec_asset(scope: Construct, spec_json: str) -> s3_assets.Asset:
+    """The spec as a file asset (content-addressed, so it changes only with the spec)."""
+    BUILD_ROOT.mkdir(parents=True, exist_ok=True)
+    path = BUILD_ROOT / f"spec-{hashlib.sha256(spec_json.encode()).hexdigest()[:16]}.json"
+    if not path.exists():
+        path.write_text(spec_json, encoding="utf-8")
+    return s3_assets.Asset(scope, "SpecAsset", path=str(path))
 
 
 def powertools_layer(scope: Construct, version: int) -> lambda_.ILayerVersion:
@@ -125,10 +138,12 @@ class Functions(Construct):
             errors_prefix=pipeline.errors_prefix,
             json_copy_prefix=pipeline.json_copy_prefix,
         )
+        # The mapping spec travels inline, or (-c spec_in_s3=true) as an S3 asset.
+        self.spec_asset = spec_asset(self, config.spec_json) if config.spec_in_s3 else None
         common_env = {
             **settings.to_env(),
-            # The mapping spec travels inline; fanout.runtime prefers it to FANOUT_SPEC.
-            "FANOUT_SPEC_JSON": config.spec_json,
+            **({"FANOUT_SPEC_S3": self.spec_asset.s3_object_url} if self.spec_asset
+               else {"FANOUT_SPEC_JSON": config.spec_json}),
             "POWERTOOLS_METRICS_NAMESPACE": "fanout",
             "POWERTOOLS_LOG_LEVEL": "INFO",
         }
@@ -194,6 +209,9 @@ class Functions(Construct):
         )
         self._grant_splitter(config, storage, messaging)
         self._grant_writer(config, storage, messaging)
+        if self.spec_asset:
+            for role in (self.splitter_role, self.writer_role):
+                self.spec_asset.grant_read(role)
         self._trigger_splitter(config, storage.bucket)
         self.writer_source = sources.SqsEventSource(
             messaging.rows_queue,
