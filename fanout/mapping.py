@@ -449,7 +449,7 @@ class RowMapper:
                 item[name] = converted
         return item
 
-    def _key_value(self, template: Any, key: KeySpec, row: Sequence[str], line: int) -> dict:
+    def _key_value(self, template: Any, key: KeySpec, row: Sequence[str], line: int) -> dict[str, Any]:
         if key.type == "S" and len(template.parts) == 1 and not template.parts[0][0]:
             position = template.parts[0][1]
             if position is not None and position >= 0 and row[position]:

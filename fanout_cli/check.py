@@ -21,9 +21,10 @@ from fanout.mapping import Spec
 from fanout.runtime import Runtime
 from fanout.settings import Settings
 from fanout_cli.local.file_s3 import FileS3
+from splitter.errors import InputError
 from splitter.range_reader import head
 from splitter.source import SourceError, open_source
-from splitter.split import Checkpoint, InputError, NoProgress, cut_object
+from splitter.split import Checkpoint, NoProgress, cut_object
 from writer.load import map_rows
 
 SAMPLE_REJECTIONS = 5

@@ -27,7 +27,6 @@ deduplicates, so no lease is needed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
@@ -39,6 +38,7 @@ from fanout.runtime import Runtime, settle_job
 from splitter.batch import Batcher
 from splitter.chunker import CsvDecodeError, Region
 from splitter.enqueue import Enqueuer
+from splitter.errors import InputError
 from splitter.parallel import Guess, Owned, RangeScan, compose, iter_owned_regions, plan_ranges, scan_range
 from splitter.range_reader import ObjectInfo, iter_ranges
 from splitter.source import source_format
@@ -55,25 +55,14 @@ RANGE_KEY = "fanout_range"
 RANGE_SEQ_SPAN = 1_000_000_000  # messages one range may send; its seqs are index * span + n
 MAX_RANGES = 200
 
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
 def plan(runtime: Runtime, info: ObjectInfo, job: str, header: list[str], header_line: int,
          continue_split: Callable[[dict[str, Any]], None]) -> int:
     """Record the plan and start one scan per range; return the number of ranges."""
     settings = runtime.settings
     parts = min(MAX_RANGES, -(-info.size // settings.parallel_range_bytes))
     ranges = plan_ranges(info.size, parts, settings.range_bytes)
-    runtime.clients.dynamodb.update_item(
-        TableName=settings.ledger_table_name,
-        Key={"pk": _s(job), "sk": _s(ledger.JOB_SK)},
-        UpdateExpression="SET parallel_ranges = :n, #h = :h, header_line = :l",
-        ExpressionAttributeNames={"#h": "header"},
-        ExpressionAttributeValues={":n": {"N": str(len(ranges))},
-                                   ":h": {"L": [_s(h) for h in header]},
-                                   ":l": {"N": str(header_line)}},
-    )
+    ledger.record_plan(runtime.clients.dynamodb, settings.ledger_table_name, job,
+                       ranges=len(ranges), header=header, header_line=header_line)
     for index, (start, end) in enumerate(ranges):
         # Each step reads the object as the planner decided (and passes it on in its task).
         continue_split({SCAN_KEY: {**_object(info, job), "index": index, "start": start,
@@ -91,23 +80,21 @@ def scan(runtime: Runtime, info: ObjectInfo, task: dict[str, Any],
          continue_split: Callable[[dict[str, Any]], None]) -> None:
     """Scan one range; the scan that completes the set composes the results and starts
     the range splits, or fails the job with the first error in file order."""
-    from splitter.split import InputError
-
     settings, spec = runtime.settings, runtime.spec
 
     def work(_job_item: dict[str, Any]) -> dict[str, Any]:
         start, end = task["start"], task["end"]
         chunks = iter_ranges(runtime.clients.s3, info, settings.range_bytes, max(start - 1, 0))
         scanned = scan_range(chunks, start, end, encoding=spec.encoding, delimiter=spec.delimiter)
-        return {"task": _s(json.dumps(task)),
-                "scan": _s(json.dumps({"format": SCAN_FORMAT, **asdict(scanned)}))}
+        return {"task": task, "scan": {"format": SCAN_FORMAT, **asdict(scanned)}}
 
     def fan_out(_job_item: dict[str, Any]) -> None:
-        items = _query(runtime, task["job"], "scan#")
-        scans = [json.loads(item.get("scan", {}).get("S", "{}")) for item in items]
-        if any(found.pop("format", None) != SCAN_FORMAT for found in scans):
+        results = ledger.step_results(runtime.clients.dynamodb,
+                                      runtime.settings.ledger_table_name, task["job"], "scan")
+        if any(r is None or r["scan"].pop("format", None) != SCAN_FORMAT for r in results):
             raise InputError(EARLIER_VERSION)
-        tasks = [json.loads(item["task"]["S"]) for item in items]
+        scans = [r["scan"] for r in results if r is not None]
+        tasks = [r["task"] for r in results if r is not None]
         assert [t["start"] for t in tasks] == [found["start"] for found in scans], "out of order"
         try:
             owned = compose([_range_scan(found) for found in scans], info.size)
@@ -127,8 +114,6 @@ def _range_scan(found: dict[str, Any]) -> RangeScan:
 def check(runtime: Runtime, info: ObjectInfo, task: dict[str, Any],
           continue_split: Callable[[dict[str, Any]], None]) -> None:
     """A check step, which only earlier versions plan: the split cannot be finished."""
-    from splitter.split import InputError
-
     raise InputError(EARLIER_VERSION)
 
 
@@ -147,19 +132,15 @@ def _owned_regions(runtime: Runtime, info: ObjectInfo,
 def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any]) -> None:
     """Send the records that start in one range; the range that completes the set
     finishes the split."""
-    from splitter.split import InputError
-
     settings, ddb, spec = runtime.settings, runtime.clients.dynamodb, runtime.spec
     job, index = task["job"], int(task["index"])
-
-    def header_of(job_item: dict[str, Any]) -> list[str]:
-        return [h.get("S") for h in job_item.get("header", {}).get("L", [])]
 
     def work(job_item: dict[str, Any]) -> dict[str, Any]:
         if "owned" not in task:
             raise InputError(EARLIER_VERSION)
         enqueuer = Enqueuer(runtime.clients.sqs, settings.rows_queue_url)
-        batcher = Batcher(enqueuer, job, info.source, header_of(job_item), spec.delimiter,
+        batcher = Batcher(enqueuer, job, info.source, ledger.plan_header(job_item)[0],
+                          spec.delimiter,
                           index * RANGE_SEQ_SPAN)
         skip_header = index == 0
         try:
@@ -174,19 +155,21 @@ def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any]) -> Non
             raise InputError(str(exc)) from exc
         finally:
             enqueuer.close()
-        return {"rows": {"N": str(batcher.rows)}, "messages": {"N": str(batcher.messages)}}
+        return {"rows": batcher.rows, "messages": batcher.messages}
 
     def fan_out(job_item: dict[str, Any]) -> None:
-        counted = _query(runtime, job, "range#")
-        total_rows = sum(int(r["rows"]["N"]) for r in counted)
-        total_messages = sum(int(r["messages"]["N"]) for r in counted)
+        counted = ledger.step_results(ddb, settings.ledger_table_name, job, "range")
+        if any(r is None for r in counted):
+            raise InputError(EARLIER_VERSION)
+        total_rows = sum(r["rows"] for r in counted if r is not None)
+        total_messages = sum(r["messages"] for r in counted if r is not None)
+        header, header_line = ledger.plan_header(job_item)
         if total_rows == 0:
-            line = job_item.get("header_line", {}).get("N", "1")
-            raise InputError(f"line {line}: the file has a header but no data rows")
+            raise InputError(f"line {header_line}: the file has a header but no data rows")
         try:
             job_done = ledger.finish_split(
                 ddb, settings.ledger_table_name, job, rows_read=total_rows,
-                messages_total=total_messages, header=header_of(job_item),
+                messages_total=total_messages, header=header,
                 error_location=f"s3://{info.source.bucket}/{settings.errors_prefix}{job}/",
             )
         except ClientError as exc:
@@ -219,44 +202,11 @@ def _run_step(runtime: Runtime, kind: str, task: dict[str, Any], work: Work,
     ddb, table = runtime.clients.dynamodb, runtime.settings.ledger_table_name
     job, index, parts = task["job"], int(task["index"]), int(task["parts"])
     job_item = ledger.raw_job(ddb, table, job)
-    if job_item.get("status", {}).get("S") == ledger.FAILED:
+    if ledger.status_of(job_item) == ledger.FAILED:
         return
-    done = job_item.get(f"{kind}s_done", {}).get("NS", [])
-    if str(index) not in done:
-        job_item = _report(runtime, job, kind, index, work(job_item))
-        done = job_item[f"{kind}s_done"]["NS"]
-    if len(done) < parts or f"{kind}s_fanned" in job_item:
+    if index not in ledger.steps_done(job_item, kind):
+        job_item = ledger.report_step(ddb, table, job, kind, index, work(job_item))
+    if len(ledger.steps_done(job_item, kind)) < parts or ledger.stage_fanned(job_item, kind):
         return
     fan_out(job_item)
-    ddb.update_item(TableName=table, Key={"pk": _s(job), "sk": _s(ledger.JOB_SK)},
-                    UpdateExpression=f"SET {kind}s_fanned = :t",
-                    ExpressionAttributeValues={":t": {"BOOL": True}})
-
-
-def _report(runtime: Runtime, job: str, kind: str, index: int,
-            result: dict[str, Any]) -> dict[str, Any]:
-    """Store one step's result and add its index to the job's `<kind>s_done` set (both
-    idempotent); return the job item as it is now."""
-    ddb, table = runtime.clients.dynamodb, runtime.settings.ledger_table_name
-    ddb.put_item(TableName=table,
-                 Item={"pk": _s(job), "sk": _s(f"{kind}#{index:05d}"), **result})
-    attributes: dict[str, Any] = ddb.update_item(
-        TableName=table,
-        Key={"pk": _s(job), "sk": _s(ledger.JOB_SK)},
-        UpdateExpression=f"ADD {kind}s_done :i",
-        ExpressionAttributeValues={":i": {"NS": [str(index)]}},
-        ReturnValues="ALL_NEW",
-    )["Attributes"]
-    return attributes
-
-
-def _query(runtime: Runtime, job: str, prefix: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    paginator = runtime.clients.dynamodb.get_paginator("query")
-    for page in paginator.paginate(
-        TableName=runtime.settings.ledger_table_name,
-        KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
-        ExpressionAttributeValues={":pk": _s(job), ":p": _s(prefix)}, ConsistentRead=True,
-    ):
-        items.extend(page.get("Items", []))
-    return sorted(items, key=lambda item: item["sk"]["S"])
+    ledger.mark_fanned(ddb, table, job, kind)

@@ -83,7 +83,7 @@ def iter_ranges(
 def _read_fully(body: Any, size: int) -> bytes:
     """`size` bytes from a streaming body, or fewer only at its end (a socket read may
     return less than asked; the pieces must still end where the grid says)."""
-    data = body.read(size)
+    data: bytes = body.read(size)
     while 0 < len(data) < size:
         more = body.read(size - len(data))
         if not more:

@@ -20,6 +20,7 @@ from splitter import fan
 from splitter.batch import Batcher, Sink
 from splitter.chunker import CsvDecodeError, Region, iter_regions
 from splitter.enqueue import Enqueuer
+from splitter.errors import InputError
 from splitter.range_reader import head
 from splitter.source import (
     SourceError,
@@ -32,10 +33,6 @@ from splitter.source import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class InputError(ValueError):
-    """Bad input: the job ends with this message (file, line, reason) in the ledger."""
 
 
 @dataclass(frozen=True)
