@@ -389,3 +389,22 @@ def test_a_wholly_failed_batch_is_told_apart_for_its_alarm() -> None:
     assert not wholly_failed(event, {"batchItemFailures": [{"itemIdentifier": "a"}]})
     assert not wholly_failed(event, {"batchItemFailures": []})
     assert not wholly_failed({"Records": []}, {"batchItemFailures": []})
+
+
+def test_the_json_copy_holds_exactly_the_written_items(aws, stack, spec):
+    # Given the old loader's JSON backup switched on
+    settings = replace(stack.settings, json_copy=True)
+    handler.runtime.use(Runtime(settings, spec, aws))
+    rows = [["a", str(i), "low"] for i in range(5)] + [["", "5", "low"]]  # one rejected
+    received = send(aws, stack, message(0, rows))
+    # When the message is written
+    handler.lambda_handler(sqs_event(received, stack.rows_queue_arn), context())
+    # Then json-copy/JOB/MESSAGE.jsonl holds each written item, in DynamoDB JSON, and no other
+    listed = aws.s3.list_objects_v2(Bucket=settings.bucket, Prefix=settings.json_copy_prefix)
+    (key,) = [o["Key"] for o in listed["Contents"]]
+    assert key == f"{settings.json_copy_prefix}job-1/0.jsonl"
+    body = aws.s3.get_object(Bucket=settings.bucket, Key=key)["Body"].read().decode()
+    copied = {(i["Item"]["account"]["S"], i["Item"]["offer_id"]["S"]): i["Item"]
+              for i in map(json.loads, body.splitlines())}
+    assert copied == table_items(aws, settings.table_name)
+    assert len(copied) == 5
