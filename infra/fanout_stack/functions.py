@@ -131,6 +131,7 @@ class Functions(Construct):
             sort_key=spec.sort_key.name if spec.sort_key else None,
             range_bytes=pipeline.range_bytes,
             visibility_timeout_s=pipeline.visibility_timeout_s,
+            writer_timeout_s=pipeline.writer_timeout_s,
             writer_in_flight=pipeline.writer_in_flight,
             errors_prefix=pipeline.errors_prefix,
             json_copy_prefix=pipeline.json_copy_prefix,
