@@ -12,15 +12,22 @@ one owner of it:
   sit beside it;
 * the tally, `sk="tally"`: the writers' hot counter, kept apart from the job item so its
   update costs 1 write unit however large the job item grows (a 64 KiB header, the
-  parallel split's done-sets): `tickets` (log records handed out), `messages_reported`
-  (an upper bound: duplicates count twice), and a copy of messages_total and the format;
+  parallel split's done-sets): `tickets` (log records handed out), `ticket_at` (the
+  clock of the writer that took the last one, when it asked), `messages_reported` (an
+  upper bound: duplicates count twice), a copy of messages_total and the format, and
+  `completed_at` once the job is complete;
 * the log, `sk="log#<ticket, 12 digits>"`: one record per writer invocation and job,
-  `m` = `message_id:written:rejected:superseded,...` for each message it finished. The
-  writer takes its ticket from the tally (ADD, so tickets are dense: 1, 2, 3, ...) and
-  then writes the record under it, conditionally (`attribute_not_exists`). A ticket
-  whose record never comes (the writer died in between) is voided by the folder with a
-  tombstone, `void`, written under the same condition, so a late writer finds its
-  ticket taken, fails its batch, and SQS delivers it again under a new ticket;
+  `m` = `message_id:written:rejected:superseded,...` for each message it finished, and
+  `prev_at`, the `ticket_at` its ticket's ADD replaced (when the previous ticket was
+  asked for). The writer takes its ticket from the tally (ADD, so tickets are dense: 1,
+  2, 3, ...) and then writes the record under it, conditionally (`attribute_not_exists`).
+  A ticket whose record has not come (a hole) stops the fold there; it is voided with a
+  tombstone, `void`, written under the same condition, only once no writer can still
+  write it: its writer has outlived the writer function's timeout plus HOLE_MARGIN_S,
+  judged from `prev_at` of the records after it (see `HolePolicy`). A writer whose
+  record put fails voids its own ticket before its batch fails. So a live writer is
+  never voided; one that outlived its own lifetime would find its ticket taken, fail
+  its batch, and SQS would deliver it again under a new ticket;
 * the shards, `sk="shard#<seq // SHARD_SEQS, 12 digits>"`: what the log says about
   sequence numbers [k*4096, (k+1)*4096), folded: `bits` (a 512-byte bitmap, one bit per
   seq whose message is counted), `parts` (the ids "seq.part" of messages that were split
@@ -41,13 +48,26 @@ deltas: no step reads the whole job. A shard skips the entries of tickets it has
 already applied, so a step that died half way is redone exactly; the next folder finds
 the lease `dirty` and sums the shards again (≈1,000 small items at 4M messages).
 
+Holes: a fold that meets one polls for its record for HOLE_WAIT_S (a writer between
+its two writes, usually), then stops at it, keeping its cursor before it, and returns:
+nothing blocks on a slow writer. The writer of a record that came HOLE_WAIT_S or more
+after its ticket folds itself (a folder may have stopped at it), and a folder that
+stopped looks at the hole once more after releasing its lease, so a record that came
+while the lease was held is not left behind. A hole whose writer died is voided by the
+first settle after its writer's lifetime; at the end of a job that is the settle of the
+dead writer's own batch, which SQS delivers again after the visibility timeout (always
+longer than the writer timeout plus the margin), and whose record's `prev_at` dates the
+hole just before it (the stack sets the visibility timeout to 6x the writer timeout).
+
 Completion is attempted only when `distinct` (which duplicates do not inflate) reaches
 messages_total: one transaction, the status flip RUNNING → COMPLETE conditional on the
-tally's `tickets` being the fold's cursor, so it is detected, and its summary returned
-for publishing, exactly once, and that summary counts every report recorded before it.
-After COMPLETE, a replay or a late duplicate is one more log record, folded into its
-own shard, and the job item's counts are moved by its delta (`counted_through` keeps an
-older folder from writing over a newer count).
+tally's `tickets` being the fold's cursor (the same update sets the tally's
+`completed_at`), so it is detected, and its summary returned for publishing, exactly
+once, and that summary counts every report recorded before it. After COMPLETE, a
+replay or a late duplicate is one more log record, folded into its own shard, and the
+job item's counts are moved by its delta (`counted_through` keeps an older folder from
+writing over a newer count); the fold reads `completed_at` in the tally, so such a
+settle does not try the completion again.
 
 Cost: a writer invocation writes 2 items, as the previous format did: the tally ADD
 (1 write unit) and its log record (about 18 bytes a message: 1 unit up to ~55 messages).

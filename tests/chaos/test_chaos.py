@@ -227,8 +227,8 @@ def test_splitter_killed_mid_file(data: Expected, tmp_path: Path, monkeypatch: p
     if checkpoint_bytes:
         import fanout.local.ingest as ingest_module
 
-        def small_checkpoints(settings: Any, spec: Any, clients: Clients) -> Runtime:
-            return Runtime(replace(settings, checkpoint_bytes=checkpoint_bytes), spec, clients)
+        def small_checkpoints(settings: Any, spec: Any, clients: Clients, **kw: Any) -> Runtime:
+            return Runtime(replace(settings, checkpoint_bytes=checkpoint_bytes), spec, clients, **kw)
         monkeypatch.setattr(ingest_module, "Runtime", small_checkpoints)
     layer = StrictLayer()
     reads, kills, starts = Counter(), Counter(), Counter()
