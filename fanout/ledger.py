@@ -424,8 +424,9 @@ def should_settle(item: Mapping[str, Any]) -> bool:
     item) should fold the job's log now: when its report (`reported_now` messages) took
     messages_reported across a multiple of FOLD_MESSAGES, and on every report once as
     many messages were reported as the job has (duplicates make that a little early,
-    which costs a short fold, never a whole-job read). A job item: when it is RUNNING or
-    COMPLETE."""
+    which costs a short fold, never a whole-job read), and when its record came so late
+    that a folder may have stopped at its ticket (`late`, see `record_batch`). A job
+    item: when it is RUNNING or COMPLETE."""
     if "tickets" not in item:
         return item.get("status", {}).get("S") in (RUNNING, COMPLETE)
     if "late" in item:
