@@ -194,7 +194,7 @@ def test_a_slow_writer_is_not_voided_and_the_fold_that_met_its_hole_returns_prom
     retries, a pause): the folder that meets the hole stops there at once and voids
     nothing; the record is folded when it comes, and the writer's batch does not fail."""
     table, clock = stack.settings.ledger_table_name, Clock()
-    start(aws, stack, total=2, rows=50)
+    start(aws, stack, total=3, rows=75)
     ledger.record_batch(aws.dynamodb, table, "r1", {JOB: {"0": MessageCounts(25, 0, 0)}},
                         clock=clock)  # ticket 1
     met = {}
@@ -203,6 +203,10 @@ def test_a_slow_writer_is_not_voided_and_the_fold_that_met_its_hole_returns_prom
         def put_item(self, **params):
             if params["Item"]["sk"]["S"] == ledger._log_sk(2):
                 clock.now += 30.0
+                # Ticket 3's writer reports the job's last message and settles.
+                last, = ledger.record_batch(aws.dynamodb, table, "r3",
+                                            {JOB: {"2": MessageCounts(25, 0, 0)}}, clock=clock)
+                assert ledger.should_settle(last)
                 before = clock.now
                 met["settled"] = settle(aws, stack, **timed(clock))
                 met["spent_s"] = clock.now - before
@@ -215,10 +219,11 @@ def test_a_slow_writer_is_not_voided_and_the_fold_that_met_its_hole_returns_prom
     assert met["settled"] is None  # stopped at the hole: not complete yet
     assert met["spent_s"] <= ledger.HOLE_WAIT_S + ledger.HOLE_POLL_S  # no waiting it out
     assert met["cursor"] == 1 and met["hole"] == {}  # folded up to it; not voided
-    # The record came late, so its writer folds: the job completes, every row counted once.
+    # The record came late, so its writer folds (its report alone would not: 2 of 3
+    # messages when it took its ticket): the job completes, every row counted once.
     assert ledger.should_settle(tally)
     assert settle(aws, stack, **timed(clock)).status == ledger.COMPLETE
-    assert counts_of(aws, stack) == (ledger.COMPLETE, 50, 0, 0)
+    assert counts_of(aws, stack) == (ledger.COMPLETE, 75, 0, 0)
     assert "void" not in ledger._get(aws.dynamodb, table, JOB, ledger._log_sk(2))
 
 
@@ -285,6 +290,32 @@ def test_the_job_completes_on_the_redelivery_of_a_dead_writers_batch(aws, stack,
             settle_job(redelivered, item)
     assert counts_of(aws, stack) == (ledger.COMPLETE, 25 * total, 0, 0)
     assert sum(op == "transact_write_items" for op, _ in calls.calls) == 1
+
+
+def test_a_record_that_lands_while_the_stalled_folder_holds_the_lease_is_folded(aws, stack):
+    """The folder stops at ticket 1's hole; before it releases the lease, the record lands
+    and its writer's settle finds the lease taken. The folder looks at the hole once
+    more after releasing, so the job completes without another trigger."""
+    table, clock = stack.settings.ledger_table_name, Clock()
+    start(aws, stack, total=2, rows=50)
+    dead_writer(aws, stack, clock, "1")  # ticket 1: its record is not there yet
+    ledger.record_batch(aws.dynamodb, table, "r2", {JOB: {"0": MessageCounts(25, 0, 0)}},
+                        clock=clock)  # ticket 2
+    landed = []
+
+    class Releasing(Calls):
+        def update_item(self, **params):
+            if "REMOVE lease_owner" in params["UpdateExpression"] and not landed:
+                landed.append(True)
+                aws.dynamodb.put_item(TableName=table, Item={
+                    "pk": {"S": JOB}, "sk": {"S": ledger._log_sk(1)},
+                    "m": {"S": "1:25:0:0"}, "r": {"S": "slow"}})
+                assert settle(aws, stack, **timed(clock)) is None  # the lease is taken
+            return self.ddb.update_item(**params)
+
+    done = ledger.settle(Releasing(aws.dynamodb), table, JOB, owner="f1", **timed(clock))
+    assert landed and done.status == ledger.COMPLETE
+    assert counts_of(aws, stack) == (ledger.COMPLETE, 50, 0, 0)
 
 
 def test_a_writer_whose_record_put_fails_voids_its_own_ticket(aws, stack):
