@@ -372,7 +372,7 @@ def record_batch(
                 updated.append(raw_job(ddb, ledger_table, job))
                 continue
         ticket = int(old.get("tickets", {}).get("N", "0")) + 1
-        tally = {**old, "tickets": _n(ticket), "ticket_at": _n_time(asked),
+        tally = {**old, **_key(job, TALLY_SK), "tickets": _n(ticket), "ticket_at": _n_time(asked),
                  "messages_reported": _n(int(old.get("messages_reported", {}).get("N", "0"))
                                          + len(messages))}
         item = {"pk": _s(job), "sk": _s(_log_sk(ticket)), "m": _s(_encode_entries(messages)),
