@@ -478,7 +478,6 @@ def run_scale(messages: int = 4_000_000,
     # The writers' reports: the tally as each one's ADD left it (their log records are the
     # synthesized ones); the writers' own units are counted from the records' sizes.
     writer_wru = 0
-    tally = table.items[(JOB, ledger.TALLY_SK)]
     reported = 0
     settles, summaries = 0, 0
     completing: Measured | None = None
@@ -487,11 +486,13 @@ def run_scale(messages: int = 4_000_000,
     fold_units = Units()
     for ticket in range(1, job.tickets + 1):
         record = {"pk": {"S": JOB}, "sk": {"S": ledger._log_sk(ticket)}, "m": {"S": job.record(ticket)},
-                  "r": {"S": f"request-{ticket}"}}
+                  "r": {"S": f"request-{ticket}"}, "prev_at": {"N": "1764628800.123"}}
         now = record["m"]["S"].count(",") + 1
         reported += now
         writer_wru += 1 + max(1, math.ceil(item_size(record) / KB))  # the tally ADD, the record
-        tally.update({"tickets": {"N": str(ticket)}, "messages_reported": {"N": str(reported)}})
+        tally = table.items[(JOB, ledger.TALLY_SK)]  # the completion replaces the item
+        tally.update({"tickets": {"N": str(ticket)}, "messages_reported": {"N": str(reported)},
+                      "ticket_at": {"N": "1764628800.123"}})
         table.visible = ticket
         if ticket == job.tickets // 2:
             _, status = measure(lambda: ledger.get_job(ddb, TABLE, JOB), table)

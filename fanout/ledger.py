@@ -16,15 +16,22 @@ one owner of it:
   the range sent). Only the functions under "Parallel split steps" below touch them;
 * the tally, `sk="tally"`: the writers' hot counter, kept apart from the job item so its
   update costs 1 write unit however large the job item grows (a 64 KiB header, the
-  parallel split's done-sets): `tickets` (log records handed out), `messages_reported`
-  (an upper bound: duplicates count twice), and a copy of messages_total and the format;
+  parallel split's done-sets): `tickets` (log records handed out), `ticket_at` (the
+  clock of the writer that took the last one, when it asked), `messages_reported` (an
+  upper bound: duplicates count twice), a copy of messages_total and the format, and
+  `completed_at` once the job is complete;
 * the log, `sk="log#<ticket, 12 digits>"`: one record per writer invocation and job,
-  `m` = `message_id:written:rejected:superseded,...` for each message it finished. The
-  writer takes its ticket from the tally (ADD, so tickets are dense: 1, 2, 3, ...) and
-  then writes the record under it, conditionally (`attribute_not_exists`). A ticket
-  whose record never comes (the writer died in between) is voided by the folder with a
-  tombstone, `void`, written under the same condition, so a late writer finds its
-  ticket taken, fails its batch, and SQS delivers it again under a new ticket;
+  `m` = `message_id:written:rejected:superseded,...` for each message it finished, and
+  `prev_at`, the `ticket_at` its ticket's ADD replaced (when the previous ticket was
+  asked for). The writer takes its ticket from the tally (ADD, so tickets are dense: 1,
+  2, 3, ...) and then writes the record under it, conditionally (`attribute_not_exists`).
+  A ticket whose record has not come (a hole) stops the fold there; it is voided with a
+  tombstone, `void`, written under the same condition, only once no writer can still
+  write it: its writer has outlived the writer function's timeout plus HOLE_MARGIN_S,
+  judged from `prev_at` of the records after it (see `HolePolicy`). A writer whose
+  record put fails voids its own ticket before its batch fails. So a live writer is
+  never voided; one that outlived its own lifetime would find its ticket taken, fail
+  its batch, and SQS would deliver it again under a new ticket;
 * the shards, `sk="shard#<seq // SHARD_SEQS, 12 digits>"`: what the log says about
   sequence numbers [k*4096, (k+1)*4096), folded: `bits` (a 512-byte bitmap, one bit per
   seq whose message is counted), `parts` (the ids "seq.part" of messages that were split
@@ -45,13 +52,26 @@ deltas: no step reads the whole job. A shard skips the entries of tickets it has
 already applied, so a step that died half way is redone exactly; the next folder finds
 the lease `dirty` and sums the shards again (≈1,000 small items at 4M messages).
 
+Holes: a fold that meets one polls for its record for HOLE_WAIT_S (a writer between
+its two writes, usually), then stops at it, keeping its cursor before it, and returns:
+nothing blocks on a slow writer. The writer of a record that came HOLE_WAIT_S or more
+after its ticket folds itself (a folder may have stopped at it), and a folder that
+stopped looks at the hole once more after releasing its lease, so a record that came
+while the lease was held is not left behind. A hole whose writer died is voided by the
+first settle after its writer's lifetime; at the end of a job that is the settle of the
+dead writer's own batch, which SQS delivers again after the visibility timeout (always
+longer than the writer timeout plus the margin), and whose record's `prev_at` dates the
+hole just before it (the stack sets the visibility timeout to 6x the writer timeout).
+
 Completion is attempted only when `distinct` (which duplicates do not inflate) reaches
 messages_total: one transaction, the status flip RUNNING → COMPLETE conditional on the
-tally's `tickets` being the fold's cursor, so it is detected, and its summary returned
-for publishing, exactly once, and that summary counts every report recorded before it.
-After COMPLETE, a replay or a late duplicate is one more log record, folded into its
-own shard, and the job item's counts are moved by its delta (`counted_through` keeps an
-older folder from writing over a newer count).
+tally's `tickets` being the fold's cursor (the same update sets the tally's
+`completed_at`), so it is detected, and its summary returned for publishing, exactly
+once, and that summary counts every report recorded before it. After COMPLETE, a
+replay or a late duplicate is one more log record, folded into its own shard, and the
+job item's counts are moved by its delta (`counted_through` keeps an older folder from
+writing over a newer count); the fold reads `completed_at` in the tally, so such a
+settle does not try the completion again.
 
 Cost: a writer invocation writes 2 items, as the previous format did: the tally ADD
 (1 write unit) and its log record (about 18 bytes a message: 1 unit up to ~55 messages).
@@ -71,6 +91,7 @@ leaving it RUNNING.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -78,7 +99,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from fanout.contract import REPLAY_MARK
 
@@ -94,8 +115,13 @@ FOLD_MESSAGES = 20_000  # a fold step reads about this many log entries; a write
 #                         report crosses a multiple of it folds (besides the end of the job)
 LOG_PAGE = 100  # log records per Query page
 FOLD_BUDGET_S = 10.0  # wall time one invocation spends folding at most
-HOLE_GRACE_S = 1.0  # how long a folder waits for a ticket's record before voiding it
+HOLE_WAIT_S = 0.2  # how long a folder waits for a missing record before it stops there
 HOLE_POLL_S = 0.05
+# A hole (a ticket with no record) is voided only when no writer can still fill it: once
+# the writer that took it has outlived the writer function's timeout, plus this margin for
+# clock differences between hosts and a request still in flight when the writer died.
+HOLE_MARGIN_S = 30.0
+WRITER_TIMEOUT_S = 60.0  # PipelineConfig.writer_timeout_s, when the caller cannot say
 FOLD_LEASE_S = 60.0  # when the caller cannot say how long it lives
 
 SPLITTING = "SPLITTING"
@@ -320,44 +346,74 @@ def _encode_entries(messages: Mapping[str, MessageCounts]) -> str:
 
 
 def record_batch(
-    ddb: Any, ledger_table: str, request_id: str, results: Mapping[str, Mapping[str, MessageCounts]]
+    ddb: Any, ledger_table: str, request_id: str, results: Mapping[str, Mapping[str, MessageCounts]],
+    *, clock: Callable[[], float] = time.time,
 ) -> list[dict[str, Any]]:
     """Record the messages one writer invocation finished, per job: a ticket from the
     job's tally, then the log record under it. Returns each job's tally as it is now (see
     `fanout.runtime.settle_job` for what follows), or, for a job of the previous ledger
-    format, its job item, failed."""
+    format, its job item, failed.
+
+    The ticket's ADD stamps the tally with this writer's clock (`ticket_at`) and returns
+    the stamp it replaced, the previous ticket's; the record carries that (`prev_at`), so
+    a folder that meets the previous ticket's hole knows when it was handed out (see
+    `_hole_voidable`). A record put that fails with an AWS error voids its own ticket
+    before the error fails the batch, so a writer that is alive never leaves a hole."""
     updated = []
     for job, messages in results.items():
         if not messages:
             continue
-        tally = ddb.update_item(
+        asked = clock()
+        old = ddb.update_item(
             TableName=ledger_table, Key=_key(job, TALLY_SK),
-            UpdateExpression="ADD tickets :one, messages_reported :n",
-            ExpressionAttributeValues={":one": _n(1), ":n": _n(len(messages))},
-            ReturnValues="ALL_NEW",
-        )["Attributes"]
-        if "ledger_format" not in tally:
+            UpdateExpression="ADD tickets :one, messages_reported :n SET ticket_at = :now",
+            ExpressionAttributeValues={":one": _n(1), ":n": _n(len(messages)), ":now": _n_time(asked)},
+            ReturnValues="ALL_OLD",
+        ).get("Attributes", {})
+        if "ledger_format" not in old:
             job_item = raw_job(ddb, ledger_table, job)
             if job_item and "ledger_format" not in job_item:
                 fail_old_format(ddb, ledger_table, job)
                 updated.append(raw_job(ddb, ledger_table, job))
                 continue
-        ticket = int(tally["tickets"]["N"])
+        ticket = int(old.get("tickets", {}).get("N", "0")) + 1
+        tally = {**old, **_key(job, TALLY_SK), "tickets": _n(ticket), "ticket_at": _n_time(asked),
+                 "messages_reported": _n(int(old.get("messages_reported", {}).get("N", "0"))
+                                         + len(messages))}
+        item = {"pk": _s(job), "sk": _s(_log_sk(ticket)), "m": _s(_encode_entries(messages)),
+                "r": _s(request_id[:64])}
+        if "ticket_at" in old:
+            item["prev_at"] = old["ticket_at"]
         try:
-            ddb.put_item(
-                TableName=ledger_table,
-                Item={"pk": _s(job), "sk": _s(_log_sk(ticket)), "m": _s(_encode_entries(messages)),
-                      "r": _s(request_id[:64])},
-                ConditionExpression="attribute_not_exists(sk)",
-            )
+            ddb.put_item(TableName=ledger_table, Item=item,
+                         ConditionExpression="attribute_not_exists(sk)")
         except ClientError as exc:
             if _conditional_failed(exc):
                 raise TicketVoided(f"job {job}: log ticket {ticket} was voided; "
                                    "the batch will be delivered again") from exc
+            _void_own(ddb, ledger_table, job, ticket)
+            raise
+        except BotoCoreError:
+            _void_own(ddb, ledger_table, job, ticket)
             raise
         tally["reported_now"] = _n(len(messages))  # not stored: what this report added
+        if clock() - asked >= HOLE_WAIT_S:
+            # A folder may have met this ticket's hole, waited HOLE_WAIT_S and stopped
+            # there: this invocation folds, so the job is not left waiting for a trigger.
+            tally["late"] = {"BOOL": True}
         updated.append(tally)
     return updated
+
+
+def _void_own(ddb: Any, ledger_table: str, job: str, ticket: int) -> None:
+    """Best effort: a writer whose record put failed voids its ticket (the batch fails and
+    SQS delivers it again), so no folder has to wait out a live writer's lifetime."""
+    with contextlib.suppress(ClientError, BotoCoreError):  # else the folder voids it, later
+        _void(ddb, ledger_table, job, ticket)
+
+
+def _n_time(seconds: float) -> dict[str, str]:
+    return {"N": f"{seconds:.3f}"}
 
 
 def _log_sk(ticket: int) -> str:
@@ -373,10 +429,13 @@ def should_settle(item: Mapping[str, Any]) -> bool:
     item) should fold the job's log now: when its report (`reported_now` messages) took
     messages_reported across a multiple of FOLD_MESSAGES, and on every report once as
     many messages were reported as the job has (duplicates make that a little early,
-    which costs a short fold, never a whole-job read). A job item: when it is RUNNING or
-    COMPLETE."""
+    which costs a short fold, never a whole-job read), and when its record came so late
+    that a folder may have stopped at its ticket (`late`, see `record_batch`). A job
+    item: when it is RUNNING or COMPLETE."""
     if "tickets" not in item:
         return item.get("status", {}).get("S") in (RUNNING, COMPLETE)
+    if "late" in item:
+        return True
     reported = int(item["messages_reported"]["N"])
     reported_now = int(item.get("reported_now", {}).get("N", "0"))
     if (reported - reported_now) // FOLD_MESSAGES != reported // FOLD_MESSAGES:
@@ -493,6 +552,8 @@ class FoldState:
     totals: Totals
     tickets: int
     messages_total: int | None
+    stalled: int | None = None  # a young hole the fold stopped at (see HolePolicy)
+    complete: bool = False  # the tally says the job completed
 
 
 class FoldLost(RuntimeError):
@@ -502,14 +563,21 @@ class FoldLost(RuntimeError):
 
 def fold(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float = FOLD_LEASE_S,
          budget_s: float = FOLD_BUDGET_S, clock: Callable[[], float] = time.time,
-         sleep: Callable[[float], None] = time.sleep) -> FoldState | None:
+         sleep: Callable[[float], None] = time.sleep,
+         writer_timeout_s: float = WRITER_TIMEOUT_S) -> FoldState | None:
     """Fold the job's log into its shards from the cursor on, in steps of about
     FOLD_MESSAGES entries, for at most `budget_s`. Returns the state reached, or None when
     another folder holds the lease (it carries the work on: a folder looks at the tally
     again after releasing, so no report is left behind).
 
+    A ticket with no record whose writer may still be alive (`HolePolicy`) stops the fold
+    there, after HOLE_WAIT_S at most: the state's `stalled`. It is not waited out: the
+    writer folds itself when its record came that late, and once the writer cannot be
+    alive, any later settle voids the ticket.
+
     `lease_s` must not outlast the caller: a writer passes the time its invocation has
     left, so a lease held by a folder that was killed expires when the folder is gone."""
+    holes = HolePolicy(writer_timeout_s, clock, sleep)
     started = clock()
     state = None
     while True:
@@ -517,19 +585,25 @@ def fold(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float = 
         if old is None:
             return state
         try:
-            state = _fold_steps(ddb, ledger_table, job, owner, old, started, budget_s, clock,
-                                sleep)
+            state = _fold_steps(ddb, ledger_table, job, owner, old, started, budget_s, holes)
         except BaseException:
             # Released `dirty`, so the next folder sums the shards (the normal path released
             # the lease in its last update).
             _release(ddb, ledger_table, job, owner)
             raise
+        if state.stalled is not None:
+            # Its record may have come while this folder held the lease (its writer found
+            # the lease taken): look once more, now that the lease is free.
+            if not _get(ddb, ledger_table, job, _log_sk(state.stalled)):
+                return state
+            continue
         # Reports that came while this folder held the lease found it taken and left their
         # records to it: look at the tally again.
         tally = _get(ddb, ledger_table, job, TALLY_SK)
         state.tickets = int(tally.get("tickets", {}).get("N", "0"))
         if "messages_total" in tally:
             state.messages_total = int(tally["messages_total"]["N"])
+        state.complete = "completed_at" in tally
         if state.cursor >= state.tickets or clock() - started >= budget_s:
             return state
 
@@ -570,23 +644,23 @@ def _get(ddb: Any, ledger_table: str, job: str, sk: str) -> dict[str, Any]:
 
 
 def _fold_steps(ddb: Any, ledger_table: str, job: str, owner: str, old: Mapping[str, Any],
-                started: float, budget_s: float, clock: Callable[[], float],
-                sleep: Callable[[float], None]) -> FoldState:
+                started: float, budget_s: float, holes: HolePolicy) -> FoldState:
     cursor = int(old.get("cursor", {}).get("N", "0"))
     # A folder that died mid-step left shards the running totals do not show: sum them.
     totals = sum_shards(ddb, ledger_table, job) if old.get("dirty", {}).get("BOOL") else Totals.of(old)
     tally = _get(ddb, ledger_table, job, TALLY_SK)
     tickets = int(tally.get("tickets", {}).get("N", "0"))
     total = int(tally["messages_total"]["N"]) if "messages_total" in tally else None
+    stalled = None
     while True:
         if tickets > cursor:
-            high, added = _fold_step(ddb, ledger_table, job, cursor, tickets, sleep)
+            high, added, stalled = _fold_step(ddb, ledger_table, job, cursor, tickets, holes)
             totals.add(added)
             cursor = high
-        more = clock() - started < budget_s and cursor < tickets
+        more = stalled is None and holes.clock() - started < budget_s and cursor < tickets
         _save_fold(ddb, ledger_table, job, owner, cursor, totals, clean=not more)
         if not more:
-            return FoldState(cursor, totals, tickets, total)
+            return FoldState(cursor, totals, tickets, total, stalled, "completed_at" in tally)
 
 
 def _save_fold(ddb: Any, ledger_table: str, job: str, owner: str, cursor: int, totals: Totals,
@@ -636,29 +710,34 @@ def _read_log(ddb: Any, ledger_table: str, job: str, low: int, high: int
 
 
 def _fold_step(ddb: Any, ledger_table: str, job: str, cursor: int, tickets: int,
-               sleep: Callable[[float], None]) -> tuple[int, Totals]:
+               holes: HolePolicy) -> tuple[int, Totals, int | None]:
     """Fold the tickets after `cursor` (about FOLD_MESSAGES entries' worth, up to
-    `tickets`) into their shards: (the last ticket folded, what they added)."""
+    `tickets`) into their shards: (the last ticket folded, what they added, the ticket of
+    a young hole the step stopped at, or None)."""
     records, high = _read_log(ddb, ledger_table, job, cursor + 1, tickets)
     missing = [t for t in range(cursor + 1, high + 1) if t not in records]
     waited = 0.0
-    while missing and waited < HOLE_GRACE_S:
-        # A writer between its ticket and its record (or one that died there): wait for
-        # it a little, then void what is still missing. Voiding is conditional, so a record
-        # written meanwhile wins and is folded.
-        sleep(HOLE_POLL_S)
+    while missing and waited < HOLE_WAIT_S:
+        # Most holes are a writer between its ticket and its record: a few polls see it.
+        holes.sleep(HOLE_POLL_S)
         waited += HOLE_POLL_S
         for ticket in missing:
             came = _get(ddb, ledger_table, job, _log_sk(ticket))
             if came:
                 records[ticket] = came
         missing = [t for t in missing if t not in records]
+    stalled = None
     for ticket in missing:
+        if not holes.voidable(ticket, records):
+            # Its writer may be alive: fold up to it, and leave it to a later settle (the
+            # writer's own, which folds when its record came late, or any later one).
+            stalled, high = ticket, ticket - 1
+            break
         late = _void(ddb, ledger_table, job, ticket)
         if late is not None:
             records[ticket] = late
     by_shard: dict[int, list[tuple[int, str, MessageCounts]]] = {}
-    for ticket in sorted(records):
+    for ticket in sorted(t for t in records if t <= high):
         encoded = records[ticket].get("m", {}).get("S")
         if not encoded:
             continue  # voided
@@ -675,7 +754,33 @@ def _fold_step(ddb: Any, ledger_table: str, job: str, cursor: int, tickets: int,
         _put_shard(ddb, ledger_table, job, shard)
         added.add(shard.totals)
         added.add(before, -1)
-    return high, added
+    return high, added, stalled
+
+
+@dataclass(frozen=True)
+class HolePolicy:
+    """When a ticket with no record may be voided: only once no writer can still write it.
+
+    A writer lives at most `writer_timeout_s` (Lambda ends it there). Record t+1 carries
+    `prev_at`, the clock of ticket t's writer when it asked for t, so t's writer is gone
+    `writer_timeout_s` after it. Any later record u carries ticket u-1's stamp; t's writer
+    started before ticket u-1 was handed out, and u-1's writer was alive then and had asked
+    at `prev_at`, so t's writer is gone two timeouts after that stamp. Voiding earlier would
+    fail a live writer's batch (and SQS would deliver up to a batch of messages again)."""
+
+    writer_timeout_s: float = WRITER_TIMEOUT_S
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+
+    def voidable(self, ticket: int, records: Mapping[int, Mapping[str, Any]]) -> bool:
+        now = self.clock()
+        after = records.get(ticket + 1, {})
+        if "prev_at" in after and now - float(after["prev_at"]["N"]) > (
+                self.writer_timeout_s + HOLE_MARGIN_S):
+            return True
+        stamps = [float(r["prev_at"]["N"]) for t, r in records.items()
+                  if t > ticket + 1 and "prev_at" in r]
+        return bool(stamps) and now - min(stamps) > 2 * self.writer_timeout_s + HOLE_MARGIN_S
 
 
 def _void(ddb: Any, ledger_table: str, job: str, ticket: int) -> dict[str, Any] | None:
@@ -756,32 +861,42 @@ COMPLETE_ATTEMPTS = 5
 
 
 def settle(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float = FOLD_LEASE_S,
-           budget_s: float = FOLD_BUDGET_S) -> Settlement | None:
+           budget_s: float = FOLD_BUDGET_S, clock: Callable[[], float] = time.time,
+           sleep: Callable[[float], None] = time.sleep,
+           writer_timeout_s: float = WRITER_TIMEOUT_S) -> Settlement | None:
     """Fold the job's new log records; complete the job when its count of distinct
     messages reaches messages_total, or move a completed job's counts after a replay or a
-    late duplicate. None when another folder has the work.
+    late duplicate. None when another folder has the work, or the fold stopped at a
+    ticket whose writer may still be alive (see `fold`).
 
     The completion is one transaction: the status flip RUNNING → COMPLETE, conditional on
-    the tally holding no ticket the fold has not read. So it happens once, and its counts
-    (the published summary's) include every report recorded before it; a report that came
-    in meanwhile (a replay, say) makes this folder fold again and retry."""
+    the tally holding no ticket the fold has not read, which marks the tally complete
+    too. So it happens once, and its counts (the published summary's) include every
+    report recorded before it; a report that came in meanwhile (a replay, say) makes this
+    folder fold again and retry. A settle after completion sees the mark in the tally
+    the fold reads, and goes straight to moving the counts."""
     for _ in range(COMPLETE_ATTEMPTS):
         try:
-            state = fold(ddb, ledger_table, job, owner=owner, lease_s=lease_s, budget_s=budget_s)
+            state = fold(ddb, ledger_table, job, owner=owner, lease_s=lease_s, budget_s=budget_s,
+                         clock=clock, sleep=sleep, writer_timeout_s=writer_timeout_s)
         except FoldLost:
             return None  # another folder has the work
-        if (state is None or state.messages_total is None
-                or state.totals.distinct < state.messages_total):
+        if state is None or state.messages_total is None:
             return None
         counts = state.totals
         values = {":w": _n(counts.written), ":r": _n(counts.rejected), ":s": _n(counts.superseded),
                   ":c": _n(state.cursor), ":complete": _s(COMPLETE)}
+        if state.complete:
+            break
+        if state.stalled is not None or counts.distinct < state.messages_total:
+            return None
         try:
             ddb.transact_write_items(TransactItems=[
-                {"ConditionCheck": {
+                {"Update": {
                     "TableName": ledger_table, "Key": _key(job, TALLY_SK),
+                    "UpdateExpression": "SET completed_at = :t",
                     "ConditionExpression": "tickets = :c",
-                    "ExpressionAttributeValues": {":c": _n(state.cursor)}}},
+                    "ExpressionAttributeValues": {":c": _n(state.cursor), ":t": _s(now_iso())}}},
                 {"Update": {
                     "TableName": ledger_table, "Key": _key(job, JOB_SK),
                     "UpdateExpression": "SET #st = :complete, finished_at = :t, rows_written = :w, "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ class Runtime:
     # How the splitter hands over to a fresh invocation: None means an asynchronous
     # Lambda invoke of itself; the local runtime passes its own trigger.
     continue_split: Callable[[dict[str, Any]], None] | None = None
+    # The ledger's wall clock (ticket stamps, the age of a hole, leases); tests move it.
+    clock: Callable[[], float] = time.time
 
     @classmethod
     def from_env(cls, required: Sequence[str] = BASE_REQUIRED) -> Runtime:
@@ -112,7 +115,9 @@ def settle_job(runtime: Runtime, item: Mapping[str, Any], *, owner: str | None =
         return
     left = remaining_s() if remaining_s else ledger.FOLD_LEASE_S
     settlement = ledger.settle(ddb, table, job, owner=owner or str(uuid.uuid4()), lease_s=left,
-                               budget_s=max(0.0, min(ledger.FOLD_BUDGET_S, left / 3)))
+                               budget_s=max(0.0, min(ledger.FOLD_BUDGET_S, left / 3)),
+                               clock=runtime.clock,
+                               writer_timeout_s=runtime.settings.writer_timeout_s)
     if settlement and settlement.summary:
         _publish(runtime, job, settlement.summary)
 

@@ -111,6 +111,7 @@ class Settings:
     parallel_threshold_bytes: int = DEFAULT_CONFIG.parallel_threshold_bytes
     parallel_range_bytes: int = DEFAULT_CONFIG.parallel_range_bytes
     visibility_timeout_s: int = DEFAULT_CONFIG.visibility_timeout_s
+    writer_timeout_s: int = DEFAULT_CONFIG.writer_timeout_s  # the ledger voids no younger hole
     writer_in_flight: int = DEFAULT_CONFIG.writer_in_flight
     errors_prefix: str = DEFAULT_CONFIG.errors_prefix
     json_copy: bool = False
@@ -162,6 +163,7 @@ class Settings:
             parallel_threshold_bytes=number("FANOUT_PARALLEL_THRESHOLD_BYTES", DEFAULT_CONFIG.parallel_threshold_bytes),
             parallel_range_bytes=number("FANOUT_PARALLEL_RANGE_BYTES", DEFAULT_CONFIG.parallel_range_bytes),
             visibility_timeout_s=number("FANOUT_VISIBILITY_TIMEOUT_S", DEFAULT_CONFIG.visibility_timeout_s),
+            writer_timeout_s=number("FANOUT_WRITER_TIMEOUT_S", DEFAULT_CONFIG.writer_timeout_s),
             writer_in_flight=number("FANOUT_WRITER_IN_FLIGHT", DEFAULT_CONFIG.writer_in_flight),
             errors_prefix=env.get("FANOUT_ERRORS_PREFIX", DEFAULT_CONFIG.errors_prefix),
             json_copy=env.get("FANOUT_JSON_COPY", "").lower() in ("1", "true", "yes"),
@@ -187,6 +189,7 @@ class Settings:
             "FANOUT_PARALLEL_THRESHOLD_BYTES": str(self.parallel_threshold_bytes),
             "FANOUT_PARALLEL_RANGE_BYTES": str(self.parallel_range_bytes),
             "FANOUT_VISIBILITY_TIMEOUT_S": str(self.visibility_timeout_s),
+            "FANOUT_WRITER_TIMEOUT_S": str(self.writer_timeout_s),
             "FANOUT_WRITER_IN_FLIGHT": str(self.writer_in_flight),
             "FANOUT_ERRORS_PREFIX": self.errors_prefix,
             "FANOUT_JSON_COPY": "1" if self.json_copy else "",

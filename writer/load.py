@@ -275,7 +275,8 @@ def load_batch(event: dict[str, Any], context: Any, runtime: Runtime,
         by_job[result.message.job][result.message.message_id] = result.counts
     for job_item in ledger.record_batch(runtime.clients.dynamodb,
                                         runtime.settings.ledger_table_name,
-                                        context.aws_request_id, by_job):
+                                        context.aws_request_id, by_job,
+                                        clock=runtime.clock):
         settle_job(runtime, job_item, owner=context.aws_request_id, remaining_s=budget.remaining_s)
     if on_result:
         for result in results:

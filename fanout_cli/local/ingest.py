@@ -73,6 +73,7 @@ class IngestOptions:
     max_wait_s: float = 3600.0
     progress: TextIO | None = None  # None (as for --json): no progress display
     json_copy: bool = False
+    clock: Callable[[], float] = time.time  # the ledger's wall clock (the chaos suite moves it)
 
 
 @dataclass
@@ -104,7 +105,7 @@ def ingest(options: IngestOptions) -> IngestResult:
                                  range_bytes=options.range_bytes,
                                  endpoint_url=emulator.endpoint_url, json_copy=options.json_copy)
         clients = options.wrap_clients(raw) if options.wrap_clients else raw
-        runtime = Runtime(stack.settings, options.spec, clients)
+        runtime = Runtime(stack.settings, options.spec, clients, clock=options.clock)
         bounded_sqs = BoundedQueueClient(clients.sqs, stack.settings.rows_queue_url)
         events_url = stack.events_queue_url
 

@@ -98,6 +98,7 @@ def create_resources(
         parallel_threshold_bytes=config.parallel_threshold_bytes,
         parallel_range_bytes=config.parallel_range_bytes,
         visibility_timeout_s=config.visibility_timeout_s,
+        writer_timeout_s=config.writer_timeout_s,
         writer_in_flight=config.writer_in_flight,
         errors_prefix=config.errors_prefix,
         json_copy=json_copy,

@@ -132,6 +132,7 @@ class Functions(Construct):
             sort_key=spec.sort_key.name if spec.sort_key else None,
             range_bytes=pipeline.range_bytes,
             visibility_timeout_s=pipeline.visibility_timeout_s,
+            writer_timeout_s=pipeline.writer_timeout_s,
             writer_in_flight=pipeline.writer_in_flight,
             parallel_threshold_bytes=pipeline.parallel_threshold_bytes,
             parallel_range_bytes=pipeline.parallel_range_bytes,

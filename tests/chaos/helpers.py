@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +127,20 @@ class Hooked:
         if hook is None:
             return getattr(self._client, name)
         return lambda *args, **params: hook(self._client, *args, **params)
+
+
+class JumpingClock:
+    """The wall clock, plus whatever time a test makes pass at once (`jump`): how the
+    chaos suite lets a dead writer's lifetime go by without waiting for it."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def jump(self, seconds: float) -> None:
+        self.offset += seconds
 
 
 @dataclass

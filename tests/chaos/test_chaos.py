@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fanout import ledger
 from fanout.aws import Clients
 from fanout.runtime import Runtime
 from fanout.settings import LOCAL_CONFIG
 from fanout_cli.local.esm import LocalContext
-from tests.chaos.helpers import Counter, Expected, Hooked, Killed, assert_exact, poisoned_csv, run
+from tests.chaos.helpers import Counter, Expected, Hooked, JumpingClock, Killed, assert_exact, poisoned_csv, run
 from tests.strict_aws import Faults, StrictLayer
 
 UPLOAD_PREFIX = "uploads/"
@@ -152,23 +154,65 @@ def test_writer_killed_mid_batch_write(data: Expected, tmp_path: Path) -> None:
 
 
 def test_writer_killed_after_writing_before_the_ledger(data: Expected, tmp_path: Path) -> None:
-    """The writer dies after its items are written, as it records the batch in the ledger:
-    the whole batch fails, SQS delivers all of it again, nothing is counted twice."""
+    """The writer dies after its items are written, between its log ticket and its record:
+    the whole batch fails, SQS delivers all of it again, and once the dead writer's
+    lifetime has passed (the clock jumps over it) a settle voids its ticket; nothing is
+    counted twice and the job completes."""
     layer = StrictLayer()
-    records, kills = Counter(), Counter()
+    records, kills, voids = Counter(), Counter(), Counter()
+    clock = JumpingClock()
 
     def put_item(ddb: Any, **params: Any) -> Any:
-        if params["Item"].get("sk", {}).get("S", "").startswith("log#") and records.next() in (2, 5):
+        sk = params["Item"].get("sk", {}).get("S", "")
+        if sk.startswith("log#") and "m" in params["Item"] and records.next() in (2, 5):
             kills.next()
+            # Its lifetime passes (two timeouts bound it from any later record's stamp).
+            clock.jump(2 * LOCAL_CONFIG.writer_timeout_s + ledger.HOLE_MARGIN_S + 1)
             raise Killed("killed before the ledger")
+        if sk.startswith("log#") and "void" in params["Item"]:
+            voids.next()
         return ddb.put_item(**params)
 
     def wrap(raw: Clients) -> Clients:
         strict = layer.wrap(raw)
         return replace(strict, dynamodb=Hooked(strict.dynamodb, put_item=put_item))
 
-    result = run(data, tmp_path / "out", wrap)
+    result = run(data, tmp_path / "out", wrap, clock=clock)
     assert kills.n == 2
+    assert voids.n == 2  # each dead writer's ticket, once its writer cannot be alive
+    assert_exact(result, data)
+
+
+def test_slow_writers_are_not_voided_and_their_batches_do_not_fail(data: Expected,
+                                                                   tmp_path: Path) -> None:
+    """Two writers take 1.5 s between their ticket and their record (a throttled
+    ledger, retries, a pause), well inside the writer timeout: no ticket is voided, no
+    batch fails for it, and the counts are exact."""
+    layer = StrictLayer()
+    records, slow, voids, taken = Counter(), Counter(), Counter(), Counter()
+
+    def put_item(ddb: Any, **params: Any) -> Any:
+        sk = params["Item"].get("sk", {}).get("S", "")
+        if sk.startswith("log#") and "m" in params["Item"] and records.next() in (2, 4):
+            slow.next()
+            time.sleep(1.5)
+        if sk.startswith("log#") and "void" in params["Item"]:
+            voids.next()
+        try:
+            return ddb.put_item(**params)
+        except ddb.exceptions.ConditionalCheckFailedException:
+            if "m" in params["Item"]:
+                taken.next()
+            raise
+
+    def wrap(raw: Clients) -> Clients:
+        strict = layer.wrap(raw)
+        return replace(strict, dynamodb=Hooked(strict.dynamodb, put_item=put_item))
+
+    result = run(data, tmp_path / "out", wrap)
+    assert slow.n == 2
+    assert voids.n == 0 and taken.n == 0
+    assert result.summary["messages_sent"] == (data.read + 24) // 25
     assert_exact(result, data)
 
 
@@ -183,8 +227,8 @@ def test_splitter_killed_mid_file(data: Expected, tmp_path: Path, monkeypatch: p
     if checkpoint_bytes:
         import fanout_cli.local.ingest as ingest_module
 
-        def small_checkpoints(settings: Any, spec: Any, clients: Clients) -> Runtime:
-            return Runtime(replace(settings, checkpoint_bytes=checkpoint_bytes), spec, clients)
+        def small_checkpoints(settings: Any, spec: Any, clients: Clients, **kw: Any) -> Runtime:
+            return Runtime(replace(settings, checkpoint_bytes=checkpoint_bytes), spec, clients, **kw)
         monkeypatch.setattr(ingest_module, "Runtime", small_checkpoints)
     layer = StrictLayer()
     reads, kills, starts = Counter(), Counter(), Counter()

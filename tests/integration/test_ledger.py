@@ -11,6 +11,7 @@ import pytest
 from fanout import ledger
 from fanout.ledger import MessageCounts
 from fanout.runtime import Runtime, settle_job
+from fanout.settings import DEFAULT_CONFIG
 
 JOB = "job-1"
 
@@ -158,6 +159,8 @@ def test_a_replay_after_completion_recounts_only_its_shard(aws, stack, spec):
     shard_reads = [key["sk"]["S"] for op, p in calls.calls if op == "batch_get_item"
                    for key in p["RequestItems"][stack.settings.ledger_table_name]["Keys"]]
     assert set(shard_reads) == {ledger._shard_sk(0)}
+    # The tally says the job is complete: no settle attempts the completion again.
+    assert not [op for op, _ in calls.calls if op == "transact_write_items"]
     # The only queries read the two new log records: nothing else of the job is read.
     log_reads = [p["ExpressionAttributeValues"][":low"]["S"] for op, p in calls.calls
                  if op == "query"]
@@ -165,30 +168,179 @@ def test_a_replay_after_completion_recounts_only_its_shard(aws, stack, spec):
     assert sorted(set(log_reads)) == [ledger._log_sk(completed_at + 1), ledger._log_sk(completed_at + 2)]
 
 
-def test_a_ticket_whose_record_came_too_late_is_voided_and_its_writer_retries(aws, stack,
-                                                                              monkeypatch):
-    table = stack.settings.ledger_table_name
-    monkeypatch.setattr(ledger, "HOLE_GRACE_S", 0.0)
-    start(aws, stack, total=2, rows=50)
-    record(aws, stack, "r1", {"0": MessageCounts(25, 0, 0)})  # ticket 1
+class Clock:
+    """A wall clock the test moves; `sleep` moves it too, so nothing really waits."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+# How long after its ticket a hole's writer may still write its record (tests' default).
+LIFETIME_S = ledger.WRITER_TIMEOUT_S + ledger.HOLE_MARGIN_S
+
+
+def timed(clock: Clock, **kwargs: Any) -> dict[str, Any]:
+    return {"clock": clock, "sleep": clock.sleep, **kwargs}
+
+
+def test_a_slow_writer_is_not_voided_and_the_fold_that_met_its_hole_returns_promptly(aws, stack):
+    """Ticket 2's writer takes 30 s between its ticket and its record (a throttled table,
+    retries, a pause): the folder that meets the hole stops there at once and voids
+    nothing; the record is folded when it comes, and the writer's batch does not fail."""
+    table, clock = stack.settings.ledger_table_name, Clock()
+    start(aws, stack, total=3, rows=75)
+    ledger.record_batch(aws.dynamodb, table, "r1", {JOB: {"0": MessageCounts(25, 0, 0)}},
+                        clock=clock)  # ticket 1
+    met = {}
 
     class Slow(Calls):
         def put_item(self, **params):
             if params["Item"]["sk"]["S"] == ledger._log_sk(2):
-                # The folder gives up waiting for ticket 2's record, and voids it.
-                assert settle(aws, stack) is None
+                clock.now += 30.0
+                # Ticket 3's writer reports the job's last message and settles.
+                last, = ledger.record_batch(aws.dynamodb, table, "r3",
+                                            {JOB: {"2": MessageCounts(25, 0, 0)}}, clock=clock)
+                assert ledger.should_settle(last)
+                before = clock.now
+                met["settled"] = settle(aws, stack, **timed(clock))
+                met["spent_s"] = clock.now - before
+                met["cursor"] = int(ledger._get(aws.dynamodb, table, JOB, ledger.FOLD_SK)["cursor"]["N"])
+                met["hole"] = ledger._get(aws.dynamodb, table, JOB, ledger._log_sk(2))
             return self.ddb.put_item(**params)
 
-    with pytest.raises(ledger.TicketVoided, match="ticket 2 was voided"):
-        ledger.record_batch(Slow(aws.dynamodb), table, "slow", {JOB: {"1": MessageCounts(25, 0, 0)}})
-    fold = ledger._get(aws.dynamodb, table, JOB, ledger.FOLD_SK)
-    assert int(fold["cursor"]["N"]) == 2
+    tally, = ledger.record_batch(Slow(aws.dynamodb), table, "slow",
+                                 {JOB: {"1": MessageCounts(25, 0, 0)}}, clock=clock)
+    assert met["settled"] is None  # stopped at the hole: not complete yet
+    assert met["spent_s"] <= ledger.HOLE_WAIT_S + ledger.HOLE_POLL_S  # no waiting it out
+    assert met["cursor"] == 1 and met["hole"] == {}  # folded up to it; not voided
+    # The record came late, so its writer folds (its report alone would not: 2 of 3
+    # messages when it took its ticket): the job completes, every row counted once.
+    assert ledger.should_settle(tally)
+    assert settle(aws, stack, **timed(clock)).status == ledger.COMPLETE
+    assert counts_of(aws, stack) == (ledger.COMPLETE, 75, 0, 0)
+    assert "void" not in ledger._get(aws.dynamodb, table, JOB, ledger._log_sk(2))
+
+
+def dead_writer(aws, stack, clock: Clock, message: str) -> None:
+    """A writer takes its ticket and dies before its record (not an AWS error)."""
+    class Dies(Calls):
+        def put_item(self, **params):
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        ledger.record_batch(Dies(aws.dynamodb), stack.settings.ledger_table_name, "dead",
+                            {JOB: {message: MessageCounts(25, 0, 0)}}, clock=clock)
+
+
+def test_a_dead_writers_hole_is_voided_only_after_the_writer_timeout(aws, stack):
+    table, clock = stack.settings.ledger_table_name, Clock()
+    start(aws, stack, total=3, rows=75)
+    ledger.record_batch(aws.dynamodb, table, "r1", {JOB: {"0": MessageCounts(25, 0, 0)}},
+                        clock=clock)  # ticket 1
+    dead_writer(aws, stack, clock, "1")  # ticket 2, never written
+    clock.now += 5.0
+    ledger.record_batch(aws.dynamodb, table, "r3", {JOB: {"2": MessageCounts(25, 0, 0)}},
+                        clock=clock)  # ticket 3
+    clock.now += LIFETIME_S - 5.0 - 1.0  # ticket 2's writer could still be alive
+    assert settle(aws, stack, **timed(clock)) is None
+    assert ledger._get(aws.dynamodb, table, JOB, ledger._log_sk(2)) == {}
+    assert counts_of(aws, stack) == (ledger.RUNNING, 25, 0, 0)  # ticket 3 waits behind it
+    clock.now += 2.0  # now it cannot be
+    assert settle(aws, stack, **timed(clock)) is None  # message 1 is still not counted
     assert ledger._get(aws.dynamodb, table, JOB, ledger._log_sk(2))["void"]["BOOL"]
-    assert counts_of(aws, stack) == (ledger.RUNNING, 25, 0, 0)
-    # The invocation failed, so SQS delivers message 1 again: ticket 3.
-    record(aws, stack, "redelivered", {"1": MessageCounts(25, 0, 0)})
-    assert settle(aws, stack).status == ledger.COMPLETE
+    assert counts_of(aws, stack) == (ledger.RUNNING, 50, 0, 0)
+    ledger.record_batch(aws.dynamodb, table, "again", {JOB: {"1": MessageCounts(25, 0, 0)}},
+                        clock=clock)  # SQS delivers the dead writer's batch again
+    assert settle(aws, stack, **timed(clock)).status == ledger.COMPLETE
+    assert counts_of(aws, stack) == (ledger.COMPLETE, 75, 0, 0)
+
+
+@pytest.mark.parametrize("dead", [1, 2], ids=["one-dead-writer", "two-in-a-row"])
+def test_the_job_completes_on_the_redelivery_of_a_dead_writers_batch(aws, stack, spec, dead):
+    """The end of a job: every message was reported, but the last writer(s) died between
+    ticket and record, and nothing else is delivered. SQS delivers their batches again
+    after the visibility timeout; those settles find the holes old enough, void them and
+    complete the job, with no other trigger."""
+    clock = Clock()
+    runtime = Runtime(stack.settings, spec, aws, clock=clock)
+    visibility_s = DEFAULT_CONFIG.visibility_timeout_s  # the stack's; always > the timeout
+    assert visibility_s > DEFAULT_CONFIG.writer_timeout_s == stack.settings.writer_timeout_s
+    total = 2 + dead
+    start(aws, stack, total=total, rows=25 * total)
+    for m in ("0", "1"):
+        for item in ledger.record_batch(aws.dynamodb, stack.settings.ledger_table_name, m,
+                                        {JOB: {m: MessageCounts(25, 0, 0)}}, clock=clock):
+            settle_job(runtime, item)
+    for m in range(2, total):
+        dead_writer(aws, stack, clock, str(m))
+    assert ledger.get_job(aws.dynamodb, stack.settings.ledger_table_name, JOB)["status"] == \
+        ledger.RUNNING
+    clock.now += visibility_s
+    calls = Calls(aws.dynamodb)
+    redelivered = Runtime(stack.settings, spec, replace(aws, dynamodb=calls), clock=clock)
+    for m in range(2, total):
+        for item in ledger.record_batch(calls, stack.settings.ledger_table_name, f"again{m}",
+                                        {JOB: {str(m): MessageCounts(25, 0, 0)}}, clock=clock):
+            settle_job(redelivered, item)
+    assert counts_of(aws, stack) == (ledger.COMPLETE, 25 * total, 0, 0)
+    assert sum(op == "transact_write_items" for op, _ in calls.calls) == 1
+
+
+def test_a_record_that_lands_while_the_stalled_folder_holds_the_lease_is_folded(aws, stack):
+    """The folder stops at ticket 1's hole; before it releases the lease, the record lands
+    and its writer's settle finds the lease taken. The folder looks at the hole once
+    more after releasing, so the job completes without another trigger."""
+    table, clock = stack.settings.ledger_table_name, Clock()
+    start(aws, stack, total=2, rows=50)
+    dead_writer(aws, stack, clock, "1")  # ticket 1: its record is not there yet
+    ledger.record_batch(aws.dynamodb, table, "r2", {JOB: {"0": MessageCounts(25, 0, 0)}},
+                        clock=clock)  # ticket 2
+    landed = []
+
+    class Releasing(Calls):
+        def update_item(self, **params):
+            if "REMOVE lease_owner" in params["UpdateExpression"] and not landed:
+                landed.append(True)
+                aws.dynamodb.put_item(TableName=table, Item={
+                    "pk": {"S": JOB}, "sk": {"S": ledger._log_sk(1)},
+                    "m": {"S": "1:25:0:0"}, "r": {"S": "slow"}})
+                assert settle(aws, stack, **timed(clock)) is None  # the lease is taken
+            return self.ddb.update_item(**params)
+
+    done = ledger.settle(Releasing(aws.dynamodb), table, JOB, owner="f1", **timed(clock))
+    assert landed and done.status == ledger.COMPLETE
     assert counts_of(aws, stack) == (ledger.COMPLETE, 50, 0, 0)
+
+
+def test_a_writer_whose_record_put_fails_voids_its_own_ticket(aws, stack):
+    """An AWS error on the record put fails the batch; the writer voids its ticket first,
+    so the redelivered batch's settle completes the job without waiting for the hole."""
+    from botocore.exceptions import ClientError
+
+    table, clock = stack.settings.ledger_table_name, Clock()
+    start(aws, stack, total=1, rows=25)
+
+    class Throttled(Calls):
+        def put_item(self, **params):
+            if "m" in params["Item"]:
+                raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"}},
+                                  "PutItem")
+            return self.ddb.put_item(**params)
+
+    with pytest.raises(ClientError):
+        ledger.record_batch(Throttled(aws.dynamodb), table, "r1",
+                            {JOB: {"0": MessageCounts(25, 0, 0)}}, clock=clock)
+    assert ledger._get(aws.dynamodb, table, JOB, ledger._log_sk(1))["void"]["BOOL"]
+    ledger.record_batch(aws.dynamodb, table, "again", {JOB: {"0": MessageCounts(25, 0, 0)}},
+                        clock=clock)
+    assert settle(aws, stack, **timed(clock)).status == ledger.COMPLETE
+    assert counts_of(aws, stack) == (ledger.COMPLETE, 25, 0, 0)
 
 
 def test_a_fold_that_died_half_way_is_redone_exactly(aws, stack):
