@@ -46,7 +46,8 @@ test-full: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy fanout fanout_cli splitter writer dlq_replayer
+	$(BIN)/mypy --strict fanout splitter writer
+	$(BIN)/mypy fanout_cli dlq_replayer
 
 bench: setup
 	$(BIN)/python -m bench

@@ -293,7 +293,8 @@ def finish_split(
         UpdateExpression="SET messages_total = :total, rows_read = :r",
         ExpressionAttributeValues={":total": _n(messages_total), ":r": _n(rows_read)},
     )
-    return response["Attributes"]
+    finished: dict[str, Any] = response["Attributes"]
+    return finished
 
 
 OLD_FORMAT_ERROR = (
@@ -611,7 +612,7 @@ def fold(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float = 
 def _acquire(ddb: Any, ledger_table: str, job: str, owner: str, until: float,
              now: float) -> dict[str, Any] | None:
     try:
-        return ddb.update_item(
+        previous: dict[str, Any] = ddb.update_item(
             TableName=ledger_table, Key=_key(job, FOLD_SK),
             UpdateExpression="SET lease_owner = :o, lease_until = :u, dirty = :true",
             ConditionExpression="attribute_not_exists(lease_until) OR lease_until < :now",
@@ -619,6 +620,7 @@ def _acquire(ddb: Any, ledger_table: str, job: str, owner: str, until: float,
                                        ":now": _n(int(now))},
             ReturnValues="ALL_OLD",
         ).get("Attributes", {})
+        return previous
     except ClientError as exc:
         if _conditional_failed(exc):
             return None

@@ -19,7 +19,7 @@ from fanout.aws import Clients
 from fanout.contract import KIND_REJECTED, Rejection, as_replay, decode, job_id_for
 from fanout.mapping import Spec
 from fanout.runtime import Runtime
-from fanout.settings import Settings
+from fanout.settings import DEFAULT_CONFIG, Settings
 from fanout_cli.local.file_s3 import FileS3
 from splitter.errors import InputError
 from splitter.range_reader import head
@@ -100,7 +100,7 @@ def check_file(path: Path, spec: Spec, *, range_bytes: int | None = None) -> Che
     s3 = FileS3(path)
     try:
         settings = Settings(table_name="(dry run)", ledger_table_name="(dry run)",
-                            **({"range_bytes": range_bytes} if range_bytes else {}))
+                            range_bytes=range_bytes or DEFAULT_CONFIG.range_bytes)
         runtime = Runtime(settings, spec, Clients(s3=s3, sqs=None, dynamodb=None))
         info = head(s3, CHECK_BUCKET, path.name)
         result = CheckResult(file=str(path))

@@ -211,18 +211,18 @@ def _column_names(header: Sequence[str]) -> tuple[list[str], bool]:
 
 
 def _column_type(stats: ColumnStats) -> str:
-    words = MISSING_WORDS.intersection(stats.values)
+    words = frozenset(MISSING_WORDS.intersection(stats.values))
     rest = [v for v in stats.values if v != "" and v not in words]
     # Only if no other value holds the word: `replace` works on substrings.
     if rest and not any(w in v for w in words for v in rest):
-        stats.missing = frozenset(words)
+        stats.missing = words
     filled = stats.filled
     if not filled:
         return "S"
     if all(_EXACT_NUMBER.fullmatch(v) and _significant_digits(v) <= 38 for v in filled):
         return _if_converts("N", filled, stats.name)
-    words = {v.lower() for v in filled}
-    if any(words <= vocabulary for vocabulary in _BOOL_VOCABULARIES):
+    lowered = {v.lower() for v in filled}
+    if any(lowered <= vocabulary for vocabulary in _BOOL_VOCABULARIES):
         return _if_converts("BOOL", filled, stats.name)
     if all(v.lstrip()[:1] in ("{", "[") for v in filled):
         return _if_converts("JSON", filled, stats.name)
