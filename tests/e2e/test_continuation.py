@@ -54,10 +54,13 @@ def test_many_continuations_and_a_crash_equal_a_clean_run(tmp_path: Path) -> Non
         crashing.append(s3)
         return replace(strict.wrap(clients), s3=s3)
 
-    # 32 KiB ranges, a checkpoint at each, and a splitter that has 0.05 s before it must
-    # hand over: a continuation every ~270 rows, and one crash mid-split.
-    config = replace(LOCAL_CONFIG, checkpoint_bytes=32 * 1024, splitter_timeout_s=1.0,
-                     split_reserve_s=0.95)
+    # 32 KiB ranges, a checkpoint at each, and a splitter that must hand over at the first
+    # checkpoint after 0.1 s: a continuation every few hundred rows, and one crash
+    # mid-split. (The 1.45 s after that before it gives up on reaching a checkpoint at all
+    # is slack for a loaded machine: with less, a slow invocation can hand over before it
+    # reaches the next checkpoint, again and again.)
+    config = replace(LOCAL_CONFIG, checkpoint_bytes=32 * 1024, splitter_timeout_s=3.0,
+                     split_reserve_s=2.9)
     result = ingest(IngestOptions(file=data, spec=Spec.default(), out_dir=tmp_path / "out",
                                   range_bytes=32 * 1024, config=config, wrap_clients=wrap,
                                   concurrency=6))
