@@ -3,11 +3,11 @@
 The real `dlq_replayer.cli.main` runs against `MemorySQS`, an in-memory stand-in for one
 standard queue (moto would take minutes to serve 100,000 messages and would measure
 itself): ReceiveMessage returns up to 10 visible messages and hides them for their
-visibility timeout, ChangeMessageVisibility(Batch), DeleteMessage(Batch), SendMessageBatch
-and GetQueueAttributes behave as SQS's do, receipt handles are as long as real ones
-(~400 characters), and more than `max_in_flight` messages in flight is SQS's OverLimit
-error (120,000 for a standard queue). It also records the most messages it ever had in
-flight at once.
+visibility timeout; ChangeMessageVisibility(Batch), DeleteMessage, SendMessageBatch and
+GetQueueAttributes behave as SQS's do; receipt handles are as long as real ones (~400
+characters; only the newest is valid; the stand-in keeps none); more than `max_in_flight`
+messages in flight is SQS's OverLimit error (120,000 for a standard queue). It records
+the most messages it ever had in flight at once.
 
 Each case runs in a child process: the queue is filled first (its memory is the
 baseline), then the peak RSS is reset (/proc/self/clear_refs) and the command runs;
@@ -23,7 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import OrderedDict
+from array import array
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,73 +34,93 @@ from botocore.exceptions import ClientError
 REPO = Path(__file__).resolve().parent.parent
 ROWS = 100_000
 HEADER = ["account", "offer_id", "risk", "region", "amount", "updated_at"]
-# Measured once by this bench's child on main at 25f4942 (before the replayer streamed):
-# `python -m bench.replayer_scale --child COMMAND 100000 PER` (10,000 rows: 33.7 MB).
-BEFORE = {("inspect", 1): "346 MB / 5.2 s", ("inspect", 25): "132 MB / 1.3 s",
-          ("export", 1): "381 MB / 6.3 s", ("export", 25): "167 MB / 2.1 s"}
+# Measured once by this bench's child over main at 25f4942 (before the replayer streamed;
+# `git archive 25f4942 dlq_replayer fanout` beside this bench, then
+# `python -m bench.replayer_scale --child COMMAND 100000 PER`); at 10,000 rows: 33 MB.
+BEFORE = {("inspect", 1): "337 MB / 3.8 s", ("inspect", 25): "131 MB / 1.1 s",
+          ("export", 1): "372 MB / 5.2 s", ("export", 25): "166 MB / 1.9 s"}
 FLAT_MB = 8  # the goal: 100,000 rows within this much of 10,000 rows
 
 
 class MemorySQS:
-    """One standard queue in memory, as the SQS API presents it (see the module doc)."""
+    """One standard queue in memory, as the SQS API presents it (see the module doc).
+
+    Its own memory does not grow while the replayer reads (so the bench measures the
+    replayer): message i is bodies[i] (None once deleted), hidden until until[i] (0:
+    visible) under the receive numbered number[i], in arrays made when it was sent."""
 
     def __init__(self, max_in_flight: int = 120_000) -> None:
         self.max_in_flight = max_in_flight
-        self.visible: OrderedDict[str, str] = OrderedDict()  # id -> body
-        self.hidden: dict[str, tuple[str, float]] = {}  # id -> (body, visible again at)
-        self.receipts: dict[str, str] = {}  # the current receipt handle -> id
+        self.index: dict[str, int] = {}
+        self.ids: list[str] = []
+        self.bodies: list[str | None] = []
+        self.until = array("d")
+        self.number = array("q")
+        self.visible: deque[int] = deque()
+        self.in_flight = 0
         self.sent: list[str] = []  # bodies sent to other queues (the rows queue)
         self.peak_in_flight = 0
-        self._next = 0
+        self._receives = 0
 
-    def add(self, body: str, queue_url: str = "dlq") -> str:
+    def add(self, body: str, queue_url: str = "dlq") -> None:
         if queue_url != "dlq":
             self.sent.append(body)
-            return ""
-        self._next += 1
-        message_id = f"{self._next:08d}-0000-4000-8000-{self._next:012d}"
-        self.visible[message_id] = body
-        return message_id
+            return
+        i = len(self.ids)
+        self.ids.append(f"{i + 1:08d}-0000-4000-8000-{i + 1:012d}")
+        self.index[self.ids[i]] = i
+        self.bodies.append(body)
+        self.until.append(0.0)
+        self.number.append(0)
+        self.visible.append(i)
 
     def _restore(self) -> None:
+        """Hidden messages whose visibility timeout has passed are visible again."""
         now = time.monotonic()
-        for message_id in [i for i, (_, at) in self.hidden.items() if at <= now]:
-            self.visible[message_id] = self.hidden.pop(message_id)[0]
+        for i, until in enumerate(self.until):
+            if until and until <= now and self.bodies[i] is not None:
+                self.until[i] = 0.0
+                self.in_flight -= 1
+                self.visible.append(i)
 
     def receive_message(self, QueueUrl: str, MaxNumberOfMessages: int = 1,  # noqa: N803
                         VisibilityTimeout: int = 30, **_: Any) -> dict[str, Any]:
-        if len(self.hidden) >= self.max_in_flight:
+        if self.in_flight >= self.max_in_flight:
             raise ClientError({"Error": {"Code": "OverLimit", "Message": "too many messages "
                                "in flight"}}, "ReceiveMessage")
-        if not self.visible and self.hidden:
+        if not self.visible and self.in_flight:
             self._restore()
         out = []
         while self.visible and len(out) < MaxNumberOfMessages:
-            message_id, body = self.visible.popitem(last=False)
-            self.hidden[message_id] = (body, time.monotonic() + VisibilityTimeout)
-            receipt = f"{message_id}:{self._next}:{len(self.receipts)}".ljust(400, "r")
-            self.receipts[receipt] = message_id
-            out.append({"MessageId": message_id, "ReceiptHandle": receipt, "Body": body,
-                        "Attributes": {}})
-        self.peak_in_flight = max(self.peak_in_flight, len(self.hidden))
+            i = self.visible.popleft()
+            if self.bodies[i] is None or self.until[i]:  # deleted, or hidden again
+                continue
+            self._receives += 1
+            self.until[i], self.number[i] = time.monotonic() + VisibilityTimeout, self._receives
+            self.in_flight += 1
+            out.append({"MessageId": self.ids[i], "Body": self.bodies[i], "Attributes": {},
+                        "ReceiptHandle": f"{self.ids[i]}:{self._receives}:".ljust(400, "r")})
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         return {"Messages": out} if out else {}
 
-    def _held(self, receipt: str) -> str:
-        message_id = self.receipts.get(receipt)
-        if message_id is None or message_id not in self.hidden:
+    def _held(self, receipt: str) -> int:
+        message_id, number, _ = receipt.split(":", 2)
+        i = self.index.get(message_id)
+        if i is None or self.bodies[i] is None or not self.until[i] or \
+                self.number[i] != int(number):
             raise ClientError({"Error": {"Code": "ReceiptHandleIsInvalid",
                                "Message": "stale receipt"}}, "ChangeMessageVisibility")
-        return message_id
+        return i
 
     def change_message_visibility(self, QueueUrl: str, ReceiptHandle: str,  # noqa: N803
                                   VisibilityTimeout: int) -> dict[str, Any]:
-        message_id = self._held(ReceiptHandle)
-        body, _ = self.hidden[message_id]
-        if VisibilityTimeout == 0:
-            del self.hidden[message_id]
-            self.visible[message_id] = body
-        else:
-            self.hidden[message_id] = (body, time.monotonic() + VisibilityTimeout)
+        i = self._held(ReceiptHandle)
+        if VisibilityTimeout:
+            self.until[i] = time.monotonic() + VisibilityTimeout
+            return {}
+        self.until[i] = 0.0
+        self.in_flight -= 1
+        self.visible.append(i)
         return {}
 
     def change_message_visibility_batch(self, QueueUrl: str,  # noqa: N803
@@ -116,10 +137,12 @@ class MemorySQS:
         return {"Successful": ok, "Failed": failed}
 
     def delete_message(self, QueueUrl: str, ReceiptHandle: str) -> dict[str, Any]:  # noqa: N803
-        message_id = self.receipts.get(ReceiptHandle)
-        if message_id is not None:
-            self.hidden.pop(message_id, None)
-            self.visible.pop(message_id, None)
+        try:
+            i = self._held(ReceiptHandle)
+        except ClientError:  # SQS: a stale receipt may or may not delete; here it does not
+            return {}
+        self.bodies[i] = None
+        self.in_flight -= 1
         return {}
 
     def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]  # noqa: N803
@@ -131,8 +154,9 @@ class MemorySQS:
 
     def get_queue_attributes(self, QueueUrl: str, AttributeNames: list[str]  # noqa: N803
                              ) -> dict[str, Any]:
-        return {"Attributes": {"ApproximateNumberOfMessages": str(len(self.visible)),
-                               "ApproximateNumberOfMessagesNotVisible": str(len(self.hidden))}}
+        return {"Attributes": {"ApproximateNumberOfMessages":
+                               str(len(self.visible)),
+                               "ApproximateNumberOfMessagesNotVisible": str(self.in_flight)}}
 
 
 def fill(sqs: MemorySQS, rows: int, per_message: int, jobs: int = 4) -> None:
