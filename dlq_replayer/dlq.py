@@ -97,6 +97,8 @@ class DlqReader:
     max_held: int = MAX_HELD
     held: HeldMessages = field(default_factory=HeldMessages)
     released_early: int = 0
+    stop_at_limit: bool = False  # at `max_held`, end the pass instead of releasing
+    stopped: bool = False
 
     def batches(self) -> Iterator[list[DlqMessage]]:
         """Batches of up to 10 messages not seen before in this run, until the queue has
@@ -104,6 +106,9 @@ class DlqReader:
         empty = 0
         while empty < self.empty_receives:
             if self.held.holding + 10 > self.max_held:
+                if self.stop_at_limit:
+                    self.stopped = True
+                    return
                 self.released_early += self.release()
             response = self.sqs.receive_message(
                 QueueUrl=self.dlq_url, MaxNumberOfMessages=10,
