@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import emulators, ledger_scale, model
+from bench import emulators, ledger_scale, model, replayer_scale
 from bench.cpu import check_cpu, enqueue_rate, message_bodies, splitter_cpu, writer_cpu
 from bench.data import generate, quoted_variant, repeat_to_size
 from bench.invocation import writer_rows
@@ -356,6 +356,7 @@ def run(sizes: Sizes, workdir: Path, quick: bool) -> str:
         f"{model.human_seconds(LOAD_ROWS / 80_000)} only on a table raised above 80k WRU/s.")
 
     ledger_scale.add_rows(rows_out, notes, quick)  # 7. the ledger of a 100M-row job
+    replayer_scale.add_rows(rows_out, notes, quick)  # 8. dlq-replayer over 100,000 DLQ rows
 
     header = (f"fanout bench{' --quick' if quick else ''} — {datetime.now(UTC):%Y-%m-%d %H:%M} "
               f"UTC, {os.cpu_count()} cores, Python {platform.python_version()}, "

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from dlq_replayer.dlq import DEFAULT_VISIBILITY_S, DlqReader, read_all
+from dlq_replayer.dlq import DEFAULT_VISIBILITY_S, DlqReader
 from dlq_replayer.export import FixesError, export_rows, read_fixes
-from dlq_replayer.inspect import distinct_rows, format_text, summarize
+from dlq_replayer.inspect import format_text, read_selected, summarize
 from dlq_replayer.plan import PURGE, REDRIVE, Filters
 from dlq_replayer.redrive import Options, Outcome, run
 from dlq_replayer.target import Target, TargetError, discover
@@ -216,19 +216,18 @@ def exit_code(outcome: Outcome) -> int:
 
 def _read_only(args: argparse.Namespace, reader: DlqReader, filters: Filters,
                stdout: TextIO) -> int:
+    found = read_selected(reader, filters)
     try:
-        messages = read_all(reader)
+        if args.command == "inspect":
+            summary = summarize(found, samples=args.samples)
+            stdout.write(json.dumps(summary, indent=2) + "\n" if args.json
+                         else format_text(summary))
+            return EXIT_OK if summary["rows"] else EXIT_NOTHING
+        count = export_rows(found.rows, args.out)
+        result = {"rows": count, "out": str(args.out), "jobs": found.rows.jobs(),
+                  "messages": found.messages}
     finally:
-        reader.release()
-    if args.command == "inspect":
-        summary = summarize(messages, filters, samples=args.samples)
-        stdout.write(json.dumps(summary, indent=2) + "\n" if args.json else format_text(summary))
-        return EXIT_OK if summary["rows"] else EXIT_NOTHING
-    rows = distinct_rows(messages, filters)
-    count = export_rows(rows, args.out)
-    result = {"rows": count, "out": str(args.out),
-              "jobs": sorted({r.job for r in rows}),
-              "messages": sum(1 for m in messages if any(filters.match(r) for r in m.rows))}
+        found.rows.close()
     if args.json:
         stdout.write(json.dumps(result, indent=2) + "\n")
     else:

@@ -13,12 +13,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from dlq_replayer.spool import HeldMessages
 from fanout.contract import KIND_REJECTED, KIND_ROWS, ContractError, RowsMessage, decode
 
 # A rows message in the DLQ failed maxReceiveCount times (throttling past its budget,
 # a crash): its rows were never counted. This is the reason the replayer shows for them.
 REASON_RETRIES = "retries_exhausted"
 DEFAULT_VISIBILITY_S = 120
+# Messages one run holds in flight at most: below a standard queue's in-flight quota
+# (~120,000), with room left for another reader.
+MAX_HELD = 100_000
 
 
 Ref = tuple[str, str, int]  # (job, message id, line): a row, across copies and exports
@@ -74,33 +78,44 @@ def rows_of(message: RowsMessage) -> list[WaitingRow]:
 
 @dataclass
 class DlqReader:
-    """Receives the DLQ once through, holding each message for `visibility_s`."""
+    """Receives the DLQ once through, holding each message for `visibility_s`.
+
+    Nothing it keeps grows in memory with the DLQ: each batch is handed on and dropped,
+    and the ids and receipts of the messages seen are spooled to disk (spool.HeldMessages).
+    A message seen before in this run (it reappeared when its hold ran out, or after a
+    release) is not handed on again, whatever the DLQ's size. At most `max_held` messages
+    are held at once: SQS refuses to receive past its in-flight quota (about 120,000 for a
+    standard queue), so past that the reader releases what it holds and reads on; the
+    messages it released may come back, and are skipped as seen, but they take receives
+    (see the README: the end of such a pass is SQS's sampling, not exact)."""
 
     sqs: Any
     dlq_url: str
     visibility_s: int = DEFAULT_VISIBILITY_S
     wait_s: int = 0
     empty_receives: int = 2
-    held: dict[str, DlqMessage] = field(default_factory=dict)
+    max_held: int = MAX_HELD
+    held: HeldMessages = field(default_factory=HeldMessages)
+    released_early: int = 0
+    stop_at_limit: bool = False  # at `max_held`, end the pass instead of releasing
+    stopped: bool = False
 
     def batches(self) -> Iterator[list[DlqMessage]]:
         """Batches of up to 10 messages not seen before in this run, until the queue has
         nothing visible left."""
         empty = 0
         while empty < self.empty_receives:
+            if self.held.holding + 10 > self.max_held:
+                if self.stop_at_limit:
+                    self.stopped = True
+                    return
+                self.released_early += self.release()
             response = self.sqs.receive_message(
                 QueueUrl=self.dlq_url, MaxNumberOfMessages=10,
                 VisibilityTimeout=self.visibility_s, WaitTimeSeconds=self.wait_s,
                 AttributeNames=["All"])
-            fresh = []
-            for m in response.get("Messages", []):
-                if m["MessageId"] in self.held:
-                    # Seen before and reappeared (our hold ran out): keep the newest receipt.
-                    self.held[m["MessageId"]].receipt = m["ReceiptHandle"]
-                    continue
-                message = read(m)
-                self.held[message.sqs_id] = message
-                fresh.append(message)
+            fresh = [read(m) for m in response.get("Messages", [])
+                     if self.held.add(m["MessageId"], m["ReceiptHandle"])]
             if not fresh:
                 empty += 1
                 continue
@@ -109,23 +124,20 @@ class DlqReader:
 
     def forget(self, message: DlqMessage) -> None:
         """The message was deleted: nothing to release."""
-        self.held.pop(message.sqs_id, None)
+        self.held.drop(message.sqs_id)
 
     def release(self) -> int:
         """Make every message still held visible again; returns how many."""
         released = 0
-        held = list(self.held.values())
-        for start in range(0, len(held), 10):
-            chunk = held[start:start + 10]
+        for page in self.held.pages(10):
             try:
                 response = self.sqs.change_message_visibility_batch(
                     QueueUrl=self.dlq_url,
-                    Entries=[{"Id": str(i), "ReceiptHandle": m.receipt, "VisibilityTimeout": 0}
-                             for i, m in enumerate(chunk)])
+                    Entries=[{"Id": str(i), "ReceiptHandle": receipt, "VisibilityTimeout": 0}
+                             for i, (_, receipt) in enumerate(page)])
                 released += len(response.get("Successful", []))
             except Exception:  # a stale receipt: the hold ran out, the message is visible
                 continue
-        self.held.clear()
         return released
 
 
@@ -171,11 +183,4 @@ def in_flight(sqs: Any, queue_url: str) -> tuple[int, int]:
     return (int(attributes["ApproximateNumberOfMessages"]),
             int(attributes["ApproximateNumberOfMessagesNotVisible"]))
 
-
-def read_all(reader: DlqReader) -> list[DlqMessage]:
-    """Every visible message (held until `reader.release()`)."""
-    out: list[DlqMessage] = []
-    for batch in reader.batches():
-        out.extend(batch)
-    return out
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dlq_replayer.dlq import Ref, WaitingRow, column_labels
+from dlq_replayer.spool import DistinctRows
 
 META = ["_job", "_message", "_line", "_kind", "_reason", "_detail", "_source"]
 
@@ -31,18 +32,16 @@ def record(row: WaitingRow) -> dict[str, Any]:
             "fields": dict(zip(labels, row.row, strict=False))}
 
 
-def export_rows(rows: list[WaitingRow], out: Path) -> int:
-    """Write `rows` to `out` (.csv or .jsonl); returns how many."""
+def export_rows(rows: DistinctRows, out: Path) -> int:
+    """Write `rows` to `out` (.csv or .jsonl) one at a time, in (job, line) order; returns
+    how many."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    records = [record(r) for r in rows]
     if out.suffix.lower() == ".jsonl":
         with open(out, "w", encoding="utf-8") as f:
-            for rec in records:
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        return len(records)
-    columns: list[str] = []
-    for rec in records:
-        columns.extend(c for c in rec["fields"] if c not in columns)
+            for row in rows.ordered():
+                f.write(json.dumps(record(row), ensure_ascii=False) + "\n")
+        return rows.count
+    columns = _columns(rows)
     clash = set(columns) & set(META)
     if clash:
         raise FixesError(f"the data has column(s) named {', '.join(sorted(clash))}; "
@@ -50,9 +49,22 @@ def export_rows(rows: list[WaitingRow], out: Path) -> int:
     with open(out, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(META + columns)
-        for rec in records:
+        for row in rows.ordered():
+            rec = record(row)
             writer.writerow([rec[m] for m in META] + [rec["fields"].get(c, "") for c in columns])
-    return len(records)
+    return rows.count
+
+
+def _columns(rows: DistinctRows) -> list[str]:
+    """The union of the rows' column labels, in the order they first appear (a first pass
+    over the shapes of the rows: there are few distinct ones)."""
+    columns: dict[str, None] = {}
+    done: set[tuple[tuple[str, ...], int]] = set()
+    for header, width in rows.shapes():
+        if (header, width) not in done:
+            done.add((header, width))
+            columns.update(dict.fromkeys(column_labels(header, width)))
+    return list(columns)
 
 
 def read_fixes(path: Path) -> dict[Ref, dict[str, str]]:

@@ -2,48 +2,71 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
-from dlq_replayer.dlq import DlqMessage, Filters, WaitingRow, column_labels
+from dlq_replayer.dlq import DlqMessage, DlqReader, Filters, column_labels
+from dlq_replayer.spool import DistinctRows
 
 SAMPLES_PER_REASON = 3
 
 
-def distinct_rows(messages: list[DlqMessage], filters: Filters) -> list[WaitingRow]:
-    """Selected rows, once each: a killed redrive can leave a row in two DLQ messages."""
-    seen: dict[tuple[str, str, int], WaitingRow] = {}
-    for message in messages:
-        for row in message.rows:
-            if filters.match(row):
-                seen.setdefault(row.ref, row)
-    return sorted(seen.values(), key=lambda r: (r.job, r.line))
+@dataclass
+class Read:
+    """What a read-only pass found, in bounded memory: counts of messages, and the selected
+    rows once each (a killed redrive can leave a row in two DLQ messages) on disk."""
+
+    filters: Filters
+    rows: DistinctRows = field(default_factory=DistinctRows)
+    messages: int = 0  # messages with at least one selected row
+    by_kind: Counter[str] = field(default_factory=Counter)
+    unreadable: int = 0
+
+    def add(self, message: DlqMessage) -> None:
+        if message.message is None:
+            self.unreadable += 1
+            return
+        selected = [r for r in message.rows if self.filters.match(r)]
+        if selected:
+            self.messages += 1
+            self.by_kind[message.message.kind] += 1
+            self.rows.add(selected)
 
 
-def summarize(messages: list[DlqMessage], filters: Filters, samples: int = SAMPLES_PER_REASON
-              ) -> dict[str, Any]:
-    rows = distinct_rows(messages, filters)
-    selected = [m for m in messages if any(filters.match(r) for r in m.rows)]
-    by_kind = Counter(m.message.kind for m in selected if m.message)
+def read_selected(reader: DlqReader, filters: Filters) -> Read:
+    """One pass over the DLQ; every message it held is released at the end."""
+    found = Read(filters)
+    try:
+        for batch in reader.batches():
+            for message in batch:
+                found.add(message)
+    finally:
+        reader.release()
+    found.rows.finish()
+    return found
+
+
+def summarize(found: Read, samples: int = SAMPLES_PER_REASON) -> dict[str, Any]:
+    rows = found.rows
     jobs: dict[str, dict[str, Any]] = {}
-    by_job: dict[str, list[WaitingRow]] = defaultdict(list)
-    for row in rows:
-        by_job[row.job].append(row)
-    for job, job_rows in by_job.items():
-        jobs[job] = {"source": job_rows[0].source, "rows": len(job_rows),
-                     "by_reason": dict(Counter(r.reason for r in job_rows).most_common())}
+    for job, reason, n in rows.by_job():
+        if job not in jobs:
+            jobs[job] = {"source": rows.source_of(job), "rows": 0, "by_reason": {}}
+        jobs[job]["rows"] += n
+        jobs[job]["by_reason"][reason] = n
     reasons: dict[str, dict[str, Any]] = {}
-    for reason, count in Counter(r.reason for r in rows).most_common():
-        examples = [r for r in rows if r.reason == reason][:samples]
+    for reason, count in rows.by_reason():
+        examples = rows.ordered("reason = ?", (reason,), limit=samples) if samples > 0 else []
         reasons[reason] = {"rows": count, "samples": [
             {"job": r.job, "line": r.line, "detail": r.detail,
              "row": dict(zip(column_labels(r.header, len(r.row)), r.row, strict=False))}
             for r in examples]}
     return {
-        "messages": len(selected),
-        "messages_by_kind": dict(by_kind),
-        "unreadable_messages": sum(1 for m in messages if m.message is None),
-        "rows": len(rows),
+        "messages": found.messages,
+        "messages_by_kind": dict(found.by_kind),
+        "unreadable_messages": found.unreadable,
+        "rows": rows.count,
         "jobs": jobs,
         "reasons": reasons,
     }

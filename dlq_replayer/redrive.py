@@ -12,11 +12,13 @@ test can kill the run between any two of them.
 
 from __future__ import annotations
 
+import pickle
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 from dlq_replayer.dlq import DlqReader, Ref, in_flight
 from dlq_replayer.plan import PURGE, REDRIVE, Filters, Plan, plan_message
@@ -26,6 +28,7 @@ from fanout_cli.progress import ProgressDisplay
 
 Hook = Callable[[str, Plan], None]
 SEND_ATTEMPTS = 3
+MAX_LISTED = 100  # notes and errors an outcome lists; the counts are exact
 BACKOFF_S = 0.2
 
 
@@ -63,6 +66,7 @@ class Outcome:
     fixes_unmatched: int = 0
     in_flight: int = 0
     cancelled: bool = False
+    held_limit: bool = False
     by_reason: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -74,7 +78,13 @@ class Outcome:
     @property
     def partial(self) -> bool:
         return bool(self.messages_failed or self.fixes_unmatched or self.in_flight
-                    or self.cancelled)
+                    or self.cancelled or self.held_limit)
+
+    def note(self, text: str) -> None:
+        """Keep a note once, and at most MAX_LISTED distinct ones (a note can name a
+        message, and a run may see millions)."""
+        if text not in self.notes and len(self.notes) < MAX_LISTED:
+            self.notes.append(text)
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "by_reason"}
@@ -88,14 +98,19 @@ def run(target: Target, options: Options, reader: DlqReader) -> Outcome:
     progress = Progress(options.progress, options.op)
     matched_refs: set[Ref] = set()
     limiter = RateLimiter(options.rate)
+    asks = options.confirm is not None and not options.dry_run
+    # Asking first means holding every selected message until the answer: the pass stops
+    # at what one run may hold rather than release a message it would delete.
+    reader.stop_at_limit = asks
+    spool = PlanSpool()
     try:
         planned = _selected_plans(reader, options, outcome, matched_refs)
-        if options.confirm is not None and not options.dry_run:
-            plans = list(planned)
-            if plans and not options.confirm(summary_of(plans)):
+        if asks:
+            summary = spool.fill(planned)
+            if summary["messages"] and not options.confirm(summary):
                 outcome.cancelled = True
                 return outcome
-            planned = iter(plans)
+            planned = spool.plans()
         for plan in planned:
             if options.dry_run:
                 _count_done(outcome, plan)
@@ -105,24 +120,30 @@ def run(target: Target, options: Options, reader: DlqReader) -> Outcome:
                 execute(target, plan, options.hook)
             except SendFailed as exc:
                 outcome.messages_failed += 1
-                outcome.errors.append(str(exc))
+                if len(outcome.errors) < MAX_LISTED:
+                    outcome.errors.append(str(exc))
                 continue
             reader.forget(plan.original)
             _count_done(outcome, plan)
             progress.show(outcome)
     finally:
+        spool.close()
         progress.done()
         reader.release()
+    if reader.stopped:
+        outcome.held_limit = True
+        outcome.note(f"stopped after the {reader.max_held:,} DLQ messages one run may hold "
+                     "(SQS's in-flight quota); run again for the rest")
     if options.fixes is not None:
         outcome.fixes_unmatched = len(set(options.fixes) - matched_refs)
         if outcome.fixes_unmatched:
-            outcome.notes.append(f"{outcome.fixes_unmatched} row(s) of the fixes file were not "
+            outcome.note(f"{outcome.fixes_unmatched} row(s) of the fixes file were not "
                                  "found waiting in the DLQ (already replayed, or held by "
                                  "another reader)")
     if not options.dry_run:
         outcome.in_flight = in_flight(target.sqs, target.dlq_url)[1]
         if outcome.in_flight:
-            outcome.notes.append(f"{outcome.in_flight} DLQ message(s) were in flight (held by "
+            outcome.note(f"{outcome.in_flight} DLQ message(s) were in flight (held by "
                                  "another reader or a killed run); run again after their "
                                  "visibility timeout")
     return outcome
@@ -135,7 +156,7 @@ def _selected_plans(reader: DlqReader, options: Options, outcome: Outcome,
             outcome.messages_seen += 1
             plan = plan_message(message, options.op, options.filters, options.fixes)
             if plan.note:
-                outcome.notes.append(plan.note)
+                outcome.note(plan.note)
             if options.fixes is not None:
                 matched_refs.update(r.ref for r in message.rows if r.ref in options.fixes)
             if not plan.acts:
@@ -206,11 +227,37 @@ def _count_done(outcome: Outcome, plan: Plan) -> None:
         outcome.rows_sent += len(plan.selected)
 
 
-def summary_of(plans: list[Plan]) -> dict[str, Any]:
-    reasons: Counter[str] = Counter(r.reason for p in plans for r in p.selected)
-    return {"messages": len(plans), "rows": sum(len(p.selected) for p in plans),
-            "by_reason": dict(reasons),
-            "jobs": sorted({r.job for p in plans for r in p.selected})}
+class PlanSpool:
+    """The selected plans of a run that asks first, pickled to a temporary file while it
+    adds up what the question shows; read back one at a time once answered."""
+
+    def __init__(self) -> None:
+        self.file: IO[bytes] | None = None
+
+    def fill(self, plans: Iterable[Plan]) -> dict[str, Any]:
+        self.file = tempfile.TemporaryFile()  # noqa: SIM115 (read back later; close())
+        messages, rows, reasons, jobs = 0, 0, Counter[str](), set()
+        for plan in plans:
+            pickle.dump(plan, self.file)
+            messages += 1
+            rows += len(plan.selected)
+            reasons.update(r.reason for r in plan.selected)
+            jobs.update(r.job for r in plan.selected)
+        return {"messages": messages, "rows": rows, "by_reason": dict(reasons),
+                "jobs": sorted(jobs)}
+
+    def plans(self) -> Iterator[Plan]:
+        assert self.file is not None
+        self.file.seek(0)
+        while True:
+            try:
+                yield pickle.load(self.file)
+            except EOFError:
+                return
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 class RateLimiter:
