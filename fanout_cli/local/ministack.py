@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -81,31 +82,49 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def local_client(service: str, endpoint_url: str) -> Any:
-    """A boto3 client for the emulator with its credentials (nothing else is needed)."""
+def local_client(service: str, endpoint_url: str, *, ca_bundle: Path | None = None) -> Any:
+    """A boto3 client for the emulator with its credentials (and, for an `auth` MiniStack,
+    its certificate to trust)."""
     return boto3.session.Session(
         aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"], region_name=REGION,
-    ).client(service, endpoint_url=endpoint_url, config=CLIENT_CONFIG)
+    ).client(service, endpoint_url=endpoint_url, config=CLIENT_CONFIG,
+             verify=str(ca_bundle) if ca_bundle else None)
 
 
-def client_env(endpoint_url: str) -> dict[str, str]:
-    """What a second terminal exports to reach the local stack (the AWS CLI, boto3, cdk)."""
-    return {"AWS_ENDPOINT_URL": endpoint_url, **CREDENTIALS}
+def client_env(endpoint_url: str, *, ca_bundle: Path | None = None) -> dict[str, str]:
+    """What a second terminal exports to reach the local stack (the AWS CLI, boto3, cdk;
+    botocore and node read the certificate an `auth` MiniStack serves from these two)."""
+    trust = {"AWS_CA_BUNDLE": str(ca_bundle), "NODE_EXTRA_CA_CERTS": str(ca_bundle)} if ca_bundle else {}
+    return {"AWS_ENDPOINT_URL": endpoint_url, **CREDENTIALS, **trust}
 
 
 class MiniStack:
     """`python -m ministack` on 127.0.0.1:PORT in its own process group.
 
     Its Lambda workers are its children in that group, so `stop()` (SIGTERM to the group,
-    then SIGKILL after a grace period) leaves no process behind."""
+    then SIGKILL after a grace period) leaves no process behind.
 
-    def __init__(self, *, port: int = 0, log_path: Path | None = None) -> None:
+    `auth=True` (opt-in, for the least-privilege test) starts it with `AUTH=true`, so it
+    evaluates IAM policies (each Lambda worker gets its execution role's session), and
+    `USE_SSL=1`, so requests carry `aws:SecureTransport` and the buckets' TLS-only policies
+    admit them: the endpoint is https and `ca_bundle` is the self-signed certificate
+    MiniStack generates under its TMPDIR, which every client and CLI must trust."""
+
+    def __init__(self, *, port: int = 0, log_path: Path | None = None, auth: bool = False) -> None:
         self.port = port or free_port()
-        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self.auth = auth
+        self.endpoint_url = f"{'https' if auth else 'http'}://127.0.0.1:{self.port}"
         self.log_path = log_path or Path(tempfile.gettempdir()) / f"fanout-ministack-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.scratch: Path | None = None
+
+    @property
+    def ca_bundle(self) -> Path | None:
+        """The certificate an `auth` MiniStack serves (core/tls.py resolve_tls_material)."""
+        if not self.auth or self.scratch is None:
+            return None
+        return self.scratch / "ministack-tls" / "server.crt"
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> MiniStack:
         python = ministack_python()
@@ -116,6 +135,8 @@ class MiniStack:
         # Lambda workers inherit MiniStack's environment: keep it to what they need.
         env |= {"GATEWAY_PORT": str(self.port), "BIND_HOST": "127.0.0.1", "TMPDIR": str(self.scratch),
                 "MINISTACK_REGION": REGION, "LOG_LEVEL": "WARNING", **CREDENTIALS}
+        if self.auth:
+            env |= {"AUTH": "true", "USE_SSL": "1"}
         log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it until stop()
         try:
             self.process = subprocess.Popen([str(python), "-m", "ministack"], env=env,
@@ -136,8 +157,14 @@ class MiniStack:
                              f"{timeout_s:.0f} s: {self.log_tail()}")
 
     def healthy(self) -> bool:
+        context = None
+        if self.ca_bundle is not None:
+            if not self.ca_bundle.exists():
+                return False
+            context = ssl.create_default_context(cafile=str(self.ca_bundle))
         try:
-            with urllib.request.urlopen(f"{self.endpoint_url}/_ministack/health", timeout=2) as r:
+            with urllib.request.urlopen(f"{self.endpoint_url}/_ministack/health", timeout=2,
+                                        context=context) as r:
                 return bool(r.status == 200)
         except OSError:
             return False
@@ -186,12 +213,13 @@ class Deployment:
     stack_name: str
     outputs: dict[str, str]
     context: dict[str, str] = field(default_factory=dict)
+    ca_bundle: Path | None = None
 
 
-def cdk_env(endpoint_url: str) -> dict[str, str]:
+def cdk_env(endpoint_url: str, *, ca_bundle: Path | None = None) -> dict[str, str]:
     """The cdk CLI's environment: the emulator, its account, and this virtualenv first on
     PATH (infra/cdk.json runs `python3 app.py`, which needs aws-cdk-lib)."""
-    env = dict(os.environ) | client_env(endpoint_url) | {
+    env = dict(os.environ) | client_env(endpoint_url, ca_bundle=ca_bundle) | {
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "CDK_DEFAULT_ACCOUNT": ACCOUNT, "CDK_DEFAULT_REGION": REGION,
         "CDK_DISABLE_VERSION_CHECK": "1", "CDK_DISABLE_CLI_TELEMETRY": "true",
@@ -204,14 +232,14 @@ def cdk_env(endpoint_url: str) -> dict[str, str]:
 
 
 def run_cdk(args: list[str], endpoint_url: str, *, log: Path, timeout_s: float = 600,
-            cwd: Path = INFRA_DIR) -> None:
+            cwd: Path = INFRA_DIR, ca_bundle: Path | None = None) -> None:
     """One cdk CLI command against the emulator; its output goes to `log`."""
     command = [str(cdk_cli()), *args, "--no-notices", "--ci"]
     with open(log, "ab") as out:
         out.write(f"$ {' '.join(command)}\n".encode())
         out.flush()
         try:
-            done = subprocess.run(command, cwd=cwd, env=cdk_env(endpoint_url), stdout=out,
+            done = subprocess.run(command, cwd=cwd, env=cdk_env(endpoint_url, ca_bundle=ca_bundle), stdout=out,
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired:
@@ -221,11 +249,12 @@ def run_cdk(args: list[str], endpoint_url: str, *, log: Path, timeout_s: float =
         raise MiniStackError(f"cdk {args[0]} failed ({done.returncode}); see {log}: {tail}")
 
 
-def bootstrap(endpoint_url: str, *, log: Path) -> None:
+def bootstrap(endpoint_url: str, *, log: Path, ca_bundle: Path | None = None) -> None:
     """`cdk bootstrap` of the emulator's account, run outside infra/ so the CLI does not
     synthesize the app (nor lock infra/cdk.out) for it."""
     with tempfile.TemporaryDirectory(prefix="fanout-bootstrap-") as cwd:
-        run_cdk(["bootstrap", f"aws://{ACCOUNT}/{REGION}"], endpoint_url, log=log, cwd=Path(cwd))
+        run_cdk(["bootstrap", f"aws://{ACCOUNT}/{REGION}"], endpoint_url, log=log, cwd=Path(cwd),
+                ca_bundle=ca_bundle)
 
 
 def context_args(context: Mapping[str, str]) -> list[str]:
@@ -233,7 +262,7 @@ def context_args(context: Mapping[str, str]) -> list[str]:
 
 
 def deploy(endpoint_url: str, *, stack_name: str = "fanout", log: Path,
-           context: Mapping[str, str] | None = None) -> Deployment:
+           context: Mapping[str, str] | None = None, ca_bundle: Path | None = None) -> Deployment:
     """`cdk deploy` of infra/app.py into the emulator (the same template as for AWS, its
     Powertools layer included, with the local waits)."""
     full = {"stack_name": stack_name, **LOCAL_CONTEXT, **(context or {})}
@@ -241,18 +270,20 @@ def deploy(endpoint_url: str, *, stack_name: str = "fanout", log: Path,
         # Each deployment synthesizes into its own folder: `fanout serve` and the tests
         # may deploy at the same time.
         run_cdk(["deploy", stack_name, "--require-approval", "never", "--output", outdir,
-                 *context_args(full)], endpoint_url, log=log)
-    return Deployment(endpoint_url, stack_name, stack_outputs(endpoint_url, stack_name), full)
+                 *context_args(full)], endpoint_url, log=log, ca_bundle=ca_bundle)
+    return Deployment(endpoint_url, stack_name,
+                      stack_outputs(endpoint_url, stack_name, ca_bundle=ca_bundle), full, ca_bundle)
 
 
 def destroy(deployment: Deployment, *, log: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="fanout-cdk-") as outdir:
         run_cdk(["destroy", deployment.stack_name, "--force", "--output", outdir,
-                 *context_args(deployment.context)], deployment.endpoint_url, log=log)
+                 *context_args(deployment.context)], deployment.endpoint_url, log=log,
+                ca_bundle=deployment.ca_bundle)
 
 
-def stack_outputs(endpoint_url: str, stack_name: str) -> dict[str, str]:
-    cloudformation = local_client("cloudformation", endpoint_url)
+def stack_outputs(endpoint_url: str, stack_name: str, *, ca_bundle: Path | None = None) -> dict[str, str]:
+    cloudformation = local_client("cloudformation", endpoint_url, ca_bundle=ca_bundle)
     stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
     return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
 
@@ -266,6 +297,6 @@ def local_stack(*, emulator: MiniStack | None = None, stack_name: str = "fanout"
     emulator = emulator or MiniStack()
     log = log or emulator.log_path.with_suffix(".cdk.log")
     with emulator:
-        bootstrap(emulator.endpoint_url, log=log)
+        bootstrap(emulator.endpoint_url, log=log, ca_bundle=emulator.ca_bundle)
         yield emulator, deploy(emulator.endpoint_url, stack_name=stack_name, log=log,
-                               context=context)
+                               context=context, ca_bundle=emulator.ca_bundle)

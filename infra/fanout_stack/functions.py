@@ -104,11 +104,12 @@ def function_role(scope: Construct, construct_id: str, *, role_name: str | None,
 
 
 def ledger_statement(storage: Storage) -> iam.PolicyStatement:
-    """fanout.ledger: put_item, update_item, get_item and a query on the job's items."""
+    """fanout.ledger: put_item, update_item, get_item, batch_get_item (the job's count
+    shards), a transaction's condition check, and a query on the job's items."""
     return iam.PolicyStatement(
         sid="JobsLedger",
         actions=["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem",
-                 "dynamodb:Query"],
+                 "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem", "dynamodb:Query"],
         resources=[storage.ledger_table.table_arn],
     )
 

@@ -331,7 +331,7 @@ def test_splitter_may_only_read_uploads_send_rows_use_the_ledger_and_publish(
     assert granted.pop("sqs:GetQueueAttributes") == failures  # the destination's own grant
     assert granted.pop("sqs:GetQueueUrl") == failures
     for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem",
-                   "dynamodb:Query"):
+                   "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem", "dynamodb:Query"):
         assert granted.pop(action) == [ledger]
     assert granted.pop("sns:Publish") == [{"Ref": default_stack.logical_id(stack.messaging.topic)}]
     # The continuation: invoking itself, and no other function.
@@ -359,7 +359,7 @@ def test_writer_may_only_batch_write_items_use_the_ledger_reject_report_and_cons
         att(default_stack.logical_id(stack.storage.items_table))]
     ledger = att(default_stack.logical_id(stack.storage.ledger_table))
     for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem",
-                   "dynamodb:Query"):
+                   "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem", "dynamodb:Query"):
         assert granted.pop(action) == [ledger]
     assert granted.pop("sqs:SendMessage") == [att(default_stack.logical_id(stack.messaging.dlq))]
     assert granted.pop("s3:PutObject") == [
