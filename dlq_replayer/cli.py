@@ -42,20 +42,35 @@ exit status:
 """
 
 
+def add_target_arguments(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """Where the DLQ is, and --json. Taken before the command (`dlq-replayer --stack NAME
+    inspect`) or after it (`dlq-replayer inspect --stack NAME`): the top-level parser holds
+    the defaults, and a command's own copy sets a value only when it is given there."""
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    where = parser.add_argument_group("target")
+    where.add_argument("--endpoint-url", metavar="URL", default=default(None),
+                       help="AWS endpoint, e.g. http://127.0.0.1:4566 of `fanout serve`")
+    where.add_argument("--stack", metavar="NAME", default=default(None),
+                       help="CloudFormation stack name")
+    where.add_argument("--region", default=default(None), help="AWS region (default: us-east-1)")
+    where.add_argument("--dlq-url", metavar="URL", default=default(None),
+                       help="the dead-letter queue's URL")
+    where.add_argument("--rows-queue-url", metavar="URL", default=default(None),
+                       help="the rows queue's URL")
+    where.add_argument("--visibility-timeout", type=_positive_int,
+                       default=default(DEFAULT_VISIBILITY_S), metavar="S",
+                       help="seconds a read holds a DLQ message away from other readers "
+                            f"(default {DEFAULT_VISIBILITY_S}); a killed run's messages "
+                            "reappear after it")
+    parser.add_argument("--json", action="store_true", default=default(False),
+                        help="print the result as JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = OneLineParser(add_help=False)
-    where = common.add_argument_group("target")
-    where.add_argument("--endpoint-url", metavar="URL",
-                       help="AWS endpoint, e.g. http://127.0.0.1:4566 of `fanout serve`")
-    where.add_argument("--stack", metavar="NAME", help="CloudFormation stack name")
-    where.add_argument("--region", default=None, help="AWS region (default: us-east-1)")
-    where.add_argument("--dlq-url", metavar="URL", help="the dead-letter queue's URL")
-    where.add_argument("--rows-queue-url", metavar="URL", help="the rows queue's URL")
-    where.add_argument("--visibility-timeout", type=_positive_int, default=DEFAULT_VISIBILITY_S,
-                       metavar="S", help="seconds a read holds a DLQ message away from other "
-                       f"readers (default {DEFAULT_VISIBILITY_S}); a killed run's messages "
-                       "reappear after it")
-    common.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_target_arguments(common, defaults=False)
 
     selection = OneLineParser(add_help=False)
     chosen = selection.add_argument_group("selection")
@@ -69,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dlq-replayer",
         description="Inspect, export, fix and redrive what waits in fanout's dead-letter queue.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_target_arguments(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", required=True)
     formatter = argparse.RawDescriptionHelpFormatter
 

@@ -294,3 +294,14 @@ def test_failures_are_one_line_with_no_traceback(capsys, monkeypatch):
     assert main(["inspect", "--stack", "fanout"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no AWS credentials found" in err
+
+
+@pytest.mark.parametrize("argv", [["--stack", "fanout", "inspect", "--json"],
+                                  ["inspect", "--stack", "fanout", "--json"],
+                                  ["--stack", "fanout", "--json", "inspect"]])
+def test_the_target_may_come_before_or_after_the_command(argv):
+    from dlq_replayer.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert (args.command, args.stack, args.json, args.visibility_timeout) == (
+        "inspect", "fanout", True, 120)
