@@ -15,7 +15,7 @@ from dlq_replayer.inspect import format_text, read_selected, summarize
 from dlq_replayer.plan import PURGE, REDRIVE, Filters
 from dlq_replayer.redrive import Options, Outcome, run
 from dlq_replayer.target import Target, TargetError, discover
-from fanout_cli.failures import OneLineParser, describe, one_line
+from fanout_cli.failures import OneLineParser, describe, one_line, positive_int
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -59,7 +59,7 @@ def add_target_arguments(parser: argparse.ArgumentParser, *, defaults: bool) -> 
                        help="the dead-letter queue's URL")
     where.add_argument("--rows-queue-url", metavar="URL", default=default(None),
                        help="the rows queue's URL")
-    where.add_argument("--visibility-timeout", type=_positive_int,
+    where.add_argument("--visibility-timeout", type=positive_int,
                        default=default(DEFAULT_VISIBILITY_S), metavar="S",
                        help="seconds a read holds a DLQ message away from other readers "
                             f"(default {DEFAULT_VISIBILITY_S}); a killed run's messages "
@@ -132,18 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _action_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="show what would be done; change nothing")
-    parser.add_argument("--max", type=_positive_int, metavar="N", dest="max_messages",
+    parser.add_argument("--max", type=positive_int, metavar="N", dest="max_messages",
                         help="act on at most N DLQ messages")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1 (got {text!r})") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1 (got {value})")
-    return value
 
 
 def _positive_float(text: str) -> float:

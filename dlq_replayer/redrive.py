@@ -107,7 +107,9 @@ def run(target: Target, options: Options, reader: DlqReader) -> Outcome:
         planned = _selected_plans(reader, options, outcome, matched_refs)
         if asks:
             summary = spool.fill(planned)
-            if summary["messages"] and not options.confirm(summary):
+            confirm = options.confirm
+            assert confirm is not None  # `asks` says so
+            if summary["messages"] and not confirm(summary):
                 outcome.cancelled = True
                 return outcome
             planned = spool.plans()
@@ -236,7 +238,8 @@ class PlanSpool:
 
     def fill(self, plans: Iterable[Plan]) -> dict[str, Any]:
         self.file = tempfile.TemporaryFile()  # noqa: SIM115 (read back later; close())
-        messages, rows, reasons, jobs = 0, 0, Counter[str](), set()
+        messages, rows, reasons = 0, 0, Counter[str]()
+        jobs: set[str] = set()
         for plan in plans:
             pickle.dump(plan, self.file)
             messages += 1

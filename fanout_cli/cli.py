@@ -25,6 +25,7 @@ from fanout_cli.failures import (
     OneLineParser,
     describe,
     one_line,
+    positive_int,
     use_local_credentials,
 )
 
@@ -85,14 +86,15 @@ exit status:
 """
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1 (got {text!r})") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1 (got {value})")
-    return value
+def _add_file_and_mapping(parser: argparse.ArgumentParser, file_help: str) -> None:
+    """FILE, the spec, the key flags and how the file is read (ingest and check alike)."""
+    parser.add_argument("file", type=Path, help=file_help)
+    parser.add_argument("--spec", type=Path, help="mapping spec (TOML): keys, types, transforms")
+    parser.add_argument("--partition-key", metavar="T",
+                        help="partition key template (default: account, or the spec's)")
+    parser.add_argument("--sort-key", metavar="T",
+                        help="sort key template (default: offer_id, or the spec's); '' for none")
+    _add_source_flags(parser)
 
 
 def _add_source_flags(parser: argparse.ArgumentParser) -> None:
@@ -115,18 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run FILE through the real splitter and writer handlers on an embedded "
                     "AWS emulator (moto): no AWS account needed.",
         epilog=INGEST_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ingest.add_argument("file", type=Path, help="the CSV file to load")
-    ingest.add_argument("--spec", type=Path, help="mapping spec (TOML): keys, types, transforms")
-    ingest.add_argument("--partition-key", metavar="T",
-                        help="partition key template (default: account, or the spec's)")
-    ingest.add_argument("--sort-key", metavar="T",
-                        help="sort key template (default: offer_id, or the spec's); '' for none")
-    _add_source_flags(ingest)
+    _add_file_and_mapping(ingest, "the CSV file to load")
     ingest.add_argument("--out", type=Path, metavar="DIR",
                         help="output folder (default: ./fanout-out/<file stem>)")
-    ingest.add_argument("--range-bytes", type=_positive, metavar="N",
+    ingest.add_argument("--range-bytes", type=positive_int, metavar="N",
                         help="bytes per ranged S3 read in the splitter (default 8 MiB)")
-    ingest.add_argument("--concurrency", type=_positive, default=4,
+    ingest.add_argument("--concurrency", type=positive_int, default=4,
                         help="concurrent writer invocations (default 4)")
     ingest.add_argument("--emulator", choices=("inprocess", "server"), default="inprocess",
                         help="moto in this process (default) or a moto server on 127.0.0.1")
@@ -144,14 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "reason, with the first rejected lines). Nothing is written anywhere. Only "
                     "what DynamoDB alone refuses (dynamodb_validation) cannot be foreseen.",
         epilog=CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    check.add_argument("file", type=Path, help="the CSV file to check")
-    check.add_argument("--spec", type=Path, help="mapping spec (TOML): keys, types, transforms")
-    check.add_argument("--partition-key", metavar="T",
-                       help="partition key template (default: account, or the spec's)")
-    check.add_argument("--sort-key", metavar="T",
-                       help="sort key template (default: offer_id, or the spec's); '' for none")
-    _add_source_flags(check)
-    check.add_argument("--range-bytes", type=_positive, metavar="N",
+    _add_file_and_mapping(check, "the CSV file to check")
+    check.add_argument("--range-bytes", type=positive_int, metavar="N",
                        help="bytes per ranged read (default 8 MiB, as the splitter)")
     check.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -184,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "handling, header normalisation, and a key unique in the sample.",
         epilog=INFER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     infer.add_argument("file", type=Path, help="the CSV file to sample")
-    infer.add_argument("--rows", type=_positive, default=10_000, metavar="N",
+    infer.add_argument("--rows", type=positive_int, default=10_000, metavar="N",
                        help="data rows to sample (default 10,000, or the whole file if smaller)")
     infer.add_argument("--out", type=Path, metavar="FILE",
                        help="write the spec here (default: print it)")

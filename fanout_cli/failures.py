@@ -87,3 +87,14 @@ def describe(exc: BaseException) -> str | None:
 def one_line(text: str) -> str:
     """An error as one line, however many its exception's message had."""
     return " ".join(str(text).split())
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1, or a one-line error naming the rule."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1 (got {text!r})") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1 (got {value})")
+    return value
