@@ -23,7 +23,7 @@ from fanout.settings import DEFAULT_CONFIG, Settings
 from fanout_cli.local.file_s3 import FileS3
 from splitter.errors import InputError
 from splitter.range_reader import head
-from splitter.source import SourceError, open_source
+from splitter.source import SourceError, open_source, with_hint
 from splitter.split import Checkpoint, NoProgress, cut_object
 from writer.load import map_rows
 
@@ -111,7 +111,7 @@ def check_file(path: Path, spec: Spec, *, range_bytes: int | None = None) -> Che
             cut_object(runtime, info, job_id_for(info.source), settings.range_bytes, checkpoint,
                        sink=sink, progress=NoProgress())
         except (InputError, SourceError) as exc:
-            raise CheckError(f"{path}: {exc}") from None
+            raise CheckError(f"{path}: {with_hint(str(exc))}") from None
         result.rows_read = checkpoint.rows_read
     finally:
         s3.close()
