@@ -446,7 +446,7 @@ def print_summary(summary: dict[str, Any], stream: TextIO | None = None) -> None
         f"job        {summary['job_id']}",
         f"source     {summary['source']}",
         f"table      {summary['table']}",
-        f"read as    {summary.get('source_format', '?')}",
+        *([f"read as    {summary['source_format']}"] if summary.get("source_format") else []),
         f"status     {summary['status']}",
         f"rows read  {summary['rows_read']:,}",
         f"  written    {summary['rows_written']:,}",
