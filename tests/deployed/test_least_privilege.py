@@ -95,7 +95,7 @@ def test_the_roles_policies_suffice_and_one_grant_less_fails(
     assert deployment.endpoint_url.startswith("https://")
     # The deployer signs as the account root; a Lambda does not: an unknown key is refused.
     stranger = boto3.session.Session(
-        aws_access_key_id="AKIAUNKNOWNKEY000000", aws_secret_access_key="x",
+        aws_access_key_id="stranger-not-in-iam", aws_secret_access_key="x",
         region_name=ministack.REGION).client("s3", endpoint_url=deployment.endpoint_url,
                                              verify=str(deployment.ca_bundle))
     with pytest.raises(ClientError):
