@@ -36,6 +36,7 @@ import botocore.session
 from botocore import parsers, serialize
 from botocore.exceptions import ClientError
 
+from bench.report import goal, print_alone
 from fanout import ledger
 from fanout.ledger import MessageCounts
 from fanout.mapping import item_size
@@ -570,7 +571,7 @@ def add_rows(rows: list[tuple[str, str, str, str, str]], notes: list[str], quick
         f"{c.rss_mb:.1f} MB / {c.cpu_s * 1000:.0f} ms ({_scaled(c.cpu_s):.2f} s)",
         "previous format: 868 MB / 9.8 s of a core (the issue's figure)",
         f"{c.units.write} WRU, {c.units.read:.0f} RRU",
-        _goal(c.rss_mb <= 64 and _scaled(c.cpu_s) < WRITER_TIMEOUT_S / 4,
+        goal(c.rss_mb <= 64 and _scaled(c.cpu_s) < WRITER_TIMEOUT_S / 4,
               "≤ 64 MB, well inside 60 s"),
     ))
     rows.append((
@@ -578,7 +579,7 @@ def add_rows(rows: list[tuple[str, str, str, str, str]], notes: list[str], quick
         f"{r.worst_rss.rss_mb:.1f} MB peak; {r.worst_cpu.cpu_s * 1000:.0f} ms CPU "
         f"({_scaled(r.worst_cpu.cpu_s):.2f} s at 256 MB)",
         f"all folds: {r.fold_cpu_total_s:.1f} s CPU", "—",
-        _goal(r.worst_rss.rss_mb <= 64 and _scaled(r.worst_cpu.cpu_s) < WRITER_TIMEOUT_S / 4,
+        goal(r.worst_rss.rss_mb <= 64 and _scaled(r.worst_cpu.cpu_s) < WRITER_TIMEOUT_S / 4,
               "≤ 64 MB, well inside 60 s"),
     ))
     rec, rep = r.replay_record, r.replay_settle
@@ -589,14 +590,14 @@ def add_rows(rows: list[tuple[str, str, str, str, str]], notes: list[str], quick
         f"({_scaled(rec.cpu_s + rep.cpu_s) * 1000:.0f} ms at 256 MB)",
         "previous format: a full recount (as completion)",
         f"{rec.units.write + rep.units.write} WRU, {rec.units.read + rep.units.read:.0f} RRU",
-        _goal(rec.rss_mb + rep.rss_mb < 1 and rec.cpu_s + rep.cpu_s < 0.1, "< 1 MB, < 100 ms"),
+        goal(rec.rss_mb + rep.rss_mb < 1 and rec.cpu_s + rep.cpu_s < 0.1, "< 1 MB, < 100 ms"),
     ))
     rows.append((
         f"ledger: `fanout status` of the {label} half way (ledger.get_job)",
         f"{r.status.rss_mb:.2f} MB / {r.status.cpu_s * 1000:.2f} ms CPU, "
         f"{r.status.units.read:.0f} RRU",
         "previous format: a full read of the job's batch records",
-        "—", _goal(r.status.units.read <= 3, "3 small reads, whatever the job's size"),
+        "—", goal(r.status.units.read <= 3, "3 small reads, whatever the job's size"),
     ))
     data_wru = messages * ROWS_PER_MESSAGE
     ledger_pct = 100 * (r.writer_wru + r.fold_wru) / data_wru
@@ -604,7 +605,7 @@ def add_rows(rows: list[tuple[str, str, str, str, str]], notes: list[str], quick
         f"ledger: bookkeeping write units of the {label}",
         f"{r.writer_wru + r.fold_wru:,} WRU = {ledger_pct:.2f} % of {data_wru:,} data WRU",
         f"writers {r.writer_wru:,} (tally + log record), folds {r.fold_wru:,}",
-        f"{r.fold_rru:,.0f} RRU", _goal(ledger_pct <= 1.0, "≤ 1 %"),
+        f"{r.fold_rru:,.0f} RRU", goal(ledger_pct <= 1.0, "≤ 1 %"),
     ))
     # The same job cut 10 messages an invocation (the local BatchSize; the issue's 0.8%),
     # on a quarter of the messages: bookkeeping is a ratio, the job's size barely moves it.
@@ -618,7 +619,7 @@ def add_rows(rows: list[tuple[str, str, str, str, str]], notes: list[str], quick
         f"writers {small_batches.writer_wru:,}, folds {small_batches.fold_wru:,} "
         f"({small_batches.settles:,} settles); previous format 0.8 % sequential, 2.4 % for a "
         "200-range parallel job", "exact" if small_batches.exact else "NOT EXACT",
-        _goal(pct_10 <= 1.0 and small_batches.exact, "≤ 1 %"),
+        goal(pct_10 <= 1.0 and small_batches.exact, "≤ 1 %"),
     ))
     small, parallel, wide = old_job_item_units()
     notes.append(
@@ -636,21 +637,9 @@ def add_rows(rows: list[tuple[str, str, str, str, str]], notes: list[str], quick
         f"header; the tally is under 1 KB whatever the job item holds.")
 
 
-def _goal(ok: bool, text: str) -> str:
-    return f"{text} ({'met' if ok else 'MISSED'})"
-
-
 def main() -> None:
     """`python -m bench.ledger_scale [--quick]`: these rows alone."""
-    import sys
-
-    from bench.run import table
-
-    rows: list[tuple[str, str, str, str, str]] = []
-    notes: list[str] = []
-    add_rows(rows, notes, "--quick" in sys.argv)
-    print(table(rows) + "\n\n" + "\n".join(f"- {x}" for x in notes))
-
+    print_alone(add_rows)
 
 if __name__ == "__main__":
     main()

@@ -31,6 +31,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from bench.report import print_alone
+
 REPO = Path(__file__).resolve().parent.parent
 ROWS = 100_000
 HEADER = ["account", "offer_id", "risk", "region", "amount", "updated_at"]
@@ -230,7 +232,7 @@ def measure(command: str, rows: int, per_message: int) -> Case:
 
 def add_rows(rows: list[tuple[str, str, str, str, str]], notes: list[str], quick: bool) -> None:
     """Run the cases and add their rows and note to `python -m bench`'s table."""
-    from bench.run import goal
+    from bench.report import goal
 
     big = ROWS // 10 if quick else ROWS
     for command in ("inspect", "export"):
@@ -255,13 +257,7 @@ def add_rows(rows: list[tuple[str, str, str, str, str]], notes: list[str], quick
 
 def main() -> None:
     """`python -m bench.replayer_scale [--quick]`: these rows alone."""
-    from bench.run import table
-
-    rows: list[tuple[str, str, str, str, str]] = []
-    notes: list[str] = []
-    add_rows(rows, notes, "--quick" in sys.argv)
-    print(table(rows) + "\n\n" + "\n".join(f"- {x}" for x in notes))
-
+    print_alone(add_rows)
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":

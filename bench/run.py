@@ -20,6 +20,7 @@ from bench.data import generate, quoted_variant, repeat_to_size
 from bench.invocation import writer_rows
 from bench.memory import measure
 from bench.pipeline import plain_batch_write, run_ingest
+from bench.report import goal, table
 
 MB = 1000 * 1000
 MIB = 1024 * 1024
@@ -77,17 +78,6 @@ def n(value: float, digits: int = 0) -> str:
 
 def usd(value: float) -> str:
     return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
-
-
-def goal(ok: bool, text: str) -> str:
-    return f"{text} ({'met' if ok else 'MISSED'})"
-
-
-def table(rows: list[tuple[str, str, str, str, str]]) -> str:
-    head = ("metric", "measured", "baseline", "ratio", "goal")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- the run
