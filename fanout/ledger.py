@@ -1119,3 +1119,43 @@ def step_results(ddb: Any, table: str, job: str, kind: str) -> list[dict[str, An
         items.extend(page.get("Items", []))
     items.sort(key=lambda item: item["sk"]["S"])
     return [json.loads(item["result"]["S"]) if "result" in item else None for item in items]
+
+
+# --------------------------------------------------------------------------- many jobs at once
+# `fanout ingest s3://BUCKET/PREFIX` asks about every object's job: BatchGetItem, 100 keys a
+# call, instead of a GetItem (or get_job's three) per job.
+
+BATCH_GET_ATTEMPTS = 8
+
+
+def jobs_by_id(ddb: Any, ledger_table: str, jobs: Iterable[str], *,
+               progress: bool = False) -> dict[str, dict[str, Any]]:
+    """The job items of `jobs` that exist, plain, by job id (eventually consistent). With
+    `progress`, each also carries its tally's `messages_reported`, as get_job's does (then
+    50 jobs a call). Unprocessed keys are asked again, with backoff."""
+    wanted = list(dict.fromkeys(jobs))
+    sks = (JOB_SK, TALLY_SK) if progress else (JOB_SK,)
+    keys = [_key(job, sk) for job in wanted for sk in sks]
+    found: dict[str, dict[str, Any]] = {}
+    reported: dict[str, int] = {}
+    for start in range(0, len(keys), MAX_BATCH_GET):
+        request: dict[str, Any] = {ledger_table: {"Keys": keys[start:start + MAX_BATCH_GET]}}
+        for attempt in range(BATCH_GET_ATTEMPTS):
+            response = ddb.batch_get_item(RequestItems=request)
+            for item in response.get("Responses", {}).get(ledger_table, []):
+                job = item["pk"]["S"]
+                if item["sk"]["S"] == JOB_SK:
+                    found[job] = plain(item)
+                else:
+                    reported[job] = int(item.get("messages_reported", {}).get("N", "0"))
+            request = response.get("UnprocessedKeys") or {}
+            if not request:
+                break
+            time.sleep(min(2.0, 0.05 * 2 ** attempt))
+        else:
+            raise RuntimeError(f"{ledger_table}: BatchGetItem left keys unprocessed "
+                               f"{BATCH_GET_ATTEMPTS} times (throttled)")
+    if progress:
+        for job, item in found.items():
+            item["messages_reported"] = reported.get(job, 0)
+    return found

@@ -86,9 +86,10 @@ exit status:
 """
 
 
-def _add_file_and_mapping(parser: argparse.ArgumentParser, file_help: str) -> None:
+def _add_file_and_mapping(parser: argparse.ArgumentParser, file_help: str,
+                          file_type: Callable[[str], object] = Path) -> None:
     """FILE, the spec, the key flags and how the file is read (ingest and check alike)."""
-    parser.add_argument("file", type=Path, help=file_help)
+    parser.add_argument("file", type=file_type, help=file_help)
     parser.add_argument("--spec", type=Path, help="mapping spec (TOML): keys, types, transforms")
     parser.add_argument("--partition-key", metavar="T",
                         help="partition key template (default: account, or the spec's)")
@@ -117,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run FILE through the real splitter and writer handlers on an embedded "
                     "AWS emulator (moto): no AWS account needed.",
         epilog=INGEST_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_file_and_mapping(ingest, "the CSV file to load")
+    _add_file_and_mapping(ingest, "the CSV file to load, or s3://BUCKET/PREFIX (with --stack): "
+                                  "the objects already there, loaded where they are",
+                          file_or_s3_uri)
     ingest.add_argument("--out", type=Path, metavar="DIR",
                         help="output folder (default: ./fanout-out/<file stem>)")
     ingest.add_argument("--range-bytes", type=positive_int, metavar="N",
@@ -221,10 +224,18 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
                             "stop and exit with its status (`make demo`)")
 
 
+def file_or_s3_uri(text: str) -> Path | str:
+    """An argparse type: a local path, or an s3:// URI kept as written (a Path would fold
+    its `//` and drop a trailing `/`, which is part of the prefix)."""
+    return text if text.startswith("s3://") else Path(text)
+
+
 def add_stack_arguments(ingest: argparse.ArgumentParser) -> None:
     ingest.add_argument("--stack", metavar="NAME",
                         help="load into this deployed stack (local `fanout serve` or AWS) instead "
-                             "of the embedded emulator: upload under its prefix and follow the job")
+                             "of the embedded emulator: upload FILE under its prefix and follow "
+                             "the job; or, for s3://BUCKET/PREFIX, start a job for each object "
+                             "not yet loaded in its current version and follow them all")
     ingest.add_argument("--endpoint-url", metavar="URL",
                         help="with --stack: the stack's endpoint (default: AWS_ENDPOINT_URL, else AWS)")
 
@@ -355,6 +366,33 @@ def _ingest_stack(args: argparse.Namespace) -> int:
         raise CommandError(str(exc), EXIT_FAILED) from None
 
 
+# What only a local run (or an upload) reads: the stack's spec decides these for objects in S3.
+LOCAL_ONLY_FLAGS = ("spec", "partition_key", "sort_key", "delimiter", "encoding", "out",
+                    "range_bytes", "json_copy")
+
+
+def _ingest_prefix(args: argparse.Namespace) -> int:
+    from fanout_cli.local.prefix import PrefixError, ingest_prefix
+    from fanout_cli.local.stack import StackError
+
+    if not args.stack:
+        raise CommandError(f"{args.file}: objects in S3 are loaded by a deployed stack, which "
+                           "reads them where they are: add --stack NAME (for a local one, run "
+                           "`fanout serve` and pass --stack fanout)", EXIT_USAGE)
+    given = [f"--{name.replace('_', '-')}" for name in LOCAL_ONLY_FLAGS if getattr(args, name)]
+    if given:
+        raise CommandError(f"{', '.join(given)}: not for s3:// (the stack's splitter and writer "
+                           "read objects with the stack's spec: deploy it with -c spec=FILE)",
+                           EXIT_USAGE)
+    try:
+        return ingest_prefix(args.file, args.stack, endpoint_url=args.endpoint_url,
+                             as_json=args.json)
+    except PrefixError as exc:
+        raise CommandError(str(exc), exc.code) from None
+    except StackError as exc:
+        raise CommandError(str(exc), EXIT_FAILED) from None
+
+
 def _status_follow(args: argparse.Namespace) -> int:
     import time
 
@@ -372,6 +410,8 @@ def _ingest(args: argparse.Namespace) -> int:
     from fanout_cli.local.ingest import IngestOptions, PipelineError, ingest, print_summary
     from fanout_cli.local.preflight import InputFileError, UsageError
 
+    if isinstance(args.file, str):
+        return _ingest_prefix(args)
     if not args.file.is_file():
         raise CommandError(f"{args.file}: no such file", EXIT_USAGE)
     if args.stack:

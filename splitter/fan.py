@@ -170,7 +170,8 @@ def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any]) -> Non
             job_done = ledger.finish_split(
                 ddb, settings.ledger_table_name, job, rows_read=total_rows,
                 messages_total=total_messages, header=header,
-                error_location=f"s3://{info.source.bucket}/{settings.errors_prefix}{job}/",
+                error_location=f"s3://{settings.bucket or info.source.bucket}/"
+                               f"{settings.errors_prefix}{job}/",
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":

@@ -47,8 +47,8 @@ class SplitResult:
 
 def objects_in_event(event: dict[str, Any], runtime: Runtime) -> Iterator[tuple[str, str, str | None]]:
     """(bucket, key, version) for each ObjectCreated record, keys URL-decoded; the test
-    event S3 sends when a notification is configured, and the pipeline's own outputs,
-    are ignored."""
+    event S3 sends when a notification is configured, and the pipeline's own outputs (in
+    its own bucket: another bucket's errors/ is data), are ignored."""
     if event.get("Event") == "s3:TestEvent":
         return
     own_prefixes = (runtime.settings.errors_prefix, runtime.settings.json_copy_prefix)
@@ -57,7 +57,8 @@ def objects_in_event(event: dict[str, Any], runtime: Runtime) -> Iterator[tuple[
             continue
         s3 = record["s3"]
         key = unquote_plus(s3["object"]["key"])
-        if key.startswith(own_prefixes):
+        own_bucket = s3["bucket"]["name"] == (runtime.settings.bucket or s3["bucket"]["name"])
+        if own_bucket and key.startswith(own_prefixes):
             log.info("ignoring the pipeline's own output %s", key)
             continue
         yield s3["bucket"]["name"], key, s3["object"].get("versionId")
@@ -213,7 +214,8 @@ def split_object(
     job_item = ledger.finish_split(
         clients.dynamodb, settings.ledger_table_name, job, rows_read=checkpoint.rows_read,
         messages_total=checkpoint.messages, header=checkpoint.header or [],
-        error_location=f"s3://{bucket}/{settings.errors_prefix}{job}/",
+        # The writers report into the stack's bucket, whichever bucket the object is in.
+        error_location=f"s3://{settings.bucket or bucket}/{settings.errors_prefix}{job}/",
     )
     settle_job(runtime, job_item)
     return SplitResult(job, "split", info.source.uri, checkpoint.rows_read, checkpoint.messages)

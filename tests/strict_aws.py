@@ -11,6 +11,8 @@ identical. These proxies sit between the code under test and moto:
 * `StrictSQS` rejects a SendMessageBatch of more than 10 entries or over 1 MiB, injects
   `Failed` entries, and duplicates deliveries (a received message is sent again, as
   at-least-once delivery may hand it over twice).
+* `StrictDynamoDB.batch_get_item` rejects more than 100 keys or a key asked twice, and
+  injects UnprocessedKeys.
 
 Every decision comes from one seeded `random.Random`, so a failing run can be replayed.
 """
@@ -32,6 +34,7 @@ MAX_BATCH_WRITE_ITEMS = 25
 MAX_ITEM_BYTES = 400 * 1024
 MAX_SEND_BATCH = 10
 MAX_BATCH_BYTES = 1_048_576
+MAX_BATCH_GET_KEYS = 100
 
 
 @dataclass
@@ -41,6 +44,7 @@ class Faults:
     server_error_rate: float = 0.0  # per BatchWriteItem call, HTTP 500
     send_failed_rate: float = 0.0  # per SendMessageBatch entry, a Failed entry
     duplicate_delivery_rate: float = 0.0  # per received message, delivered again later
+    unprocessed_keys_rate: float = 0.0  # per BatchGetItem key, returned in UnprocessedKeys
     seed: int = 0
 
 
@@ -161,6 +165,37 @@ class StrictDynamoDB(_Proxy):
         for table, requests in unprocessed.items():
             merged.setdefault(table, []).extend(requests)
         return {**response, "UnprocessedItems": merged}
+
+
+    def batch_get_item(self, **params: Any) -> Any:
+        """AWS rejects more than 100 keys, or one key twice, in a call; throttled keys come
+        back in UnprocessedKeys."""
+        with self._lock:
+            self._record.calls["batch_get_item"] += 1
+        request_items = params["RequestItems"]
+        total = sum(len(v["Keys"]) for v in request_items.values())
+        if total > MAX_BATCH_GET_KEYS:
+            raise self._violation(f"Too many items requested for the BatchGetItem call ({total})",
+                                  "BatchGetItem")
+        send: dict[str, Any] = {}
+        unprocessed: dict[str, Any] = {}
+        for table, request in request_items.items():
+            keys = [tuple(sorted((k, str(v)) for k, v in key.items())) for key in request["Keys"]]
+            if len(set(keys)) != len(keys):
+                raise self._violation("Provided list of item keys contains duplicates",
+                                      "BatchGetItem")
+            for key in request["Keys"]:
+                target = unprocessed if self._chance(self._faults.unprocessed_keys_rate) else send
+                target.setdefault(table, {**request, "Keys": []})["Keys"].append(key)
+        if unprocessed:
+            with self._lock:
+                self._record.injected["unprocessed_keys"] += sum(
+                    len(v["Keys"]) for v in unprocessed.values())
+        response = self._client.batch_get_item(RequestItems=send) if send else {"Responses": {}}
+        merged = dict(response.get("UnprocessedKeys") or {})
+        for table, request in unprocessed.items():
+            merged.setdefault(table, {**request, "Keys": []})["Keys"].extend(request["Keys"])
+        return {**response, "UnprocessedKeys": merged}
 
 
 class StrictSQS(_Proxy):
