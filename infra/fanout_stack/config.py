@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,22 @@ POWERTOOLS_ACCOUNT = "017000801446"
 # parallel-split threshold so a small file really fans out.
 PIPELINE_CONTEXT_KEYS = ("writer_timeout_s", "visibility_timeout_s", "max_receive_count", "range_bytes",
                          "parallel_threshold_bytes", "parallel_range_bytes")
+
+
+# S3's rules for a bucket name (general purpose buckets): 3-63 lowercase letters, digits,
+# dots and hyphens, starting and ending with a letter or digit.
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def bucket_names(value: Any) -> tuple[str, ...]:
+    """`-c source_buckets=a,b` (or a list in cdk.json): the names, each checked."""
+    names = value if isinstance(value, list | tuple) else str(value or "").split(",")
+    out = tuple(dict.fromkeys(str(n).strip() for n in names if str(n).strip()))
+    for name in out:
+        if not BUCKET_NAME.fullmatch(name) or ".." in name:
+            raise ValueError(f"source_buckets: {name!r} is not an S3 bucket name (a bucket "
+                             "name, not an s3:// URI or an ARN; several are comma-separated)")
+    return out
 
 
 def writer_concurrency(write_budget: float, rows_per_writer_s: float) -> int:
@@ -76,6 +93,8 @@ class StackConfig:
     writer_role_name: str | None = None
     gzip: bool = False
     versioned: bool = False
+    # Other buckets whose objects the splitter may read (`fanout ingest s3://BUCKET/...`).
+    source_buckets: tuple[str, ...] = ()
     # Ship the spec as an S3 asset each Lambda reads at cold start, instead of inline in the
     # environment (for a spec too large for Lambda's 4 KB environment).
     spec_in_s3: bool = False
@@ -153,6 +172,7 @@ class StackConfig:
             writer_role_name=text("writer_role_name"),
             gzip=flag("gzip"),
             versioned=flag("versioned"),
+            source_buckets=bucket_names(get("source_buckets")),
             spec_in_s3=flag("spec_in_s3"),
             powertools_layer_version=int(layer_version) if layer_version else None,
             powertools_layer_arn=text("powertools_layer_arn"),

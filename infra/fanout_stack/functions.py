@@ -261,6 +261,7 @@ class Functions(Construct):
             iam.PolicyStatement(
                 sid="PublishSummary", actions=["sns:Publish"],
                 resources=[messaging.topic.topic_arn]),
+            *self._source_bucket_reads(config),
             # Near its time limit the splitter invokes itself (asynchronously) to continue.
             iam.PolicyStatement(
                 sid="ContinueSplit", actions=["lambda:InvokeFunction"],
@@ -269,6 +270,17 @@ class Functions(Construct):
                     arn_format=ArnFormat.COLON_RESOURCE_NAME)]),
         ):
             self.splitter_role.add_to_policy(statement)
+
+    def _source_bucket_reads(self, config: StackConfig) -> list[iam.PolicyStatement]:
+        """`-c source_buckets=a,b`: the splitter may read every object (any version) of those
+        buckets, for `fanout ingest s3://BUCKET/PREFIX`; nothing else of them, and the
+        writer nothing at all (reports still go to the stack's own bucket)."""
+        if not config.source_buckets:
+            return []
+        partition = Stack.of(self).partition
+        return [iam.PolicyStatement(
+            sid="ReadSourceBuckets", actions=["s3:GetObject", "s3:GetObjectVersion"],
+            resources=[f"arn:{partition}:s3:::{name}/*" for name in config.source_buckets])]
 
     def _grant_writer(self, config: StackConfig, storage: Storage, messaging: Messaging) -> None:
         pipeline = config.pipeline

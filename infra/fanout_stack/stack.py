@@ -43,6 +43,8 @@ class FanoutStack(Stack):
             "SplitterLogGroup": self.functions.splitter_logs.log_group_name,
             "WriterLogGroup": self.functions.writer_logs.log_group_name,
         }
+        if config.source_buckets:  # what `fanout ingest s3://...` checks before it starts
+            outputs["SourceBuckets"] = ",".join(config.source_buckets)
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
         suppress_findings(self)
