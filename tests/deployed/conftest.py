@@ -3,7 +3,8 @@
 --stack`, `dlq-replayer --stack`).
 
 Two stacks share one MiniStack: `fanout-test` (the default template, with the parallel
-split threshold lowered so a 1.5 MB file fans out) and `fanout-variant` (`existing_table`,
+split threshold lowered so a 1.5 MB file fans out, and read on one more bucket,
+`-c source_buckets=fanout-test-lake`) and `fanout-variant` (`existing_table`,
 `gzip`, `versioned`), which the writer-failure and destroy tests use up.
 
 Nothing here is skipped: a missing tool is a failure (`make setup` installs them all).
@@ -29,6 +30,8 @@ EXISTING_TABLE = "fanout-existing-items"
 PARALLEL_THRESHOLD = 600_000
 PARALLEL_RANGE = 250_000
 READ = 128 * 1024
+# A bucket the main stack's splitter may read besides its own (`fanout ingest s3://...`).
+SOURCE_BUCKET = "fanout-test-lake"
 
 
 @dataclass
@@ -61,7 +64,8 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local]:
 @pytest.fixture(scope="session")
 def stack(local: Local) -> ministack.Deployment:
     return local.deploy(MAIN_STACK, parallel_threshold_bytes=str(PARALLEL_THRESHOLD),
-                        parallel_range_bytes=str(PARALLEL_RANGE), range_bytes=str(READ))
+                        parallel_range_bytes=str(PARALLEL_RANGE), range_bytes=str(READ),
+                        source_buckets=SOURCE_BUCKET)
 
 
 @pytest.fixture(scope="session")
