@@ -47,6 +47,17 @@ exit status:
   2  usage error (bad arguments or spec; a key or spec column not in the header, checked
      before the emulator starts)
   3  the run finished, but some rows were rejected (see rejected.jsonl)
+  with s3://BUCKET/PREFIX: the worst of its jobs' codes (1 if nothing could be loaded);
+  2 also when the stack may not read the bucket (deploy it with -c source_buckets=BUCKET)
+
+data already in S3 (needs --stack; nothing is copied):
+  fanout ingest s3://BUCKET/PREFIX --stack NAME [--endpoint-url URL] [--json]
+  starts a job (an asynchronous splitter invoke with the object's S3 event) for each
+  .csv / .csv.gz under the prefix whose current version (ETag, or version id) has no job
+  in the ledger yet, follows them all with one progress display, and prints a line per
+  object and a total. A re-run starts nothing new. Other objects are skipped with the
+  reason. Needs lambda:InvokeFunction on the splitter, and the stack must be allowed to
+  read the bucket: its own upload prefix, or -c source_buckets=BUCKET at deploy.
 
 how the file is read (unless --delimiter, --encoding or the spec's [source] say):
   gzip       by its first bytes (1f 8b), whatever the file is called
@@ -116,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser(
         "ingest", help="load a CSV through the pipeline on an embedded AWS emulator",
         description="Run FILE through the real splitter and writer handlers on an embedded "
-                    "AWS emulator (moto): no AWS account needed.",
+                    "AWS emulator (moto): no AWS account needed. With --stack, load FILE "
+                    "into a deployed stack, or load objects already in S3 "
+                    "(s3://BUCKET/PREFIX) where they are.",
         epilog=INGEST_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_file_and_mapping(ingest, "the CSV file to load, or s3://BUCKET/PREFIX (with --stack): "
                                   "the objects already there, loaded where they are",

@@ -8,6 +8,7 @@ import csv
 import gzip
 import io
 import json
+import re
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -283,7 +284,8 @@ def test_the_text_summary_has_a_line_per_object_and_a_total(
     assert "COMPLETE" in one and "read 5, written 5, rejected 0, superseded 0" in one
     (readme,) = [line for line in lines if "t/readme.md" in line]
     assert "skipped: not .csv or .csv.gz" in readme
-    assert lines[-1].startswith("total      1 job(s): read 5, written 5")
+    assert re.fullmatch(r"total      1 job\(s\): read 5, written 5, rejected 0, superseded 0 "
+                        r"· \d+:\d\d( \([\d,.]+ rows/s\))?", lines[-1]), lines[-1]
     assert "1 object(s)" not in err.getvalue() and "2 object(s) listed, 1 job(s) started" in err.getvalue()
     # A second run says, per object, that it was loaded already
     out = io.StringIO()
