@@ -108,14 +108,14 @@ def readable_part(stack: DeployedStack, target: S3Prefix) -> str:
     anything is listed or started."""
     if target.bucket in source_buckets(stack):
         return ""
-    grant = f"-c source_buckets={target.bucket}"
+    # The option names every bucket granted: keep those the stack has.
+    grant = f"-c source_buckets={','.join([*source_buckets(stack), target.bucket])}"
     if target.bucket != stack.bucket:
         raise PrefixError(
             f"stack {stack.name!r} may not read bucket {target.bucket!r}: its splitter reads "
             f"s3://{stack.bucket}/{stack.upload_prefix}"
             + "".join(f", s3://{b}/" for b in source_buckets(stack))
-            + f" only. Deploy it with {grant} (comma-separated for several), then run this "
-            "again", EXIT_USAGE)
+            + f" only. Deploy it with {grant}, then run this again", EXIT_USAGE)
     upload = stack.upload_prefix
     if target.prefix.startswith(upload):
         return ""

@@ -128,7 +128,7 @@ def test_a_bucket_the_stack_was_not_granted_is_refused_before_anything_starts(
     assert done.stdout == "" and "Traceback" not in done.stderr
     (line,) = done.stderr.splitlines()
     assert "may not read bucket 'fanout-test-stranger'" in line
-    assert "-c source_buckets=fanout-test-stranger" in line
+    assert f"-c source_buckets={SOURCE_BUCKET},fanout-test-stranger" in line
     time.sleep(SETTLE_S)
     assert ledger_jobs(local, stack) == before
     assert splits_logged(local, stack, "fanout-test-stranger") == 0

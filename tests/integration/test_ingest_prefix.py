@@ -184,8 +184,9 @@ def test_what_the_splitter_may_read(deployed: DeployedStack) -> None:
     assert readable_part(deployed, S3Prefix(SOURCE, "")) == ""  # granted: all of it
     assert readable_part(deployed, S3Prefix(own, "uploads/2024/")) == ""
     assert readable_part(deployed, S3Prefix(own, "")) == "uploads/"  # the rest is skipped
-    for target, fix in ((S3Prefix("elsewhere", "x/"), "-c source_buckets=elsewhere"),
-                        (S3Prefix(own, "exports/"), f"-c source_buckets={own}")):
+    # The fix names the buckets granted already too (the option lists them all)
+    for target, fix in ((S3Prefix("elsewhere", "x/"), f"-c source_buckets={SOURCE},elsewhere"),
+                        (S3Prefix(own, "exports/"), f"-c source_buckets={SOURCE},{own}")):
         with pytest.raises(PrefixError) as raised:
             readable_part(deployed, target)
         assert raised.value.code == EXIT_USAGE and fix in str(raised.value)
@@ -196,7 +197,7 @@ def test_an_ungranted_bucket_is_refused_before_anything_is_listed_or_started(
         deployed: DeployedStack, local_lambda, strict: StrictLayer) -> None:
     deployed.s3.create_bucket(Bucket="elsewhere")
     deployed.s3.put_object(Bucket="elsewhere", Key="a.csv", Body=csv_bytes("x", 3)[0])
-    with pytest.raises(PrefixError, match="may not read bucket 'elsewhere'.*-c source_buckets=elsewhere"):
+    with pytest.raises(PrefixError, match="may not read bucket 'elsewhere'.*-c source_buckets=data-lake,elsewhere"):
         _ingest(deployed, "s3://elsewhere/", local_lambda, io.StringIO(), io.StringIO())
     assert local_lambda.events == [] and strict.record.calls["batch_get_item"] == 0
 
