@@ -481,6 +481,7 @@ def ingest_prefix(uri: str, stack_name: str, *, endpoint_url: str | None = None,
                               quiet=as_json)
     display = ProgressDisplay(stderr, label=target.uri, quiet=as_json)
     try:
+        step = f"cannot start the jobs under {target.uri}"
         run.start(on_page=lambda: listing.update(
             len(run.objects), listed=len(run.objects),
             started=sum(1 for o in run.objects if o.action == STARTED)))
@@ -489,6 +490,7 @@ def ingest_prefix(uri: str, stack_name: str, *, endpoint_url: str | None = None,
             started = sum(1 for o in run.objects if o.action == STARTED)
             stderr.write(f"{target.uri}: {len(run.objects):,} object(s) listed, {started:,} "
                          f"job(s) started\n")
+        step = f"cannot follow the jobs in {stack.ledger_table}"
         run.follow(display)
     except KeyboardInterrupt:
         listing.close()
@@ -501,8 +503,9 @@ def ingest_prefix(uri: str, stack_name: str, *, endpoint_url: str | None = None,
                                for job in unfinished[:3]))
         return EXIT_INTERRUPTED
     except (BotoCoreError, ClientError) as exc:
+        listing.close()
         display.close()
-        raise PrefixError(f"cannot follow the jobs in {stack.ledger_table}: {describe(exc)}") from exc
+        raise PrefixError(f"{step}: {describe(exc)}") from exc
     display.close()
     result = run.result()
     if as_json:

@@ -420,3 +420,22 @@ def test_without_a_stack_an_s3_uri_is_one_line_exit_2(capsys) -> None:
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "--stack NAME" in err and "fanout serve" in err
+
+
+def test_a_caller_who_may_not_invoke_the_splitter_is_told_what_to_grant(
+        deployed: DeployedStack, clients: Clients) -> None:
+    from botocore.exceptions import ClientError
+
+    class Denied:
+        def invoke(self, **params: Any) -> dict[str, Any]:
+            raise ClientError({"Error": {"Code": "AccessDeniedException",
+                                         "Message": "not authorized to perform lambda:InvokeFunction"}},
+                              "Invoke")
+
+    clients.s3.put_object(Bucket=SOURCE, Key="d/a.csv", Body=csv_bytes("d", 2)[0])
+    with pytest.raises(PrefixError) as raised:
+        _ingest(deployed, f"s3://{SOURCE}/d/", Denied(), io.StringIO(), io.StringIO())
+    message = str(raised.value)
+    assert raised.value.code == EXIT_FAILED
+    assert "cannot start the splitter fanout-splitter for d/a.csv" in message
+    assert "AccessDeniedException" in message and "needs lambda:InvokeFunction" in message
