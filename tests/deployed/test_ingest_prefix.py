@@ -17,6 +17,8 @@ from tests.deployed.conftest import SOURCE_BUCKET, Local
 from tests.deployed.helpers import BIN, run, scan, write_csv
 
 PREFIX = "lake/"
+# The rows' offer_id tags start with "s3": the other deployed tests share the main stack's
+# table and pick their rows by other prefixes ("p", "cli", "ing", ...).
 # Long enough for an asynchronous invocation the CLI should not have made to show in the log.
 SETTLE_S = 3.0
 
@@ -57,8 +59,8 @@ def test_objects_in_another_bucket_load_once_and_a_rerun_starts_nothing(
     s3.create_bucket(Bucket=SOURCE_BUCKET)
     # Given a .csv, a .csv.gz, a .csv two levels down and a text file under one prefix
     files: dict[str, list[dict[str, str]]] = {}
-    for key, rows, tag in (("a.csv", 40, "pa-"), ("b.csv.gz", 30, "pb-"),
-                           ("nested/deeper/c.csv", 20, "pc-")):
+    for key, rows, tag in (("a.csv", 40, "s3a-"), ("b.csv.gz", 30, "s3b-"),
+                           ("nested/deeper/c.csv", 20, "s3c-")):
         path = tmp_path / key.replace("/", "_")
         files[PREFIX + key] = write_csv(path, rows, tag=tag)
         body = path.read_bytes()
@@ -85,7 +87,7 @@ def test_objects_in_another_bucket_load_once_and_a_rerun_starts_nothing(
         assert item["source"] == f"s3://{SOURCE_BUCKET}/{key}"
     # And the table holds exactly the files' rows (a scan, not the ledger's word)
     for records in files.values():
-        tag = records[0]["offer_id"][:3]
+        tag = records[0]["offer_id"][:4]
         assert rows_tagged(local, stack, tag) == sorted(records, key=lambda r: r["offer_id"])
     assert result["total"]["rows_written"] == 90 and result["exit_code"] == 0
     assert splits_logged(local, stack) == 3
@@ -103,7 +105,7 @@ def test_objects_in_another_bucket_load_once_and_a_rerun_starts_nothing(
     assert ledger_jobs(local, stack) == jobs and splits_logged(local, stack) == 3
 
     # When a.csv is replaced with new content (a new ETag): it alone is loaded again
-    replaced = write_csv(tmp_path / "a2.csv", 10, tag="pr-")
+    replaced = write_csv(tmp_path / "a2.csv", 10, tag="s3r-")
     s3.put_object(Bucket=SOURCE_BUCKET, Key=PREFIX + "a.csv", Body=(tmp_path / "a2.csv").read_bytes())
     third = ingest(local, stack, f"s3://{SOURCE_BUCKET}/{PREFIX}", "--json")
     assert third.returncode == 0, third.stdout + third.stderr
@@ -114,7 +116,7 @@ def test_objects_in_another_bucket_load_once_and_a_rerun_starts_nothing(
     etag = s3.head_object(Bucket=SOURCE_BUCKET, Key=PREFIX + "a.csv")["ETag"].strip('"')
     new_job = job_id_for(Source(SOURCE_BUCKET, PREFIX + "a.csv", etag))
     assert ledger_jobs(local, stack) - jobs == {new_job}
-    assert rows_tagged(local, stack, "pr-") == sorted(replaced, key=lambda r: r["offer_id"])
+    assert rows_tagged(local, stack, "s3r-") == sorted(replaced, key=lambda r: r["offer_id"])
 
 
 def test_a_bucket_the_stack_was_not_granted_is_refused_before_anything_starts(

@@ -2,13 +2,15 @@
 `AUTH=true` (IAM policies evaluated, each Lambda worker signing with its execution role's
 session) and `USE_SSL=1` (so the buckets' `aws:SecureTransport` deny admits the calls).
 
-The positive run proves the roles' policies suffice for a load; the negative run takes
-one grant away (the writer role's DynamoDB write statement, detached with the IAM API)
-and proves the pipeline then fails where that grant is used.
+The positive run proves the roles' policies suffice for a load (and `-c source_buckets=`
+lets the splitter read that bucket, and no other); the negative run takes one grant away
+(the writer role's DynamoDB write statement, detached with the IAM API) and proves the
+pipeline then fails where that grant is used.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -22,9 +24,12 @@ from botocore.exceptions import ClientError
 from fanout import ledger
 from fanout.contract import Source, job_id_for
 from fanout_cli.local import ministack
+from fanout_cli.local.prefix import ingest_prefix, object_created_event
 from tests.deployed.helpers import finished_job, queue_depth, scan, wait_until, write_csv
 
 STACK = "fanout-authz"
+# `-c source_buckets=`: the splitter may read this bucket too, and no other.
+GRANTED_BUCKET = "fanout-authz-lake"
 ROWS = 60  # three messages
 # How long the denied file is watched: the allowed one is written within ~2 s of its split.
 DENIED_WAIT_S = 20
@@ -42,7 +47,8 @@ def authz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ministack.
                                                                       ministack.Deployment]]:
     folder = tmp_path_factory.mktemp("ministack-authz")
     emulator = ministack.MiniStack(log_path=folder / "ministack.log", auth=True)
-    with ministack.local_stack(emulator=emulator, stack_name=STACK, log=folder / "cdk.log") as pair:
+    with ministack.local_stack(emulator=emulator, stack_name=STACK, log=folder / "cdk.log",
+                               context={"source_buckets": GRANTED_BUCKET}) as pair:
         client = clients(pair[1])
         for function in ("SplitterFunctionName", "WriterFunctionName"):
             edit_policies(client("iam"), role_of(pair[1], client, function), with_batch_names)
@@ -84,6 +90,47 @@ def upload(s3: Any, bucket: str, path: Path, key: str) -> str:
 def role_of(deployment: ministack.Deployment, client: Any, output: str) -> str:
     config = client("lambda").get_function_configuration(FunctionName=deployment.outputs[output])
     return str(config["Role"]).rsplit("/", 1)[-1]
+
+
+def test_the_source_buckets_grant_lets_the_splitter_read_that_bucket_and_no_other(
+        authz: tuple[ministack.MiniStack, ministack.Deployment], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch):
+    _emulator, deployment = authz
+    client = clients(deployment)
+    s3, dynamodb = client("s3"), client("dynamodb")
+    data = tmp_path / "lake.csv"
+    records = write_csv(data, 30, tag="lake")
+    for bucket in (GRANTED_BUCKET, "fanout-authz-other"):
+        s3.create_bucket(Bucket=bucket)
+        s3.upload_file(str(data), bucket, "in/lake.csv")
+    # Given the stack granted one other bucket: `fanout ingest s3://...` loads it, every call
+    # of the splitter evaluated against its role
+    for name, value in ministack.client_env(deployment.endpoint_url,
+                                            ca_bundle=deployment.ca_bundle).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)  # the suite's fake one: not root's
+    out = io.StringIO()
+    code = ingest_prefix(f"s3://{GRANTED_BUCKET}/in/", STACK, as_json=True, stdout=out,
+                         stderr=io.StringIO())
+    result = json.loads(out.getvalue())
+    assert code == 0, result
+    (loaded,) = result["objects"]
+    assert (loaded["status"], loaded["rows_written"]) == (ledger.COMPLETE, len(records))
+    assert len([i for i in scan(dynamodb, deployment.outputs["TableName"])
+                if i["offer_id"].startswith("lake")]) == len(records)
+    # When the splitter is handed an object of a bucket it was not granted (by hand: the CLI
+    # refuses before it invokes), its read is denied and no job starts
+    head = s3.head_object(Bucket="fanout-authz-other", Key="in/lake.csv")
+    event = object_created_event("fanout-authz-other", "in/lake.csv", size=head["ContentLength"],
+                                 etag=head["ETag"].strip('"'), version=None, region=ministack.REGION)
+    response = client("lambda").invoke(FunctionName=deployment.outputs["SplitterFunctionName"],
+                                       InvocationType="RequestResponse",
+                                       Payload=json.dumps(event).encode())
+    error = response["Payload"].read().decode()
+    assert response.get("FunctionError"), error
+    assert "403" in error or "AccessDenied" in error or "Forbidden" in error, error
+    job = job_id_for(Source("fanout-authz-other", "in/lake.csv", head["ETag"].strip('"')))
+    assert ledger.get_job(dynamodb, deployment.outputs["LedgerTableName"], job) is None
 
 
 def test_the_roles_policies_suffice_and_one_grant_less_fails(
