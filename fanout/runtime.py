@@ -102,7 +102,8 @@ def settle_job(runtime: Runtime, item: Mapping[str, Any], *, owner: str | None =
     if not item:
         return
     job = item["pk"]["S"]
-    if "status" in item and "ledger_format" not in item and ledger.fail_old_format(ddb, table, job):
+    if ("status" in item and "ledger_format" not in item
+            and ledger.fail_old_format(ddb, table, job, clock=runtime.clock)):
         item = ledger.raw_job(ddb, table, job)  # a job item of the previous format: failed now
     if item.get("status", {}).get("S") == ledger.FAILED:
         # A job of the previous ledger format, failed by this invocation or an earlier one.
@@ -127,7 +128,8 @@ def _publish(runtime: Runtime, job: str, summary: dict[str, Any]) -> None:
 
     if runtime.settings.topic_arn and runtime.clients.sns is not None:
         publish_summary(runtime.clients.sns, runtime.settings.topic_arn, summary)
-        ledger.mark_published(runtime.clients.dynamodb, runtime.settings.ledger_table_name, job)
+        ledger.mark_published(runtime.clients.dynamodb, runtime.settings.ledger_table_name, job,
+                              clock=runtime.clock)
 
 
 def publish_summary(sns: Any, topic_arn: str, summary: dict[str, Any]) -> None:

@@ -171,6 +171,7 @@ def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any]) -> Non
                 ddb, settings.ledger_table_name, job, rows_read=total_rows,
                 messages_total=total_messages, header=header,
                 error_location=f"s3://{info.source.bucket}/{settings.errors_prefix}{job}/",
+                clock=runtime.clock,
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":

@@ -163,7 +163,7 @@ def split_object(
     claim, item = ledger.start_job(
         clients.dynamodb, settings.ledger_table_name, job,
         source_uri=info.source.uri, table=settings.table_name, owner=owner, lease_s=lease_s,
-        range_bytes=settings.range_bytes,
+        range_bytes=settings.range_bytes, clock=runtime.clock,
     )
     if claim == "skip":
         log.info("job %s is already split or being split; duplicate event ignored", job)
@@ -213,7 +213,7 @@ def split_object(
     job_item = ledger.finish_split(
         clients.dynamodb, settings.ledger_table_name, job, rows_read=checkpoint.rows_read,
         messages_total=checkpoint.messages, header=checkpoint.header or [],
-        error_location=f"s3://{bucket}/{settings.errors_prefix}{job}/",
+        error_location=f"s3://{bucket}/{settings.errors_prefix}{job}/", clock=runtime.clock,
     )
     settle_job(runtime, job_item)
     return SplitResult(job, "split", info.source.uri, checkpoint.rows_read, checkpoint.messages)
@@ -223,7 +223,8 @@ def _fail(runtime: Runtime, info: Any, job: str, exc: Exception) -> SplitResult:
     """End the job for bad input: FAILED in the ledger, with file, line and reason."""
     settings, clients = runtime.settings, runtime.clients
     error = f"{info.source.uri}: {with_hint(str(exc))}"
-    ledger.fail_job(clients.dynamodb, settings.ledger_table_name, job, error=error)
+    ledger.fail_job(clients.dynamodb, settings.ledger_table_name, job, error=error,
+                    clock=runtime.clock)
     publish_summary(clients.sns, settings.topic_arn, {
         "JOB_ID": job, "STATUS": ledger.FAILED, "SOURCE": info.source.uri, "ERROR": error,
         "DESTINATION_TABLE_NAME": settings.table_name,
@@ -276,7 +277,7 @@ class LedgerProgress:
                        and self.remaining_s() < self.runtime.settings.split_reserve_s)
         ledger.save_checkpoint(self.runtime.clients.dynamodb,
                                self.runtime.settings.ledger_table_name, self.job, self.owner,
-                               cp.dumps(), release=out_of_time)
+                               cp.dumps(), release=out_of_time, clock=self.runtime.clock)
         return out_of_time
 
     def short_of_time(self) -> bool:
