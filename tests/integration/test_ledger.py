@@ -505,6 +505,8 @@ def test_a_crashed_splitter_releases_or_outlives_its_lease(aws, stack):
         return ledger.start_job(aws.dynamodb, table, "j", owner=owner, **args)
 
     assert claim("a") == ("new", None)
+    lease = int(ledger.raw_job(aws.dynamodb, table, "j")["split_lease_until"]["N"])
+    assert lease == int(clock() + 60) + 1  # whole seconds, rounded up past the lease
     assert claim("b") == ("skip", None)  # a holds the lease
     ledger.release_split(aws.dynamodb, table, "j", "a")  # a failed and let the retry in
     status, item = claim("b")
