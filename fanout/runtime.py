@@ -15,6 +15,7 @@ from typing import Any
 from fanout.aws import Clients
 from fanout.mapping import Spec, SpecError, load_spec
 from fanout.settings import BASE_REQUIRED, Settings, SettingsError
+from fanout.telemetry import subsegment
 
 
 @dataclass(frozen=True)
@@ -115,10 +116,12 @@ def settle_job(runtime: Runtime, item: Mapping[str, Any], *, owner: str | None =
     if not ledger.should_settle(item):
         return
     left = remaining_s() if remaining_s else ledger.FOLD_LEASE_S
-    settlement = ledger.settle(ddb, table, job, owner=owner or str(uuid.uuid4()), lease_s=left,
-                               budget_s=max(0.0, min(ledger.FOLD_BUDGET_S, left / 3)),
-                               clock=runtime.clock,
-                               writer_timeout_s=runtime.settings.writer_timeout_s)
+    with subsegment("ledger settle", job=job):
+        settlement = ledger.settle(ddb, table, job, owner=owner or str(uuid.uuid4()),
+                                   lease_s=left,
+                                   budget_s=max(0.0, min(ledger.FOLD_BUDGET_S, left / 3)),
+                                   clock=runtime.clock,
+                                   writer_timeout_s=runtime.settings.writer_timeout_s)
     if settlement and settlement.summary:
         _publish(runtime, job, settlement.summary)
 

@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
+from aws_lambda_powertools import Logger
+
 from fanout import ledger
 from fanout.contract import job_id_for, parse_csv_rows
 from fanout.dialect import hint_one_column
 from fanout.keys import TemplateError
 from fanout.runtime import Runtime, publish_summary, settle_job
-from splitter import fan
+from fanout.telemetry import log_keys
+from splitter import SERVICE, fan
 from splitter.batch import Batcher, Sink
 from splitter.chunker import CsvDecodeError, Region, iter_regions
 from splitter.enqueue import Enqueuer
 from splitter.errors import InputError
-from splitter.range_reader import head
+from splitter.range_reader import ObjectInfo, head
 from splitter.source import (
     SourceError,
     is_gzip,
@@ -32,7 +34,7 @@ from splitter.source import (
     with_source_format,
 )
 
-log = logging.getLogger(__name__)
+log = Logger(service=SERVICE)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,13 @@ CONTINUE_KEY = "fanout_continue"
 
 def _parallel_step(runtime: Runtime, kind: str, task: dict[str, Any],
                    hand_over: Callable[[dict[str, Any]], None]) -> SplitResult:
+    job = task["job"]
+    with log_keys(log, job=job):
+        return _run_parallel_step(runtime, kind, task, hand_over)
+
+
+def _run_parallel_step(runtime: Runtime, kind: str, task: dict[str, Any],
+                       hand_over: Callable[[dict[str, Any]], None]) -> SplitResult:
     info = head(runtime.clients.s3, task["bucket"], task["key"], task.get("version"))
     job = task["job"]
     try:
@@ -157,16 +166,27 @@ def split_object(
     lease_s: float = ledger.SPLIT_LEASE_S, remaining_s: Callable[[], float] | None = None,
     continue_split: Callable[[dict[str, Any]], None] | None = None,
 ) -> SplitResult:
-    clients, settings = runtime.clients, runtime.settings
-    info = head(clients.s3, bucket, key, version)
+    info = head(runtime.clients.s3, bucket, key, version)
     job = job_id_for(info.source)
+    with log_keys(log, job=job):  # every line the split logs carries the job id
+        return _split_job(runtime, info, job, owner=owner, lease_s=lease_s,
+                          remaining_s=remaining_s, continue_split=continue_split)
+
+
+def _split_job(
+    runtime: Runtime, info: ObjectInfo, job: str, *, owner: str, lease_s: float,
+    remaining_s: Callable[[], float] | None,
+    continue_split: Callable[[dict[str, Any]], None] | None,
+) -> SplitResult:
+    clients, settings = runtime.clients, runtime.settings
+    bucket, key = info.source.bucket, info.source.key
     claim, item = ledger.start_job(
         clients.dynamodb, settings.ledger_table_name, job,
         source_uri=info.source.uri, table=settings.table_name, owner=owner, lease_s=lease_s,
         range_bytes=settings.range_bytes, clock=runtime.clock,
     )
     if claim == "skip":
-        log.info("job %s is already split or being split; duplicate event ignored", job)
+        log.info("the job is already split or being split; duplicate event ignored")
         # A splitter that died between finish_split and the finalizer would leave a fully
         # written job RUNNING with no message left to finish it: finish it here.
         settle_job(runtime, ledger.raw_job(clients.dynamodb, settings.ledger_table_name, job))
