@@ -217,6 +217,23 @@ def start_job(
     return "skip", None
 
 
+@dataclass(frozen=True)
+class SplitState:
+    """What an earlier splitter left in the job item that `start_job` returns on "resume"."""
+
+    parallel: bool = False  # planned as a parallel split: a retry plans it again
+    range_bytes: int = 0  # the first try's range size (0: none recorded)
+    checkpoint: str | None = None  # how far it came (the splitter's JSON)
+
+
+def split_state(item: Mapping[str, Any] | None) -> SplitState:
+    """The split state in a (plain) job item from `start_job`; an empty one for a new job."""
+    item = item or {}
+    return SplitState(parallel="parallel_ranges" in item,
+                      range_bytes=int(item.get("range_bytes") or 0),
+                      checkpoint=item.get("checkpoint"))
+
+
 class LeaseLost(RuntimeError):
     """Another splitter took the job over; this one must stop without writing more."""
 
@@ -328,6 +345,25 @@ def fail_old_format(ddb: Any, ledger_table: str, job: str, *, clock: Clock = tim
             return False
         raise
     return True
+
+
+def job_id(item: Mapping[str, Any]) -> str:
+    """The job a ledger item (job item, tally, ...) belongs to."""
+    return str(item["pk"]["S"])
+
+
+def is_old_format_job(item: Mapping[str, Any]) -> bool:
+    """A job item (not a tally) written by the previous ledger format."""
+    return "status" in item and "ledger_format" not in item
+
+
+def old_format_summary(item: Mapping[str, Any]) -> dict[str, Any] | None:
+    """For a job of the previous format that `fail_old_format` failed and whose summary
+    SNS has not taken yet: the summary to publish; else None."""
+    if "old_format" not in item or "summary_published" in item:
+        return None
+    return {"JOB_ID": job_id(item), "STATUS": FAILED, "SOURCE": item.get("source", {}).get("S"),
+            "ERROR": item.get("error", {}).get("S")}
 
 
 def fail_job(ddb: Any, ledger_table: str, job: str, *, error: str,

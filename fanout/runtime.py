@@ -102,16 +102,15 @@ def settle_job(runtime: Runtime, item: Mapping[str, Any], *, owner: str | None =
     ddb, table = runtime.clients.dynamodb, runtime.settings.ledger_table_name
     if not item:
         return
-    job = item["pk"]["S"]
-    if ("status" in item and "ledger_format" not in item
-            and ledger.fail_old_format(ddb, table, job, clock=runtime.clock)):
+    job = ledger.job_id(item)
+    if ledger.is_old_format_job(item) and ledger.fail_old_format(ddb, table, job,
+                                                                 clock=runtime.clock):
         item = ledger.raw_job(ddb, table, job)  # a job item of the previous format: failed now
-    if item.get("status", {}).get("S") == ledger.FAILED:
+    if ledger.status_of(item) == ledger.FAILED:
         # A job of the previous ledger format, failed by this invocation or an earlier one.
-        if "old_format" in item and "summary_published" not in item:
-            _publish(runtime, job, {"JOB_ID": job, "STATUS": ledger.FAILED,
-                                    "SOURCE": item.get("source", {}).get("S"),
-                                    "ERROR": item.get("error", {}).get("S")})
+        summary = ledger.old_format_summary(item)
+        if summary:
+            _publish(runtime, job, summary)
         return
     if not ledger.should_settle(item):
         return

@@ -197,7 +197,8 @@ def _split_job(
         return _fail(runtime, info, job, exc)
     # A parallel job stays parallel: a retry of its planner (or a late duplicate event)
     # plans it again, which only re-sends idempotent scans; it never splits sequentially.
-    parallel_job = (claim == "new" and _parallel(runtime, info)) or "parallel_ranges" in (item or {})
+    earlier = ledger.split_state(item)
+    parallel_job = (claim == "new" and _parallel(runtime, info)) or earlier.parallel
     if parallel_job and continue_split is not None:
         try:
             header, header_line = _read_header(runtime, info)
@@ -206,9 +207,9 @@ def _split_job(
             return _fail(runtime, info, job, exc)
         return SplitResult(job, f"planned {parts} ranges", info.source.uri)
     # A resumed split keeps the first try's range size, so it cuts the same messages.
-    range_bytes = int((item or {}).get("range_bytes") or settings.range_bytes)
+    range_bytes = earlier.range_bytes or settings.range_bytes
     try:
-        checkpoint = Checkpoint.loads(item["checkpoint"]) if item and "checkpoint" in item else Checkpoint()
+        checkpoint = Checkpoint.loads(earlier.checkpoint) if earlier.checkpoint else Checkpoint()
         enqueuer = Enqueuer(clients.sqs, settings.rows_queue_url)
         try:
             finished = cut_object(runtime, info, job, range_bytes, checkpoint, sink=enqueuer,
