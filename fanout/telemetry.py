@@ -38,15 +38,16 @@ def message_keys(message: RowsMessage) -> dict[str, Any]:
 def log_keys(logger: Logger, **keys: Any) -> Iterator[None]:
     """Append `keys` to every line this thread logs until the block ends; a key that was
     set before the block (a job around a message) gets its value back after it."""
-    before = logger.thread_safe_get_current_keys()
+    formatter = logger.registered_formatter  # looked up once: it walks the handlers
+    before = formatter.thread_safe_get_current_keys()
     saved = {key: before[key] for key in keys if key in before}
-    logger.thread_safe_append_keys(**keys)
+    formatter.thread_safe_append_keys(**keys)
     try:
         yield
     finally:
-        logger.thread_safe_remove_keys(keys)
+        formatter.thread_safe_remove_keys(keys)
         if saved:
-            logger.thread_safe_append_keys(**saved)
+            formatter.thread_safe_append_keys(**saved)
 
 
 def with_log_keys(logger: Logger, keys: dict[str, Any], work: Callable[P, R]) -> Callable[P, R]:
