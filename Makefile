@@ -47,7 +47,7 @@ test-full: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict fanout splitter writer
-	$(BIN)/mypy fanout_cli dlq_replayer
+	$(BIN)/mypy fanout_cli dlq_replayer bench
 
 bench: setup
 	$(BIN)/python -m bench

@@ -19,7 +19,7 @@ Billing units recorded per call:
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,8 @@ from fanout.settings import ResourceNames
 @dataclass
 class Counts:
     calls: Counter[str] = field(default_factory=Counter)  # "service.operation[target]"
-    units: Counter[str] = field(default_factory=Counter)  # billed units per calls key
+    # billed units per calls key (DynamoDB reads come in halves)
+    units: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     item_wru: int = 0
     items_written: int = 0
     ledger_wru: int = 0

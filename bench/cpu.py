@@ -20,7 +20,7 @@ import io
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +71,9 @@ def _slices(data: bytes, size: int) -> list[bytes]:
 
 def splitter_runtime(s3: Any, sqs: Any, range_bytes: int | None = None) -> Runtime:
     settings = Settings(table_name=TABLE, ledger_table_name="bench-jobs",
-                        rows_queue_url="https://sqs.invalid/rows",
-                        **({"range_bytes": range_bytes} if range_bytes else {}))
+                        rows_queue_url="https://sqs.invalid/rows")
+    if range_bytes:
+        settings = replace(settings, range_bytes=range_bytes)
     return Runtime(settings, Spec.default(), Clients(s3=s3, sqs=sqs, dynamodb=None))
 
 

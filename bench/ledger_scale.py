@@ -30,6 +30,7 @@ import time
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import botocore.session
@@ -500,8 +501,8 @@ def run_scale(messages: int = 4_000_000,
         if not ledger.should_settle(tally | {"reported_now": {"N": str(now)}}):
             continue
         settles += 1
-        done, spent = measure(lambda t=ticket: ledger.settle(ddb, TABLE, JOB, owner=f"w{t}",
-                                                            lease_s=50), table)
+        done, spent = measure(partial(ledger.settle, ddb, TABLE, JOB, owner=f"w{ticket}",
+                                      lease_s=50), table)
         fold_cpu += spent.cpu_s
         fold_units = Units(fold_units.write + spent.units.write, fold_units.read + spent.units.read)
         worst_cpu = max(worst_cpu, spent, key=lambda m: m.cpu_s)

@@ -92,7 +92,7 @@ class MemorySQS:
                                "in flight"}}, "ReceiveMessage")
         if not self.visible and self.in_flight:
             self._restore()
-        out = []
+        out: list[dict[str, Any]] = []
         while self.visible and len(out) < MaxNumberOfMessages:
             i = self.visible.popleft()
             if self.bodies[i] is None or self.until[i]:  # deleted, or hidden again

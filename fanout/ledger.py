@@ -143,8 +143,11 @@ class MessageCounts:
         return self.written + self.rejected + self.superseded
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+Clock = Callable[[], float]  # seconds since the epoch: time.time, or a test's clock
+
+
+def now_iso(clock: Clock = time.time) -> str:
+    return datetime.fromtimestamp(clock(), UTC).isoformat(timespec="milliseconds")
 
 
 def _s(value: str) -> dict[str, str]:
@@ -165,7 +168,7 @@ def _conditional_failed(exc: ClientError) -> bool:
 
 def start_job(
     ddb: Any, ledger_table: str, job: str, *, source_uri: str, table: str, owner: str,
-    lease_s: float = SPLIT_LEASE_S, range_bytes: int = 0,
+    lease_s: float = SPLIT_LEASE_S, range_bytes: int = 0, clock: Clock = time.time,
 ) -> tuple[str, dict[str, Any] | None]:
     """Claim the job for splitting: ("new", None), ("resume", job item) when an earlier
     splitter left it (a crash, a retry, or a continuation it handed over), or
@@ -173,13 +176,13 @@ def start_job(
 
     The lease lasts as long as the claiming invocation can live (`lease_s`), so a retry
     after a crash or a timeout finds it expired and resumes from the last checkpoint."""
-    now = time.time()
+    now = clock()
     try:
         ddb.put_item(
             TableName=ledger_table,
             Item={
                 "pk": _s(job), "sk": _s(JOB_SK), "status": _s(SPLITTING),
-                "source": _s(source_uri), "table": _s(table), "started_at": _s(now_iso()),
+                "source": _s(source_uri), "table": _s(table), "started_at": _s(now_iso(lambda: now)),
                 "split_owner": _s(owner), "split_lease_until": _n(int(now + lease_s) + 1),
                 "range_bytes": _n(range_bytes), "ledger_format": _n(LEDGER_FORMAT),
             },
@@ -214,12 +217,29 @@ def start_job(
     return "skip", None
 
 
+@dataclass(frozen=True)
+class SplitState:
+    """What an earlier splitter left in the job item that `start_job` returns on "resume"."""
+
+    parallel: bool = False  # planned as a parallel split: a retry plans it again
+    range_bytes: int = 0  # the first try's range size (0: none recorded)
+    checkpoint: str | None = None  # how far it came (the splitter's JSON)
+
+
+def split_state(item: Mapping[str, Any] | None) -> SplitState:
+    """The split state in a (plain) job item from `start_job`; an empty one for a new job."""
+    item = item or {}
+    return SplitState(parallel="parallel_ranges" in item,
+                      range_bytes=int(item.get("range_bytes") or 0),
+                      checkpoint=item.get("checkpoint"))
+
+
 class LeaseLost(RuntimeError):
     """Another splitter took the job over; this one must stop without writing more."""
 
 
 def save_checkpoint(ddb: Any, ledger_table: str, job: str, owner: str, checkpoint: str, *,
-                    release: bool = False) -> None:
+                    release: bool = False, clock: Clock = time.time) -> None:
     """Record how far the split has come (a JSON string); with `release`, also hand the
     lease over to the continuation that will resume from it."""
     update = "SET #cp = :cp, checkpoint_at = :t"
@@ -233,7 +253,7 @@ def save_checkpoint(ddb: Any, ledger_table: str, job: str, owner: str, checkpoin
             ConditionExpression="split_owner = :o AND #st = :splitting",
             ExpressionAttributeNames={"#st": "status", "#cp": "checkpoint"},
             ExpressionAttributeValues={
-                ":cp": _s(checkpoint), ":t": _s(now_iso()), ":o": _s(owner),
+                ":cp": _s(checkpoint), ":t": _s(now_iso(clock)), ":o": _s(owner),
                 ":splitting": _s(SPLITTING), **({":zero": _n(0)} if release else {}),
             },
         )
@@ -261,7 +281,7 @@ def release_split(ddb: Any, ledger_table: str, job: str, owner: str) -> None:
 
 def finish_split(
     ddb: Any, ledger_table: str, job: str, *, rows_read: int, messages_total: int,
-    header: list[str], error_location: str,
+    header: list[str], error_location: str, clock: Clock = time.time,
 ) -> dict[str, Any]:
     """Record what the splitter sent; the job is RUNNING until every message is counted.
     A job started by the previous ledger format is failed instead (see Upgrades), and
@@ -278,14 +298,15 @@ def finish_split(
             ExpressionAttributeNames={"#st": "status", "#cp": "checkpoint"},
             ExpressionAttributeValues={
                 ":r": _n(rows_read), ":m": _n(messages_total), ":running": _s(RUNNING),
-                ":splitting": _s(SPLITTING), ":t": _s(now_iso()),
+                ":splitting": _s(SPLITTING), ":t": _s(now_iso(clock)),
                 ":h": {"L": [_s(h) for h in header]}, ":e": _s(error_location),
                 ":f": _n(LEDGER_FORMAT),
             },
             ReturnValues="ALL_NEW",
         )
     except ClientError as exc:
-        if not _conditional_failed(exc) or not fail_old_format(ddb, ledger_table, job):
+        if not _conditional_failed(exc) or not fail_old_format(ddb, ledger_table, job,
+                                                               clock=clock):
             raise
         return raw_job(ddb, ledger_table, job)
     ddb.update_item(
@@ -304,7 +325,7 @@ OLD_FORMAT_ERROR = (
 )
 
 
-def fail_old_format(ddb: Any, ledger_table: str, job: str) -> bool:
+def fail_old_format(ddb: Any, ledger_table: str, job: str, *, clock: Clock = time.time) -> bool:
     """Fail a job of the previous ledger format that is still in flight, with its id and
     the reason; True for the one caller whose update failed it."""
     try:
@@ -316,7 +337,7 @@ def fail_old_format(ddb: Any, ledger_table: str, job: str) -> bool:
                                 "AND #st IN (:splitting, :running)",
             ExpressionAttributeNames={"#st": "status", "#err": "error"},
             ExpressionAttributeValues={":failed": _s(FAILED), ":e": _s(OLD_FORMAT_ERROR.format(job=job)),
-                                       ":t": _s(now_iso()), ":splitting": _s(SPLITTING),
+                                       ":t": _s(now_iso(clock)), ":splitting": _s(SPLITTING),
                                        ":running": _s(RUNNING), ":true": {"BOOL": True}},
         )
     except ClientError as exc:
@@ -326,14 +347,34 @@ def fail_old_format(ddb: Any, ledger_table: str, job: str) -> bool:
     return True
 
 
-def fail_job(ddb: Any, ledger_table: str, job: str, *, error: str) -> None:
+def job_id(item: Mapping[str, Any]) -> str:
+    """The job a ledger item (job item, tally, ...) belongs to."""
+    return str(item["pk"]["S"])
+
+
+def is_old_format_job(item: Mapping[str, Any]) -> bool:
+    """A job item (not a tally) written by the previous ledger format."""
+    return "status" in item and "ledger_format" not in item
+
+
+def old_format_summary(item: Mapping[str, Any]) -> dict[str, Any] | None:
+    """For a job of the previous format that `fail_old_format` failed and whose summary
+    SNS has not taken yet: the summary to publish; else None."""
+    if "old_format" not in item or "summary_published" in item:
+        return None
+    return {"JOB_ID": job_id(item), "STATUS": FAILED, "SOURCE": item.get("source", {}).get("S"),
+            "ERROR": item.get("error", {}).get("S")}
+
+
+def fail_job(ddb: Any, ledger_table: str, job: str, *, error: str,
+             clock: Clock = time.time) -> None:
     """End a job that cannot be split (bad input): status FAILED with the reason."""
     ddb.update_item(
         TableName=ledger_table,
         Key={"pk": _s(job), "sk": _s(JOB_SK)},
         UpdateExpression="SET #st = :failed, #err = :e, finished_at = :t REMOVE split_lease_until",
         ExpressionAttributeNames={"#st": "status", "#err": "error"},
-        ExpressionAttributeValues={":failed": _s(FAILED), ":e": _s(error), ":t": _s(now_iso())},
+        ExpressionAttributeValues={":failed": _s(FAILED), ":e": _s(error), ":t": _s(now_iso(clock))},
     )
 
 
@@ -374,7 +415,7 @@ def record_batch(
         if "ledger_format" not in old:
             job_item = raw_job(ddb, ledger_table, job)
             if job_item and "ledger_format" not in job_item:
-                fail_old_format(ddb, ledger_table, job)
+                fail_old_format(ddb, ledger_table, job, clock=clock)
                 updated.append(raw_job(ddb, ledger_table, job))
                 continue
         ticket = int(old.get("tickets", {}).get("N", "0")) + 1
@@ -898,7 +939,7 @@ def settle(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float 
                     "TableName": ledger_table, "Key": _key(job, TALLY_SK),
                     "UpdateExpression": "SET completed_at = :t",
                     "ConditionExpression": "tickets = :c",
-                    "ExpressionAttributeValues": {":c": _n(state.cursor), ":t": _s(now_iso())}}},
+                    "ExpressionAttributeValues": {":c": _n(state.cursor), ":t": _s(now_iso(clock))}}},
                 {"Update": {
                     "TableName": ledger_table, "Key": _key(job, JOB_SK),
                     "UpdateExpression": "SET #st = :complete, finished_at = :t, rows_written = :w, "
@@ -906,7 +947,7 @@ def settle(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float 
                                         "counted_through = :c",
                     "ConditionExpression": "#st = :running",
                     "ExpressionAttributeNames": {"#st": "status"},
-                    "ExpressionAttributeValues": values | {":t": _s(now_iso()),
+                    "ExpressionAttributeValues": values | {":t": _s(now_iso(clock)),
                                                            ":running": _s(RUNNING)}}},
             ])
             return Settlement(COMPLETE, completion_summary(plain(raw_job(ddb, ledger_table, job))))
@@ -938,13 +979,13 @@ def settle(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float 
     return Settlement(status)
 
 
-def mark_published(ddb: Any, ledger_table: str, job: str) -> None:
+def mark_published(ddb: Any, ledger_table: str, job: str, *, clock: Clock = time.time) -> None:
     """SNS has taken the job's summary: later reports need not publish it again."""
     ddb.update_item(
         TableName=ledger_table,
         Key=_key(job, JOB_SK),
         UpdateExpression="SET summary_published = :t",
-        ExpressionAttributeValues={":t": _s(now_iso())},
+        ExpressionAttributeValues={":t": _s(now_iso(clock))},
     )
 
 

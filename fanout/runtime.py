@@ -15,6 +15,7 @@ from typing import Any
 from fanout.aws import Clients
 from fanout.mapping import Spec, SpecError, load_spec
 from fanout.settings import BASE_REQUIRED, Settings, SettingsError
+from fanout.telemetry import subsegment
 
 
 @dataclass(frozen=True)
@@ -101,23 +102,25 @@ def settle_job(runtime: Runtime, item: Mapping[str, Any], *, owner: str | None =
     ddb, table = runtime.clients.dynamodb, runtime.settings.ledger_table_name
     if not item:
         return
-    job = item["pk"]["S"]
-    if "status" in item and "ledger_format" not in item and ledger.fail_old_format(ddb, table, job):
+    job = ledger.job_id(item)
+    if ledger.is_old_format_job(item) and ledger.fail_old_format(ddb, table, job,
+                                                                 clock=runtime.clock):
         item = ledger.raw_job(ddb, table, job)  # a job item of the previous format: failed now
-    if item.get("status", {}).get("S") == ledger.FAILED:
+    if ledger.status_of(item) == ledger.FAILED:
         # A job of the previous ledger format, failed by this invocation or an earlier one.
-        if "old_format" in item and "summary_published" not in item:
-            _publish(runtime, job, {"JOB_ID": job, "STATUS": ledger.FAILED,
-                                    "SOURCE": item.get("source", {}).get("S"),
-                                    "ERROR": item.get("error", {}).get("S")})
+        summary = ledger.old_format_summary(item)
+        if summary:
+            _publish(runtime, job, summary)
         return
     if not ledger.should_settle(item):
         return
     left = remaining_s() if remaining_s else ledger.FOLD_LEASE_S
-    settlement = ledger.settle(ddb, table, job, owner=owner or str(uuid.uuid4()), lease_s=left,
-                               budget_s=max(0.0, min(ledger.FOLD_BUDGET_S, left / 3)),
-                               clock=runtime.clock,
-                               writer_timeout_s=runtime.settings.writer_timeout_s)
+    with subsegment("ledger settle", job=job):
+        settlement = ledger.settle(ddb, table, job, owner=owner or str(uuid.uuid4()),
+                                   lease_s=left,
+                                   budget_s=max(0.0, min(ledger.FOLD_BUDGET_S, left / 3)),
+                                   clock=runtime.clock,
+                                   writer_timeout_s=runtime.settings.writer_timeout_s)
     if settlement and settlement.summary:
         _publish(runtime, job, settlement.summary)
 
@@ -127,7 +130,8 @@ def _publish(runtime: Runtime, job: str, summary: dict[str, Any]) -> None:
 
     if runtime.settings.topic_arn and runtime.clients.sns is not None:
         publish_summary(runtime.clients.sns, runtime.settings.topic_arn, summary)
-        ledger.mark_published(runtime.clients.dynamodb, runtime.settings.ledger_table_name, job)
+        ledger.mark_published(runtime.clients.dynamodb, runtime.settings.ledger_table_name, job,
+                              clock=runtime.clock)
 
 
 def publish_summary(sns: Any, topic_arn: str, summary: dict[str, Any]) -> None:

@@ -2,7 +2,9 @@
 
 The CDK stack (infra/) and the local runtime (fanout_cli/local/) both build their queues,
 tables and timeouts from `PipelineConfig`, so the three can never disagree about a
-visibility timeout or a maxReceiveCount.
+visibility timeout or a maxReceiveCount; and both get the Lambdas' settings from
+`Settings.for_pipeline`, the one place a config becomes settings (the stack passes them
+as the functions' environment, `to_env`; the local runtime hands them in).
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fanout.mapping import Spec  # fanout.mapping imports this module
 
 MIB = 1024 * 1024
 
@@ -118,6 +123,35 @@ class Settings:
     json_copy_prefix: str = DEFAULT_CONFIG.json_copy_prefix
     endpoint_url: str | None = None
     region: str = "us-east-1"
+
+    @classmethod
+    def for_pipeline(
+        cls, config: PipelineConfig, spec: Spec, *, table_name: str, ledger_table_name: str,
+        rows_queue_url: str, dlq_url: str, bucket: str, topic_arn: str,
+        json_copy: bool = False, endpoint_url: str | None = None, region: str = "us-east-1",
+    ) -> Settings:
+        """What both Lambdas run with under `config` and `spec`, given the resources the
+        stack (or the local runtime) created: every number from the config, the key names
+        from the spec. The local runtime's overrides (a range size) go in `config`."""
+        return cls(
+            table_name=table_name, ledger_table_name=ledger_table_name,
+            rows_queue_url=rows_queue_url, dlq_url=dlq_url, bucket=bucket, topic_arn=topic_arn,
+            partition_key=spec.partition_key.name,
+            sort_key=spec.sort_key.name if spec.sort_key else None,
+            range_bytes=config.range_bytes,
+            checkpoint_bytes=config.checkpoint_bytes,
+            split_reserve_s=config.split_reserve_s,
+            parallel_threshold_bytes=config.parallel_threshold_bytes,
+            parallel_range_bytes=config.parallel_range_bytes,
+            visibility_timeout_s=config.visibility_timeout_s,
+            writer_timeout_s=config.writer_timeout_s,
+            writer_in_flight=config.writer_in_flight,
+            errors_prefix=config.errors_prefix,
+            json_copy=json_copy,
+            json_copy_prefix=config.json_copy_prefix,
+            endpoint_url=endpoint_url,
+            region=region,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None,

@@ -274,6 +274,15 @@ def _reader_ends(text: str, delimiter: str, inside: bool) -> tuple[list[int], cs
     return [ends[n - 1] - shift for n in numbers], error
 
 
+def _window_end(buffer: bytes, start: int, end: int, size: int) -> int:
+    """Where a window of about `size` bytes from `start` ends: after its last newline, or
+    at `end` when less than `size` is left or one line is longer than the window."""
+    if end - start <= size:
+        return end
+    window = buffer.rfind(NEWLINE, start, start + size) + 1
+    return window if window > start else end
+
+
 def last_boundary(buffer: bytes | bytearray, start: int = 0, stop: int | None = None) -> int:
     """Offset just past the last newline in buffer[start:stop] with an even number of
     quotes between `start` and it, or -1: the last record boundary there if the text from
@@ -377,11 +386,7 @@ class Cutter:
         """The next record boundary after `start` (at most `end`) and the region before
         it (None while skipping); -1 if the record at `start` runs past `end`."""
         if not (self._skipping or (start == 0 and self._resume)):
-            window = end
-            if end - start > SUB_REGION_BYTES:
-                window = buffer.rfind(NEWLINE, start, start + SUB_REGION_BYTES) + 1
-                if window <= start:
-                    window = end  # a line longer than a piece
+            window = _window_end(buffer, start, end, SUB_REGION_BYTES)
             if final and window == len(buffer) and not buffer.count(QUOTE, start, window) & 1:
                 cut = window  # the last record, which may have no newline
             else:
@@ -402,11 +407,7 @@ class Cutter:
         # grow from small, and the fast path takes over again after it.
         size = min(INSIDE_WINDOW_BYTES, SUB_REGION_BYTES) if inside else SUB_REGION_BYTES
         while True:
-            window = end
-            if end - scan > size:
-                window = buffer.rfind(NEWLINE, scan, scan + size) + 1
-                if window <= scan:
-                    window = end
+            window = _window_end(buffer, scan, end, size)
             text = self._decode(buffer, scan, window, self.line + buffer.count(NEWLINE, start, scan))
             ends, error = _reader_ends(text, self.delimiter, inside)
             if ends and self._skipping:  # the skipped record ends at the first end

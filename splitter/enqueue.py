@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from fanout.settings import MAX_SEND_BATCH, MAX_SQS_MESSAGE_BYTES
+from fanout.telemetry import subsegment
 
 MAX_SEND_ATTEMPTS = 8
 
@@ -22,10 +23,11 @@ def send_batch(sqs: Any, queue_url: str, bodies: list[str]) -> None:
     """Send up to 10 bodies in one SendMessageBatch, resending `Failed` entries with backoff."""
     pending = {str(i): body for i, body in enumerate(bodies)}
     for attempt in range(MAX_SEND_ATTEMPTS):
-        response = sqs.send_message_batch(
-            QueueUrl=queue_url,
-            Entries=[{"Id": i, "MessageBody": body} for i, body in pending.items()],
-        )
+        with subsegment("SendMessageBatch", messages=len(pending), attempt=attempt):
+            response = sqs.send_message_batch(
+                QueueUrl=queue_url,
+                Entries=[{"Id": i, "MessageBody": body} for i, body in pending.items()],
+            )
         failed = response.get("Failed") or []
         # SenderFault: the message itself is wrong (resending cannot help); otherwise SQS
         # failed on its side and the entry is retried.

@@ -172,6 +172,7 @@ def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any]) -> Non
                 messages_total=total_messages, header=header,
                 error_location=f"s3://{settings.bucket or info.source.bucket}/"
                                f"{settings.errors_prefix}{job}/",
+                clock=runtime.clock,
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":

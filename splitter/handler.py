@@ -11,11 +11,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from fanout.runtime import Runtime, RuntimeSlot
 from fanout.settings import SPLITTER_REQUIRED
+from splitter import SERVICE
 from splitter.split import split_event
 
-logger = Logger(service="fanout-splitter")
+logger = Logger(service=SERVICE)
 metrics = Metrics(namespace="fanout", service="splitter")
-tracer = Tracer(service="fanout-splitter")
+tracer = Tracer(service=SERVICE)
 # Built at cold start; a missing or malformed setting fails it with a message naming it.
 runtime = RuntimeSlot(lambda: Runtime.from_env(required=SPLITTER_REQUIRED))
 runtime.build_in_lambda()

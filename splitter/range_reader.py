@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fanout.contract import Source
+from fanout.telemetry import subsegment
 
 # Large ranges keep the GET count (and its cost) low; small pieces keep memory flat.
 READ_PIECE_BYTES = 1024 * 1024
@@ -63,7 +64,8 @@ def iter_ranges(
             params["VersionId"] = info.source.version
         elif info.source.etag:
             params["IfMatch"] = f'"{info.source.etag}"'
-        body = s3.get_object(**params)["Body"]
+        with subsegment("GetObject range", bytes=last + 1 - position):
+            body = s3.get_object(**params)["Body"]
         try:
             while position <= last:
                 want = min((position // piece_bytes + 1) * piece_bytes, last + 1) - position

@@ -17,17 +17,19 @@ the regions, and so the messages, that an uninterrupted one would.
 from __future__ import annotations
 
 import codecs
-import logging
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+from aws_lambda_powertools import Logger
+
 from fanout import dialect
 from fanout.runtime import Runtime
+from splitter import SERVICE
 from splitter.range_reader import READ_PIECE_BYTES, ObjectInfo, iter_ranges
 
-log = logging.getLogger(__name__)
+log = Logger(service=SERVICE)
 
 
 class SourceError(ValueError):

@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
+from aws_lambda_powertools import Logger
+
 from fanout import ledger
 from fanout.contract import job_id_for, parse_csv_rows
 from fanout.dialect import hint_one_column
 from fanout.keys import TemplateError
 from fanout.runtime import Runtime, publish_summary, settle_job
-from splitter import fan
+from fanout.telemetry import log_keys
+from splitter import SERVICE, fan
 from splitter.batch import Batcher, Sink
 from splitter.chunker import CsvDecodeError, Region, iter_regions
 from splitter.enqueue import Enqueuer
 from splitter.errors import InputError
-from splitter.range_reader import head
+from splitter.range_reader import ObjectInfo, head
 from splitter.source import (
     SourceError,
     is_gzip,
@@ -32,7 +34,7 @@ from splitter.source import (
     with_source_format,
 )
 
-log = logging.getLogger(__name__)
+log = Logger(service=SERVICE)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,13 @@ CONTINUE_KEY = "fanout_continue"
 
 def _parallel_step(runtime: Runtime, kind: str, task: dict[str, Any],
                    hand_over: Callable[[dict[str, Any]], None]) -> SplitResult:
+    job = task["job"]
+    with log_keys(log, job=job):
+        return _run_parallel_step(runtime, kind, task, hand_over)
+
+
+def _run_parallel_step(runtime: Runtime, kind: str, task: dict[str, Any],
+                       hand_over: Callable[[dict[str, Any]], None]) -> SplitResult:
     info = head(runtime.clients.s3, task["bucket"], task["key"], task.get("version"))
     job = task["job"]
     try:
@@ -158,16 +167,27 @@ def split_object(
     lease_s: float = ledger.SPLIT_LEASE_S, remaining_s: Callable[[], float] | None = None,
     continue_split: Callable[[dict[str, Any]], None] | None = None,
 ) -> SplitResult:
-    clients, settings = runtime.clients, runtime.settings
-    info = head(clients.s3, bucket, key, version)
+    info = head(runtime.clients.s3, bucket, key, version)
     job = job_id_for(info.source)
+    with log_keys(log, job=job):  # every line the split logs carries the job id
+        return _split_job(runtime, info, job, owner=owner, lease_s=lease_s,
+                          remaining_s=remaining_s, continue_split=continue_split)
+
+
+def _split_job(
+    runtime: Runtime, info: ObjectInfo, job: str, *, owner: str, lease_s: float,
+    remaining_s: Callable[[], float] | None,
+    continue_split: Callable[[dict[str, Any]], None] | None,
+) -> SplitResult:
+    clients, settings = runtime.clients, runtime.settings
+    bucket, key = info.source.bucket, info.source.key
     claim, item = ledger.start_job(
         clients.dynamodb, settings.ledger_table_name, job,
         source_uri=info.source.uri, table=settings.table_name, owner=owner, lease_s=lease_s,
-        range_bytes=settings.range_bytes,
+        range_bytes=settings.range_bytes, clock=runtime.clock,
     )
     if claim == "skip":
-        log.info("job %s is already split or being split; duplicate event ignored", job)
+        log.info("the job is already split or being split; duplicate event ignored")
         # A splitter that died between finish_split and the finalizer would leave a fully
         # written job RUNNING with no message left to finish it: finish it here.
         settle_job(runtime, ledger.raw_job(clients.dynamodb, settings.ledger_table_name, job))
@@ -178,7 +198,8 @@ def split_object(
         return _fail(runtime, info, job, exc)
     # A parallel job stays parallel: a retry of its planner (or a late duplicate event)
     # plans it again, which only re-sends idempotent scans; it never splits sequentially.
-    parallel_job = (claim == "new" and _parallel(runtime, info)) or "parallel_ranges" in (item or {})
+    earlier = ledger.split_state(item)
+    parallel_job = (claim == "new" and _parallel(runtime, info)) or earlier.parallel
     if parallel_job and continue_split is not None:
         try:
             header, header_line = _read_header(runtime, info)
@@ -187,9 +208,9 @@ def split_object(
             return _fail(runtime, info, job, exc)
         return SplitResult(job, f"planned {parts} ranges", info.source.uri)
     # A resumed split keeps the first try's range size, so it cuts the same messages.
-    range_bytes = int((item or {}).get("range_bytes") or settings.range_bytes)
+    range_bytes = earlier.range_bytes or settings.range_bytes
     try:
-        checkpoint = Checkpoint.loads(item["checkpoint"]) if item and "checkpoint" in item else Checkpoint()
+        checkpoint = Checkpoint.loads(earlier.checkpoint) if earlier.checkpoint else Checkpoint()
         enqueuer = Enqueuer(clients.sqs, settings.rows_queue_url)
         try:
             finished = cut_object(runtime, info, job, range_bytes, checkpoint, sink=enqueuer,
@@ -216,6 +237,7 @@ def split_object(
         messages_total=checkpoint.messages, header=checkpoint.header or [],
         # The writers report into the stack's bucket, whichever bucket the object is in.
         error_location=f"s3://{settings.bucket or bucket}/{settings.errors_prefix}{job}/",
+        clock=runtime.clock,
     )
     settle_job(runtime, job_item)
     return SplitResult(job, "split", info.source.uri, checkpoint.rows_read, checkpoint.messages)
@@ -225,7 +247,8 @@ def _fail(runtime: Runtime, info: Any, job: str, exc: Exception) -> SplitResult:
     """End the job for bad input: FAILED in the ledger, with file, line and reason."""
     settings, clients = runtime.settings, runtime.clients
     error = f"{info.source.uri}: {with_hint(str(exc))}"
-    ledger.fail_job(clients.dynamodb, settings.ledger_table_name, job, error=error)
+    ledger.fail_job(clients.dynamodb, settings.ledger_table_name, job, error=error,
+                    clock=runtime.clock)
     publish_summary(clients.sns, settings.topic_arn, {
         "JOB_ID": job, "STATUS": ledger.FAILED, "SOURCE": info.source.uri, "ERROR": error,
         "DESTINATION_TABLE_NAME": settings.table_name,
@@ -278,7 +301,7 @@ class LedgerProgress:
                        and self.remaining_s() < self.runtime.settings.split_reserve_s)
         ledger.save_checkpoint(self.runtime.clients.dynamodb,
                                self.runtime.settings.ledger_table_name, self.job, self.owner,
-                               cp.dumps(), release=out_of_time)
+                               cp.dumps(), release=out_of_time, clock=self.runtime.clock)
         return out_of_time
 
     def short_of_time(self) -> bool:

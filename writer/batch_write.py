@@ -27,6 +27,7 @@ from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from fanout.aws import CLIENT_CONFIG
 from fanout.settings import MAX_BATCH_WRITE_ITEMS
+from fanout.telemetry import subsegment
 
 RETRYABLE_CODES = frozenset({
     "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
@@ -223,8 +224,9 @@ def _call(ddb: Any, table: str, items: list[dict[str, Any]], pending: list[int],
     throttled = True
     try:
         outcome.calls += 1
-        response = ddb.batch_write_item(
-            RequestItems={table: [{"PutRequest": {"Item": items[i]}} for i in pending]})
+        with subsegment("BatchWriteItem", items=len(pending)):
+            response = ddb.batch_write_item(
+                RequestItems={table: [{"PutRequest": {"Item": items[i]}} for i in pending]})
         throttled = bool(response.get("UnprocessedItems"))
         return response, None
     except ClientError as exc:

@@ -9,11 +9,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from fanout.runtime import RuntimeSlot
+from writer import SERVICE
 from writer.load import ChunkResult, load_batch, runtime_from_env, wholly_failed
 
-logger = Logger(service="fanout-writer")
+logger = Logger(service=SERVICE)
 metrics = Metrics(namespace="fanout", service="writer")
-tracer = Tracer(service="fanout-writer")
+tracer = Tracer(service=SERVICE)
 
 
 runtime = RuntimeSlot(runtime_from_env)  # every setting the writer uses, validated

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import random
 from collections import defaultdict
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -21,6 +21,8 @@ from fanout.keys import TemplateError
 from fanout.mapping import RowMapper, RowRejected, Spec
 from fanout.runtime import Runtime, settle_job
 from fanout.settings import WRITER_REQUIRED
+from fanout.telemetry import log_keys, message_keys, subsegment, with_log_keys
+from writer import SERVICE
 from writer.batch_write import (
     CALL_S,
     Budget,
@@ -31,7 +33,7 @@ from writer.batch_write import (
     write_items,
 )
 
-log = logging.getLogger(__name__)
+log = Logger(service=SERVICE)
 
 MAX_VISIBILITY_S = 12 * 3600  # SQS's limit on a message's visibility timeout
 MAX_CHANGE_VISIBILITY_BATCH = 10
@@ -168,12 +170,13 @@ def write_batch(records: list[dict[str, Any]], runtime: Runtime, budget: Budget)
                 message = decode(record["body"])
                 if message.kind == KIND_REJECTED:
                     message = as_replay(message)
-                prepared = prepare(message, runtime.spec)
+                with log_keys(log, **message_keys(message)):
+                    prepared = prepare(message, runtime.spec)
             except Exception as exc:  # reported for this record alone, as the processor would
                 outcomes[record["messageId"]] = exc
                 continue
-            futures[record["messageId"]] = pool.submit(write_chunk, prepared, runtime, budget,
-                                                       in_flight)
+            write = with_log_keys(log, message_keys(message), write_chunk)  # on the pool thread
+            futures[record["messageId"]] = pool.submit(write, prepared, runtime, budget, in_flight)
         for message_id, future in futures.items():
             try:
                 outcomes[message_id] = future.result()
@@ -273,10 +276,10 @@ def load_batch(event: dict[str, Any], context: Any, runtime: Runtime,
     by_job: dict[str, dict[str, ledger.MessageCounts]] = defaultdict(dict)
     for result in results:
         by_job[result.message.job][result.message.message_id] = result.counts
-    for job_item in ledger.record_batch(runtime.clients.dynamodb,
-                                        runtime.settings.ledger_table_name,
-                                        context.aws_request_id, by_job,
-                                        clock=runtime.clock):
+    with subsegment("ledger record_batch", jobs=len(by_job)):
+        recorded = ledger.record_batch(runtime.clients.dynamodb, runtime.settings.ledger_table_name,
+                                       context.aws_request_id, by_job, clock=runtime.clock)
+    for job_item in recorded:
         settle_job(runtime, job_item, owner=context.aws_request_id, remaining_s=budget.remaining_s)
     if on_result:
         for result in results:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fanout.aws import Clients
@@ -85,26 +85,11 @@ def create_resources(
         BillingMode="PAY_PER_REQUEST",
     )
     topic_arn = clients.sns.create_topic(Name=names.topic)["TopicArn"] if clients.sns else ""
-    settings = Settings(
-        table_name=table_name,
-        ledger_table_name=names.ledger_table,
-        rows_queue_url=rows_url,
-        dlq_url=dlq_url,
-        bucket=names.bucket,
-        topic_arn=topic_arn,
-        range_bytes=range_bytes or config.range_bytes,
-        checkpoint_bytes=config.checkpoint_bytes,
-        split_reserve_s=config.split_reserve_s,
-        parallel_threshold_bytes=config.parallel_threshold_bytes,
-        parallel_range_bytes=config.parallel_range_bytes,
-        visibility_timeout_s=config.visibility_timeout_s,
-        writer_timeout_s=config.writer_timeout_s,
-        writer_in_flight=config.writer_in_flight,
-        errors_prefix=config.errors_prefix,
-        json_copy=json_copy,
-        json_copy_prefix=config.json_copy_prefix,
-        endpoint_url=endpoint_url,
-        region=region,
+    settings = Settings.for_pipeline(
+        replace(config, range_bytes=range_bytes) if range_bytes else config, spec,
+        table_name=table_name, ledger_table_name=names.ledger_table, rows_queue_url=rows_url,
+        dlq_url=dlq_url, bucket=names.bucket, topic_arn=topic_arn, json_copy=json_copy,
+        endpoint_url=endpoint_url, region=region,
     )
     return LocalStack(settings, config, names, _queue_arn(sqs, rows_url), dlq_arn, events_url)
 

@@ -122,23 +122,14 @@ class Functions(Construct):
         super().__init__(scope, construct_id)
         pipeline = config.pipeline
         spec = config.spec
-        settings = Settings(
+        settings = Settings.for_pipeline(
+            pipeline, spec,
             table_name=storage.items_table.table_name,
             ledger_table_name=storage.ledger_table.table_name,
             rows_queue_url=messaging.rows_queue.queue_url,
             dlq_url=messaging.dlq.queue_url,
             bucket=storage.bucket.bucket_name,
             topic_arn=messaging.topic.topic_arn,
-            partition_key=spec.partition_key.name,
-            sort_key=spec.sort_key.name if spec.sort_key else None,
-            range_bytes=pipeline.range_bytes,
-            visibility_timeout_s=pipeline.visibility_timeout_s,
-            writer_timeout_s=pipeline.writer_timeout_s,
-            writer_in_flight=pipeline.writer_in_flight,
-            parallel_threshold_bytes=pipeline.parallel_threshold_bytes,
-            parallel_range_bytes=pipeline.parallel_range_bytes,
-            errors_prefix=pipeline.errors_prefix,
-            json_copy_prefix=pipeline.json_copy_prefix,
         )
         # The mapping spec travels inline, or (-c spec_in_s3=true) as an S3 asset.
         self.spec_asset = spec_asset(self, config.spec_json) if config.spec_in_s3 else None

@@ -121,12 +121,40 @@ def test_a_row_too_large_for_any_queue_message_is_rejected_not_lost(tmp_path: Pa
 
 def test_json_copy_backs_up_written_items_and_status_shows_the_job(tmp_path: Path, capsys,
                                                                      monkeypatch) -> None:
+    from fanout_cli.local import ingest as local_ingest
+
+    # Given the json-copy objects, read from the bucket before the emulator stops
+    copies: dict[str, list[dict]] = {}
+    real_write_outputs = local_ingest.write_outputs
+
+    def read_copies_then_write_outputs(clients, stack, job, *args, **kwargs):
+        prefix = f"{stack.settings.json_copy_prefix}{job}/"
+        for page in clients.s3.get_paginator("list_objects_v2").paginate(
+                Bucket=stack.settings.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                body = clients.s3.get_object(Bucket=stack.settings.bucket, Key=obj["Key"])["Body"]
+                copies[obj["Key"].removeprefix(prefix)] = [
+                    json.loads(line)["Item"] for line in body.read().decode().splitlines()]
+        return real_write_outputs(clients, stack, job, *args, **kwargs)
+
+    monkeypatch.setattr(local_ingest, "write_outputs", read_copies_then_write_outputs)
     monkeypatch.chdir(tmp_path)
     data = tmp_path / "small.csv"
     make_csv(60, 3, data, seed=2, stream=io.StringIO())
+    # When the file is loaded with --json-copy
     assert main(["ingest", str(data), "--json-copy", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["rows_written"] == 60
+    # Then there is one object per message (25, 25 and 10 rows), and together they hold
+    # exactly the items written to the table
+    assert sorted((name, len(items)) for name, items in copies.items()) == [
+        ("0.jsonl", 25), ("1.jsonl", 25), ("2.jsonl", 10)]
+
+    def key(item: dict) -> str:
+        return json.dumps(item, sort_keys=True)
+
+    copied = sorted((item for items in copies.values() for item in items), key=key)
+    assert copied == sorted(items_of(Path(summary["out_dir"])), key=key)
     assert main(["status", summary["job_id"]]) == 0
     assert json.loads(capsys.readouterr().out)["job_id"] == summary["job_id"]
     assert main(["status", "no-such-job"]) == 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -161,10 +160,11 @@ def test_a_late_duplicate_event_replans_and_never_splits_sequentially(tmp_path: 
                                  range_bytes=4096)
         clients.s3.upload_file(str(data), stack.settings.bucket, "uploads/big.csv")
         sent: list[dict] = []
-        runtime = Runtime(stack.settings, Spec.default(), clients)
+        now = [1_000_000.0]  # the ledger's clock: the test moves it, nothing waits
+        runtime = Runtime(stack.settings, Spec.default(), clients, clock=lambda: now[0])
         first = split.split_object(runtime, stack.settings.bucket, "uploads/big.csv", lease_s=0,
                                    continue_split=sent.append)
-        time.sleep(1.1)  # the planner's lease runs out
+        now[0] += 1.1  # the planner's lease runs out
         # A duplicate event arrives before any scan ran.
         again = split.split_object(runtime, stack.settings.bucket, "uploads/big.csv", lease_s=0,
                                    continue_split=sent.append)

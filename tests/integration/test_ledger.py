@@ -498,13 +498,28 @@ def test_a_split_of_the_previous_format_fails_clearly_when_it_finishes(aws, stac
 
 
 def test_a_crashed_splitter_releases_or_outlives_its_lease(aws, stack):
-    table = stack.settings.ledger_table_name
-    args = {"source_uri": "s3://b/k", "table": "t"}
-    assert ledger.start_job(aws.dynamodb, table, "j", owner="a", lease_s=60, **args)[0] == "new"
-    assert ledger.start_job(aws.dynamodb, table, "j", owner="b", lease_s=60, **args)[0] == "skip"
-    ledger.release_split(aws.dynamodb, table, "j", "a")
-    assert ledger.start_job(aws.dynamodb, table, "j", owner="b", lease_s=60, **args)[0] == "resume"
-    assert ledger.start_job(aws.dynamodb, table, "j", owner="c", lease_s=0, **args)[0] == "skip"
+    table, clock = stack.settings.ledger_table_name, Clock()
+    args = {"source_uri": "s3://b/k", "table": "t", "lease_s": 60, "clock": clock}
+
+    def claim(owner: str) -> tuple[str, Any]:
+        return ledger.start_job(aws.dynamodb, table, "j", owner=owner, **args)
+
+    assert claim("a") == ("new", None)
+    lease = int(ledger.raw_job(aws.dynamodb, table, "j")["split_lease_until"]["N"])
+    assert lease == int(clock() + 60) + 1  # whole seconds, rounded up past the lease
+    assert claim("b") == ("skip", None)  # a holds the lease
+    ledger.release_split(aws.dynamodb, table, "j", "a")  # a failed and let the retry in
+    status, item = claim("b")
+    assert status == "resume" and (item["split_owner"], item["split_resumes"]) == ("b", 1)
+    clock.sleep(61)  # b's lease holds through second int(now + 60) + 1
+    assert claim("c") == ("skip", None)
+    clock.sleep(1)  # b died: its lease has run out, and c takes the job over
+    status, item = claim("c")
+    assert status == "resume" and (item["split_owner"], item["split_resumes"]) == ("c", 2)
+    assert item["split_lease_until"] == int(clock() + 60) + 1
+    with pytest.raises(ledger.LeaseLost):  # b, alive after all, stops without writing more
+        ledger.save_checkpoint(aws.dynamodb, table, "j", "b", "{}", clock=clock)
+    assert ledger.raw_job(aws.dynamodb, table, "j")["started_at"]["S"] == "1970-01-12T13:46:40.000+00:00"
 
 
 def test_message_counted_answers_from_one_shard(aws, stack):

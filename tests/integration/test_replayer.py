@@ -75,22 +75,38 @@ def test_nothing_matched_exits_3(target, waiting):
     assert code == 3 and "nothing in the DLQ matches" in out
 
 
-def test_export_csv_and_jsonl(target, waiting, tmp_path: Path):
+def test_export_csv_and_jsonl(aws, target, waiting, tmp_path: Path):
+    put(aws.sqs, target.dlq_url, rows("job-a", 2, [1]))  # arrives last, sorts first
     code, out, _ = replayer(target, "export", "--out", str(tmp_path / "rows.csv"))
-    assert code == 0 and "exported 5 row(s) from 3 DLQ message(s)" in out
+    assert code == 0 and "exported 6 row(s) from 4 DLQ message(s)" in out
     with open(tmp_path / "rows.csv", newline="") as f:
         records = list(csv.DictReader(f))
-    assert [r["_line"] for r in records] == ["27", "28", "3", "7", "2"] or len(records) == 5
-    line3 = next(r for r in records if r["_job"] == "job-a" and r["_line"] == "3")
-    assert line3 | {} == line3 and line3["_reason"] == "empty_key"
-    assert [line3[c] for c in HEADER] == ["", "2", "low"] and line3["_message"] == "0"
+    # In (job, line) order, whatever order the DLQ handed the messages out in
+    assert [(r["_job"], r["_message"], r["_line"]) for r in records] == [
+        ("job-a", "2", "1"), ("job-a", "0", "3"), ("job-a", "0", "7"), ("job-a", "1", "27"), ("job-a", "1", "28"),
+        ("job-b", "0", "2")]
+    assert list(records[0]) == ["_job", "_message", "_line", "_kind", "_reason", "_detail",
+                                "_source", *HEADER]
+    source = "s3://fanout-uploads/uploads/data.csv"
+    assert records[1] == {"_job": "job-a", "_message": "0", "_line": "3", "_kind": "rejected",
+                          "_reason": "empty_key", "_detail": "empty_key on line 3",
+                          "_source": source, "account": "", "offer_id": "2", "risk": "low"}
+    assert records[3] == {"_job": "job-a", "_message": "1", "_line": "27", "_kind": "rows",
+                          "_reason": "retries_exhausted",
+                          "_detail": "the message failed maxReceiveCount times",
+                          "_source": source, "account": "a27", "offer_id": "27", "risk": "low"}
+    assert [[r[c] for c in HEADER] for r in records] == [
+        ["a1", "1", "low"], ["", "2", "low"], ["a7", "x", "low"], ["a27", "27", "low"], ["a28", "28", "low"],
+        ["", "9", "high"]]
 
     code, out, _ = replayer(target, "export", "--out", str(tmp_path / "rows.jsonl"),
                             "--reason", "retries_exhausted", "--json")
-    assert json.loads(out)["rows"] == 2
+    assert json.loads(out)["rows"] == 3
     lines = [json.loads(t) for t in (tmp_path / "rows.jsonl").read_text().splitlines()]
-    assert {r["_line"] for r in lines} == {27, 28}
-    assert lines[0]["fields"]["account"].startswith("a") and lines[0]["_kind"] == KIND_ROWS
+    assert [(r["_line"], r["_kind"], r["fields"]) for r in lines] == [
+        (1, KIND_ROWS, {"account": "a1", "offer_id": "1", "risk": "low"}),
+        (27, KIND_ROWS, {"account": "a27", "offer_id": "27", "risk": "low"}),
+        (28, KIND_ROWS, {"account": "a28", "offer_id": "28", "risk": "low"})]
 
 
 def test_redrive_sends_rows_back_unchanged_and_rejects_as_replays(aws, target, waiting):

@@ -15,7 +15,7 @@ from fanout.mapping import Spec
 from fanout.runtime import Runtime
 from fanout_cli.local.resources import LocalStack
 from splitter import handler
-from tests.integration.helpers import context, drain, rows_messages, s3_event
+from tests.integration.helpers import context, drain, rows_messages, s3_event, sqs_event
 
 
 @pytest.fixture
@@ -412,32 +412,75 @@ def test_a_parallel_split_planned_by_an_earlier_version_fails_instead_of_finishi
 
 def test_a_parallel_split_retried_after_it_finished_but_before_it_settled_still_settles(
         aws, stack, runtime, monkeypatch):
-    """The last range split finishes the split, then fails in settle_job (a crash, an SNS
-    publish that failed). Its retry finds the split finished and must settle the job
-    anyway: nothing else would, if the writers were all done by then."""
+    """The writers count every message before the last range finishes the split; that
+    range then dies before it settles (a crash, a timeout). Its retry finds the split
+    finished and must settle the job anyway: nothing else would, since no writer is left
+    to. The job completes with exact counts and its summary is published once."""
     from splitter import fan
     from splitter.split import split_event
+    from writer import handler as writer_handler
 
+    # Given a queue subscribed to the completion topic, and 300 rows split in parallel
+    summaries = aws.sqs.create_queue(QueueName="summaries")["QueueUrl"]
+    summaries_arn = aws.sqs.get_queue_attributes(
+        QueueUrl=summaries, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    aws.sns.subscribe(TopicArn=stack.settings.topic_arn, Protocol="sqs", Endpoint=summaries_arn,
+                      Attributes={"RawMessageDelivery": "true"})
     put_csv(aws, stack.settings.bucket, "uploads/settle.csv", make_rows(300))
     settings, events, parallel = parallel_runtime(runtime, aws, 4000)
-    settled: list[str] = []
+    writer_handler.runtime.use(Runtime(settings, runtime.spec, aws))
 
-    def flaky_settle(rt, job_item):
-        settled.append(job_item["status"]["S"])
-        if len(settled) == 1:
-            raise RuntimeError("SNS publish failed")
+    def write_everything() -> None:
+        while messages := drain(aws.sqs, settings.rows_queue_url):
+            for start in range(0, len(messages), 10):
+                response = writer_handler.lambda_handler(
+                    sqs_event(messages[start:start + 10], stack.rows_queue_arn), context())
+                assert response["batchItemFailures"] == []
 
-    monkeypatch.setattr(fan, "settle_job", flaky_settle)
-    split_event(s3_event(stack.settings.bucket, "uploads/settle.csv"), parallel)
-    last_range = None
-    while events:
-        event = events.pop(0)
-        try:
-            split_event(event, parallel)
-        except RuntimeError:
-            last_range = event  # Lambda would retry this invocation
-    assert last_range is not None and "fanout_range" in last_range and settled == ["RUNNING"]
-    split_event(last_range, parallel)
-    assert settled == ["RUNNING", "RUNNING"]  # the retry settled the finished split
-    split_event(last_range, parallel)
-    assert len(settled) == 2  # and, marked done, a later duplicate stops
+    real_finish, real_settle = ledger.finish_split, fan.settle_job
+    settles: list[str] = []
+
+    def finish_after_the_writers(*args, **kwargs):
+        write_everything()  # every message is counted while the job is still SPLITTING
+        return real_finish(*args, **kwargs)
+
+    def dies_the_first_time(rt, job_item, **kwargs):
+        settles.append(job_item["status"]["S"])
+        if len(settles) == 1:
+            raise RuntimeError("the splitter died before it settled")
+        real_settle(rt, job_item, **kwargs)
+
+    monkeypatch.setattr(ledger, "finish_split", finish_after_the_writers)
+    monkeypatch.setattr(fan, "settle_job", dies_the_first_time)
+    try:
+        # When every step runs, the last range dying after it finished the split
+        split_event(s3_event(stack.settings.bucket, "uploads/settle.csv"), parallel)
+        last_range = None
+        while events:
+            event = events.pop(0)
+            try:
+                split_event(event, parallel)
+            except RuntimeError:
+                last_range = event  # Lambda would retry this invocation
+        assert last_range is not None and "fanout_range" in last_range and settles == ["RUNNING"]
+        job_id = last_range["fanout_range"]["job"]
+        job = ledger.get_job(aws.dynamodb, settings.ledger_table_name, job_id)
+        assert job["status"] == ledger.RUNNING  # every message counted, and nobody to finish it
+        assert job["messages_reported"] == job["messages_total"] > 0
+        assert drain(aws.sqs, summaries) == []
+        # Then its retry completes the job, with exact counts, and publishes the summary
+        split_event(last_range, parallel)
+        assert settles == ["RUNNING", "RUNNING"]
+        job = ledger.get_job(aws.dynamodb, settings.ledger_table_name, job_id)
+        assert (job["status"], job["rows_read"], job["rows_written"], job["rows_rejected"],
+                job["rows_superseded"]) == (ledger.COMPLETE, 300, 300, 0, 0)
+        (published,) = [json.loads(m["Body"]) for m in drain(aws.sqs, summaries)]
+        assert published == ledger.completion_summary(job) | {
+            "JOB_ID": job_id, "STATUS": ledger.COMPLETE, "TOTAL_NUMBER_OF_ROWS_READ": 300,
+            "TOTAL_NUMBER_OF_ITEMS_WRITTEN": 300, "TOTAL_NUMBER_OF_ITEMS_IN_ERROR": 0}
+        assert aws.dynamodb.scan(TableName=settings.table_name, Select="COUNT")["Count"] == 300
+        # And, marked done, a later duplicate stops: no second settle, no second summary
+        split_event(last_range, parallel)
+        assert len(settles) == 2 and drain(aws.sqs, summaries) == []
+    finally:
+        writer_handler.runtime.use(None)
