@@ -43,7 +43,7 @@ from writer.batch_write import (
     items_client,
     write_items,
 )
-from writer.rows import PUT_ITEM, UPDATE_ITEM, insert_request, update_request, write_rows
+from writer.rows import insert_request, update_request, write_rows
 
 log = logging.getLogger(__name__)
 
@@ -190,11 +190,8 @@ def write_mode(mode: str, runtime: Runtime, items: list[dict[str, Any]], budget:
     if mode == MODE_DELETE:
         return write_items(ddb, table, items, budget, in_flight, request=DELETE_REQUEST)
     key_names = [name for name, _ in runtime.spec.key_schema()]
-    if mode == MODE_INSERT:
-        return write_rows(ddb, PUT_ITEM, [insert_request(table, item, key_names) for item in items],
-                          budget, in_flight)
-    return write_rows(ddb, UPDATE_ITEM, [update_request(table, item, key_names) for item in items],
-                      budget, in_flight)
+    request = insert_request if mode == MODE_INSERT else update_request
+    return write_rows(ddb, [request(table, item, key_names) for item in items], budget, in_flight)
 
 
 Outcome = ChunkResult | Exception

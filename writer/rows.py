@@ -18,6 +18,7 @@ holds the row either way.)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -37,48 +38,61 @@ PUT_ITEM = "put_item"
 UPDATE_ITEM = "update_item"
 
 
-def insert_request(table: str, item: dict[str, Any], key_names: Sequence[str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RowWrite:
+    """One row's call: the client method and its parameters. `done_if_present`: a failed
+    `attribute_not_exists` condition means the row's work is done (an update that only
+    names a key, whose item is there: there is nothing to set)."""
+
+    operation: str
+    params: dict[str, Any]
+    done_if_present: bool = False
+
+
+def insert_request(table: str, item: dict[str, Any], key_names: Sequence[str]) -> RowWrite:
     """PutItem of `item` only if the table holds no item with its key."""
-    return {"TableName": table, "Item": item,
-            "ConditionExpression": "attribute_not_exists(#k)",
-            "ExpressionAttributeNames": {"#k": key_names[0]},
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+    return RowWrite(PUT_ITEM, {"TableName": table, "Item": item,
+                               "ConditionExpression": "attribute_not_exists(#k)",
+                               "ExpressionAttributeNames": {"#k": key_names[0]},
+                               "ReturnValuesOnConditionCheckFailure": "ALL_OLD"})
 
 
-def update_request(table: str, item: Mapping[str, Any], key_names: Sequence[str]) -> dict[str, Any]:
+def update_request(table: str, item: dict[str, Any], key_names: Sequence[str]) -> RowWrite:
     """UpdateItem that SETs every non-key attribute of `item` (creating the item if it is
     absent) and touches no other. Every name and value goes through a placeholder, so any
-    attribute name is safe (reserved words, dots, spaces); an item that is only its key
-    has no update expression at all (DynamoDB then creates the item if it is absent)."""
-    params: dict[str, Any] = {"TableName": table, "Key": {name: item[name] for name in key_names}}
-    names: dict[str, str] = {}
-    values: dict[str, Any] = {}
-    for index, (name, value) in enumerate((n, v) for n, v in item.items() if n not in key_names):
-        names[f"#a{index}"] = name
-        values[f":v{index}"] = value
-    if names:
-        params["UpdateExpression"] = "SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(names)))
-        params["ExpressionAttributeNames"] = names
-        params["ExpressionAttributeValues"] = values
-    return params
+    attribute name is safe (reserved words, dots, spaces). An item that is only its key
+    has nothing to set: it is a conditional put of the key, which creates the item if it
+    is absent and leaves it as it is if not (`done_if_present`)."""
+    attributes = [(n, v) for n, v in item.items() if n not in key_names]
+    if not attributes:
+        return RowWrite(PUT_ITEM, {"TableName": table, "Item": item,
+                                   "ConditionExpression": "attribute_not_exists(#k)",
+                                   "ExpressionAttributeNames": {"#k": key_names[0]}},
+                        done_if_present=True)
+    return RowWrite(UPDATE_ITEM, {
+        "TableName": table, "Key": {name: item[name] for name in key_names},
+        "UpdateExpression": "SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(attributes))),
+        "ExpressionAttributeNames": {f"#a{i}": name for i, (name, _) in enumerate(attributes)},
+        "ExpressionAttributeValues": {f":v{i}": value for i, (_, value) in enumerate(attributes)},
+    })
 
 
-def write_rows(ddb: Any, operation: str, requests: list[dict[str, Any]], budget: Budget,
+def write_rows(ddb: Any, writes: list[RowWrite], budget: Budget,
                in_flight: InFlight | None = None) -> WriteOutcome:
-    """Send each request (`operation` is PUT_ITEM or UPDATE_ITEM), one call a row; an
-    insert whose key exists is in `skipped`, a row DynamoDB refuses in `invalid`. Raise
-    TransientWriteError if the budget runs out with rows unwritten."""
+    """Send each row's call; an insert whose key exists is in `skipped`, a row DynamoDB
+    refuses in `invalid`. Raise TransientWriteError if the budget runs out with rows
+    unwritten."""
     outcome = WriteOutcome()
     slots = in_flight or InFlight(1)
-    call = getattr(ddb, operation)
-    for index, params in enumerate(requests):
-        _write_row(call, index, params, budget, outcome, slots, unwritten=len(requests) - index)
+    for index, write in enumerate(writes):
+        _write_row(ddb, index, write, budget, outcome, slots, unwritten=len(writes) - index)
     return outcome
 
 
-def _write_row(call: Any, index: int, params: dict[str, Any], budget: Budget,
+def _write_row(ddb: Any, index: int, write: RowWrite, budget: Budget,
                outcome: WriteOutcome, slots: InFlight, *, unwritten: int) -> None:
     attempt = 0
+    call, params = getattr(ddb, write.operation), write.params
     while True:
         ticket = slot_for(budget, slots, unwritten)
         throttled = True
@@ -93,7 +107,7 @@ def _write_row(call: Any, index: int, params: dict[str, Any], budget: Budget,
             code = exc.response.get("Error", {}).get("Code", "")
             if code == "ConditionalCheckFailedException":
                 throttled = False
-                if same_item(exc.response.get("Item"), params["Item"]):
+                if write.done_if_present or same_item(exc.response.get("Item"), params["Item"]):
                     outcome.written += 1  # our own write, whose reply was lost (see above)
                 else:
                     outcome.skipped.append(index)
