@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -68,23 +69,15 @@ def test_every_message_made_from_another_keeps_its_mode():
     assert alone.mode == "delete" and alone.rejections[0].reason == "row_too_large"
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.bodies: list[str] = []
-
-    def send(self, body: str, size: int | None = None) -> None:
-        self.bodies.append(body)
-
-    def drain(self) -> int:
-        return 0
-
-
 def test_the_splitter_stamps_the_mode_in_every_message():
-    sink = Sink()
+    from types import SimpleNamespace
+
+    bodies: list[str] = []
+    sink = SimpleNamespace(send=lambda body, size=None: bodies.append(body), drain=lambda: 0)
     batcher = Batcher(sink, "j", SOURCE, HEADER, ",", 0, "delete")
     batcher.add(list(range(2, 32)), [f"a,{i},x,1" for i in range(30)])
     batcher.flush()
-    assert [decode(b).mode for b in sink.bodies] == ["delete", "delete"]
+    assert [decode(b).mode for b in bodies] == ["delete", "delete"]
 
 
 def test_a_delete_reads_only_the_key_columns():
@@ -158,3 +151,32 @@ def test_summaries_show_a_modes_own_outcomes_and_a_put_job_as_before():
     assert "TOTAL_NUMBER_OF_ITEMS_DELETED" not in insert
     assert ledger.outcomes_shown("update", {"deleted": 2}) == [
         "written", "rejected", "superseded", "deleted"]
+
+
+def test_the_stack_summary_and_the_serve_line_name_each_outcome():
+    from types import SimpleNamespace
+
+    from fanout_cli.local.ingest import print_summary
+    from fanout_cli.local.serve import outcome
+    from fanout_cli.local.stack import settled_rows, summary
+
+    job = {"pk": "j", "status": "COMPLETE", "rows_read": 9, "rows_written": 2,
+           "rows_rejected": 1, "rows_superseded": 1, "rows_deleted": 0,
+           "rows_skipped_existing": 5, "started_at": "2026-01-01T00:00:00+00:00",
+           "finished_at": "2026-01-01T00:00:03+00:00"}
+    put = {k: v for k, v in job.items() if k != "rows_skipped_existing"} | {"rows_written": 7}
+    assert outcome(put).startswith("9 rows read, 7 written, 1 rejected, 1 superseded in ")
+    assert outcome(job | {"mode": "insert"}).startswith(
+        "9 rows read, 2 written, 1 rejected, 1 superseded, 5 skipped existing in ")
+    assert settled_rows(job) == 9
+    stack = SimpleNamespace(name="fanout", outputs={"TableName": "items"})
+    result = summary(stack, job | {"mode": "insert"}, 1.0)
+    assert (result["mode"], result["rows_skipped_existing"], result["rows_deleted"]) == ("insert", 5, 0)
+    out = io.StringIO()
+    print_summary(result | {"source_format": ""}, out)
+    printed = out.getvalue()
+    assert "mode       insert" in printed and "  skipped existing 5" in printed
+    assert "deleted" not in printed
+    out = io.StringIO()
+    print_summary(summary(stack, put, 1.0), out)
+    assert "mode" not in out.getvalue() and "skipped" not in out.getvalue()
