@@ -1089,7 +1089,7 @@ def get_job(ddb: Any, ledger_table: str, job: str) -> dict[str, Any] | None:
     if out.get("status") != COMPLETE and folded:
         out |= job_counts(running.counts)
     elif "rows_written" in out:  # a job completed before write modes has no rows_deleted
-        out = job_counts(counts_of(out)) | out
+        out |= {name: v for name, v in job_counts(counts_of(out)).items() if name not in out}
     return out
 
 

@@ -180,3 +180,17 @@ def test_the_stack_summary_and_the_serve_line_name_each_outcome():
     out = io.StringIO()
     print_summary(summary(stack, put, 1.0), out)
     assert "mode" not in out.getvalue() and "skipped" not in out.getvalue()
+
+
+def test_a_job_completed_before_write_modes_reads_with_every_outcome():
+    from unittest import mock
+
+    old = {"pk": {"S": "j"}, "sk": {"S": "job"}, "status": {"S": "COMPLETE"},
+           "ledger_format": {"N": "2"}, "rows_read": {"N": "3"}, "rows_written": {"N": "2"},
+           "rows_rejected": {"N": "1"}, "rows_superseded": {"N": "0"}}
+    ddb = mock.Mock()
+    ddb.get_item.side_effect = lambda **kw: {"Item": old} if kw["Key"]["sk"]["S"] == "job" else {}
+    job = ledger.get_job(ddb, "ledger", "j")
+    assert ledger.counts_of(job) == ledger.MessageCounts(2, 1, 0)
+    assert (job["rows_deleted"], job["rows_skipped_existing"]) == (0, 0)
+    assert list(job)[-2:] == ["rows_deleted", "rows_skipped_existing"]
