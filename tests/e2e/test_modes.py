@@ -213,3 +213,25 @@ def test_check_agrees_with_ingest_for_each_mode(tmp_path, mode):
     else:
         assert checked["rows_written"] == s["rows_written"]
     assert checked.get("mode", "put") == mode
+
+
+def test_a_parallel_split_stamps_the_mode_in_every_range(tmp_path):
+    from dataclasses import replace
+
+    from fanout.settings import LOCAL_CONFIG
+
+    # Given 600 rows naming keys 0..599 (0..59 in the table), split in ~8 parallel ranges
+    rows = [[f"a{i % 3}", str(i), "", ""] for i in range(600)]
+    data = write_csv(tmp_path / "delete.csv", rows)
+    config = replace(LOCAL_CONFIG, parallel_threshold_bytes=1_000,
+                     parallel_range_bytes=data.stat().st_size // 8 + 1)
+    layer = StrictLayer(Faults(items_table=TABLE))
+    result = ingest(IngestOptions(file=data, spec=spec_for("delete", tmp_path),
+                                  out_dir=tmp_path / "out", wrap_clients=prepopulated(layer),
+                                  config=config, range_bytes=512))
+    s = result.summary
+    # Then every range's rows were deletes: the table is empty, and every row counted deleted
+    assert s["parallel_ranges"] >= 5 and s["status"] == "COMPLETE"
+    assert (s["rows_read"], s["rows_deleted"], s["rows_written"]) == (600, 600, 0)
+    assert (tmp_path / "out" / "items.jsonl").read_text() == ""
+    assert layer.record.violations == []
