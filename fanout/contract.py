@@ -29,6 +29,11 @@ the ledger counts them apart from the original messages (see fanout/ledger.py).
 
 A rejected message (kind "rejected") carries the rows that can never be written, each
 with its source line and a reason, so the dlq_replayer can show, export and fix them.
+
+Both kinds carry the job's write mode (`"mode": "delete"`, see fanout/mapping.py's
+`[table] mode`), stamped by the splitter from the spec: the writer does what the message
+says, so a row the dlq_replayer sends back is written as its job wrote. A message
+without `mode` (every message before write modes, and every put) is a put.
 """
 
 from __future__ import annotations
@@ -52,6 +57,11 @@ csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_CHARS))
 KIND_ROWS = "rows"
 KIND_REJECTED = "rejected"
 REPLAY_MARK = "~"
+MODE_PUT = "put"
+MODE_DELETE = "delete"
+MODE_INSERT = "insert"
+MODE_UPDATE = "update"
+WRITE_MODES = (MODE_PUT, MODE_DELETE, MODE_INSERT, MODE_UPDATE)
 
 
 class ContractError(ValueError):
@@ -101,6 +111,7 @@ class RowsMessage:
     # Set on rows the dlq_replayer sends back (fixed or as they were) after they were
     # counted as rejected: the ledger moves them from rejected to written/superseded.
     replay: str | None = None
+    mode: str = MODE_PUT  # what the writer does with the rows (see the module docstring)
 
     @property
     def message_id(self) -> str:
@@ -120,6 +131,8 @@ class RowsMessage:
         }
         if self.replay:
             body["replay"] = self.replay
+        if self.mode != MODE_PUT:
+            body["mode"] = self.mode
         if self.kind != KIND_REJECTED:
             body["lines"] = self.lines
             body["rows"] = self.rows
@@ -137,12 +150,14 @@ class CsvRowsEncoder:
     CRLF record ends in "\r"), never blank; they are joined with "\n".
     """
 
-    def __init__(self, job: str, source: Source, header: list[str], delimiter: str = ",") -> None:
+    def __init__(self, job: str, source: Source, header: list[str], delimiter: str = ",",
+                 mode: str = MODE_PUT) -> None:
         def dumps(value: Any) -> str:
             return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
         self._dumps = dumps
-        self._head = (f'{{"v":{CSV_SCHEMA_VERSION},"kind":"{KIND_ROWS}","job":{dumps(job)},'
+        stamp = "" if mode == MODE_PUT else f'"mode":{dumps(mode)},'
+        self._head = (f'{{"v":{CSV_SCHEMA_VERSION},"kind":"{KIND_ROWS}","job":{dumps(job)},{stamp}'
                       f'"source":{dumps(source.as_dict())},"header":{dumps(header)},'
                       f'"delimiter":{dumps(delimiter)},"part":0,"parts":1,"seq":')
 
@@ -185,9 +200,12 @@ def decode(body: str) -> RowsMessage:
             kind=kind,
             rejections=[Rejection(**r) for r in data.get("rejections", [])],
             replay=data.get("replay"),
+            mode=data.get("mode", MODE_PUT),
         )
     except (KeyError, TypeError, ValueError, csv.Error) as exc:
         raise ContractError(f"message is missing or has a bad field: {exc}") from exc
+    if message.mode not in WRITE_MODES:
+        raise ContractError(f"unknown write mode {message.mode!r} (one of {', '.join(WRITE_MODES)})")
     if kind == KIND_ROWS and len(message.lines) != len(message.rows):
         raise ContractError("message has a different number of lines and rows")
     return message
@@ -228,7 +246,8 @@ def as_replay(message: RowsMessage) -> RowsMessage:
     rows = [list(r.row) for r in replayable]
     return RowsMessage(message.job, message.seq, message.source, message.header, lines, rows,
                        part=message.part, parts=message.parts, rejections=kept,
-                       replay=replay_id(message.job, message.message_id, lines, rows))
+                       replay=replay_id(message.job, message.message_id, lines, rows),
+                       mode=message.mode)
 
 
 def rejected_messages(message: RowsMessage, rejections: list[Rejection],
@@ -241,7 +260,7 @@ def rejected_messages(message: RowsMessage, rejections: list[Rejection],
         group = groups.pop(0)
         candidate = RowsMessage(message.job, message.seq, message.source, message.header, [], [],
                                 part=message.part, parts=message.parts, kind=KIND_REJECTED,
-                                rejections=group)
+                                rejections=group, mode=message.mode)
         if len(candidate.encode().encode()) > limit:
             if len(group) > 1:
                 middle = len(group) // 2
@@ -271,7 +290,8 @@ def split_to_fit(message: RowsMessage, limit: int = MAX_SQS_MESSAGE_BYTES) -> li
     done: list[tuple[list[int], list[list[str]]]] = []
     while halves:
         lines, rows = halves.pop(0)
-        probe = RowsMessage(message.job, message.seq, message.source, message.header, lines, rows)
+        probe = RowsMessage(message.job, message.seq, message.source, message.header, lines, rows,
+                            mode=message.mode)
         if len(rows) <= 1 or len(probe.encode().encode()) <= limit:
             done.append((lines, rows))
             continue
@@ -280,7 +300,7 @@ def split_to_fit(message: RowsMessage, limit: int = MAX_SQS_MESSAGE_BYTES) -> li
     parts = []
     for i, (lines, rows) in enumerate(done):
         part = RowsMessage(message.job, message.seq, message.source, message.header, lines, rows,
-                           part=i, parts=len(done))
+                           part=i, parts=len(done), mode=message.mode)
         parts.append(part if len(rows) > 1 else split_to_fit(part, limit)[0])
     return parts
 
@@ -290,7 +310,8 @@ def _oversize(message: RowsMessage, limit: int) -> RowsMessage:
     size = len(json.dumps(row, ensure_ascii=False).encode())
     rejection = too_large(line, row, f"row is {size:,} bytes; a queue message holds at most {limit:,}")
     return RowsMessage(message.job, message.seq, message.source, message.header, [], [],
-                       part=message.part, parts=message.parts, rejections=[rejection])
+                       part=message.part, parts=message.parts, rejections=[rejection],
+                       mode=message.mode)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

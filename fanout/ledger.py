@@ -6,9 +6,10 @@ one owner of it:
 
 * the job item, `sk="job"`: status, source, table, `ledger_format`, rows_read and
   messages_total (set by the splitter when it has sent everything), the split's lease and
-  checkpoint, started/finished and, once complete, the exact counts (`rows_written`,
-  `rows_rejected`, `rows_superseded`, and `counted_through`, the log position they
-  include). A parallel split (splitter/fan.py) adds
+  checkpoint, started/finished, `mode` (the write mode, absent for put) and, once
+  complete, the exact counts (`rows_<outcome>` for each of OUTCOMES: `rows_written`,
+  `rows_rejected`, `rows_superseded`, `rows_deleted`, `rows_skipped_existing`; and
+  `counted_through`, the log position they include). A parallel split (splitter/fan.py) adds
   to it `parallel_ranges` (how many), `scans_done` / `ranges_done` (number sets of the
   steps that reported) and `scans_fanned` / `ranges_fanned` (the stage started its next,
   once); its steps' results sit beside it, one item per step: `scan#<index, 5 digits>`
@@ -21,7 +22,9 @@ one owner of it:
   upper bound: duplicates count twice), a copy of messages_total and the format, and
   `completed_at` once the job is complete;
 * the log, `sk="log#<ticket, 12 digits>"`: one record per writer invocation and job,
-  `m` = `message_id:written:rejected:superseded,...` for each message it finished, and
+  `m` = `message_id:written:rejected:superseded,...` for each message it finished (with
+  `:deleted:skipped_existing` after them when either is not 0: a put's entry is as
+  before, and an entry without them reads as 0 for both), and
   `prev_at`, the `ticket_at` its ticket's ADD replaced (when the previous ticket was
   asked for). The writer takes its ticket from the tally (ADD, so tickets are dense: 1,
   2, 3, ...) and then writes the record under it, conditionally (`attribute_not_exists`).
@@ -36,12 +39,13 @@ one owner of it:
   sequence numbers [k*4096, (k+1)*4096), folded: `bits` (a 512-byte bitmap, one bit per
   seq whose message is counted), `parts` (the ids "seq.part" of messages that were split
   to fit the queue), `replays` (the ids of replayed messages counted), their `distinct`
-  original messages, `written`/`rejected`/`superseded` (replays included), and `applied`
+  original messages, a count per outcome (OUTCOMES: `written`, `rejected`, `superseded`,
+  `deleted`, `skipped_existing`; replays included), and `applied`
   (the last ticket folded into it). Both the sequential split's seqs (row index // 25)
   and a parallel split's (range index * 1e9 + n) map to shards this way: a shard is a
   seq range, whatever namespace it is in;
 * the fold, `sk="fold"`: the log position folded (`cursor`), the job's running
-  `distinct`/`written`/`rejected`/`superseded` (the sums over its shards), and the
+  `distinct` and a count per outcome (the sums over its shards), and the
   folder's lease (`lease_owner`, `lease_until`, `dirty`).
 
 Counting (see `fold`): the folder holds the fold's lease and reads the log from the
@@ -95,7 +99,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -132,15 +136,43 @@ FAILED = "FAILED"
 SPLIT_LEASE_S = 960  # a little over the splitter's 15-minute maximum timeout
 
 
+# Where a row can end, one name each: in MessageCounts, log entries (in this order), the
+# shards and the fold (as named), and the job item (`rows_<name>`). `written` is an item
+# put, inserted or updated; `deleted` a key deleted (absent or not, as DynamoDB counts
+# it); `skipped_existing` an insert whose key the table already held.
+OUTCOMES = ("written", "rejected", "superseded", "deleted", "skipped_existing")
+MODE_OUTCOMES = {"delete": ("deleted",), "insert": ("skipped_existing",)}  # beyond put's
+
+
 @dataclass(frozen=True)
 class MessageCounts:
     written: int = 0
     rejected: int = 0
     superseded: int = 0
+    deleted: int = 0
+    skipped_existing: int = 0
 
     @property
     def rows(self) -> int:
-        return self.written + self.rejected + self.superseded
+        return self.rejected + self.landed
+
+    @property
+    def landed(self) -> int:
+        """The rows that did not end rejected (what a replay moves out of rejected)."""
+        return self.written + self.superseded + self.deleted + self.skipped_existing
+
+    def values(self) -> tuple[int, ...]:
+        """The counts in OUTCOMES order."""
+        return (self.written, self.rejected, self.superseded, self.deleted, self.skipped_existing)
+
+
+def outcomes_shown(mode: str | None, counts: Mapping[str, int]) -> list[str]:
+    """The outcomes a job's summary shows: put's three always, a write mode's own (even at
+    0) for a job of that mode, any other only when not 0. A put job's summary is as it was
+    before write modes."""
+    own = MODE_OUTCOMES.get(mode or "put", ())
+    return [name for name in OUTCOMES
+            if name in OUTCOMES[:3] or name in own or counts.get(name, 0)]
 
 
 Clock = Callable[[], float]  # seconds since the epoch: time.time, or a test's clock
@@ -168,7 +200,8 @@ def _conditional_failed(exc: ClientError) -> bool:
 
 def start_job(
     ddb: Any, ledger_table: str, job: str, *, source_uri: str, table: str, owner: str,
-    lease_s: float = SPLIT_LEASE_S, range_bytes: int = 0, clock: Clock = time.time,
+    lease_s: float = SPLIT_LEASE_S, range_bytes: int = 0, mode: str = "put",
+    clock: Clock = time.time,
 ) -> tuple[str, dict[str, Any] | None]:
     """Claim the job for splitting: ("new", None), ("resume", job item) when an earlier
     splitter left it (a crash, a retry, or a continuation it handed over), or
@@ -185,6 +218,7 @@ def start_job(
                 "source": _s(source_uri), "table": _s(table), "started_at": _s(now_iso(lambda: now)),
                 "split_owner": _s(owner), "split_lease_until": _n(int(now + lease_s) + 1),
                 "range_bytes": _n(range_bytes), "ledger_format": _n(LEDGER_FORMAT),
+                **({"mode": _s(mode)} if mode != "put" else {}),
             },
             ConditionExpression="attribute_not_exists(pk)",
         )
@@ -384,7 +418,9 @@ class TicketVoided(RuntimeError):
 
 
 def _encode_entries(messages: Mapping[str, MessageCounts]) -> str:
-    return ",".join(f"{mid}:{c.written}:{c.rejected}:{c.superseded}" for mid, c in messages.items())
+    return ",".join(":".join(map(str, (mid, *(c.values() if c.deleted or c.skipped_existing
+                                               else c.values()[:3]))))
+                    for mid, c in messages.items())
 
 
 def record_batch(
@@ -492,28 +528,24 @@ class Totals:
     """What a set of log entries adds up to: distinct original messages and row counts."""
 
     distinct: int = 0
-    written: int = 0
-    rejected: int = 0
-    superseded: int = 0
+    counts: MessageCounts = MessageCounts()
 
     def add(self, other: Totals, sign: int = 1) -> None:
         self.distinct += sign * other.distinct
-        self.written += sign * other.written
-        self.rejected += sign * other.rejected
-        self.superseded += sign * other.superseded
-
-    @property
-    def counts(self) -> MessageCounts:
-        return MessageCounts(self.written, self.rejected, self.superseded)
+        self.counts = MessageCounts(*(a + sign * b for a, b in zip(self.counts.values(),
+                                                                    other.counts.values(),
+                                                                    strict=True)))
 
     @classmethod
     def of(cls, item: Mapping[str, Any]) -> Totals:
-        return cls(*(int(item.get(name, {}).get("N", "0"))
-                     for name in ("distinct", "written", "rejected", "superseded")))
+        """From a shard or the fold item (an outcome it does not hold is 0)."""
+        def number(name: str) -> int:
+            return int(item.get(name, {}).get("N", "0"))
+        return cls(number("distinct"), MessageCounts(*(number(name) for name in OUTCOMES)))
 
     def attributes(self) -> dict[str, dict[str, str]]:
-        return {"distinct": _n(self.distinct), "written": _n(self.written),
-                "rejected": _n(self.rejected), "superseded": _n(self.superseded)}
+        return {"distinct": _n(self.distinct),
+                **{name: _n(v) for name, v in zip(OUTCOMES, self.counts.values(), strict=True)}}
 
 
 @dataclass
@@ -538,14 +570,13 @@ class Shard:
         """Count one log entry, once: a message already counted here changes nothing."""
         if ticket <= self.read_applied_or_zero:
             return  # folded by an earlier step that died before it moved the cursor
-        written, rejected, superseded = counts.written, counts.rejected, counts.superseded
         if REPLAY_MARK in message_id:
-            # Replayed rows were counted as rejected: the rows it writes or supersedes move
-            # out of rejected; the rows it rejects again stay there.
+            # Replayed rows were counted as rejected: the rows it writes, deletes, skips or
+            # supersedes move out of rejected; the rows it rejects again stay there.
             if message_id in self.replays:
                 return
             self.replays.add(message_id)
-            rejected, distinct = -(written + superseded), 0
+            counts, distinct = replace(counts, rejected=-counts.landed), 0
         elif "." in message_id:  # a part of a message split to fit the queue
             if message_id in self.parts:
                 return
@@ -558,7 +589,7 @@ class Shard:
                 return
             self.bits[byte] |= mask
             distinct = 1
-        self.totals.add(Totals(distinct, written, rejected, superseded))
+        self.totals.add(Totals(distinct, counts))
         self.applied = max(self.applied, ticket)
 
     @property
@@ -582,8 +613,8 @@ def shard_of(message_id: str) -> int:
 
 def parse_entries(encoded: str) -> Iterator[tuple[str, MessageCounts]]:
     for entry in encoded.split(","):
-        mid, written, rejected, superseded = entry.rsplit(":", 3)
-        yield mid, MessageCounts(int(written), int(rejected), int(superseded))
+        mid, *numbers = entry.split(":")  # message ids hold no ":" (see fanout.contract)
+        yield mid, MessageCounts(*map(int, numbers))
 
 
 @dataclass
@@ -708,10 +739,10 @@ def _fold_steps(ddb: Any, ledger_table: str, job: str, owner: str, old: Mapping[
 
 def _save_fold(ddb: Any, ledger_table: str, job: str, owner: str, cursor: int, totals: Totals,
                *, clean: bool) -> None:
-    values: dict[str, Any] = {":c": _n(cursor), ":o": _s(owner),
-                              **{f":{k}": v for k, v in totals.attributes().items()}}
-    update = "SET #cursor = :c, #d = :distinct, written = :written, rejected = :rejected, " \
-             "superseded = :superseded"
+    update = "SET #cursor = :c, #d = :distinct, " + ", ".join(f"{name} = :{name}"
+                                                              for name in OUTCOMES)
+    values: dict[str, Any] = {":c": _n(cursor), ":o": _s(owner), ":distinct": _n(totals.distinct),
+                              **_outcome_values(totals.counts, "")}
     if clean:  # done: the lease goes with it
         update += ", dirty = :false REMOVE lease_owner, lease_until"
         values[":false"] = {"BOOL": False}
@@ -879,7 +910,7 @@ def sum_shards(ddb: Any, ledger_table: str, job: str) -> Totals:
         TableName=ledger_table,
         KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
         ExpressionAttributeValues={":pk": _s(job), ":p": _s(SHARD_PREFIX)},
-        ProjectionExpression="#d, written, rejected, superseded",
+        ProjectionExpression=", ".join(("#d", *OUTCOMES)),
         ExpressionAttributeNames={"#d": "distinct"},
         ConsistentRead=True,
     ):
@@ -901,6 +932,13 @@ class Settlement:
 
 
 COMPLETE_ATTEMPTS = 5
+# The job item's counts: `rows_<outcome>` for every outcome, set from `_outcome_values`.
+ROWS_SET = ", ".join(f"rows_{name} = :rows_{name}" for name in OUTCOMES)
+
+
+def _outcome_values(counts: MessageCounts, prefix: str) -> dict[str, dict[str, str]]:
+    """The expression values `:<prefix><outcome>` of `counts`, one per outcome."""
+    return {f":{prefix}{name}": _n(v) for name, v in zip(OUTCOMES, counts.values(), strict=True)}
 
 
 def settle(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float = FOLD_LEASE_S,
@@ -926,12 +964,11 @@ def settle(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float 
             return None  # another folder has the work
         if state is None or state.messages_total is None:
             return None
-        counts = state.totals
-        values = {":w": _n(counts.written), ":r": _n(counts.rejected), ":s": _n(counts.superseded),
-                  ":c": _n(state.cursor), ":complete": _s(COMPLETE)}
+        values = {**_outcome_values(state.totals.counts, "rows_"), ":c": _n(state.cursor),
+                  ":complete": _s(COMPLETE)}
         if state.complete:
             break
-        if state.stalled is not None or counts.distinct < state.messages_total:
+        if state.stalled is not None or state.totals.distinct < state.messages_total:
             return None
         try:
             ddb.transact_write_items(TransactItems=[
@@ -942,9 +979,8 @@ def settle(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float 
                     "ExpressionAttributeValues": {":c": _n(state.cursor), ":t": _s(now_iso(clock))}}},
                 {"Update": {
                     "TableName": ledger_table, "Key": _key(job, JOB_SK),
-                    "UpdateExpression": "SET #st = :complete, finished_at = :t, rows_written = :w, "
-                                        "rows_rejected = :r, rows_superseded = :s, "
-                                        "counted_through = :c",
+                    "UpdateExpression": "SET #st = :complete, finished_at = :t, "
+                                        f"{ROWS_SET}, counted_through = :c",
                     "ConditionExpression": "#st = :running",
                     "ExpressionAttributeNames": {"#st": "status"},
                     "ExpressionAttributeValues": values | {":t": _s(now_iso(clock)),
@@ -963,8 +999,7 @@ def settle(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float 
     try:  # completed earlier: a replay or a late duplicate came in
         ddb.update_item(
             TableName=ledger_table, Key=_key(job, JOB_SK),
-            UpdateExpression="SET rows_written = :w, rows_rejected = :r, rows_superseded = :s, "
-                             "counted_through = :c",
+            UpdateExpression=f"SET {ROWS_SET}, counted_through = :c",
             ConditionExpression="#st = :complete AND counted_through < :c",
             ExpressionAttributeNames={"#st": "status"},
             ExpressionAttributeValues={k: v for k, v in values.items() if k != ":running"},
@@ -1028,15 +1063,25 @@ def is_replay(message_id: str) -> bool:
 
 def totals(counts: Mapping[str, MessageCounts] | Iterable[MessageCounts]) -> MessageCounts:
     """Job totals from per-message counts (the rule the shards apply, for tests and
-    diagnostics): a replayed message's written and superseded rows move out of rejected."""
+    diagnostics): a replayed message's rows that landed move out of rejected."""
     if not isinstance(counts, Mapping):  # bare counts: all original messages
         counts = {str(i): c for i, c in enumerate(counts)}
-    written = rejected = superseded = 0
+    sums = [0] * len(OUTCOMES)
     for message_id, c in counts.items():
-        written += c.written
-        superseded += c.superseded
-        rejected += -(c.written + c.superseded) if is_replay(message_id) else c.rejected
-    return MessageCounts(written, rejected, superseded)
+        if is_replay(message_id):
+            c = replace(c, rejected=-c.landed)
+        sums = [a + b for a, b in zip(sums, c.values(), strict=True)]
+    return MessageCounts(*sums)
+
+
+def job_counts(counts: MessageCounts) -> dict[str, int]:
+    """`rows_<outcome>` for each outcome: the job item's names (and the summaries')."""
+    return {f"rows_{name}": v for name, v in zip(OUTCOMES, counts.values(), strict=True)}
+
+
+def counts_of(job: Mapping[str, Any]) -> MessageCounts:
+    """A plain job item's (or summary's) counts; an outcome it lacks is 0."""
+    return MessageCounts(*(int(job.get(f"rows_{name}") or 0) for name in OUTCOMES))
 
 
 def raw_job(ddb: Any, ledger_table: str, job: str) -> dict[str, Any]:
@@ -1044,19 +1089,29 @@ def raw_job(ddb: Any, ledger_table: str, job: str) -> dict[str, Any]:
     return _get(ddb, ledger_table, job, JOB_SK)
 
 
+SUMMARY_NAMES = {"written": "TOTAL_NUMBER_OF_ITEMS_WRITTEN",
+                 "rejected": "TOTAL_NUMBER_OF_ITEMS_IN_ERROR",
+                 "superseded": "TOTAL_NUMBER_OF_ROWS_SUPERSEDED",
+                 "deleted": "TOTAL_NUMBER_OF_ITEMS_DELETED",
+                 "skipped_existing": "TOTAL_NUMBER_OF_ROWS_SKIPPED_EXISTING"}
+
+
 def completion_summary(job: Mapping[str, Any]) -> dict[str, Any]:
-    """The summary published on completion, with the seed design's field names."""
-    return {
+    """The summary published on completion, with the seed design's field names; a job of
+    another write mode than put adds WRITE_MODE and its own outcomes (`outcomes_shown`)."""
+    mode = job.get("mode")
+    counts = {name: int(job.get(f"rows_{name}") or 0) for name in OUTCOMES}
+    summary = {
         "JOB_ID": job.get("pk"),
         "STATUS": job.get("status"),
         "SOURCE": job.get("source"),
+        **({"WRITE_MODE": mode} if mode else {}),
         "TOTAL_NUMBER_OF_ROWS_READ": job.get("rows_read"),
-        "TOTAL_NUMBER_OF_ITEMS_WRITTEN": job.get("rows_written"),
-        "TOTAL_NUMBER_OF_ITEMS_IN_ERROR": job.get("rows_rejected"),
-        "TOTAL_NUMBER_OF_ROWS_SUPERSEDED": job.get("rows_superseded"),
+        **{SUMMARY_NAMES[name]: job.get(f"rows_{name}") for name in outcomes_shown(mode, counts)},
         "DESTINATION_TABLE_NAME": job.get("table"),
         "ERROR_DATA_LOCATION": job.get("error_location"),
     }
+    return summary
 
 
 def get_job(ddb: Any, ledger_table: str, job: str) -> dict[str, Any] | None:
@@ -1074,8 +1129,9 @@ def get_job(ddb: Any, ledger_table: str, job: str) -> dict[str, Any] | None:
     if "ledger_format" not in item and out.get("status") in (SPLITTING, RUNNING):
         out["error"] = OLD_FORMAT_ERROR.format(job=job)  # what its next report will do
     if out.get("status") != COMPLETE and folded:
-        out |= {"rows_written": running.written, "rows_rejected": running.rejected,
-                "rows_superseded": running.superseded}
+        out |= job_counts(running.counts)
+    elif "rows_written" in out:  # a job completed before write modes has no rows_deleted
+        out |= {name: v for name, v in job_counts(counts_of(out)).items() if name not in out}
     return out
 
 

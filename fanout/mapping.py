@@ -4,6 +4,7 @@ One TOML file, read by the local runtime and the deployed writer alike::
 
     [table]
     name = "offers"                      # optional; the CLI/stack may name the table
+    mode = "put"                         # put | delete | insert | update (see below)
     partition_key = { name = "pk", type = "S", template = "A_{account}" }
     sort_key      = { name = "offer_id", type = "N" }   # template defaults to the name
 
@@ -29,6 +30,12 @@ One TOML file, read by the local runtime and the deployed writer alike::
 Every section is optional: without `[table]` the keys come from the CLI flags or the
 defaults (account, offer_id), so a spec may hold `[source]` alone.
 
+`mode` is what the writer does with each row: `put` writes the item whole (BatchWriteItem,
+overwriting), `delete` deletes the row's key (only the key columns are read), `insert`
+writes only keys the table does not hold yet (PutItem with a condition), `update` sets
+the row's attributes on the item, creating it if absent (UpdateItem). The splitter
+stamps it in every message (fanout/contract.py), and the writer obeys the message.
+
 The spec is validated before any row is read (`load_spec`, `Spec.from_dict`), and
 bound to a file's header before its first row (`Spec.bind`): a spec error names the
 field; a header error names the column.
@@ -47,6 +54,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from fanout.contract import MODE_PUT, WRITE_MODES
 from fanout.keys import KeyTemplate, TemplateError
 from fanout.settings import MAX_ITEM_BYTES
 
@@ -120,6 +128,7 @@ class Spec:
     # per file from its first bytes (fanout/dialect.py) before any row is read; the values
     # above are then what was decided (or the fallbacks, before).
     source_set: frozenset[str] = frozenset()
+    mode: str = MODE_PUT  # what the writer does with each row (fanout.contract.WRITE_MODES)
 
     @classmethod
     def default(cls, partition_key: str = "account", sort_key: str | None = "offer_id") -> Spec:
@@ -134,11 +143,14 @@ class Spec:
         """Validate a parsed spec; raise SpecError naming the offending field."""
         _only(data, {"table", "columns", "transforms", "source"}, "")
         table = _section(data, "table")
-        _only(table, {"name", "partition_key", "sort_key"}, "table")
-        if "table" in data and "partition_key" not in table:
+        _only(table, {"name", "partition_key", "sort_key", "mode"}, "table")
+        mode = table.get("mode", MODE_PUT)
+        if mode not in WRITE_MODES:
+            raise SpecError(f"table.mode: {mode!r} is not one of {', '.join(WRITE_MODES)}")
+        if "table" in data and "partition_key" not in table and set(table) != {"mode"}:
             raise SpecError("table.partition_key: required (or leave out [table] and give the "
                             "keys as flags)")
-        if "table" in data:
+        if "partition_key" in table:
             partition = _key_spec(table["partition_key"], "table.partition_key")
             sort = _key_spec(table["sort_key"], "table.sort_key") if table.get("sort_key") else None
         else:  # keys from the flags, or the defaults
@@ -192,6 +204,7 @@ class Spec:
             delimiter=delimiter,
             encoding=encoding,
             source_set=frozenset(source) & {"delimiter", "encoding"},
+            mode=mode,
         )
 
     def with_keys(self, partition_key: str | None, sort_key: str | None) -> Spec:
@@ -257,6 +270,8 @@ class Spec:
             table["sort_key"] = key(self.sort_key)
         if self.table_name:
             table["name"] = self.table_name
+        if self.mode != MODE_PUT:
+            table["mode"] = self.mode
         return {
             "table": table,
             "columns": {
@@ -409,22 +424,25 @@ class RowMapper:
             return (item[pk_name][pk_type],)
         return (item[pk_name][pk_type], item[sort[0]][sort[1]])
 
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        """The key attributes' names: the partition key's, then the sort key's if any."""
+        return tuple(k.name for k in self._key_specs())
+
+    def to_key(self, row: Sequence[str], line: int) -> dict[str, Any]:
+        """The key a row names (a delete): only the key's columns are converted, the others
+        are not read (the row must still have the header's columns, to find them)."""
+        return self._with_key({}, self._aligned(row), line)
+
     def to_item(self, row: Sequence[str], line: int) -> dict[str, Any]:
         """One row as a DynamoDB-JSON item; raise RowRejected with a reason code."""
-        if len(row) != self.width:
-            raise RowRejected("column_count",
-                              f"expected {self.width} columns, found {len(row)}")
-        if self.has_transforms:
-            row = [t.apply(v) if t else v for (_, t), v in zip(self.transforms, row, strict=True)]
+        row = self._aligned(row)
         item: dict[str, Any]
         if self._strings is not None:
             item = {name: {"S": row[position]} for position, name in self._strings if row[position]}
         else:
             item = self._converted(row)
-        item[self.spec.partition_key.name] = self._key_value(self.partition, self.spec.partition_key,
-                                                             row, line)
-        if self.sort is not None and self.spec.sort_key is not None:
-            item[self.spec.sort_key.name] = self._key_value(self.sort, self.spec.sort_key, row, line)
+        self._with_key(item, row, line)
         if (not self._size_exact and self._size_constant
                 + self._size_refs * 4 * sum(map(len, row)) <= MAX_ITEM_BYTES):
             return item
@@ -432,6 +450,22 @@ class RowMapper:
         if size > MAX_ITEM_BYTES:
             raise RowRejected("item_too_large",
                               f"item is {size:,} bytes; DynamoDB's limit is {MAX_ITEM_BYTES:,}")
+        return item
+
+    def _aligned(self, row: Sequence[str]) -> Sequence[str]:
+        """The row checked against the header's width, with the columns' transforms applied."""
+        if len(row) != self.width:
+            raise RowRejected("column_count",
+                              f"expected {self.width} columns, found {len(row)}")
+        if self.has_transforms:
+            return [t.apply(v) if t else v for (_, t), v in zip(self.transforms, row, strict=True)]
+        return row
+
+    def _with_key(self, item: dict[str, Any], row: Sequence[str], line: int) -> dict[str, Any]:
+        item[self.spec.partition_key.name] = self._key_value(self.partition, self.spec.partition_key,
+                                                             row, line)
+        if self.sort is not None and self.spec.sort_key is not None:
+            item[self.spec.sort_key.name] = self._key_value(self.sort, self.spec.sort_key, row, line)
         return item
 
     def _converted(self, row: Sequence[str]) -> dict[str, Any]:

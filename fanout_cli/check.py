@@ -5,6 +5,11 @@ The splitter's own path (`splitter.split.cut_object`: detection, the check, the 
 S3 stand-in, and each message goes, instead of to SQS, to the writer's own decoding and
 mapping (`writer.load.map_rows`). Nothing is written anywhere. What DynamoDB alone can
 refuse (`dynamodb_validation`) cannot be foreseen; everything the mapping rejects is.
+
+The spec's write mode is the job's: a delete job's rows would be deleted (only their key
+columns are read, as the writer reads them), an update's would be written. An insert's
+rows would be written or, where the table already holds the key, skipped: with no table,
+the dry run cannot tell which, and says so.
 """
 
 from __future__ import annotations
@@ -16,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from fanout.aws import Clients
-from fanout.contract import KIND_REJECTED, Rejection, as_replay, decode, job_id_for
+from fanout.contract import (
+    KIND_REJECTED,
+    MODE_DELETE,
+    MODE_INSERT,
+    MODE_PUT,
+    Rejection,
+    as_replay,
+    decode,
+    job_id_for,
+)
 from fanout.mapping import Spec
 from fanout.runtime import Runtime
 from fanout.settings import DEFAULT_CONFIG, Settings
@@ -41,8 +55,10 @@ class CheckResult:
     source_format: str = ""  # how the file was read (`fanout.dialect.Dialect.describe`)
     rows_read: int = 0
     messages: int = 0
-    written: int = 0  # would be written
+    written: int = 0  # would be written (an insert's: written or skipped as existing)
     superseded: int = 0
+    deleted: int = 0  # would be deleted
+    mode: str = MODE_PUT
     rejected: Counter[str] = field(default_factory=Counter)
     samples: list[Rejection] = field(default_factory=list)
     elapsed_s: float = 0.0
@@ -57,9 +73,17 @@ class CheckResult:
         return 3 if self.rows_rejected else 0
 
     def summary(self) -> dict[str, Any]:
+        """What `--json` prints: a put's fields as before write modes; another mode adds
+        `mode` and its own outcome (an insert's written and skipped rows in one count)."""
+        mode_fields: dict[str, Any] = {"rows_written": self.written}
+        if self.mode == MODE_INSERT:
+            mode_fields = {"rows_written_or_skipped_existing": self.written}
+        elif self.mode == MODE_DELETE:
+            mode_fields["rows_deleted"] = self.deleted
         return {
-            "file": self.file, "source_format": self.source_format, "rows_read": self.rows_read,
-            "rows_written": self.written, "rows_rejected": self.rows_rejected,
+            "file": self.file, "source_format": self.source_format,
+            **({"mode": self.mode} if self.mode != MODE_PUT else {}),
+            "rows_read": self.rows_read, **mode_fields, "rows_rejected": self.rows_rejected,
             "rows_superseded": self.superseded, "messages": self.messages,
             "rejected_by_reason": dict(sorted(self.rejected.items())),
             "first_rejected": [r.as_dict() for r in self.samples],
@@ -82,7 +106,10 @@ class MappingSink:
         items, _lines, rejections, superseded = map_rows(message, self.spec)
         result = self.result
         result.messages += 1
-        result.written += len(items)
+        if message.mode == MODE_DELETE:
+            result.deleted += len(items)
+        else:
+            result.written += len(items)
         result.superseded += superseded
         for rejection in [*message.rejections, *rejections]:
             result.rejected[rejection.reason] += 1
@@ -103,7 +130,7 @@ def check_file(path: Path, spec: Spec, *, range_bytes: int | None = None) -> Che
                             range_bytes=range_bytes or DEFAULT_CONFIG.range_bytes)
         runtime = Runtime(settings, spec, Clients(s3=s3, sqs=None, dynamodb=None))
         info = head(s3, CHECK_BUCKET, path.name)
-        result = CheckResult(file=str(path))
+        result = CheckResult(file=str(path), mode=spec.mode)
         try:
             runtime, info = open_source(runtime, info)
             sink = MappingSink(runtime.spec, result)
@@ -116,8 +143,8 @@ def check_file(path: Path, spec: Spec, *, range_bytes: int | None = None) -> Che
     finally:
         s3.close()
     result.elapsed_s = time.perf_counter() - started
-    assert result.rows_read == result.written + result.rows_rejected + result.superseded, \
-        "every row is counted once"
+    assert result.rows_read == (result.written + result.deleted + result.rows_rejected
+                                + result.superseded), "every row is counted once"
     return result
 
 
@@ -125,8 +152,16 @@ def print_result(result: CheckResult) -> None:
     """The dry run's summary, as `fanout ingest` prints its own."""
     print(f"file        {result.file}")
     print(f"read as     {result.source_format}")
+    if result.mode != MODE_PUT:
+        print(f"mode        {result.mode}")
     print(f"rows read   {result.rows_read:,}")
-    print(f"  would write  {result.written:,}")
+    if result.mode == MODE_DELETE:
+        print(f"  would delete {result.deleted:,} (a key the table does not hold counts too)")
+    elif result.mode == MODE_INSERT:
+        print(f"  would write or skip {result.written:,} (skipped where the table already holds "
+              "the key: a dry run has no table to tell)")
+    else:
+        print(f"  would write  {result.written:,}")
     print(f"  superseded   {result.superseded:,}")
     print(f"  rejected     {result.rows_rejected:,}")
     for reason, count in sorted(result.rejected.items()):

@@ -6,6 +6,7 @@ import csv
 from typing import Protocol
 
 from fanout.contract import (
+    MODE_PUT,
     OVERSIZE_FIELD_PREVIEW,
     CsvRowsEncoder,
     Rejection,
@@ -31,14 +32,15 @@ class Batcher:
     (CSV-text bodies, see fanout.contract.CsvRowsEncoder), numbering them from `seq`.
 
     Whole messages are cut with list slices, so the per-record cost is an append.
-    `rows` and `messages` count what was sent since the caller last reset them.
+    `rows` and `messages` count what was sent since the caller last reset them. Every
+    message carries the job's write `mode` (the spec's), which the writer obeys.
     """
 
     def __init__(self, enqueuer: Sink, job: str, source: Source, header: list[str],
-                 delimiter: str, seq: int) -> None:
+                 delimiter: str, seq: int, mode: str = MODE_PUT) -> None:
         self.enqueuer, self.job, self.source = enqueuer, job, source
-        self.header, self.delimiter = header, delimiter
-        self.encoder = CsvRowsEncoder(job, source, header, delimiter)
+        self.header, self.delimiter, self.mode = header, delimiter, mode
+        self.encoder = CsvRowsEncoder(job, source, header, delimiter, mode)
         self.seq = seq
         self.rows = self.messages = 0
         self._lines: list[int] = []
@@ -93,8 +95,9 @@ class Batcher:
                 rows.append(parse_csv_rows(record, self.delimiter)[0])
                 row_lines.append(line)
         parts = split_to_fit(RowsMessage(self.job, self.seq, self.source, self.header, row_lines,
-                                         rows)) if rows else []
-        parts += [RowsMessage(self.job, self.seq, self.source, self.header, [], [], rejections=[r])
+                                         rows, mode=self.mode)) if rows else []
+        parts += [RowsMessage(self.job, self.seq, self.source, self.header, [], [], rejections=[r],
+                              mode=self.mode)
                   for r in rejections]
         for index, part in enumerate(parts):
             part.part, part.parts = index, len(parts)

@@ -184,7 +184,7 @@ def _split_job(
     claim, item = ledger.start_job(
         clients.dynamodb, settings.ledger_table_name, job,
         source_uri=info.source.uri, table=settings.table_name, owner=owner, lease_s=lease_s,
-        range_bytes=settings.range_bytes, clock=runtime.clock,
+        range_bytes=settings.range_bytes, mode=runtime.spec.mode, clock=runtime.clock,
     )
     if claim == "skip":
         log.info("the job is already split or being split; duplicate event ignored")
@@ -398,7 +398,7 @@ def _enqueue_rows(runtime: Runtime, info: Any, job: str, range_bytes: int, cp: C
     batcher: Batcher | None = None
     if cp.header is not None:
         _check_header(runtime, cp.header, cp.header_line)
-        batcher = Batcher(sink, job, info.source, cp.header, spec.delimiter, cp.seq)
+        batcher = Batcher(sink, job, info.source, cp.header, spec.delimiter, cp.seq, spec.mode)
 
     def account(batcher: Batcher) -> None:
         batcher.flush()
@@ -411,7 +411,7 @@ def _enqueue_rows(runtime: Runtime, info: Any, job: str, range_bytes: int, cp: C
             lines, records = region.data_records()
             if batcher is None and records:  # the first non-blank record is the header
                 cp.header, cp.header_line = _header_of(runtime, records[0], lines[0])
-                batcher = Batcher(sink, job, info.source, cp.header, spec.delimiter, cp.seq)
+                batcher = Batcher(sink, job, info.source, cp.header, spec.delimiter, cp.seq, spec.mode)
                 lines, records = lines[1:], records[1:]
             if batcher is not None:
                 batcher.add(lines, records)

@@ -6,8 +6,18 @@ identical. These proxies sit between the code under test and moto:
 
 * `StrictDynamoDB.batch_write_item` rejects, as AWS does, the whole call with a
   ValidationException for more than 25 requests, two requests for one key, an empty
-  string in a key attribute, or an item over 400 KB; and injects UnprocessedItems,
-  ProvisionedThroughputExceededException and 500s at chosen rates.
+  string in a key attribute, a key attribute of the wrong type, or an item over 400 KB,
+  and a DeleteRequest that is not `Key` alone holding exactly the table's key
+  attributes; and injects UnprocessedItems, ProvisionedThroughputExceededException and
+  500s at chosen rates.
+* `put_item`, `update_item` and `delete_item` (the insert and update write modes, and
+  the ledger) are held to the expression rules: every `#name`/`:value` placeholder used
+  is defined and every one defined is used, neither map is empty, no expression is over
+  4 KB; a PutItem's key as BatchWriteItem's; an UpdateItem's `Key` is exactly the key
+  attributes, and it may not change a key attribute nor name one path twice. On the
+  items table (`Faults.items_table`) PutItem and UpdateItem get throttles and 500s, and
+  every item write (BatchWriteItem too) can lose its reply: the call takes effect and
+  then fails with a 500, as a connection dropped after DynamoDB wrote does.
 * `StrictSQS` rejects a SendMessageBatch of more than 10 entries or over 1 MiB, injects
   `Failed` entries, and duplicates deliveries (a received message is sent again, as
   at-least-once delivery may hand it over twice).
@@ -20,6 +30,7 @@ Every decision comes from one seeded `random.Random`, so a failing run can be re
 from __future__ import annotations
 
 import random
+import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -45,6 +56,10 @@ class Faults:
     send_failed_rate: float = 0.0  # per SendMessageBatch entry, a Failed entry
     duplicate_delivery_rate: float = 0.0  # per received message, delivered again later
     unprocessed_keys_rate: float = 0.0  # per BatchGetItem key, returned in UnprocessedKeys
+    lost_reply_rate: float = 0.0  # per item write call: it takes effect, then fails with a 500
+    # The table whose PutItem/UpdateItem calls get throttle_rate, server_error_rate and
+    # lost_reply_rate (the row writes of insert and update); the ledger's never do.
+    items_table: str | None = None
     seed: int = 0
 
 
@@ -95,16 +110,169 @@ class _Proxy:
         return _client_error("ValidationException", text, operation)
 
 
+MAX_EXPRESSION_CHARS = 4096
+EXPRESSIONS = ("ConditionExpression", "UpdateExpression", "ProjectionExpression",
+               "KeyConditionExpression", "FilterExpression")
+_PLACEHOLDER = re.compile(r"[#:][A-Za-z0-9_]+")
+_CLAUSE = re.compile(r"\b(SET|REMOVE|ADD|DELETE)\b", re.IGNORECASE)
+
+
 class StrictDynamoDB(_Proxy):
-    _key_names: dict[str, list[str]]
+    _schemas: dict[str, list[tuple[str, str]]]
+
+    def _schema(self, table: str) -> list[tuple[str, str]]:
+        """The table's key attributes, (name, type), partition key first."""
+        if not hasattr(self, "_schemas"):
+            self._schemas = {}
+        if table not in self._schemas:
+            description = self._client.describe_table(TableName=table)["Table"]
+            types = {a["AttributeName"]: a["AttributeType"]
+                     for a in description["AttributeDefinitions"]}
+            self._schemas[table] = [(k["AttributeName"], types[k["AttributeName"]])
+                                    for k in description["KeySchema"]]
+        return self._schemas[table]
 
     def _keys(self, table: str) -> list[str]:
-        if not hasattr(self, "_key_names"):
-            self._key_names = {}
-        if table not in self._key_names:
-            schema = self._client.describe_table(TableName=table)["Table"]["KeySchema"]
-            self._key_names[table] = [k["AttributeName"] for k in schema]
-        return self._key_names[table]
+        return [name for name, _ in self._schema(table)]
+
+    def _key_of(self, table: str, item: dict[str, Any], operation: str, *,
+                exact: bool = False) -> tuple[Any, ...]:
+        """The key of an item (or of a `Key`, `exact`: nothing but the key attributes), held
+        to the table's key schema as AWS holds it."""
+        schema = self._schema(table)
+        if exact and set(item) != {name for name, _ in schema}:
+            raise self._violation("The provided key element does not match the schema", operation)
+        key_values = []
+        for name, key_type in schema:
+            if name not in item:
+                raise self._violation(f"One of the required keys was not given a value: {name}",
+                                      operation)
+            (type_, value), = item[name].items()
+            if type_ != key_type:
+                raise self._violation("One or more parameter values were invalid: Type mismatch "
+                                      f"for key {name} expected: {key_type} actual: {type_}",
+                                      operation)
+            if type_ in ("S", "B") and len(value) == 0:
+                raise self._violation(
+                    f"One or more parameter values are not valid. The AttributeValue "
+                    f"for a key attribute cannot contain an empty string value. Key: {name}",
+                    operation)
+            key_values.append((type_, value))
+        return tuple(key_values)
+
+    def _expressions(self, params: dict[str, Any], operation: str) -> None:
+        """AWS's rules for expression placeholders: each one used is defined, each one
+        defined is used, neither map is empty, no expression over 4 KB."""
+        used = set()
+        for name in EXPRESSIONS:
+            expression = params.get(name)
+            if expression is None:
+                continue
+            if len(expression.encode()) > MAX_EXPRESSION_CHARS:
+                raise self._violation(f"Invalid {name}: Expression size has exceeded the "
+                                      "maximum allowed size", operation)
+            used |= set(_PLACEHOLDER.findall(expression))
+        for field_name, sigil, what in (("ExpressionAttributeNames", "#", "name"),
+                                        ("ExpressionAttributeValues", ":", "value")):
+            defined = params.get(field_name)
+            if defined is not None and not defined:
+                raise self._violation(f"{field_name} must not be empty", operation)
+            defined = set(defined or ())
+            wanted = {p for p in used if p.startswith(sigil)}
+            if wanted - defined:
+                raise self._violation(f"An expression attribute {what} used in the expression "
+                                      f"is not defined; attribute {what}: {sorted(wanted - defined)[0]}",
+                                      operation)
+            if defined - wanted:
+                raise self._violation(f"Value provided in {field_name} unused in expressions: "
+                                      f"keys: {{{', '.join(sorted(defined - wanted))}}}", operation)
+
+    def _updated_paths(self, params: dict[str, Any]) -> list[str]:
+        """The top-level attributes an UpdateExpression's clauses change (names resolved)."""
+        names = params.get("ExpressionAttributeNames") or {}
+        parts = _CLAUSE.split(params.get("UpdateExpression") or "")
+        paths = []
+        for keyword, body in zip(parts[1::2], parts[2::2], strict=True):
+            depth, current, actions = 0, "", []
+            for char in body:  # split on the commas outside parentheses
+                depth += (char == "(") - (char == ")")
+                if char == "," and depth == 0:
+                    actions.append(current)
+                    current = ""
+                else:
+                    current += char
+            actions.append(current)
+            for action in actions:
+                target = action.split("=", 1)[0] if keyword.upper() == "SET" else action
+                token = (target.split() or [""])[0]
+                first = re.split(r"[.\[]", token, maxsplit=1)[0]
+                paths.append(names.get(first, first))
+        return paths
+
+    def _row_faults(self, params: dict[str, Any], operation: str) -> None:
+        if params.get("TableName") != self._faults.items_table:
+            return
+        self._inject_call_faults(operation)
+
+    def _inject_call_faults(self, operation: str) -> None:
+        if self._chance(self._faults.throttle_rate):
+            with self._lock:
+                self._record.injected["throttle"] += 1
+            raise _client_error("ProvisionedThroughputExceededException",
+                                "injected: throughput exceeded", operation)
+        if self._chance(self._faults.server_error_rate):
+            with self._lock:
+                self._record.injected["server_error"] += 1
+            raise _client_error("InternalServerError", "injected: 500", operation, 500)
+
+    def _lose_reply(self, operation: str, table: str | None) -> None:
+        """After a write took effect: maybe fail it as a connection lost in the reply would."""
+        if (table == self._faults.items_table or operation == "BatchWriteItem") and self._chance(
+                self._faults.lost_reply_rate):
+            with self._lock:
+                self._record.injected["lost_reply"] += 1
+            raise _client_error("InternalServerError", "injected: reply lost after the write",
+                                operation, 500)
+
+    def put_item(self, **params: Any) -> Any:
+        with self._lock:
+            self._record.calls["put_item"] += 1
+        self._key_of(params["TableName"], params["Item"], "PutItem")
+        if item_size(params["Item"]) > MAX_ITEM_BYTES:
+            raise self._violation("Item size has exceeded the maximum allowed size", "PutItem")
+        self._expressions(params, "PutItem")
+        self._row_faults(params, "PutItem")
+        response = self._client.put_item(**params)
+        self._lose_reply("PutItem", params["TableName"])
+        return response
+
+    def update_item(self, **params: Any) -> Any:
+        with self._lock:
+            self._record.calls["update_item"] += 1
+        table = params["TableName"]
+        self._key_of(table, params["Key"], "UpdateItem", exact=True)
+        self._expressions(params, "UpdateItem")
+        paths = self._updated_paths(params)
+        for path in paths:
+            if path in self._keys(table):
+                raise self._violation(f"One or more parameter values were invalid: Cannot update "
+                                      f"attribute {path}. This attribute is part of the key",
+                                      "UpdateItem")
+        if len(paths) != len(set(paths)):
+            raise self._violation("Invalid UpdateExpression: Two document paths overlap with "
+                                  "each other; must remove or rewrite one of these paths",
+                                  "UpdateItem")
+        self._row_faults(params, "UpdateItem")
+        response = self._client.update_item(**params)
+        self._lose_reply("UpdateItem", table)
+        return response
+
+    def delete_item(self, **params: Any) -> Any:
+        with self._lock:
+            self._record.calls["delete_item"] += 1
+        self._key_of(params["TableName"], params["Key"], "DeleteItem", exact=True)
+        self._expressions(params, "DeleteItem")
+        return self._client.delete_item(**params)
 
     def batch_write_item(self, **params: Any) -> Any:
         with self._lock:
@@ -115,24 +283,21 @@ class StrictDynamoDB(_Proxy):
             raise self._violation(
                 f"Too many items requested for the BatchWriteItem call ({total})", "BatchWriteItem")
         for table, requests in request_items.items():
-            keys = self._keys(table)
             seen: set[tuple[Any, ...]] = set()
             for request in requests:
-                item = request.get("PutRequest", {}).get("Item") or request["DeleteRequest"]["Key"]
-                key_values = []
-                for name in keys:
-                    if name not in item:
-                        raise self._violation(
-                            f"One of the required keys was not given a value: {name}",
-                            "BatchWriteItem")
-                    (type_, value), = item[name].items()
-                    if type_ in ("S", "B") and len(value) == 0:
-                        raise self._violation(
-                            f"One or more parameter values are not valid. The AttributeValue "
-                            f"for a key attribute cannot contain an empty string value. Key: {name}",
-                            "BatchWriteItem")
-                    key_values.append((type_, value))
-                key = tuple(key_values)
+                if len(request) != 1 or set(request) - {"PutRequest", "DeleteRequest"}:
+                    raise self._violation("Supplied AttributeValue has more than one datatypes "
+                                          "set, must contain exactly one of the supported "
+                                          "datatypes", "BatchWriteItem")
+                if "DeleteRequest" in request:
+                    if set(request["DeleteRequest"]) != {"Key"}:
+                        raise self._violation("DeleteRequest must hold Key alone",
+                                              "BatchWriteItem")
+                    item = request["DeleteRequest"]["Key"]
+                    key = self._key_of(table, item, "BatchWriteItem", exact=True)
+                else:
+                    item = request["PutRequest"]["Item"]
+                    key = self._key_of(table, item, "BatchWriteItem")
                 if key in seen:
                     raise self._violation("Provided list of item keys contains duplicates",
                                           "BatchWriteItem")
@@ -140,15 +305,7 @@ class StrictDynamoDB(_Proxy):
                 if "PutRequest" in request and item_size(item) > MAX_ITEM_BYTES:
                     raise self._violation("Item size has exceeded the maximum allowed size",
                                           "BatchWriteItem")
-        if self._chance(self._faults.throttle_rate):
-            with self._lock:
-                self._record.injected["throttle"] += 1
-            raise _client_error("ProvisionedThroughputExceededException",
-                                "injected: throughput exceeded", "BatchWriteItem")
-        if self._chance(self._faults.server_error_rate):
-            with self._lock:
-                self._record.injected["server_error"] += 1
-            raise _client_error("InternalServerError", "injected: 500", "BatchWriteItem", 500)
+        self._inject_call_faults("BatchWriteItem")
         send: dict[str, list[Any]] = {}
         unprocessed: dict[str, list[Any]] = {}
         for table, requests in request_items.items():
@@ -161,6 +318,8 @@ class StrictDynamoDB(_Proxy):
             with self._lock:
                 self._record.injected["unprocessed"] += sum(len(v) for v in unprocessed.values())
         response = self._client.batch_write_item(RequestItems=send) if send else {}
+        if send:
+            self._lose_reply("BatchWriteItem", None)
         merged = dict(response.get("UnprocessedItems") or {})
         for table, requests in unprocessed.items():
             merged.setdefault(table, []).extend(requests)

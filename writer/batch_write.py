@@ -56,16 +56,28 @@ CALL_S = CONNECT_TIMEOUT_S + READ_TIMEOUT_S
 
 
 class WriterDynamoDB:
-    """The writer's DynamoDB: BatchWriteItem through a client built with
+    """The writer's DynamoDB: the item writes (BatchWriteItem, and the PutItem/UpdateItem
+    of the insert and update modes on the items table) through a client built with
     ITEMS_CLIENT_CONFIG (shared by the write pool's threads; boto3 clients are
-    thread-safe), every other call (the ledger's) through the standard client."""
+    thread-safe), every other call (the ledger's, on its own table) through the standard
+    client, whose botocore retries the ledger relies on."""
 
-    def __init__(self, items: Any, standard: Any) -> None:
+    def __init__(self, items: Any, standard: Any, items_table: str | None = None) -> None:
         self._items = items
         self._standard = standard
+        self._items_table = items_table
 
     def batch_write_item(self, **params: Any) -> Any:
         return self._items.batch_write_item(**params)
+
+    def put_item(self, **params: Any) -> Any:
+        return self._route(params).put_item(**params)
+
+    def update_item(self, **params: Any) -> Any:
+        return self._route(params).update_item(**params)
+
+    def _route(self, params: dict[str, Any]) -> Any:
+        return self._items if params.get("TableName") == self._items_table else self._standard
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._standard, name)
@@ -126,6 +138,8 @@ class WriteOutcome:
     written: int = 0
     # (index into the items list, DynamoDB's message) for items DynamoDB will never accept.
     invalid: list[tuple[int, str]] = field(default_factory=list)
+    # Indexes of inserts whose key the table already held (nothing was written for them).
+    skipped: list[int] = field(default_factory=list)
     calls: int = 0
     throttled: int = 0  # calls DynamoDB throttled (an error, or items left unprocessed)
 
@@ -203,35 +217,71 @@ class InFlight:
             self._ready.notify_all()
 
 
+PUT_REQUEST = ("PutRequest", "Item")
+DELETE_REQUEST = ("DeleteRequest", "Key")  # the items are keys
+
+
 def write_items(ddb: Any, table: str, items: list[dict[str, Any]], budget: Budget,
-                in_flight: InFlight | None = None) -> WriteOutcome:
-    """Write `items` (DynamoDB JSON, distinct keys). Raise TransientWriteError if the budget
-    runs out with items unwritten."""
+                in_flight: InFlight | None = None,
+                request: tuple[str, str] = PUT_REQUEST) -> WriteOutcome:
+    """Write `items` (DynamoDB JSON, distinct keys) as `request`s: puts, or with
+    DELETE_REQUEST deletes of the keys `items` are (`written` then counts the deleted).
+    Raise TransientWriteError if the budget runs out with items unwritten."""
     outcome = WriteOutcome()
     slots = in_flight or InFlight(1)
     for start in range(0, len(items), MAX_BATCH_WRITE_ITEMS):
         group = list(range(start, min(start + MAX_BATCH_WRITE_ITEMS, len(items))))
-        _write_group(ddb, table, items, group, budget, outcome, slots)
+        _write_group(ddb, table, items, group, budget, outcome, slots, request)
     return outcome
 
 
-def _call(ddb: Any, table: str, items: list[dict[str, Any]], pending: list[int], budget: Budget,
-          outcome: WriteOutcome, slots: InFlight) -> tuple[dict[str, Any] | None, Exception | None]:
-    """One BatchWriteItem in a slot: (response, None) or (None, the error to act on)."""
+def slot_for(budget: Budget, slots: InFlight, unwritten: int) -> int:
+    """A ticket for one call, or TransientWriteError when no call may start in the budget."""
     ticket = slots.acquire(max(0.0, budget.left() - budget.call_s)) if budget.may_call() else None
     if ticket is None:
-        raise TransientWriteError(f"{len(pending)} item(s) unwritten: no time left for a call")
+        raise TransientWriteError(f"{unwritten} item(s) unwritten: no time left for a call")
+    return ticket
+
+
+def is_throttle(exc: ClientError) -> bool:
+    """DynamoDB asks for less (a throttle or a 5xx): back off and cut InFlight."""
+    return (exc.response.get("Error", {}).get("Code", "") in RETRYABLE_CODES
+            or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500)
+
+
+def retry_or_raise(error: Exception, budget: Budget, attempt: int, outcome: WriteOutcome,
+                   unwritten: int) -> None:
+    """After a failed call that may be retried (a throttle, a 5xx, a lost connection):
+    back off, or raise TransientWriteError once the budget is spent; any other error is
+    raised as it is."""
+    if isinstance(error, ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        if not is_throttle(error):
+            raise error
+    else:
+        code = type(error).__name__
+    outcome.throttled += 1
+    if not budget.backoff(attempt):
+        raise TransientWriteError(
+            f"{unwritten} item(s) unwritten: {code} past the time budget") from error
+
+
+def _call(ddb: Any, table: str, items: list[dict[str, Any]], pending: list[int], budget: Budget,
+          outcome: WriteOutcome, slots: InFlight, request: tuple[str, str],
+          ) -> tuple[dict[str, Any] | None, Exception | None]:
+    """One BatchWriteItem in a slot: (response, None) or (None, the error to act on)."""
+    ticket = slot_for(budget, slots, len(pending))
     throttled = True
+    kind, field_name = request
     try:
         outcome.calls += 1
         with subsegment("BatchWriteItem", items=len(pending)):
             response = ddb.batch_write_item(
-                RequestItems={table: [{"PutRequest": {"Item": items[i]}} for i in pending]})
+                RequestItems={table: [{kind: {field_name: items[i]}} for i in pending]})
         throttled = bool(response.get("UnprocessedItems"))
         return response, None
     except ClientError as exc:
-        throttled = (exc.response.get("Error", {}).get("Code", "") in RETRYABLE_CODES
-                     or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500)
+        throttled = is_throttle(exc)
         return None, exc
     except TRANSPORT_ERRORS as exc:
         return None, exc
@@ -240,30 +290,23 @@ def _call(ddb: Any, table: str, items: list[dict[str, Any]], pending: list[int],
 
 
 def _write_group(ddb: Any, table: str, items: list[dict[str, Any]], group: list[int],
-                 budget: Budget, outcome: WriteOutcome, slots: InFlight) -> None:
+                 budget: Budget, outcome: WriteOutcome, slots: InFlight,
+                 request: tuple[str, str]) -> None:
     pending = group
     attempt = 0
+    kind, field_name = request
     while pending:
-        response, error = _call(ddb, table, items, pending, budget, outcome, slots)
+        response, error = _call(ddb, table, items, pending, budget, outcome, slots, request)
         if error is not None:
-            if isinstance(error, ClientError):
-                code = error.response.get("Error", {}).get("Code", "")
-                status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-                if code == "ValidationException":
-                    _bisect(ddb, table, items, pending, budget, outcome, slots, error)
-                    return
-                if code not in RETRYABLE_CODES and status < 500:
-                    raise error
-            else:
-                code = type(error).__name__
-            outcome.throttled += 1
-            if not budget.backoff(attempt):
-                raise TransientWriteError(
-                    f"{len(pending)} item(s) unwritten: {code} past the time budget") from error
+            if (isinstance(error, ClientError)
+                    and error.response.get("Error", {}).get("Code", "") == "ValidationException"):
+                _bisect(ddb, table, items, pending, budget, outcome, slots, error, request)
+                return
+            retry_or_raise(error, budget, attempt, outcome, len(pending))
             attempt += 1
             continue
         assert response is not None
-        unprocessed = [r["PutRequest"]["Item"]
+        unprocessed = [r[kind][field_name]
                        for r in response.get("UnprocessedItems", {}).get(table, [])]
         # Map what came back to our indexes (keys are distinct, so equality is exact).
         left = [i for i in pending if items[i] in unprocessed] if unprocessed else []
@@ -284,11 +327,12 @@ def _write_group(ddb: Any, table: str, items: list[dict[str, Any]], group: list[
 
 
 def _bisect(ddb: Any, table: str, items: list[dict[str, Any]], group: list[int], budget: Budget,
-            outcome: WriteOutcome, slots: InFlight, error: ClientError) -> None:
+            outcome: WriteOutcome, slots: InFlight, error: ClientError,
+            request: tuple[str, str]) -> None:
     """DynamoDB rejected the whole call: find the items at fault by halving."""
     if len(group) == 1:
         outcome.invalid.append((group[0], error.response["Error"].get("Message", str(error))))
         return
     middle = len(group) // 2
     for half in (group[:middle], group[middle:]):
-        _write_group(ddb, table, items, half, budget, outcome, slots)
+        _write_group(ddb, table, items, half, budget, outcome, slots, request)

@@ -16,7 +16,18 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fanout import ledger
-from fanout.contract import KIND_REJECTED, Rejection, RowsMessage, as_replay, decode, rejected_messages
+from fanout.contract import (
+    KIND_REJECTED,
+    MODE_DELETE,
+    MODE_INSERT,
+    MODE_PUT,
+    MODE_UPDATE,
+    Rejection,
+    RowsMessage,
+    as_replay,
+    decode,
+    rejected_messages,
+)
 from fanout.keys import TemplateError
 from fanout.mapping import RowMapper, RowRejected, Spec
 from fanout.runtime import Runtime, settle_job
@@ -25,13 +36,16 @@ from fanout.telemetry import log_keys, message_keys, subsegment, with_log_keys
 from writer import SERVICE
 from writer.batch_write import (
     CALL_S,
+    DELETE_REQUEST,
     Budget,
     InFlight,
     TransientWriteError,
+    WriteOutcome,
     WriterDynamoDB,
     items_client,
     write_items,
 )
+from writer.rows import insert_request, update_request, write_rows
 
 log = Logger(service=SERVICE)
 
@@ -42,14 +56,17 @@ MAX_CHANGE_VISIBILITY_BATCH = 10
 @dataclass
 class ChunkResult:
     message: RowsMessage
-    written: int = 0
+    written: int = 0  # items put, inserted or updated
     superseded: int = 0
     rejections: list[Rejection] = field(default_factory=list)
-    items: list[dict[str, Any]] = field(default_factory=list)
+    items: list[dict[str, Any]] = field(default_factory=list)  # the items written
+    deleted: int = 0
+    skipped_existing: int = 0
 
     @property
     def counts(self) -> ledger.MessageCounts:
-        return ledger.MessageCounts(self.written, len(self.rejections), self.superseded)
+        return ledger.MessageCounts(self.written, len(self.rejections), self.superseded,
+                                    self.deleted, self.skipped_existing)
 
 
 def runtime_from_env() -> Runtime:
@@ -57,7 +74,7 @@ def runtime_from_env() -> Runtime:
     runtime = Runtime.from_env(required=WRITER_REQUIRED)
     settings = runtime.settings
     ddb = WriterDynamoDB(items_client(endpoint_url=settings.endpoint_url, region=settings.region),
-                         runtime.clients.dynamodb)
+                         runtime.clients.dynamodb, items_table=settings.table_name)
     return replace(runtime, clients=replace(runtime.clients, dynamodb=ddb))
 
 
@@ -77,7 +94,10 @@ def _mapper(spec: Spec, header: tuple[str, ...]) -> RowMapper:
 
 def map_rows(message: RowsMessage, spec: Spec) -> tuple[list[dict[str, Any]], list[int],
                                                          list[Rejection], int]:
-    """Rows -> items with distinct keys (the later row in file order wins).
+    """Rows -> items with distinct keys (the later row in file order wins), as the
+    message's write mode needs them: for a delete, the keys alone (no other column is
+    read); for an update, an earlier row's attributes the later one does not set are
+    kept in its item, so one UpdateItem does what the two rows in file order would.
 
     Returns (items, their source lines, rejections, superseded count).
     """
@@ -89,9 +109,11 @@ def map_rows(message: RowsMessage, spec: Spec) -> tuple[list[dict[str, Any]], li
     by_key: dict[tuple[Any, ...], tuple[int, dict[str, Any]]] = {}
     rejections: list[Rejection] = []
     superseded = 0
+    convert = mapper.to_key if message.mode == MODE_DELETE else mapper.to_item
+    merge = message.mode == MODE_UPDATE
     for line, row in zip(message.lines, message.rows, strict=True):
         try:
-            item = mapper.to_item(row, line)
+            item = convert(row, line)
         except RowRejected as exc:
             rejections.append(Rejection(line, row, exc.reason, exc.detail))
             continue
@@ -102,6 +124,8 @@ def map_rows(message: RowsMessage, spec: Spec) -> tuple[list[dict[str, Any]], li
         key = mapper.key_of(item)
         if key in by_key:
             superseded += 1
+            if merge:
+                item = by_key.pop(key)[1] | item
         by_key[key] = (line, item)
     lines = [line for line, _ in by_key.values()]
     items = [item for _, item in by_key.values()]
@@ -137,20 +161,39 @@ def write_chunk(prepared: Prepared, runtime: Runtime, budget: Budget,
     # Rows the splitter could not carry (too large for a queue message) arrive as rejections.
     result = ChunkResult(message, superseded=prepared.superseded,
                          rejections=list(message.rejections) + prepared.rejections)
-    outcome = write_items(runtime.clients.dynamodb, runtime.settings.table_name, items, budget,
-                          in_flight)
-    result.written = outcome.written
+    outcome = write_mode(message.mode, runtime, items, budget, in_flight)
+    if message.mode == MODE_DELETE:
+        result.deleted = outcome.written
+    else:
+        result.written = outcome.written
+    result.skipped_existing = len(outcome.skipped)
     invalid = {index for index, _ in outcome.invalid}
     for index, reason in outcome.invalid:
         row = message.rows[message.lines.index(lines[index])]
         result.rejections.append(Rejection(lines[index], row, "dynamodb_validation", reason))
-    result.items = [item for i, item in enumerate(items) if i not in invalid]
+    unwritten = invalid | set(outcome.skipped)
+    result.items = [] if message.mode == MODE_DELETE else [
+        item for i, item in enumerate(items) if i not in unwritten]
     if runtime.settings.json_copy and result.items:
         write_json_copy(message, result.items, runtime)
     if result.rejections:
         result.rejections.sort(key=lambda r: r.line)
         report_rejections(message, result.rejections, runtime)
     return result
+
+
+def write_mode(mode: str, runtime: Runtime, items: list[dict[str, Any]], budget: Budget,
+               in_flight: InFlight | None) -> WriteOutcome:
+    """Write a message's items as its mode says: put and delete by BatchWriteItem (25 a
+    call), insert and update by one PutItem or UpdateItem a row (writer/rows.py)."""
+    ddb, table = runtime.clients.dynamodb, runtime.settings.table_name
+    if mode == MODE_PUT:
+        return write_items(ddb, table, items, budget, in_flight)
+    if mode == MODE_DELETE:
+        return write_items(ddb, table, items, budget, in_flight, request=DELETE_REQUEST)
+    key_names = [name for name, _ in runtime.spec.key_schema()]
+    request = insert_request if mode == MODE_INSERT else update_request
+    return write_rows(ddb, [request(table, item, key_names) for item in items], budget, in_flight)
 
 
 Outcome = ChunkResult | Exception

@@ -350,8 +350,7 @@ def write_outputs(clients: Clients, stack: LocalStack, job: str, options: Ingest
     if item.get("status") == ledger.RUNNING:  # incomplete: fold what was reported, to count it
         ledger.fold(clients.dynamodb, settings.ledger_table_name, job, owner="ingest")
         item = ledger.get_job(clients.dynamodb, settings.ledger_table_name, job) or {}
-    total = ledger.MessageCounts(item.get("rows_written", 0), item.get("rows_rejected", 0),
-                                 item.get("rows_superseded", 0))
+    total = ledger.counts_of(item)
 
     rejected: list[dict[str, Any]] = []
     errors_prefix = f"{settings.errors_prefix}{job}/"
@@ -390,10 +389,9 @@ def write_outputs(clients: Clients, stack: LocalStack, job: str, options: Ingest
         "table": settings.table_name,
         "source_format": source_format,  # how the file was read: gzip? encoding, delimiter
         "status": status,
+        "mode": options.spec.mode,
         "rows_read": item.get("rows_read", 0),
-        "rows_written": total.written,
-        "rows_rejected": total.rejected + stranded_rows,
-        "rows_superseded": total.superseded,
+        **ledger.job_counts(replace(total, rejected=total.rejected + stranded_rows)),
         "rows_in_dlq_unreported": stranded_rows,
         "messages_sent": item.get("messages_total", 0),
         "split_invocations": item.get("split_resumes", 0) + 1,
@@ -406,10 +404,8 @@ def write_outputs(clients: Clients, stack: LocalStack, job: str, options: Ingest
         "out_dir": str(out),
     }
     # What the deployed stack publishes to SNS on completion (the seed design's fields).
-    summary["completion"] = ledger.completion_summary(item | {
-        "rows_written": summary["rows_written"], "rows_rejected": summary["rows_rejected"],
-        "rows_superseded": summary["rows_superseded"], "status": status,
-    })
+    summary["completion"] = ledger.completion_summary(
+        item | {name: summary[name] for name in ledger.job_counts(total)} | {"status": status})
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -441,6 +437,14 @@ def _b64(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
+def outcome_lines(counts: dict[str, Any], mode: str | None) -> list[str]:
+    """`  written    N` and so on, for the outcomes a job of `mode` shows (a put job's
+    three as ever; see `ledger.outcomes_shown`)."""
+    values = {name: int(counts.get(f"rows_{name}") or 0) for name in ledger.OUTCOMES}
+    return [f"  {name.replace('_', ' '):<10} {values[name]:,}"
+            for name in ledger.outcomes_shown(mode, values)]
+
+
 def print_summary(summary: dict[str, Any], stream: TextIO | None = None) -> None:
     lines = [
         f"job        {summary['job_id']}",
@@ -448,10 +452,9 @@ def print_summary(summary: dict[str, Any], stream: TextIO | None = None) -> None
         f"table      {summary['table']}",
         *([f"read as    {summary['source_format']}"] if summary.get("source_format") else []),
         f"status     {summary['status']}",
+        *([f"mode       {summary['mode']}"] if summary.get("mode", "put") != "put" else []),
         f"rows read  {summary['rows_read']:,}",
-        f"  written    {summary['rows_written']:,}",
-        f"  rejected   {summary['rows_rejected']:,}",
-        f"  superseded {summary['rows_superseded']:,}",
+        *outcome_lines(summary, summary.get("mode")),
         f"messages   {summary['messages_sent']:,}",
         f"elapsed    {summary['elapsed_s']:.2f} s "
         f"({format_rate(summary['rows_read'], summary['elapsed_s'], 'rows')})",

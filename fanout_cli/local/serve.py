@@ -125,9 +125,10 @@ class Activity:
 def outcome(item: Mapping[str, Any]) -> str:
     elapsed = job_elapsed_s(dict(item)) or 0.0
     rows = int(item.get("rows_read", 0))
-    return (f"{rows:,} rows read, {int(item.get('rows_written', 0)):,} written, "
-            f"{int(item.get('rows_rejected', 0)):,} rejected, "
-            f"{int(item.get('rows_superseded', 0)):,} superseded in {format_duration(elapsed)} "
+    counts = {name: int(item.get(f"rows_{name}", 0)) for name in ledger.OUTCOMES}
+    outcomes = ", ".join(f"{counts[name]:,} {name.replace('_', ' ')}"
+                         for name in ledger.outcomes_shown(item.get("mode"), counts))
+    return (f"{rows:,} rows read, {outcomes} in {format_duration(elapsed)} "
             f"({format_rate(rows, elapsed, 'rows')})")
 
 

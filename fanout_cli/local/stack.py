@@ -113,7 +113,7 @@ def settled_rows(item: dict[str, Any]) -> int:
     """Rows the writers have reported so far (an upper bound while messages are redelivered,
     exact once the job is complete)."""
     if item.get("status") == ledger.COMPLETE:
-        return sum(int(item.get(k, 0)) for k in ("rows_written", "rows_rejected", "rows_superseded"))
+        return sum(int(item.get(f"rows_{name}", 0)) for name in ledger.OUTCOMES)
     estimate = int(item.get("messages_reported", 0)) * ROWS_PER_MESSAGE
     return min(estimate, int(item["rows_read"])) if "rows_read" in item else estimate
 
@@ -165,14 +165,15 @@ def summary(stack: DeployedStack, item: dict[str, Any], elapsed_s: float) -> dic
                 ledger.totals(ledger.read_message_counts(stack.dynamodb, stack.ledger_table,
                                                          str(item["pk"]))).__dict__)
     counts = {name: int(item.get(f"rows_{name}", reported.get(name, 0)))
-              for name in ("written", "rejected", "superseded")}
+              for name in ledger.OUTCOMES}
     unreported = rows_read - sum(counts.values()) if item.get("status") == "INCOMPLETE" else 0
     return {
         "job_id": item["pk"], "stack": stack.name, "source": item.get("source"),
         "table": item.get("table") or stack.outputs.get("TableName"),
-        "status": item.get("status"), "rows_read": rows_read,
-        "rows_written": counts["written"], "rows_rejected": counts["rejected"] + unreported,
-        "rows_superseded": counts["superseded"], "rows_in_dlq_unreported": unreported,
+        "status": item.get("status"), "mode": item.get("mode", "put"), "rows_read": rows_read,
+        **{f"rows_{name}": count + (unreported if name == "rejected" else 0)
+           for name, count in counts.items()},
+        "rows_in_dlq_unreported": unreported,
         "messages_sent": int(item.get("messages_total", 0)),
         "elapsed_s": round(elapsed_s, 3),
         "rows_per_s": round(rows_read / elapsed_s, 1) if elapsed_s > 0 else None,

@@ -276,8 +276,11 @@ class Functions(Construct):
     def _grant_writer(self, config: StackConfig, storage: Storage, messaging: Messaging) -> None:
         pipeline = config.pipeline
         for statement in (
+            # BatchWriteItem puts and deletes; PutItem (insert) and UpdateItem (update)
+            # write one row a call. No DeleteItem: deletes go by BatchWriteItem.
             iam.PolicyStatement(
-                sid="WriteItems", actions=["dynamodb:BatchWriteItem"],
+                sid="WriteItems",
+                actions=["dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
                 resources=[storage.items_table.table_arn]),
             ledger_statement(storage),
             # Rejected rows are sent to the DLQ for the replayer.

@@ -57,9 +57,10 @@ types = { amount = "N", active = "BOOL", meta = "JSON" }
 """
 
 
-def test_mixed_good_and_bad_rows_are_each_accounted_for(tmp_path: Path) -> None:
+def mixed_file(tmp_path: Path, mode: str = "put") -> tuple[Path, Path]:
+    """60 rows, 6 of them bad in six ways, one superseded; and the spec, in `mode`."""
     spec_path = tmp_path / "spec.toml"
-    spec_path.write_text(MIXED_SPEC)
+    spec_path.write_text(MIXED_SPEC.replace("[table]\n", f'[table]\nmode = "{mode}"\n'))
     header = ["account", "offer_id", "amount", "active", "meta", "blob"]
     rows = []
     for i in range(60):
@@ -75,7 +76,11 @@ def test_mixed_good_and_bad_rows_are_each_accounted_for(tmp_path: Path) -> None:
     csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
     data = tmp_path / "mixed.csv"
     data.write_text(buffer.getvalue())
+    return data, spec_path
 
+
+def test_mixed_good_and_bad_rows_are_each_accounted_for(tmp_path: Path) -> None:
+    data, spec_path = mixed_file(tmp_path)
     result = ingest(IngestOptions(file=data, spec=load_spec(spec_path), out_dir=tmp_path / "out",
                                   wrap_clients=StrictLayer().wrap))
     s = result.summary
@@ -94,6 +99,27 @@ def test_mixed_good_and_bad_rows_are_each_accounted_for(tmp_path: Path) -> None:
     assert items[2]["meta"] == {"M": {"n": {"N": "1"}}}
     assert s["completion"]["TOTAL_NUMBER_OF_ITEMS_IN_ERROR"] == 6
     assert s["completion"]["ERROR_DATA_LOCATION"].startswith("s3://fanout-uploads/errors/")
+
+
+@pytest.mark.parametrize("mode", ["insert", "update", "delete"])
+def test_mixed_rows_are_each_accounted_for_in_every_write_mode(tmp_path: Path, mode: str) -> None:
+    data, spec_path = mixed_file(tmp_path, mode)
+    result = ingest(IngestOptions(file=data, spec=load_spec(spec_path), out_dir=tmp_path / "out",
+                                  wrap_clients=StrictLayer().wrap))
+    s = result.summary
+    names = ("rows_read", "rows_written", "rows_rejected", "rows_superseded", "rows_deleted",
+             "rows_skipped_existing")
+    rejected = [json.loads(x)["reason"]
+                for x in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    if mode == "delete":  # only the key is read: a bad value elsewhere, or a big one, is no fault
+        assert tuple(s[n] for n in names) == (60, 0, 2, 1, 57, 0)
+        assert rejected == ["empty_key", "column_count"]
+    else:  # the empty table: every insert is new, every update creates its item
+        assert tuple(s[n] for n in names) == (60, 53, 6, 1, 0, 0)
+        assert rejected == ["empty_key", "bad_number", "bad_number", "bad_bool",
+                            "item_too_large", "column_count"]
+    assert s["rows_read"] == sum(s[n] for n in names[1:])
+    assert s["completion"]["WRITE_MODE"] == mode
 
 
 @pytest.mark.parametrize("field_limit", [None, 1_100_000], ids=["parsable", "past-csv-field-limit"])

@@ -88,7 +88,9 @@ def test_existing_table_is_imported_not_created_and_granted_batch_writes(
               for s in p["Properties"]["PolicyDocument"]["Statement"]
               if s.get("Sid") == "WriteItems"]
     (write,) = writes
-    assert write["Action"] == "dynamodb:BatchWriteItem"
+    # BatchWriteItem (put, delete); PutItem and UpdateItem for the insert and update modes
+    assert write["Action"] == ["dynamodb:BatchWriteItem", "dynamodb:PutItem",
+                               "dynamodb:UpdateItem"]
     arn = json.dumps(write["Resource"])
     assert ":table/legacy-offers" in arn and "AWS::Region" in arn and "AWS::AccountId" in arn
     assert synth.json["Outputs"]["TableName"]["Value"] == "legacy-offers"

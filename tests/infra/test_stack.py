@@ -355,11 +355,15 @@ def test_writer_may_only_batch_write_items_use_the_ledger_reject_report_and_cons
     bucket_id = default_stack.logical_id(stack.storage.bucket)
     rows_queue = att(default_stack.logical_id(stack.messaging.rows_queue))
     granted = grants(default_stack, stack.functions.writer_role)
-    assert granted.pop("dynamodb:BatchWriteItem") == [
-        att(default_stack.logical_id(stack.storage.items_table))]
+    items = att(default_stack.logical_id(stack.storage.items_table))
+    assert granted.pop("dynamodb:BatchWriteItem") == [items]  # puts and deletes
     ledger = att(default_stack.logical_id(stack.storage.ledger_table))
-    for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem",
-                   "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem", "dynamodb:Query"):
+    # The insert and update write modes: one PutItem / UpdateItem a row on the items table
+    # (and the ledger's own); no DeleteItem anywhere (deletes go by BatchWriteItem).
+    for action in ("dynamodb:PutItem", "dynamodb:UpdateItem"):
+        assert granted.pop(action) == [items, ledger]
+    for action in ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem",
+                   "dynamodb:Query"):
         assert granted.pop(action) == [ledger]
     assert granted.pop("sqs:SendMessage") == [att(default_stack.logical_id(stack.messaging.dlq))]
     assert granted.pop("s3:PutObject") == [

@@ -408,3 +408,128 @@ def test_the_json_copy_holds_exactly_the_written_items(aws, stack, spec):
               for i in map(json.loads, body.splitlines())}
     assert copied == table_items(aws, settings.table_name)
     assert len(copied) == 5
+
+
+# ----------------------------------------------------------------------------- write modes
+
+def moded(seq: int, rows: list[list[str]], mode: str) -> RowsMessage:
+    return replace(message(seq, rows), mode=mode)
+
+
+def test_a_rejected_insert_row_keeps_its_mode_through_the_dlq_replayer(aws, stack, spec, tmp_path):
+    import csv as csv_module
+
+    from dlq_replayer.target import Target
+    from tests.integration.replayer_helpers import replayer
+
+    # Given a table holding a/1, and an insert message with a/1, a/2 and a row with no key
+    table = stack.settings.table_name
+    old = {"account": {"S": "a"}, "offer_id": {"S": "1"}, "risk": {"S": "old"}}
+    aws.dynamodb.put_item(TableName=table, Item=old)
+    layer = StrictLayer(Faults(items_table=table))
+    use(aws, stack, spec, layer)
+    rows = [["a", "1", "new"], ["a", "2", "new"], ["", "3", "new"]]
+    received = send(aws, stack, moded(0, rows, "insert"))
+    handler.lambda_handler(sqs_event(received, stack.rows_queue_arn), context())
+    assert table_items(aws, table)[("a", "1")] == old  # not overwritten
+    # The rejected row waits in the DLQ as an insert
+    target = Target(aws.sqs, stack.settings.dlq_url, stack.settings.rows_queue_url, wait_s=0)
+    export = tmp_path / "fix.csv"
+    assert replayer(target, "export", "--out", str(export))[0] == 0
+    with open(export, newline="") as f:
+        records = list(csv_module.DictReader(f))
+    records[0]["account"] = "a"  # fixed: a/3, a key the table does not hold yet
+    with open(export, "w", newline="") as f:
+        out = csv_module.DictWriter(f, fieldnames=list(records[0]))
+        out.writeheader()
+        out.writerows(records)
+    assert replayer(target, "redrive", "--fixes", str(export))[0] == 0
+    replayed = aws.sqs.receive_message(QueueUrl=stack.settings.rows_queue_url,
+                                       MaxNumberOfMessages=10, AttributeNames=["All"])["Messages"]
+    assert [decode(m["Body"]).mode for m in replayed] == ["insert"]
+    # When the writer takes the replay, it inserts the fixed row (a/3 did not exist)
+    handler.lambda_handler(sqs_event(replayed, stack.rows_queue_arn), context())
+    items = table_items(aws, table)
+    assert items[("a", "3")]["risk"] == {"S": "new"} and items[("a", "1")] == old
+    counts = ledger.read_message_counts(aws.dynamodb, stack.settings.ledger_table_name, "job-1")
+    assert counts["0"] == ledger.MessageCounts(written=1, rejected=1, skipped_existing=1)
+    assert ledger.totals(counts) == ledger.MessageCounts(written=2, rejected=0, skipped_existing=1)
+    assert layer.record.violations == []
+
+
+def test_a_delete_rejection_goes_to_the_dlq_as_a_delete(aws, stack, spec):
+    use(aws, stack, spec, StrictLayer())
+    received = send(aws, stack, moded(0, [["a", "1", "x"], ["", "2", "x"]], "delete"))
+    handler.lambda_handler(sqs_event(received, stack.rows_queue_arn), context())
+    (waiting,) = [decode(m["Body"]) for m in drain(aws.sqs, stack.settings.dlq_url)]
+    assert waiting.mode == "delete" and [r.reason for r in waiting.rejections] == ["empty_key"]
+    counts = ledger.read_message_counts(aws.dynamodb, stack.settings.ledger_table_name, "job-1")
+    assert counts["0"] == ledger.MessageCounts(rejected=1, deleted=1)
+
+
+def test_an_update_dynamodb_refuses_rejects_that_row_alone(aws, stack):
+    # Given a header so wide that an UpdateItem's expression passes DynamoDB's 4 KB
+    table = stack.settings.table_name
+    header = ["account", "offer_id"] + [f"column_{i}" for i in range(300)]
+    spec = Spec.default()
+    layer = StrictLayer(Faults(items_table=table))
+    use(aws, stack, spec, layer)
+    wide = ["a", "1"] + ["v"] * 300
+    narrow = ["a", "2"] + [""] * 299 + ["only"]  # one attribute set: a short expression
+    m = RowsMessage("job-1", 0, SOURCE, header, [2, 3], [wide, narrow], mode="update")
+    received = send(aws, stack, m)
+    handler.lambda_handler(sqs_event(received, stack.rows_queue_arn), context())
+    # Then the wide row is rejected as DynamoDB refused it, and the other is written
+    items = table_items(aws, table)
+    assert set(items) == {("a", "2")} and items[("a", "2")]["column_299"] == {"S": "only"}
+    (waiting,) = [decode(m["Body"]) for m in drain(aws.sqs, stack.settings.dlq_url)]
+    assert [(r.line, r.reason) for r in waiting.rejections] == [(2, "dynamodb_validation")]
+    assert "Expression size" in waiting.rejections[0].detail
+
+
+def test_row_writes_under_throttles_retry_inside_the_budget_and_cut_in_flight(aws, stack):
+    from writer.rows import update_request, write_rows
+
+    table = stack.settings.table_name
+    layer = StrictLayer(Faults(throttle_rate=0.3, items_table=table, seed=5))
+    ddb = layer.wrap(aws).dynamodb
+    requests = [update_request(table, {"account": {"S": "a"}, "offer_id": {"S": str(i)},
+                                       "risk": {"S": "r"}}, ["account", "offer_id"])
+                for i in range(40)]
+    slots = InFlight(8)
+    outcome = write_rows(ddb, requests, Budget(remaining_s=lambda: 60, sleep=lambda s: None),
+                         slots)
+    assert outcome.written == 40 and outcome.throttled == layer.record.injected["throttle"] > 0
+    assert slots.cuts > 0 and len(table_items(aws, table)) == 40
+    # With no time left, a throttled row fails the message instead of overrunning
+    always = StrictLayer(Faults(throttle_rate=1.0, items_table=table)).wrap(aws).dynamodb
+    with pytest.raises(TransientWriteError):
+        write_rows(always, requests[:1], Budget(remaining_s=lambda: 3.5))
+
+
+def test_the_items_client_sends_put_item_and_update_item_and_the_ledger_keeps_its_own(aws, stack):
+    """PutItem and UpdateItem on the items table go through the items client (parameter
+    validation off, botocore's own serializer: encode_whole only takes BatchWriteItem);
+    the ledger's calls on its own table through the standard client."""
+    from writer.batch_write import WriterDynamoDB
+    from writer.rows import insert_request, update_request, write_rows
+
+    table, keys = stack.settings.table_name, ["account", "offer_id"]
+    fast = items_client()
+    ddb = WriterDynamoDB(fast, aws.dynamodb, items_table=table)
+    assert ddb._route({"TableName": table}) is fast
+    assert ddb._route({"TableName": stack.settings.ledger_table_name}) is aws.dynamodb
+    item = {"account": {"S": "a"}, "offer_id": {"S": "1"}, "n": {"N": "1.50"},
+            "b": {"B": b"\x00\xff"}, "ss": {"SS": ["p", "q"]}, "m": {"M": {"x": {"N": "7"}}}}
+    budget = Budget(remaining_s=lambda: 60)
+    first = write_rows(ddb, [insert_request(table, item, keys)], budget)
+    again = write_rows(ddb, [insert_request(table, item, keys)], budget)
+    other = write_rows(ddb, [insert_request(table, item | {"n": {"N": "2"}}, keys)], budget)
+    assert (first.written, again.written, other.skipped) == (1, 1, [0])  # its own item: written
+    odd = {"account": {"S": "a"}, "offer_id": {"S": "1"}, "a.b": {"S": "dot"},
+           "SET": {"S": "reserved"}, "#x": {"S": "hash"}, ":y": {"S": "colon"}, "with space": {"N": "3"}}
+    assert write_rows(ddb, [update_request(table, odd, keys)], budget).written == 1
+    # A row that names only its key: the item exists, there is nothing to set: written, as is
+    only_key = {name: odd[name] for name in keys}
+    assert write_rows(ddb, [update_request(table, only_key, keys)], budget).written == 1
+    assert table_items(aws, table)[("a", "1")] == item | odd
