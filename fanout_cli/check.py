@@ -34,11 +34,14 @@ from fanout.contract import (
 from fanout.mapping import Spec
 from fanout.runtime import Runtime
 from fanout.settings import DEFAULT_CONFIG, Settings
+from fanout_cli.failures import logs_to_stderr
 from fanout_cli.local.file_s3 import FileS3
 from splitter.errors import InputError
 from splitter.range_reader import head
 from splitter.source import SourceError, open_source, with_hint
 from splitter.split import Checkpoint, NoProgress, cut_object
+from splitter.split import log as splitter_log
+from writer.load import log as writer_log
 from writer.load import map_rows
 
 SAMPLE_REJECTIONS = 5
@@ -123,6 +126,7 @@ class MappingSink:
 def check_file(path: Path, spec: Spec, *, range_bytes: int | None = None) -> CheckResult:
     """Run the splitter's cut and the writer's mapping over `path`; raise CheckError where
     the job itself would fail."""
+    logs_to_stderr(splitter_log, writer_log)
     started = time.perf_counter()
     s3 = FileS3(path)
     try:

@@ -8,8 +8,10 @@ and what to do, and an exit code their --help documents; never a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-from typing import NoReturn
+import sys
+from typing import Any, NoReturn
 from urllib.parse import urlparse
 
 from botocore.exceptions import (
@@ -98,3 +100,22 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1 (got {value})")
     return value
+
+
+class _Stderr:
+    """Whatever sys.stderr is when a line is written (a test's capture replaces it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def logs_to_stderr(*loggers: Any) -> None:
+    """Locally stdout is the summary's (and `--json`'s alone): the Lambdas' Powertools
+    loggers, which write their JSON lines to stdout as Lambda expects, write to stderr."""
+    for logger in loggers:
+        handler = logger.registered_handler
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(_Stderr())  # type: ignore[arg-type]

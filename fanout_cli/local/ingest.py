@@ -18,7 +18,7 @@ from fanout.contract import KIND_ROWS, ContractError, Source, decode, job_id_for
 from fanout.mapping import Spec
 from fanout.runtime import Runtime
 from fanout.settings import LOCAL_CONFIG, PipelineConfig, ResourceNames
-from fanout_cli.failures import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE  # noqa: F401 (public)
+from fanout_cli.failures import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, logs_to_stderr  # noqa: F401 (public)
 from fanout_cli.local.backpressure import BoundedQueueClient
 from fanout_cli.local.emulator import Emulator
 from fanout_cli.local.esm import EventSourceMapping
@@ -96,6 +96,7 @@ def ingest(options: IngestOptions) -> IngestResult:
     quiet_powertools()
     from splitter import handler as splitter_handler
     from writer import handler as writer_handler
+    logs_to_stderr(splitter_handler.logger, writer_handler.logger)
 
     started = time.monotonic()
     counter = RowCounter(text_bytes_estimate(options.file, found))
