@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -14,12 +15,32 @@ os.environ.update(
     POWERTOOLS_TRACE_DISABLED="true", POWERTOOLS_LOG_LEVEL="WARNING",
 )
 
+import botocore.loaders  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from fanout.aws import Clients  # noqa: E402
 from fanout.mapping import Spec  # noqa: E402
 from fanout.settings import LOCAL_CONFIG, ResourceNames  # noqa: E402
 from fanout_cli.local.resources import LocalStack, create_resources  # noqa: E402
+
+
+def _parse_botocore_data_once() -> None:
+    """botocore parses its JSON data files (endpoints, service models, rule sets) once per
+    Session, and fanout.aws makes a Session per client: each Clients.create() spent ~0.7 s
+    of its ~1 s parsing the same files again. Here they are parsed once per test process.
+    (A Session already shares one parsed model among its clients; the one in-place edit,
+    the sdk-extras merge, writes the same values each time.)"""
+    load_file = botocore.loaders.JSONFileLoader.load_file
+    parsed: dict[str, Any] = {}
+
+    def load_once(self: botocore.loaders.JSONFileLoader, file_path: str) -> Any:
+        if file_path not in parsed:
+            parsed[file_path] = load_file(self, file_path)
+        return parsed[file_path]
+    botocore.loaders.JSONFileLoader.load_file = load_once  # type: ignore[method-assign]
+
+
+_parse_botocore_data_once()
 
 # The issues' "done when" sizes (50k rows under faults, 100k rows with continuations) run
 # with FANOUT_FULL_SIZE=1 (`make test-full`); CI runs the same tests on smaller files so the
