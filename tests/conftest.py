@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,3 +67,18 @@ def spec() -> Spec:
 @pytest.fixture
 def stack(aws: Clients, spec: Spec) -> LocalStack:
     return create_resources(aws, spec, config=LOCAL_CONFIG, names=ResourceNames())
+
+
+# With pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), a group's tests run one
+# after another in one worker: the deployed tier shares one MiniStack (and starts the
+# others it needs one at a time), and the infra tests share one synthesis per context.
+XDIST_GROUPS = {"deployed": "ministack", "infra": "cdk-synth"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        folder = item.path.relative_to(tests).parts[0] if item.path.is_relative_to(tests) else ""
+        if folder in XDIST_GROUPS:
+            item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS[folder]))
