@@ -38,11 +38,17 @@ demo: setup
 	$(BIN)/fanout make-csv --rows $(ROWS) --seed 1 --output data.csv
 	$(BIN)/fanout serve --ingest data.csv
 
+# Two pytest processes (pytest-xdist): much of the suite waits (visibility timeouts,
+# MiniStack's Lambdas, the cdk CLI), so two share two cores well. tests/conftest.py keeps
+# the deployed tier in one of them (one MiniStack at a time) and the infra tests in one.
+PYTEST_PROCESSES ?= 2
+PYTEST_XDIST := -n $(PYTEST_PROCESSES) --dist loadgroup
+
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_XDIST)
 
 test-full: setup
-	FANOUT_FULL_SIZE=1 $(BIN)/python -m pytest
+	FANOUT_FULL_SIZE=1 FANOUT_FUZZ_EXAMPLES=2000 $(BIN)/python -m pytest $(PYTEST_XDIST)
 
 lint: setup
 	$(BIN)/ruff check .

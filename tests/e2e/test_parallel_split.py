@@ -18,10 +18,13 @@ from fanout_cli.local.ingest import IngestOptions, ingest
 from tests.e2e.test_continuation import CrashingS3
 from tests.strict_aws import Faults, StrictLayer
 
+ROWS = 1500  # about 40 kB
+READ = 2048  # bytes a ranged GET reads: two or three a range of the parallel split
+
 
 def make_file(tmp_path: Path) -> tuple[Path, list[list[str]]]:
     rows = [["account", "offer_id", "note"]]
-    for i in range(3000):
+    for i in range(ROWS):
         note = f'line one of {i}\nline "two", of {i}' if i % 3 == 0 else f"plain {i}"
         rows.append([f"a{i % 13}", str(i), note])
     buffer = io.StringIO()
@@ -36,7 +39,7 @@ def check(tmp_path: Path, rows: list[list[str]], summary: dict) -> None:
     assert s["status"] == "COMPLETE", s
     assert s["parallel_ranges"] >= 10  # it really was split in parallel ranges
     assert (s["rows_read"], s["rows_written"], s["rows_rejected"], s["rows_superseded"]) == (
-        3000, 3000, 0, 0)
+        ROWS, ROWS, 0, 0)
     got = {}
     for line in (tmp_path / "out" / "items.jsonl").read_text().splitlines():
         item = json.loads(line)["Item"]
@@ -48,7 +51,7 @@ def check(tmp_path: Path, rows: list[list[str]], summary: dict) -> None:
 def test_parallel_ranges_load_exactly_what_the_file_holds(tmp_path: Path, faults: str) -> None:
     data, rows = make_file(tmp_path)
     size = data.stat().st_size
-    # Any file over 10 kB is "large" here: ~12 ranges of ~12 kB, read 4 kB at a time.
+    # Any file over 10 kB is "large" here: ~12 ranges of ~3.6 kB, read 2 kB at a time.
     config = replace(LOCAL_CONFIG, parallel_threshold_bytes=10_000,
                      parallel_range_bytes=size // 12 + 1)
     # Duplicated deliveries also duplicate the scan and range-split events (the local
@@ -65,7 +68,7 @@ def test_parallel_ranges_load_exactly_what_the_file_holds(tmp_path: Path, faults
         return replace(wrapped, s3=crashes[-1])
 
     result = ingest(IngestOptions(file=data, spec=Spec.default(), out_dir=tmp_path / "out",
-                                  range_bytes=4096, config=config, wrap_clients=wrap))
+                                  range_bytes=READ, config=config, wrap_clients=wrap))
     check(tmp_path, rows, result.summary)
     assert strict.record.violations == []
     if faults == "crash":
@@ -81,13 +84,13 @@ def test_bad_input_in_a_later_range_fails_the_job_before_any_range_sends(
         tmp_path: Path, damage, message: str) -> None:
     data, _rows = make_file(tmp_path)
     content = data.read_bytes()
-    bad_at = content.index(b"plain 2500")
+    bad_at = content.index(b"plain 1250")
     data.write_bytes(content[:bad_at] + damage(content[bad_at:]))
     line = content.count(b"\n", 0, bad_at) + 1
     config = replace(LOCAL_CONFIG, parallel_threshold_bytes=10_000,
                      parallel_range_bytes=len(content) // 12 + 1)
     result = ingest(IngestOptions(file=data, spec=Spec.default(), out_dir=tmp_path / "out",
-                                  range_bytes=4096, config=config))
+                                  range_bytes=READ, config=config))
     s = result.summary
     assert s["status"] == "FAILED" and result.exit_code == 1 and s["parallel_ranges"] >= 10
     assert f"big.csv: line {line}: {message}" in s["error"]
@@ -100,7 +103,7 @@ def stray_quote_file(tmp_path: Path) -> tuple[Path, list[list[str]]]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["account", "offer_id", "note"])
-    for i in range(3000):
+    for i in range(ROWS):
         if i % 4 == 1:
             buffer.write(f'a{i % 13},{i},5\'10" and a 12" pizza\n')
         else:
@@ -120,11 +123,11 @@ def test_quotes_inside_unquoted_fields_load_exactly_as_csv_reader_reads_them(
     config = (replace(LOCAL_CONFIG, parallel_threshold_bytes=10_000, parallel_range_bytes=size // 12 + 1)
               if parallel else LOCAL_CONFIG)
     result = ingest(IngestOptions(file=data, spec=Spec.default(), out_dir=tmp_path / "out",
-                                  range_bytes=4096, config=config))
+                                  range_bytes=READ, config=config))
     s = result.summary
     assert s["status"] == "COMPLETE", s
     assert (s["parallel_ranges"] >= 10) == parallel
-    assert (s["rows_read"], s["rows_written"], s["rows_rejected"]) == (3000, 3000, 0)
+    assert (s["rows_read"], s["rows_written"], s["rows_rejected"]) == (ROWS, ROWS, 0)
     got = {}
     for line in (tmp_path / "out" / "items.jsonl").read_text().splitlines():
         item = json.loads(line)["Item"]
@@ -136,7 +139,7 @@ def test_a_bad_byte_at_the_end_of_a_file_enqueues_nothing(tmp_path: Path) -> Non
     data, _rows = make_file(tmp_path)
     data.write_bytes(data.read_bytes() + b"a1,late,\xc3\x28\r\n")
     result = ingest(IngestOptions(file=data, spec=Spec.default(), out_dir=tmp_path / "out",
-                                  range_bytes=4096))
+                                  range_bytes=READ))
     s = result.summary
     assert s["status"] == "FAILED"
     assert "bytes are not valid utf-8" in s["error"] and s["parallel_ranges"] == 0
@@ -157,7 +160,7 @@ def test_a_late_duplicate_event_replans_and_never_splits_sequentially(tmp_path: 
     with Emulator() as emulator:
         clients = emulator.clients()
         stack = create_resources(clients, Spec.default(), config=config, names=ResourceNames(),
-                                 range_bytes=4096)
+                                 range_bytes=READ)
         clients.s3.upload_file(str(data), stack.settings.bucket, "uploads/big.csv")
         sent: list[dict] = []
         now = [1_000_000.0]  # the ledger's clock: the test moves it, nothing waits

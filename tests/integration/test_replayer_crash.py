@@ -2,17 +2,18 @@
 
 The kill is simulated the hard way: an exception at a step of the redrive, and no
 clean-up afterwards (the messages it held stay invisible until their visibility
-timeout runs out, as after `kill -9`).
+timeout runs out, as after `kill -9`). The queues' clock jumps over that timeout
+instead of the test sleeping through it.
 """
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
+import moto.sqs.models
 import pytest
 from moto import mock_aws
 
@@ -56,6 +57,26 @@ class FailingSQS:
         return self._sqs.send_message_batch(**params)
 
 
+class QueueClock:
+    """moto's SQS clock (what visibility timeouts are measured on), plus whatever time a
+    test makes pass at once (`jump`)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.offset_s = 0.0
+        real_s, real_ms = moto.sqs.models.unix_time, moto.sqs.models.unix_time_millis
+        monkeypatch.setattr(moto.sqs.models, "unix_time", lambda *a: real_s(*a) + self.offset_s)
+        monkeypatch.setattr(moto.sqs.models, "unix_time_millis",
+                            lambda *a: real_ms(*a) + self.offset_s * 1000)
+
+    def jump(self, seconds: float) -> None:
+        self.offset_s += seconds
+
+
+@pytest.fixture
+def queue_clock(monkeypatch: pytest.MonkeyPatch) -> QueueClock:
+    return QueueClock(monkeypatch)
+
+
 @pytest.fixture
 def target() -> Iterator[Target]:
     with mock_aws():
@@ -95,7 +116,7 @@ EMPTY_KEY = frozenset({"empty_key"})
     ("send_rows", 2, frozenset()),  # in the middle of the second send to the rows queue
     ("send_dlq", 1, EMPTY_KEY),   # in the middle of sending a remainder back to the DLQ
 ])
-def test_kill_anywhere_loses_nothing_and_a_rerun_finishes(target, point, nth, reasons):
+def test_kill_anywhere_loses_nothing_and_a_rerun_finishes(target, queue_clock, point, nth, reasons):
     aws = SimpleNamespace(sqs=target.sqs)
     selected = {r for r in ALL_ROWS if not reasons or r not in {("job-a", "0", 7),
                                                                 ("job-a", "1", 27),
@@ -124,7 +145,7 @@ def test_kill_anywhere_loses_nothing_and_a_rerun_finishes(target, point, nth, re
         redrive(crashing, reader, reasons, hook)
 
     # Then every row is still in the DLQ or back in the rows queue (or both)
-    time.sleep(HOLD_S + 0.2)  # the killed run's holds run out
+    queue_clock.jump(HOLD_S + 0.2)  # the killed run's holds run out
     assert refs_in(aws.sqs, target.dlq_url) | refs_in(aws.sqs, target.rows_queue_url) == ALL_ROWS
 
     # When the replayer runs again, it finishes the job

@@ -8,11 +8,14 @@ most messages it had in flight at once."""
 
 from __future__ import annotations
 
-import gc
 import io
 import json
+import threading
+import weakref
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from bench.replayer_scale import MemorySQS, fill
 from dlq_replayer.cli import main
@@ -24,21 +27,41 @@ from dlq_replayer.target import Target
 from fanout.contract import decode
 
 
+class Alive:
+    """How many instances of a class are alive: each one counted from its __init__ until
+    it is freed (a weak reference's finalizer), so counting costs nothing per heap object
+    (gc.get_objects() took seconds a count once the whole suite had filled the heap)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, cls: type) -> None:
+        self.n = 0
+        self._lock = threading.Lock()
+        init = cls.__init__
+
+        def counted(obj: Any, *args: Any, **kwargs: Any) -> None:
+            init(obj, *args, **kwargs)
+            self._add(1)
+            weakref.finalize(obj, self._add, -1)
+        monkeypatch.setattr(cls, "__init__", counted)
+
+    def _add(self, n: int) -> None:
+        with self._lock:
+            self.n += n
+
+
 class CountingSQS(MemorySQS):
     """Also counts, every few receives, the DlqMessage and WaitingRow objects alive."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, messages: Alive, rows: Alive, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.calls = 0
+        self.messages, self.rows = messages, rows
         self.most_messages = self.most_rows = 0
 
     def receive_message(self, **params: Any) -> dict[str, Any]:
         self.calls += 1
         if self.calls % 5 == 0:
-            alive = gc.get_objects()
-            self.most_messages = max(self.most_messages,
-                                     sum(1 for o in alive if type(o) is DlqMessage))
-            self.most_rows = max(self.most_rows, sum(1 for o in alive if type(o) is WaitingRow))
+            self.most_messages = max(self.most_messages, self.messages.n)
+            self.most_rows = max(self.most_rows, self.rows.n)
         return super().receive_message(**params)
 
 
@@ -49,8 +72,9 @@ def _cli(sqs: MemorySQS, *argv: str) -> tuple[int, dict[str, Any]]:
     return code, json.loads(out.getvalue())
 
 
-def test_inspect_and_export_keep_one_receive_in_memory(tmp_path: Path):
-    sqs = CountingSQS()
+def test_inspect_and_export_keep_one_receive_in_memory(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch):
+    sqs = CountingSQS(Alive(monkeypatch, DlqMessage), Alive(monkeypatch, WaitingRow))
     fill(sqs, 6_000, 3)  # 2,000 messages
     code, summary = _cli(sqs, "inspect")
     assert code == 0 and summary["rows"] == 6_000 and summary["messages"] == 2_000
