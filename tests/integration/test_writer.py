@@ -262,13 +262,12 @@ def test_an_invocation_keeps_several_writes_in_flight_on_one_client(aws, stack, 
     table = SlowTable(aws.dynamodb, latency_s=0.05)
     use_slow(aws, stack, spec, table, in_flight=8)
     received = ten_messages(aws, stack)
-    started = time.monotonic()
     response = handler.lambda_handler(sqs_event(received, stack.rows_queue_arn), context())
-    elapsed = time.monotonic() - started
     assert response == {"batchItemFailures": []}
     assert len(table_items(aws, stack.settings.table_name)) == 500
-    assert 2 <= table.peak <= 8  # bounded by the setting
-    assert elapsed < 20 * 0.05  # not one call after another
+    # Calls overlapped (one after another would peak at 1), bounded by the setting; the
+    # speed this buys is the bench's to measure, not a timed assertion's.
+    assert 2 <= table.peak <= 8
     counts = ledger.read_message_counts(aws.dynamodb, stack.settings.ledger_table_name, "job-1")
     assert ledger.totals(counts) == ledger.MessageCounts(500, 0, 0) and len(counts) == 20
 
