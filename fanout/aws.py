@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,3 +39,11 @@ class Clients:
             sns=client("sns", endpoint_url=endpoint_url, region=region),
             lambda_=client("lambda", endpoint_url=endpoint_url, region=region),
         )
+
+
+def b64_default(value: Any) -> str:
+    """`json.dumps(default=)` for DynamoDB JSON: a B value (bytes) is its base64 text, as
+    on the wire; anything else json cannot encode is an error."""
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"cannot encode {type(value).__name__} as DynamoDB JSON")

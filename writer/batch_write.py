@@ -11,7 +11,6 @@ throttled table sees fewer calls, not a multiple of retries.
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 import threading
@@ -25,7 +24,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
-from fanout.aws import CLIENT_CONFIG
+from fanout.aws import CLIENT_CONFIG, b64_default
 from fanout.settings import MAX_BATCH_WRITE_ITEMS
 from fanout.telemetry import subsegment
 
@@ -113,7 +112,7 @@ def encode_whole(client: Any) -> None:
 
 
 def _take_items(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-    context[_BODY] = json.dumps(params, separators=(",", ":"), default=_base64).encode()
+    context[_BODY] = json.dumps(params, separators=(",", ":"), default=b64_default).encode()
     params["RequestItems"] = {table: [] for table in params["RequestItems"]}
 
 
@@ -123,10 +122,6 @@ def _put_body(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None
         params["body"] = body
 
 
-def _base64(value: Any) -> str:
-    if isinstance(value, bytes | bytearray):
-        return base64.b64encode(value).decode()
-    raise TypeError(f"cannot encode {type(value).__name__} in a BatchWriteItem body")
 
 
 class TransientWriteError(RuntimeError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 from collections import defaultdict
@@ -16,6 +15,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fanout import ledger
+from fanout.aws import b64_default
 from fanout.contract import (
     KIND_REJECTED,
     MODE_DELETE,
@@ -263,7 +263,7 @@ def write_json_copy(message: RowsMessage, items: list[dict[str, Any]], runtime: 
     """The old loader's JSON backup: the message's written items, one JSON line each, under
     json-copy/JOB/MESSAGE.jsonl (idempotent per message; the trigger ignores the prefix)."""
     settings = runtime.settings
-    body = "".join(json.dumps({"Item": item}, ensure_ascii=False, default=_b64) + "\n"
+    body = "".join(json.dumps({"Item": item}, ensure_ascii=False, default=b64_default) + "\n"
                    for item in items)
     runtime.clients.s3.put_object(
         Bucket=settings.bucket,
@@ -272,10 +272,6 @@ def write_json_copy(message: RowsMessage, items: list[dict[str, Any]], runtime: 
     )
 
 
-def _b64(value: Any) -> str:
-    if isinstance(value, bytes | bytearray):
-        return base64.b64encode(value).decode()
-    raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 def report_rejections(message: RowsMessage, rejections: list[Rejection], runtime: Runtime) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from fanout import dialect, ledger
-from fanout.aws import Clients
+from fanout.aws import Clients, b64_default
 from fanout.contract import KIND_ROWS, ContractError, Source, decode, job_id_for
 from fanout.mapping import Spec
 from fanout.runtime import Runtime
@@ -375,7 +375,7 @@ def write_outputs(clients: Clients, stack: LocalStack, job: str, options: Ingest
     items_written = 0
     with open(out / "items.jsonl", "w", encoding="utf-8") as f:
         for dynamo_item in table_items(clients, settings.table_name, options.emulator):
-            f.write(json.dumps({"Item": dynamo_item}, ensure_ascii=False, default=_b64) + "\n")
+            f.write(json.dumps({"Item": dynamo_item}, ensure_ascii=False, default=b64_default) + "\n")
             items_written += 1
     with open(out / "rejected.jsonl", "w", encoding="utf-8") as f:
         for r in rejected:
@@ -430,12 +430,6 @@ def table_items(clients: Clients, table: str, emulator: str) -> Iterator[dict[st
         yield from page.get("Items", [])
 
 
-def _b64(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray):
-        import base64
-
-        return base64.b64encode(value).decode()
-    raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 def outcome_lines(counts: dict[str, Any], mode: str | None) -> list[str]:
