@@ -85,3 +85,31 @@ def test_a_delete_job_on_the_same_stack_deletes_the_named_keys(local: Local,
     # What is left: the insert job's m32..m51, but m40 (its rejected row)
     left = items_by_key(dynamodb)
     assert sorted(int(offer[1:]) for _, offer in left) == [n for n in range(32, 52) if n != 40]
+
+
+def test_an_update_job_merges_into_items_and_creates_the_absent(local: Local,
+                                                               modes: ministack.Deployment,
+                                                               tmp_path: Path):
+    ministack.deploy(local.endpoint_url, stack_name=MODES_STACK, log=local.log,
+                     context={**modes.context, "spec": str(spec_file(tmp_path, "update"))})
+    dynamodb = local.client("dynamodb")
+    before = items_by_key(dynamodb)
+    (account, offer), kept = next((k, v) for k, v in sorted(before.items()))
+    # An attribute no row of the update mentions: it must survive the merge
+    dynamodb.update_item(TableName=MODES_TABLE, Key={"account": {"S": account},
+                                                     "offer_id": {"S": offer}},
+                         UpdateExpression="SET note = :n", ExpressionAttributeValues={
+                             ":n": {"S": "set before the update"}})
+    data = tmp_path / "update.csv"
+    data.write_text(f"account,offer_id,risk\n{account},{offer},updated\nacct-9,m99,new\n")
+    s3 = local.client("s3")
+    s3.upload_file(str(data), modes.outputs["BucketName"], "uploads/update.csv")
+    job = job_for_key(find_stack(MODES_STACK, local.endpoint_url), "uploads/update.csv")
+    item = finished_job(dynamodb, modes.outputs["LedgerTableName"], job)
+    assert item["status"] == ledger.COMPLETE and item["mode"] == "update", item
+    assert (item["rows_read"], item["rows_written"], item["rows_rejected"]) == (2, 2, 0)
+    after = items_by_key(dynamodb)
+    assert after[(account, offer)] == kept | {"risk": "updated", "note": "set before the update"}
+    assert after[("acct-9", "m99")] == {"account": "acct-9", "offer_id": "m99", "risk": "new"}
+    assert {k: v for k, v in after.items() if k not in {(account, offer), ("acct-9", "m99")}} \
+        == {k: v for k, v in before.items() if k != (account, offer)}  # no other item touched
