@@ -107,6 +107,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from fanout.contract import REPLAY_MARK
 
+# The table's key schema (both strings); infra and the local runtime create it from these.
+PARTITION_KEY, SORT_KEY = "pk", "sk"
 JOB_SK = "job"
 TALLY_SK = "tally"
 FOLD_SK = "fold"
@@ -191,7 +193,7 @@ def _n(value: int) -> dict[str, str]:
 
 
 def _key(job: str, sk: str) -> dict[str, dict[str, str]]:
-    return {"pk": _s(job), "sk": _s(sk)}
+    return {PARTITION_KEY: _s(job), SORT_KEY: _s(sk)}
 
 
 def _conditional_failed(exc: ClientError) -> bool:

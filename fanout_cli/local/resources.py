@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
+from fanout import ledger
 from fanout.aws import Clients
 from fanout.mapping import Spec
 from fanout.settings import PipelineConfig, ResourceNames, Settings
@@ -78,10 +79,10 @@ def create_resources(
                      BillingMode="PAY_PER_REQUEST")
     ddb.create_table(
         TableName=names.ledger_table,
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                              {"AttributeName": "sk", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
-                   {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": ledger.PARTITION_KEY, "AttributeType": "S"},
+                              {"AttributeName": ledger.SORT_KEY, "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": ledger.PARTITION_KEY, "KeyType": "HASH"},
+                   {"AttributeName": ledger.SORT_KEY, "KeyType": "RANGE"}],
         BillingMode="PAY_PER_REQUEST",
     )
     topic_arn = clients.sns.create_topic(Name=names.topic)["TopicArn"] if clients.sns else ""

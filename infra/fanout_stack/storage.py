@@ -8,6 +8,7 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from fanout import ledger
 from fanout_stack.config import StackConfig
 
 # The bucket holds uploads and error reports; keep noncurrent versions (when versioning
@@ -84,12 +85,12 @@ class Storage(Construct):
             )
             self.items_table_created = True
 
-        # The jobs ledger: pk/sk strings, as fanout.ledger and the local runtime use it.
+        # The jobs ledger: the key schema fanout.ledger owns (the local runtime uses it too).
         self.ledger_table = dynamodb.Table(
             self, "Ledger",
             table_name=config.ledger_table_name,
-            partition_key=attribute("pk", "S"),
-            sort_key=attribute("sk", "S"),
+            partition_key=attribute(ledger.PARTITION_KEY, "S"),
+            sort_key=attribute(ledger.SORT_KEY, "S"),
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=True),
