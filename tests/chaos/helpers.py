@@ -131,16 +131,54 @@ class Hooked:
 
 class JumpingClock:
     """The wall clock, plus whatever time a test makes pass at once (`jump`): how the
-    chaos suite lets a dead writer's lifetime go by without waiting for it."""
+    chaos suite lets a dead writer's lifetime go by without waiting for it.
+
+    Time passes for every invocation alike, and Lambda ends each at its timeout, so no
+    invocation can be alive on both sides of a jump longer than its lifetime: a folder
+    would find its lease (which lasts as long as it can live) taken while it still folds,
+    and two folders would race over the shards and the totals. So a jump waits until the
+    other invocations in flight have ended, and holds new ones back while it waits. The
+    event source mappings poll through `invocations(sqs)`: a worker thread is in an
+    invocation from a receive that returned messages to its next receive."""
 
     def __init__(self) -> None:
         self.offset = 0.0
+        self._in_flight: set[int] = set()  # the worker threads inside an invocation
+        self._jumping = 0
+        self._changed = threading.Condition()
 
     def __call__(self) -> float:
         return time.time() + self.offset
 
     def jump(self, seconds: float) -> None:
-        self.offset += seconds
+        """Let `seconds` pass, from an invocation that is dying (it makes no more calls)."""
+        with self._changed:
+            # The caller's invocation is over (two dying at once must not wait for each other).
+            self._in_flight.discard(threading.get_ident())
+            self._jumping += 1
+            try:
+                if not self._changed.wait_for(lambda: not self._in_flight, timeout=MAX_WAIT_S):
+                    raise AssertionError("the clock cannot jump: invocations never ended")
+                self.offset += seconds
+            finally:
+                self._jumping -= 1
+                self._changed.notify_all()
+
+    def invocations(self, sqs: Any) -> Hooked:
+        """`sqs` with its receive_message marking the calling thread's invocations."""
+
+        def receive_message(client: Any, **params: Any) -> Any:
+            me = threading.get_ident()
+            with self._changed:
+                self._in_flight.discard(me)  # its previous invocation has ended
+                self._changed.notify_all()
+                self._changed.wait_for(lambda: not self._jumping)
+                response = client.receive_message(**params)
+                if response.get("Messages"):
+                    self._in_flight.add(me)
+            return response
+
+        return Hooked(sqs, receive_message=receive_message)
 
 
 @dataclass

@@ -156,8 +156,9 @@ def test_writer_killed_mid_batch_write(data: Expected, tmp_path: Path) -> None:
 def test_writer_killed_after_writing_before_the_ledger(data: Expected, tmp_path: Path) -> None:
     """The writer dies after its items are written, between its log ticket and its record:
     the whole batch fails, SQS delivers all of it again, and once the dead writer's
-    lifetime has passed (the clock jumps over it) a settle voids its ticket; nothing is
-    counted twice and the job completes."""
+    lifetime has passed (the clock jumps over it, while no other invocation is in flight:
+    see JumpingClock) a settle voids its ticket; nothing is counted twice and the job
+    completes."""
     layer = StrictLayer()
     records, kills, voids = Counter(), Counter(), Counter()
     clock = JumpingClock()
@@ -175,7 +176,8 @@ def test_writer_killed_after_writing_before_the_ledger(data: Expected, tmp_path:
 
     def wrap(raw: Clients) -> Clients:
         strict = layer.wrap(raw)
-        return replace(strict, dynamodb=Hooked(strict.dynamodb, put_item=put_item))
+        return replace(strict, dynamodb=Hooked(strict.dynamodb, put_item=put_item),
+                       sqs=clock.invocations(strict.sqs))
 
     result = run(data, tmp_path / "out", wrap, clock=clock)
     assert kills.n == 2
