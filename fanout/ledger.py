@@ -85,7 +85,9 @@ takes messages_reported across a multiple of FOLD_MESSAGES, and on every report 
 messages_reported has reached messages_total; a fold adds its lease, its cursor and one
 write per shard touched. `python -m bench` measures all of it (see the README's scale
 section). The fold's lease lasts as long as the folding invocation can live, so one that
-was killed (a timeout) never holds it past its own end.
+was killed (a timeout) never holds it past its own end; another folder takes it over only
+HOLE_MARGIN_S after that (a shard write the killed folder had in flight, or a clock behind
+the next folder's, must not land after the next folder has summed the shards).
 
 Upgrades: jobs started by the previous format (batch records `b#<request id>` and a
 `messages_reported` on the job item, no `ledger_format`) cannot be counted by this one:
@@ -633,7 +635,8 @@ class FoldState:
 
 class FoldLost(RuntimeError):
     """Another folder changed a shard or took the lease: this fold stops; nothing is lost
-    (shards skip what they applied, and the next folder sums them again)."""
+    (shards skip what they applied, and the next folder sums them again: a lease is taken
+    over only HOLE_MARGIN_S after it ran out, so no write of this folder lands after that)."""
 
 
 def fold(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float = FOLD_LEASE_S,
@@ -689,9 +692,13 @@ def _acquire(ddb: Any, ledger_table: str, job: str, owner: str, until: float,
         previous: dict[str, Any] = ddb.update_item(
             TableName=ledger_table, Key=_key(job, FOLD_SK),
             UpdateExpression="SET lease_owner = :o, lease_until = :u, dirty = :true",
-            ConditionExpression="attribute_not_exists(lease_until) OR lease_until < :now",
+            # A lease its folder did not release (Lambda ended the folder) is taken over
+            # only HOLE_MARGIN_S after it ran out, as a hole is voided: a write the folder
+            # had in flight, or a clock behind this one, cannot land after the next folder
+            # summed the shards.
+            ConditionExpression="attribute_not_exists(lease_until) OR lease_until < :expired",
             ExpressionAttributeValues={":o": _s(owner), ":u": _n(int(until)), ":true": {"BOOL": True},
-                                       ":now": _n(int(now))},
+                                       ":expired": _n(int(now - HOLE_MARGIN_S))},
             ReturnValues="ALL_OLD",
         ).get("Attributes", {})
         return previous

@@ -531,3 +531,37 @@ def test_message_counted_answers_from_one_shard(aws, stack):
     assert [ledger.message_counted(aws.dynamodb, table, JOB, m)
             for m in ("5", "6", "9.1", "9.0", "5~fix", "5~other", str(ledger.SHARD_SEQS + 5))] == [
         True, False, True, False, True, False, False]
+
+
+def test_a_folders_late_shard_write_is_not_raced_by_a_takeover_inside_the_margin(aws, stack):
+    """Folder A's lease runs out (Lambda ended it) while its shard write is still in
+    flight, and lands 5 s later. A folder that comes in between must not take the lease
+    over: it would sum the shards before the late write and save totals short of it for
+    good. Past lease + HOLE_MARGIN_S the lease is free, and the counts are exact."""
+    table, clock = stack.settings.ledger_table_name, Clock()
+    start(aws, stack, total=2, rows=50)
+    c = MessageCounts(25, 0, 0)
+    ledger.record_batch(aws.dynamodb, table, "r1", {JOB: {"0": c}}, clock=clock)
+    ledger.record_batch(aws.dynamodb, table, "r2", {JOB: {"1": c}}, clock=clock)
+    seen: dict[str, Any] = {}
+
+    class LateA(Calls):
+        def put_item(self, **params):
+            if params["Item"]["sk"]["S"].startswith(ledger.SHARD_PREFIX) and "b" not in seen:
+                clock.now += ledger.FOLD_LEASE_S + 5  # A's lease is over; its write is not
+                late = dict(params)
+
+                class B(Calls):
+                    def batch_get_item(self, **p):  # B, had it taken over, sums the shards
+                        seen["landed"] = aws.dynamodb.put_item(**late)  # ... then A's lands
+                        return self.ddb.batch_get_item(**p)
+
+                seen["b"] = ledger.settle(B(aws.dynamodb), table, JOB, owner="B", **timed(clock))
+                return seen.get("landed") or self.ddb.put_item(**late)
+            return self.ddb.put_item(**params)
+
+    ledger.settle(LateA(aws.dynamodb), table, JOB, owner="A", **timed(clock))
+    assert seen["b"] is None and "landed" not in seen  # B left the lease alone
+    clock.now += ledger.HOLE_MARGIN_S + 1
+    ledger.settle(aws.dynamodb, table, JOB, owner="C", **timed(clock))
+    assert counts_of(aws, stack) == ("COMPLETE", 50, 0, 0)
