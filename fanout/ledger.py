@@ -262,6 +262,7 @@ class SplitState:
     parallel: bool = False  # planned as a parallel split: a retry plans it again
     range_bytes: int = 0  # the first try's range size (0: none recorded)
     checkpoint: str | None = None  # how far it came (the splitter's JSON)
+    mode: str = "put"  # the write mode the job started with (a later spec's does not count)
 
 
 def split_state(item: Mapping[str, Any] | None) -> SplitState:
@@ -269,7 +270,7 @@ def split_state(item: Mapping[str, Any] | None) -> SplitState:
     item = item or {}
     return SplitState(parallel="parallel_ranges" in item,
                       range_bytes=int(item.get("range_bytes") or 0),
-                      checkpoint=item.get("checkpoint"))
+                      checkpoint=item.get("checkpoint"), mode=item.get("mode") or "put")
 
 
 class LeaseLost(RuntimeError):
@@ -1201,6 +1202,11 @@ def plan_header(job_item: Mapping[str, Any]) -> tuple[list[str], int]:
     """The header a parallel split's plan recorded, and its line."""
     return ([h.get("S", "") for h in job_item.get("header", {}).get("L", [])],
             int(job_item.get("header_line", {}).get("N", "1")))
+
+
+def job_mode(job_item: Mapping[str, Any]) -> str:
+    """The write mode a (raw) job item was started with."""
+    return str(job_item.get("mode", {}).get("S", "put"))
 
 
 def status_of(job_item: Mapping[str, Any]) -> str:

@@ -140,7 +140,8 @@ def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any]) -> Non
             raise InputError(EARLIER_VERSION)
         enqueuer = Enqueuer(runtime.clients.sqs, settings.rows_queue_url)
         batcher = Batcher(enqueuer, job, info.source, ledger.plan_header(job_item)[0],
-                          spec.delimiter, index * RANGE_SEQ_SPAN, spec.mode)
+                          spec.delimiter, index * RANGE_SEQ_SPAN,
+                          ledger.job_mode(job_item))  # the job's, not a later spec's
         skip_header = index == 0
         try:
             for region in _owned_regions(runtime, info, task["owned"]):

@@ -6,7 +6,7 @@ import csv
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
@@ -199,6 +199,12 @@ def _split_job(
     # A parallel job stays parallel: a retry of its planner (or a late duplicate event)
     # plans it again, which only re-sends idempotent scans; it never splits sequentially.
     earlier = ledger.split_state(item)
+    if claim == "resume" and earlier.mode != runtime.spec.mode:
+        # A job keeps the write mode it started with: a spec deployed since (a
+        # continuation runs $LATEST) must not turn the rest of a put job into deletes.
+        log.warning("the job keeps its mode %s; the spec now says %s",
+                    earlier.mode, runtime.spec.mode)
+        runtime = replace(runtime, spec=replace(runtime.spec, mode=earlier.mode))
     parallel_job = (claim == "new" and _parallel(runtime, info)) or earlier.parallel
     if parallel_job and continue_split is not None:
         try:

@@ -484,3 +484,29 @@ def test_a_parallel_split_retried_after_it_finished_but_before_it_settled_still_
         assert len(settles) == 2 and drain(aws.sqs, summaries) == []
     finally:
         writer_handler.runtime.use(None)
+
+
+def test_a_resumed_split_keeps_its_jobs_mode_whatever_the_spec_says_now(aws, stack, runtime):
+    """A put job handed over to a continuation after a spec with another mode was deployed
+    (a continuation runs the function's latest code and environment): the rest of the
+    file still goes out as puts, never as deletes."""
+    from dataclasses import replace
+
+    from splitter.split import split_object
+
+    rows = make_rows(400)
+    put_csv(aws, stack.settings.bucket, "uploads/mode.csv", rows)
+    settings = replace(runtime.settings, range_bytes=1024, checkpoint_bytes=4096)
+    small = Runtime(settings, runtime.spec, aws)
+    assert small.spec.mode == "put"
+    handed_over: list[dict] = []
+    first = split_object(small, stack.settings.bucket, "uploads/mode.csv", owner="first",
+                         remaining_s=lambda: 0.0, continue_split=handed_over.append)
+    assert first.status == "continued"
+    redeployed = replace(small, spec=replace(small.spec, mode="delete"))
+    second = split_object(redeployed, stack.settings.bucket, "uploads/mode.csv", owner="second",
+                          remaining_s=lambda: 1e9, continue_split=handed_over.append)
+    assert second.status == "split" and second.rows_read == 400
+    messages = rows_messages(aws.sqs, settings.rows_queue_url)
+    assert [r for m in messages for r in m.rows] == rows
+    assert {m.mode for m in messages} == {"put"}
