@@ -318,8 +318,12 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def job_id_for(source: Source) -> str:
-    """A job id derived from the object version, so a duplicate S3 event maps to the same job."""
-    identity = f"{source.bucket}/{source.key}@{source.version or source.etag}"
+    """A job id derived from the object version, so a duplicate S3 event maps to the same job.
+
+    Version "null" (an object stored before its bucket's versioning was enabled, which
+    HeadObject then reports) counts as none: the ETag names it, as when it was uploaded."""
+    version = source.version if source.version != "null" else None
+    identity = f"{source.bucket}/{source.key}@{version or source.etag}"
     digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
     stem = _UNSAFE.sub("-", source.key.rsplit("/", 1)[-1])[:40].strip("-") or "object"
     return f"{stem}-{digest}"

@@ -316,11 +316,22 @@ class PrefixIngest:
             try:
                 head = self.stack.s3.head_object(Bucket=self.target.bucket, Key=load.key)
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                error = exc.response.get("Error", {})
+                if error.get("Code") in ("404", "NoSuchKey", "NotFound"):
                     load.action, load.reason = SKIPPED, "deleted since it was listed"
+                    return None
+                if error.get("Code") in ("403", "AccessDenied", "400", "BadRequest"):
+                    # This object alone (another account's, SSE-C): skip it, load the rest
+                    load.action, load.reason = SKIPPED, (
+                        f"HeadObject refused it ({error.get('Code')}: "
+                        f"{error.get('Message') or 'no message'})")
                     return None
                 raise
             etag, version = head["ETag"].strip('"'), head.get("VersionId")
+            if version == "null":
+                # Stored before versioning was enabled: its S3 event had no version id, so
+                # the splitter named its job by the ETag; so do we (and send none).
+                version = None
             size = int(head.get("ContentLength", size))
         load.job = job_id_for(Source(self.target.bucket, load.key, etag, version))
         return load, object_created_event(self.target.bucket, load.key, size=size, etag=etag,

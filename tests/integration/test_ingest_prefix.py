@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import pytest
+from botocore.exceptions import ClientError
 
 from fanout import ledger
 from fanout.aws import Clients
@@ -328,6 +329,57 @@ def test_a_versioned_object_is_loaded_in_its_current_version(
     assert obj["job"] == job_id_for(Source("versioned-lake", "v.csv", current["ETag"].strip('"'),
                                            current["VersionId"]))
     assert (obj["status"], obj["rows_written"]) == ("COMPLETE", 4)
+
+
+def test_an_object_stored_before_versioning_keeps_the_job_its_upload_started(
+        deployed: DeployedStack, clients: Clients, local_lambda: SplitterLambda,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its version id is "null": its S3 event had none, so its job is named by the ETag,
+    and a re-run after versioning was enabled finds that job instead of loading it again."""
+    s3 = clients.s3
+    s3.create_bucket(Bucket="later-versioned")
+    deployed.outputs["SourceBuckets"] = f"{SOURCE},later-versioned"
+    before = s3.put_object(Bucket="later-versioned", Key="old.csv", Body=csv_bytes("old", 3)[0])
+    s3.put_bucket_versioning(Bucket="later-versioned",
+                             VersioningConfiguration={"Status": "Enabled"})
+    real = deployed.s3.head_object
+
+    def head_object(**params: Any) -> Any:  # AWS says "null" for it; moto says nothing
+        return {"VersionId": "null"} | real(**params)
+
+    monkeypatch.setattr(deployed.s3, "head_object", head_object)
+    code, result, _ = run(deployed, "s3://later-versioned/", local_lambda)
+    assert code == EXIT_OK
+    (obj,) = result["objects"]
+    (event,) = local_lambda.events
+    assert "versionId" not in event["Records"][0]["s3"]["object"]
+    assert obj["job"] == job_id_for(Source("later-versioned", "old.csv",
+                                           before["ETag"].strip('"'), None))
+
+
+def test_an_object_head_object_refuses_is_skipped_and_the_rest_load(
+        deployed: DeployedStack, clients: Clients, local_lambda: SplitterLambda,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    s3 = clients.s3
+    s3.create_bucket(Bucket="partly-readable")
+    s3.put_bucket_versioning(Bucket="partly-readable",
+                             VersioningConfiguration={"Status": "Enabled"})
+    deployed.outputs["SourceBuckets"] = f"{SOURCE},partly-readable"
+    for key in ("a.csv", "theirs.csv"):
+        s3.put_object(Bucket="partly-readable", Key=key, Body=csv_bytes(key[0], 2)[0])
+    real = deployed.s3.head_object
+
+    def head_object(**params: Any) -> Any:
+        if params["Key"] == "theirs.csv":  # another account's object, say
+            raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "HeadObject")
+        return real(**params)
+
+    monkeypatch.setattr(deployed.s3, "head_object", head_object)
+    code, result, _ = run(deployed, "s3://partly-readable/", local_lambda)
+    by_key = {o["key"]: o for o in result["objects"]}
+    assert (by_key["a.csv"]["status"], by_key["a.csv"]["rows_written"]) == ("COMPLETE", 2)
+    assert "HeadObject refused it (403" in str(by_key["theirs.csv"])
+    assert len(local_lambda.events) == 1 and code == EXIT_OK
 
 
 def test_the_exit_code_is_the_worst_jobs(deployed: DeployedStack, clients: Clients,
