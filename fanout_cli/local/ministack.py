@@ -189,6 +189,7 @@ class MiniStack:
         _signal_group(group, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)
+        _wait_group_gone(group, timeout_s=5.0)
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
             self.scratch = None
@@ -198,6 +199,18 @@ class MiniStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _wait_group_gone(group: int, *, timeout_s: float) -> None:
+    """Until no process of the group is left: killed workers were re-parented to init,
+    which reaps them a moment later (until then they still count as the group's)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
 
 
 def _signal_group(group: int, sig: signal.Signals) -> None:
