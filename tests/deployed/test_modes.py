@@ -45,6 +45,20 @@ def items_by_key(dynamodb: Any) -> dict[tuple[str, str], dict[str, str]]:
     return {(i["account"], i["offer_id"]): i for i in scan(dynamodb, MODES_TABLE)}
 
 
+def redeploy(local: Local, modes: ministack.Deployment, folder: Path, mode: str) -> None:
+    """The same stack with a spec of another mode (only the functions' environment changes)."""
+    ministack.deploy(local.endpoint_url, stack_name=MODES_STACK, log=local.log,
+                     context={**modes.context, "spec": str(spec_file(folder, mode))})
+
+
+def upload_and_finish(local: Local, modes: ministack.Deployment, data: Path) -> dict[str, Any]:
+    """Upload `data` (S3 notification -> splitter -> writers) and return its finished job."""
+    key = f"uploads/{data.name}"
+    local.client("s3").upload_file(str(data), modes.outputs["BucketName"], key)
+    job = job_for_key(find_stack(MODES_STACK, local.endpoint_url), key)
+    return finished_job(local.client("dynamodb"), modes.outputs["LedgerTableName"], job)
+
+
 def test_an_insert_job_skips_the_keys_the_table_holds(local: Local, modes: ministack.Deployment,
                                                       tmp_path: Path):
     dynamodb = local.client("dynamodb")
@@ -67,18 +81,14 @@ def test_an_insert_job_skips_the_keys_the_table_holds(local: Local, modes: minis
 def test_a_delete_job_on_the_same_stack_deletes_the_named_keys(local: Local,
                                                                modes: ministack.Deployment,
                                                                tmp_path: Path):
-    ministack.deploy(local.endpoint_url, stack_name=MODES_STACK, log=local.log,
-                     context={**modes.context, "spec": str(spec_file(tmp_path, "delete"))})
+    redeploy(local, modes, tmp_path, "delete")
     dynamodb = local.client("dynamodb")
     # Lines 2..31 name m2..m31 (all in the table); line 60 names a key that is not there
     data = tmp_path / "delete.csv"
     write_csv(data, 30, tag="m")
     with open(data, "a") as f:
         f.write("acct-4,m60,gone\n")
-    s3 = local.client("s3")
-    s3.upload_file(str(data), modes.outputs["BucketName"], "uploads/delete.csv")
-    job = job_for_key(find_stack(MODES_STACK, local.endpoint_url), "uploads/delete.csv")
-    item = finished_job(dynamodb, modes.outputs["LedgerTableName"], job)
+    item = upload_and_finish(local, modes, data)
     assert item["status"] == ledger.COMPLETE and item["mode"] == "delete", item
     assert (item["rows_read"], item["rows_deleted"], item["rows_written"],
             item["rows_rejected"]) == (31, 31, 0, 0)
@@ -90,8 +100,7 @@ def test_a_delete_job_on_the_same_stack_deletes_the_named_keys(local: Local,
 def test_an_update_job_merges_into_items_and_creates_the_absent(local: Local,
                                                                modes: ministack.Deployment,
                                                                tmp_path: Path):
-    ministack.deploy(local.endpoint_url, stack_name=MODES_STACK, log=local.log,
-                     context={**modes.context, "spec": str(spec_file(tmp_path, "update"))})
+    redeploy(local, modes, tmp_path, "update")
     dynamodb = local.client("dynamodb")
     before = items_by_key(dynamodb)
     (account, offer), kept = next((k, v) for k, v in sorted(before.items()))
@@ -102,10 +111,7 @@ def test_an_update_job_merges_into_items_and_creates_the_absent(local: Local,
                              ":n": {"S": "set before the update"}})
     data = tmp_path / "update.csv"
     data.write_text(f"account,offer_id,risk\n{account},{offer},updated\nacct-9,m99,new\n")
-    s3 = local.client("s3")
-    s3.upload_file(str(data), modes.outputs["BucketName"], "uploads/update.csv")
-    job = job_for_key(find_stack(MODES_STACK, local.endpoint_url), "uploads/update.csv")
-    item = finished_job(dynamodb, modes.outputs["LedgerTableName"], job)
+    item = upload_and_finish(local, modes, data)
     assert item["status"] == ledger.COMPLETE and item["mode"] == "update", item
     assert (item["rows_read"], item["rows_written"], item["rows_rejected"]) == (2, 2, 0)
     after = items_by_key(dynamodb)
