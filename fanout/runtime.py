@@ -28,6 +28,8 @@ class Runtime:
     continue_split: Callable[[dict[str, Any]], None] | None = None
     # The ledger's wall clock (ticket stamps, the age of a hole, leases); tests move it.
     clock: Callable[[], float] = time.time
+    # How the ledger waits (a fold polling for a record that is on its way); tests pass theirs.
+    sleep: Callable[[float], None] = time.sleep
 
     @classmethod
     def from_env(cls, required: Sequence[str] = BASE_REQUIRED) -> Runtime:
@@ -119,7 +121,7 @@ def settle_job(runtime: Runtime, item: Mapping[str, Any], *, owner: str | None =
         settlement = ledger.settle(ddb, table, job, owner=owner or str(uuid.uuid4()),
                                    lease_s=left,
                                    budget_s=max(0.0, min(ledger.FOLD_BUDGET_S, left / 3)),
-                                   clock=runtime.clock,
+                                   clock=runtime.clock, sleep=runtime.sleep,
                                    writer_timeout_s=runtime.settings.writer_timeout_s)
     if settlement and settlement.summary:
         _publish(runtime, job, settlement.summary)
