@@ -328,7 +328,7 @@ class MemoryLedger:
     def _log_keys(self, low: str, high: str, skip: str) -> Iterator[str]:
         first, last = (int(x[len(ledger.LOG_PREFIX):]) for x in (low, high))
         for ticket in range(first, last + 1):
-            sk = ledger._log_sk(ticket)
+            sk = ledger.layout._log_sk(ticket)
             if sk != skip:
                 yield sk
 
@@ -487,7 +487,7 @@ def run_scale(messages: int = 4_000_000,
     fold_cpu = 0.0
     fold_units = Units()
     for ticket in range(1, job.tickets + 1):
-        record = {"pk": {"S": JOB}, "sk": {"S": ledger._log_sk(ticket)}, "m": {"S": job.record(ticket)},
+        record = {"pk": {"S": JOB}, "sk": {"S": ledger.layout._log_sk(ticket)}, "m": {"S": job.record(ticket)},
                   "r": {"S": f"request-{ticket}"}, "prev_at": {"N": "1764628800.123"}}
         now = record["m"]["S"].count(",") + 1
         reported += now

@@ -131,7 +131,7 @@ def floor_cost(rows: float, wru_per_row: float = 1.0, prices: Prices = PRICES) -
 class WriterAssumptions:
     batch_write_latency_s: float = 0.010  # one BatchWriteItem of 25 items in AWS
     ledger_write_latency_s: float = 0.005  # one small PutItem/UpdateItem
-    ledger_writes_per_invocation: int = 2  # see fanout/ledger.py
+    ledger_writes_per_invocation: int = 2  # see fanout/ledger/
     memory_mb: int = 512
     invoke_overhead_s: float = 0.002  # handler wrappers, batch processor, ESM hand-off
 
@@ -374,7 +374,7 @@ class PipelineAssumptions:
     send_batch: int = 10  # SendMessageBatch entries (the splitter's Enqueuer)
     receive_batch: int = 10  # the ESM's pollers take up to 10 messages a ReceiveMessage
     delete_batch: int = 10  # and delete what succeeded 10 a DeleteMessageBatch
-    ledger_writes_per_invocation: int = 2  # fanout/ledger.py: a batch record + a counter
+    ledger_writes_per_invocation: int = 2  # fanout/ledger/: a batch record + a counter
     range_bytes: int = 8 * 1024 * 1024  # the splitter's ranged GETs
     object_reads: int = 2  # the check pass, then the split
 

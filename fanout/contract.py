@@ -25,7 +25,7 @@ be split to fit the queue's maximum message size. A message is identified in a j
 `message_id` ("12" or "12.1"), which is what the ledger deduplicates on.
 
 Rows the dlq_replayer sends back carry `"replay": ID` and have message_id "12~ID", so
-the ledger counts them apart from the original messages (see fanout/ledger.py).
+the ledger counts them apart from the original messages (see fanout/ledger/).
 
 A rejected message (kind "rejected") carries the rows that can never be written, each
 with its source line and a reason, so the dlq_replayer can show, export and fix them.

@@ -266,9 +266,9 @@ def many_shards(monkeypatch: pytest.MonkeyPatch) -> None:
     spans 5 shards and is folded in several steps while it loads."""
     from fanout import ledger
 
-    monkeypatch.setattr(ledger, "SHARD_SEQS", 8)
-    monkeypatch.setattr(ledger, "FOLD_MESSAGES", 10)
-    monkeypatch.setattr(ledger, "LOG_PAGE", 2)
+    monkeypatch.setattr(ledger.layout, "SHARD_SEQS", 8)
+    monkeypatch.setattr(ledger.layout, "FOLD_MESSAGES", 10)
+    monkeypatch.setattr(ledger.layout, "LOG_PAGE", 2)
 
 
 def test_duplicates_over_many_shards(data: Expected, tmp_path: Path, many_shards: None) -> None:

@@ -277,7 +277,7 @@ def test_each_code_asset_is_the_core_plus_its_own_lambda(default_stack: Synth) -
     for package, asset in code.items():
         assert {p.name for p in asset.iterdir()} == {"fanout", package}
         files = {str(p.relative_to(asset)) for p in asset.rglob("*") if p.is_file()}
-        assert f"{package}/handler.py" in files and "fanout/ledger.py" in files
+        assert f"{package}/handler.py" in files and "fanout/ledger/__init__.py" in files
         assert not any("__pycache__" in f or not f.endswith(".py") for f in files)
     # The template points each function at its own asset.
     functions = default_stack.template.find_resources("AWS::Lambda::Function")

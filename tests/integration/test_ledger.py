@@ -103,17 +103,17 @@ def test_a_job_over_many_shards_counts_exactly_in_bounded_steps(aws, stack, monk
     """Three parallel ranges (seq namespaces 0, 1e9, 2e9), each over two shards, parts of
     a split message, 10% duplicates, folded in steps of about 30 entries read 2 records a
     page: exact, and no step reads more of the log than its step allows."""
-    monkeypatch.setattr(ledger, "FOLD_MESSAGES", 30)
-    monkeypatch.setattr(ledger, "LOG_PAGE", 2)
+    monkeypatch.setattr(ledger.layout, "FOLD_MESSAGES", 30)
+    monkeypatch.setattr(ledger.layout, "LOG_PAGE", 2)
     spans = []
-    real_read = ledger._read_log
+    real_read = ledger.folding._read_log
 
     def read_log(ddb, table_name, job, low, high):
         records, last = real_read(ddb, table_name, job, low, high)
         spans.append(len(records))
         return records, last
 
-    monkeypatch.setattr(ledger, "_read_log", read_log)
+    monkeypatch.setattr(ledger.folding, "_read_log", read_log)
     ids = [str(r * 1_000_000_000 + n) for r in range(3) for n in range(0, 6000, 97)]
     ids += ["12.0", "12.1"]  # message 12 had to be split in two parts
     start(aws, stack, total=len(ids), rows=len(ids) * 25)
@@ -130,7 +130,7 @@ def test_a_job_over_many_shards_counts_exactly_in_bounded_steps(aws, stack, monk
     assert done.status == ledger.COMPLETE
     assert counts_of(aws, stack) == (ledger.COMPLETE, 24 * len(ids), len(ids), 0)
     assert sum(spans) == len(batches) and max(spans) == 4 and len(spans) == 6
-    fold = ledger._get(aws.dynamodb, table, JOB, ledger.FOLD_SK)
+    fold = ledger.layout._get(aws.dynamodb, table, JOB, ledger.FOLD_SK)
     assert int(fold["cursor"]["N"]) == len(batches)
     assert not fold["dirty"]["BOOL"] and "lease_owner" not in fold
     shard_puts = [p for op, p in calls.calls if op == "put_item"
@@ -140,7 +140,7 @@ def test_a_job_over_many_shards_counts_exactly_in_bounded_steps(aws, stack, monk
 
 def test_a_replay_after_completion_recounts_only_its_shard(aws, stack, spec):
     runtime = Runtime(stack.settings, spec, aws)
-    ids = [str(n) for n in range(0, 3 * ledger.SHARD_SEQS, 250)]
+    ids = [str(n) for n in range(0, 3 * ledger.layout.SHARD_SEQS, 250)]
     start(aws, stack, total=len(ids), rows=len(ids) * 25)
     for n in range(0, len(ids), 10):
         for item in record(aws, stack, f"r{n}", {m: MessageCounts(20, 5, 0) for m in ids[n:n + 10]}):
@@ -158,14 +158,14 @@ def test_a_replay_after_completion_recounts_only_its_shard(aws, stack, spec):
     assert counts_of(aws, stack) == (ledger.COMPLETE, 20 * len(ids) + 3, 5 * len(ids) - 4, 1)
     shard_reads = [key["sk"]["S"] for op, p in calls.calls if op == "batch_get_item"
                    for key in p["RequestItems"][stack.settings.ledger_table_name]["Keys"]]
-    assert set(shard_reads) == {ledger._shard_sk(0)}
+    assert set(shard_reads) == {ledger.layout._shard_sk(0)}
     # The tally says the job is complete: no settle attempts the completion again.
     assert not [op for op, _ in calls.calls if op == "transact_write_items"]
     # The only queries read the two new log records: nothing else of the job is read.
     log_reads = [p["ExpressionAttributeValues"][":low"]["S"] for op, p in calls.calls
                  if op == "query"]
     completed_at = -(-len(ids) // 10)  # the tickets of the original messages
-    assert sorted(set(log_reads)) == [ledger._log_sk(completed_at + 1), ledger._log_sk(completed_at + 2)]
+    assert sorted(set(log_reads)) == [ledger.layout._log_sk(completed_at + 1), ledger.layout._log_sk(completed_at + 2)]
 
 
 class Clock:
@@ -201,7 +201,7 @@ def test_a_slow_writer_is_not_voided_and_the_fold_that_met_its_hole_returns_prom
 
     class Slow(Calls):
         def put_item(self, **params):
-            if params["Item"]["sk"]["S"] == ledger._log_sk(2):
+            if params["Item"]["sk"]["S"] == ledger.layout._log_sk(2):
                 clock.now += 30.0
                 # Ticket 3's writer reports the job's last message and settles.
                 last, = ledger.record_batch(aws.dynamodb, table, "r3",
@@ -210,8 +210,8 @@ def test_a_slow_writer_is_not_voided_and_the_fold_that_met_its_hole_returns_prom
                 before = clock.now
                 met["settled"] = settle(aws, stack, **timed(clock))
                 met["spent_s"] = clock.now - before
-                met["cursor"] = int(ledger._get(aws.dynamodb, table, JOB, ledger.FOLD_SK)["cursor"]["N"])
-                met["hole"] = ledger._get(aws.dynamodb, table, JOB, ledger._log_sk(2))
+                met["cursor"] = int(ledger.layout._get(aws.dynamodb, table, JOB, ledger.FOLD_SK)["cursor"]["N"])
+                met["hole"] = ledger.layout._get(aws.dynamodb, table, JOB, ledger.layout._log_sk(2))
             return self.ddb.put_item(**params)
 
     tally, = ledger.record_batch(Slow(aws.dynamodb), table, "slow",
@@ -224,7 +224,7 @@ def test_a_slow_writer_is_not_voided_and_the_fold_that_met_its_hole_returns_prom
     assert ledger.should_settle(tally)
     assert settle(aws, stack, **timed(clock)).status == ledger.COMPLETE
     assert counts_of(aws, stack) == (ledger.COMPLETE, 75, 0, 0)
-    assert "void" not in ledger._get(aws.dynamodb, table, JOB, ledger._log_sk(2))
+    assert "void" not in ledger.layout._get(aws.dynamodb, table, JOB, ledger.layout._log_sk(2))
 
 
 def dead_writer(aws, stack, clock: Clock, message: str) -> None:
@@ -249,11 +249,11 @@ def test_a_dead_writers_hole_is_voided_only_after_the_writer_timeout(aws, stack)
                         clock=clock)  # ticket 3
     clock.now += LIFETIME_S - 5.0 - 1.0  # ticket 2's writer could still be alive
     assert settle(aws, stack, **timed(clock)) is None
-    assert ledger._get(aws.dynamodb, table, JOB, ledger._log_sk(2)) == {}
+    assert ledger.layout._get(aws.dynamodb, table, JOB, ledger.layout._log_sk(2)) == {}
     assert counts_of(aws, stack) == (ledger.RUNNING, 25, 0, 0)  # ticket 3 waits behind it
     clock.now += 2.0  # now it cannot be
     assert settle(aws, stack, **timed(clock)) is None  # message 1 is still not counted
-    assert ledger._get(aws.dynamodb, table, JOB, ledger._log_sk(2))["void"]["BOOL"]
+    assert ledger.layout._get(aws.dynamodb, table, JOB, ledger.layout._log_sk(2))["void"]["BOOL"]
     assert counts_of(aws, stack) == (ledger.RUNNING, 50, 0, 0)
     ledger.record_batch(aws.dynamodb, table, "again", {JOB: {"1": MessageCounts(25, 0, 0)}},
                         clock=clock)  # SQS delivers the dead writer's batch again
@@ -308,7 +308,7 @@ def test_a_record_that_lands_while_the_stalled_folder_holds_the_lease_is_folded(
             if "REMOVE lease_owner" in params["UpdateExpression"] and not landed:
                 landed.append(True)
                 aws.dynamodb.put_item(TableName=table, Item={
-                    "pk": {"S": JOB}, "sk": {"S": ledger._log_sk(1)},
+                    "pk": {"S": JOB}, "sk": {"S": ledger.layout._log_sk(1)},
                     "m": {"S": "1:25:0:0"}, "r": {"S": "slow"}})
                 assert settle(aws, stack, **timed(clock)) is None  # the lease is taken
             return self.ddb.update_item(**params)
@@ -336,7 +336,7 @@ def test_a_writer_whose_record_put_fails_voids_its_own_ticket(aws, stack):
     with pytest.raises(ClientError):
         ledger.record_batch(Throttled(aws.dynamodb), table, "r1",
                             {JOB: {"0": MessageCounts(25, 0, 0)}}, clock=clock)
-    assert ledger._get(aws.dynamodb, table, JOB, ledger._log_sk(1))["void"]["BOOL"]
+    assert ledger.layout._get(aws.dynamodb, table, JOB, ledger.layout._log_sk(1))["void"]["BOOL"]
     ledger.record_batch(aws.dynamodb, table, "again", {JOB: {"0": MessageCounts(25, 0, 0)}},
                         clock=clock)
     assert settle(aws, stack, **timed(clock)).status == ledger.COMPLETE
@@ -347,7 +347,7 @@ def test_a_fold_that_died_half_way_is_redone_exactly(aws, stack):
     """The folder dies after writing one of two shards: the next folder finds the lease
     dirty, sums the shards again, and skips what the dead one applied."""
     table = stack.settings.ledger_table_name
-    ids = ["1", str(ledger.SHARD_SEQS + 1), "2"]
+    ids = ["1", str(ledger.layout.SHARD_SEQS + 1), "2"]
     start(aws, stack, total=3, rows=75)
     record(aws, stack, "r1", {m: MessageCounts(25, 0, 0) for m in ids[:2]})
 
@@ -361,7 +361,7 @@ def test_a_fold_that_died_half_way_is_redone_exactly(aws, stack):
 
     with pytest.raises(RuntimeError, match="killed"):
         ledger.settle(DiesOnSecondShard(aws.dynamodb), table, JOB, owner="dead")
-    fold = ledger._get(aws.dynamodb, table, JOB, ledger.FOLD_SK)
+    fold = ledger.layout._get(aws.dynamodb, table, JOB, ledger.FOLD_SK)
     assert fold["dirty"]["BOOL"] and "lease_owner" not in fold  # released, marked dirty
     record(aws, stack, "r2", {"2": MessageCounts(20, 5, 0), "1": MessageCounts(25, 0, 0)})
     assert settle(aws, stack).status == ledger.COMPLETE
@@ -372,7 +372,7 @@ def test_a_replay_recorded_while_folding_is_not_left_out(aws, stack, monkeypatch
     table = stack.settings.ledger_table_name
     start(aws, stack, total=1, rows=25)
     record(aws, stack, "r0", {"0": MessageCounts(20, 5, 0)})
-    real = ledger._read_log
+    real = ledger.folding._read_log
     calls = {"n": 0}
 
     def racing_read(ddb, table_name, job, low, high):
@@ -382,7 +382,7 @@ def test_a_replay_recorded_while_folding_is_not_left_out(aws, stack, monkeypatch
             ledger.record_batch(ddb, table_name, "r1", {JOB: {"0~fix": MessageCounts(2, 0, 0)}})
         return records
 
-    monkeypatch.setattr(ledger, "_read_log", racing_read)
+    monkeypatch.setattr(ledger.folding, "_read_log", racing_read)
     done = settle(aws, stack)
     assert done.status == ledger.COMPLETE
     # The folder looked at the tally again before it let go, and folded the replay too.
@@ -529,7 +529,7 @@ def test_message_counted_answers_from_one_shard(aws, stack):
                               "5~fix": MessageCounts(1, 0, 0)})
     settle(aws, stack)
     assert [ledger.message_counted(aws.dynamodb, table, JOB, m)
-            for m in ("5", "6", "9.1", "9.0", "5~fix", "5~other", str(ledger.SHARD_SEQS + 5))] == [
+            for m in ("5", "6", "9.1", "9.0", "5~fix", "5~other", str(ledger.layout.SHARD_SEQS + 5))] == [
         True, False, True, False, True, False, False]
 
 

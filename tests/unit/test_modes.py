@@ -115,7 +115,7 @@ def test_map_rows_still_rejects_rows_as_the_spec_says():
 def test_log_entries_carry_the_new_outcomes_only_when_they_are_not_zero():
     counts = {"0": ledger.MessageCounts(1, 2, 3), "1.1": ledger.MessageCounts(0, 1, 0, 20, 4),
               "2~abc": ledger.MessageCounts(0, 0, 0, 1, 0)}
-    encoded = ledger._encode_entries(counts)
+    encoded = ledger.layout._encode_entries(counts)
     assert encoded == "0:1:2:3,1.1:0:1:0:20:4,2~abc:0:0:0:1:0"
     assert dict(ledger.parse_entries(encoded)) == counts
     assert dict(ledger.parse_entries("7:25:0:0")) == {"7": ledger.MessageCounts(25)}

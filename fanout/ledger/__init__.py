@@ -1,0 +1,207 @@
+"""The jobs ledger: exact counts under duplicate delivery, with work per invocation that
+does not grow with the job.
+
+Layout (one DynamoDB table, `pk`/`sk` strings, `pk` = the job id). This module is the
+one owner of it:
+
+* the job item, `sk="job"`: status, source, table, `ledger_format`, rows_read and
+  messages_total (set by the splitter when it has sent everything), the split's lease and
+  checkpoint, started/finished, `mode` (the write mode, absent for put) and, once
+  complete, the exact counts (`rows_<outcome>` for each of OUTCOMES: `rows_written`,
+  `rows_rejected`, `rows_superseded`, `rows_deleted`, `rows_skipped_existing`; and
+  `counted_through`, the log position they include). A parallel split (splitter/fan.py) adds
+  to it `parallel_ranges` (how many), `scans_done` / `ranges_done` (number sets of the
+  steps that reported) and `scans_fanned` / `ranges_fanned` (the stage started its next,
+  once); its steps' results sit beside it, one item per step: `scan#<index, 5 digits>`
+  (where the range's records start, for both start states) and `range#<index>` (what
+  the range sent). Only the functions under "Parallel split steps" below touch them;
+* the tally, `sk="tally"`: the writers' hot counter, kept apart from the job item so its
+  update costs 1 write unit however large the job item grows (a 64 KiB header, the
+  parallel split's done-sets): `tickets` (log records handed out), `ticket_at` (the
+  clock of the writer that took the last one, when it asked), `messages_reported` (an
+  upper bound: duplicates count twice), a copy of messages_total and the format, and
+  `completed_at` once the job is complete;
+* the log, `sk="log#<ticket, 12 digits>"`: one record per writer invocation and job,
+  `m` = `message_id:written:rejected:superseded,...` for each message it finished (with
+  `:deleted:skipped_existing` after them when either is not 0: a put's entry is as
+  before, and an entry without them reads as 0 for both), and
+  `prev_at`, the `ticket_at` its ticket's ADD replaced (when the previous ticket was
+  asked for). The writer takes its ticket from the tally (ADD, so tickets are dense: 1,
+  2, 3, ...) and then writes the record under it, conditionally (`attribute_not_exists`).
+  A ticket whose record has not come (a hole) stops the fold there; it is voided with a
+  tombstone, `void`, written under the same condition, only once no writer can still
+  write it: its writer has outlived the writer function's timeout plus HOLE_MARGIN_S,
+  judged from `prev_at` of the records after it (see `HolePolicy`). A writer whose
+  record put fails voids its own ticket before its batch fails. So a live writer is
+  never voided; one that outlived its own lifetime would find its ticket taken, fail
+  its batch, and SQS would deliver it again under a new ticket;
+* the shards, `sk="shard#<seq // SHARD_SEQS, 12 digits>"`: what the log says about
+  sequence numbers [k*4096, (k+1)*4096), folded: `bits` (a 512-byte bitmap, one bit per
+  seq whose message is counted), `parts` (the ids "seq.part" of messages that were split
+  to fit the queue), `replays` (the ids of replayed messages counted), their `distinct`
+  original messages, a count per outcome (OUTCOMES: `written`, `rejected`, `superseded`,
+  `deleted`, `skipped_existing`; replays included), and `applied`
+  (the last ticket folded into it). Both the sequential split's seqs (row index // 25)
+  and a parallel split's (range index * 1e9 + n) map to shards this way: a shard is a
+  seq range, whatever namespace it is in;
+* the fold, `sk="fold"`: the log position folded (`cursor`), the job's running
+  `distinct` and a count per outcome (the sums over its shards), and the
+  folder's lease (`lease_owner`, `lease_until`, `dirty`).
+
+Counting (see `fold`): the folder holds the fold's lease and reads the log from the
+cursor in steps of about FOLD_MESSAGES entries; each entry is set in its shard's bitmap
+and counted only if its bit was clear, so a duplicate changes nothing. A step reads and
+writes only the shards its entries touch, and the job's totals move by the shards'
+deltas: no step reads the whole job. A shard skips the entries of tickets it has
+already applied, so a step that died half way is redone exactly; the next folder finds
+the lease `dirty` and sums the shards again (≈1,000 small items at 4M messages).
+
+Holes: a fold that meets one polls for its record for HOLE_WAIT_S (a writer between
+its two writes, usually), then stops at it, keeping its cursor before it, and returns:
+nothing blocks on a slow writer. The writer of a record that came HOLE_WAIT_S or more
+after its ticket folds itself (a folder may have stopped at it), and a folder that
+stopped looks at the hole once more after releasing its lease, so a record that came
+while the lease was held is not left behind. A hole whose writer died is voided by the
+first settle after its writer's lifetime; at the end of a job that is the settle of the
+dead writer's own batch, which SQS delivers again after the visibility timeout (always
+longer than the writer timeout plus the margin), and whose record's `prev_at` dates the
+hole just before it (the stack sets the visibility timeout to 6x the writer timeout).
+
+Completion is attempted only when `distinct` (which duplicates do not inflate) reaches
+messages_total: one transaction, the status flip RUNNING → COMPLETE conditional on the
+tally's `tickets` being the fold's cursor (the same update sets the tally's
+`completed_at`), so it is detected, and its summary returned for publishing, exactly
+once, and that summary counts every report recorded before it. After COMPLETE, a
+replay or a late duplicate is one more log record, folded into its own shard, and the
+job item's counts are moved by its delta (`counted_through` keeps an older folder from
+writing over a newer count); the fold reads `completed_at` in the tally, so such a
+settle does not try the completion again.
+
+Cost: a writer invocation writes 2 items, as the previous format did: the tally ADD
+(1 write unit) and its log record (about 18 bytes a message: 1 unit up to ~55 messages).
+With 10 messages of 25 rows that is 2 write units per 250 data writes (0.8%); at the
+stack's batch size of 100 messages, 3 per 2,500 (0.12%). A writer folds when its report
+takes messages_reported across a multiple of FOLD_MESSAGES, and on every report once
+messages_reported has reached messages_total; a fold adds its lease, its cursor and one
+write per shard touched. `python -m bench` measures all of it (see the README's scale
+section). The fold's lease lasts as long as the folding invocation can live, so one that
+was killed (a timeout) never holds it past its own end; another folder takes it over only
+HOLE_MARGIN_S after that (a shard write the killed folder had in flight, or a clock behind
+the next folder's, must not land after the next folder has summed the shards).
+
+Upgrades: jobs started by the previous format (batch records `b#<request id>` and a
+`messages_reported` on the job item, no `ledger_format`) cannot be counted by this one:
+a writer or a splitter that meets one fails it, with its id and the reason, instead
+
+The package, floor by floor (a module imports only from the floors below it, never a
+sibling on its own floor):
+
+* `layout`: keys, item kinds, tunables, outcome names, codecs;
+* `legacy` (the previous format) and `log` (a log record's void);
+* one module per item kind: `split` (the job item while splitting), `tally` (the tally
+  and the log records), `folding` (the fold, the shards, holes), `steps` (a parallel
+  split's steps);
+* `complete` (completion) and `reads` (what the CLI and the tools read);
+* this door, which is all the rest of fanout imports.
+"""
+
+from fanout.ledger import folding, layout
+from fanout.ledger.complete import (
+    COMPLETE_ATTEMPTS,
+    ROWS_SET,
+    SUMMARY_NAMES,
+    Settlement,
+    completion_summary,
+    mark_published,
+    settle,
+)
+from fanout.ledger.folding import FoldLost, FoldState, HolePolicy, Shard, Totals, fold, sum_shards
+from fanout.ledger.layout import (
+    COMPLETE,
+    FAILED,
+    FOLD_BUDGET_S,
+    FOLD_LEASE_S,
+    FOLD_SK,
+    HOLE_MARGIN_S,
+    HOLE_POLL_S,
+    HOLE_WAIT_S,
+    JOB_SK,
+    LEDGER_FORMAT,
+    LOG_PREFIX,
+    MAX_BATCH_GET,
+    MODE_OUTCOMES,
+    OUTCOMES,
+    PARTITION_KEY,
+    RUNNING,
+    SHARD_PREFIX,
+    SORT_KEY,
+    SPLIT_LEASE_S,
+    SPLITTING,
+    TALLY_SK,
+    WRITER_TIMEOUT_S,
+    Clock,
+    MessageCounts,
+    counts_of,
+    is_replay,
+    job_counts,
+    job_id,
+    job_mode,
+    now_iso,
+    outcomes_shown,
+    parse_entries,
+    plain,
+    raw_job,
+    shard_of,
+    status_of,
+)
+from fanout.ledger.legacy import (
+    OLD_FORMAT_ERROR,
+    fail_old_format,
+    is_old_format_job,
+    old_format_summary,
+)
+from fanout.ledger.reads import (
+    BATCH_GET_ATTEMPTS,
+    get_job,
+    jobs_by_id,
+    message_counted,
+    read_message_counts,
+    totals,
+)
+from fanout.ledger.split import (
+    LeaseLost,
+    SplitState,
+    fail_job,
+    finish_split,
+    release_split,
+    save_checkpoint,
+    split_state,
+    start_job,
+)
+from fanout.ledger.steps import (
+    mark_fanned,
+    plan_header,
+    record_plan,
+    report_step,
+    stage_fanned,
+    step_results,
+    steps_done,
+)
+from fanout.ledger.tally import TicketVoided, record_batch, should_settle
+
+__all__ = [
+    "BATCH_GET_ATTEMPTS", "COMPLETE", "COMPLETE_ATTEMPTS", "FAILED", "FOLD_BUDGET_S",
+    "FOLD_LEASE_S", "FOLD_SK", "HOLE_MARGIN_S", "HOLE_POLL_S", "HOLE_WAIT_S", "JOB_SK",
+    "LEDGER_FORMAT", "LOG_PREFIX", "MAX_BATCH_GET", "MODE_OUTCOMES", "OLD_FORMAT_ERROR",
+    "OUTCOMES", "PARTITION_KEY", "ROWS_SET", "RUNNING", "SHARD_PREFIX", "SORT_KEY",
+    "SPLITTING", "SPLIT_LEASE_S", "SUMMARY_NAMES", "TALLY_SK", "WRITER_TIMEOUT_S", "Clock",
+    "FoldLost", "FoldState", "HolePolicy", "LeaseLost", "MessageCounts", "Settlement", "Shard",
+    "SplitState", "TicketVoided", "Totals", "completion_summary", "counts_of", "fail_job",
+    "fail_old_format", "finish_split", "fold", "get_job", "is_old_format_job", "is_replay",
+    "folding", "job_counts", "job_id", "job_mode", "jobs_by_id", "layout", "mark_fanned", "mark_published",
+    "message_counted", "now_iso", "old_format_summary", "outcomes_shown", "parse_entries",
+    "plain", "plan_header", "raw_job", "read_message_counts", "record_batch", "record_plan",
+    "release_split", "report_step", "save_checkpoint", "settle", "shard_of", "should_settle",
+    "split_state", "stage_fanned", "start_job", "status_of", "step_results", "steps_done",
+    "sum_shards", "totals",
+]

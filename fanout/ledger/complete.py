@@ -1,0 +1,158 @@
+"""Completion: the job's status flip to COMPLETE once every message is counted, exactly
+once, and the counts moved after it by a replay or a late duplicate."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from fanout.ledger.folding import FoldLost, fold
+from fanout.ledger.layout import (
+    COMPLETE,
+    FOLD_BUDGET_S,
+    FOLD_LEASE_S,
+    JOB_SK,
+    OUTCOMES,
+    RUNNING,
+    TALLY_SK,
+    WRITER_TIMEOUT_S,
+    Clock,
+    _conditional_failed,
+    _key,
+    _n,
+    _outcome_values,
+    _s,
+    now_iso,
+    outcomes_shown,
+    plain,
+    raw_job,
+)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What settling found: the job's status and, for the caller that must publish it,
+    the summary (the one that completed the job, or a later one while no summary is
+    recorded as published)."""
+
+    status: str
+    summary: dict[str, Any] | None = None
+
+
+COMPLETE_ATTEMPTS = 5
+
+
+# The job item's counts: `rows_<outcome>` for every outcome, set from `_outcome_values`.
+ROWS_SET = ", ".join(f"rows_{name} = :rows_{name}" for name in OUTCOMES)
+
+
+def settle(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float = FOLD_LEASE_S,
+           budget_s: float = FOLD_BUDGET_S, clock: Callable[[], float] = time.time,
+           sleep: Callable[[float], None] = time.sleep,
+           writer_timeout_s: float = WRITER_TIMEOUT_S) -> Settlement | None:
+    """Fold the job's new log records; complete the job when its count of distinct
+    messages reaches messages_total, or move a completed job's counts after a replay or a
+    late duplicate. None when another folder has the work, or the fold stopped at a
+    ticket whose writer may still be alive (see `fold`).
+
+    The completion is one transaction: the status flip RUNNING → COMPLETE, conditional on
+    the tally holding no ticket the fold has not read, which marks the tally complete
+    too. So it happens once, and its counts (the published summary's) include every
+    report recorded before it; a report that came in meanwhile (a replay, say) makes this
+    folder fold again and retry. A settle after completion sees the mark in the tally
+    the fold reads, and goes straight to moving the counts."""
+    for _ in range(COMPLETE_ATTEMPTS):
+        try:
+            state = fold(ddb, ledger_table, job, owner=owner, lease_s=lease_s, budget_s=budget_s,
+                         clock=clock, sleep=sleep, writer_timeout_s=writer_timeout_s)
+        except FoldLost:
+            return None  # another folder has the work
+        if state is None or state.messages_total is None:
+            return None
+        values = {**_outcome_values(state.totals.counts, "rows_"), ":c": _n(state.cursor),
+                  ":complete": _s(COMPLETE)}
+        if state.complete:
+            break
+        if state.stalled is not None or state.totals.distinct < state.messages_total:
+            return None
+        try:
+            ddb.transact_write_items(TransactItems=[
+                {"Update": {
+                    "TableName": ledger_table, "Key": _key(job, TALLY_SK),
+                    "UpdateExpression": "SET completed_at = :t",
+                    "ConditionExpression": "tickets = :c",
+                    "ExpressionAttributeValues": {":c": _n(state.cursor), ":t": _s(now_iso(clock))}}},
+                {"Update": {
+                    "TableName": ledger_table, "Key": _key(job, JOB_SK),
+                    "UpdateExpression": "SET #st = :complete, finished_at = :t, "
+                                        f"{ROWS_SET}, counted_through = :c",
+                    "ConditionExpression": "#st = :running",
+                    "ExpressionAttributeNames": {"#st": "status"},
+                    "ExpressionAttributeValues": values | {":t": _s(now_iso(clock)),
+                                                           ":running": _s(RUNNING)}}},
+            ])
+            return Settlement(COMPLETE, completion_summary(plain(raw_job(ddb, ledger_table, job))))
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            reasons = exc.response.get("CancellationReasons") or [{}, {}]
+            if reasons[-1].get("Code") == "ConditionalCheckFailed":
+                break  # not RUNNING: completed by another settle (or failed)
+            # Reports came in since this fold: fold them too, and try again.
+    else:
+        return None  # reports keep coming: their own settles complete the job
+    try:  # completed earlier: a replay or a late duplicate came in
+        ddb.update_item(
+            TableName=ledger_table, Key=_key(job, JOB_SK),
+            UpdateExpression=f"SET {ROWS_SET}, counted_through = :c",
+            ConditionExpression="#st = :complete AND counted_through < :c",
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues={k: v for k, v in values.items() if k != ":running"},
+        )
+    except ClientError as exc:
+        if not _conditional_failed(exc):
+            raise
+    job_item = raw_job(ddb, ledger_table, job)
+    status = job_item.get("status", {}).get("S", "")
+    if status == COMPLETE and "summary_published" not in job_item:
+        return Settlement(status, completion_summary(plain(job_item)))
+    return Settlement(status)
+
+
+def mark_published(ddb: Any, ledger_table: str, job: str, *, clock: Clock = time.time) -> None:
+    """SNS has taken the job's summary: later reports need not publish it again."""
+    ddb.update_item(
+        TableName=ledger_table,
+        Key=_key(job, JOB_SK),
+        UpdateExpression="SET summary_published = :t",
+        ExpressionAttributeValues={":t": _s(now_iso(clock))},
+    )
+
+
+SUMMARY_NAMES = {"written": "TOTAL_NUMBER_OF_ITEMS_WRITTEN",
+                 "rejected": "TOTAL_NUMBER_OF_ITEMS_IN_ERROR",
+                 "superseded": "TOTAL_NUMBER_OF_ROWS_SUPERSEDED",
+                 "deleted": "TOTAL_NUMBER_OF_ITEMS_DELETED",
+                 "skipped_existing": "TOTAL_NUMBER_OF_ROWS_SKIPPED_EXISTING"}
+
+
+def completion_summary(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The summary published on completion, with the seed design's field names; a job of
+    another write mode than put adds WRITE_MODE and its own outcomes (`outcomes_shown`)."""
+    mode = job.get("mode")
+    counts = {name: int(job.get(f"rows_{name}") or 0) for name in OUTCOMES}
+    summary = {
+        "JOB_ID": job.get("pk"),
+        "STATUS": job.get("status"),
+        "SOURCE": job.get("source"),
+        **({"WRITE_MODE": mode} if mode else {}),
+        "TOTAL_NUMBER_OF_ROWS_READ": job.get("rows_read"),
+        **{SUMMARY_NAMES[name]: job.get(f"rows_{name}") for name in outcomes_shown(mode, counts)},
+        "DESTINATION_TABLE_NAME": job.get("table"),
+        "ERROR_DATA_LOCATION": job.get("error_location"),
+    }
+    return summary

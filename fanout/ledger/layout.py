@@ -1,0 +1,199 @@
+"""The ledger's bottom floor: the table's keys and item kinds, the tunables, the outcome
+names, and the codecs every other ledger module shares (attribute values, key builders,
+log entries, plain items). It imports nothing of the ledger's.
+
+Names with a leading underscore are the package's own: its modules share them; the door
+(`fanout.ledger`) does not offer them. A test that changes a tunable changes it here
+(`ledger.layout.SHARD_SEQS`), where every module reads it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from fanout.contract import REPLAY_MARK
+
+# The table's key schema (both strings); infra and the local runtime create it from these.
+PARTITION_KEY, SORT_KEY = "pk", "sk"
+JOB_SK = "job"
+TALLY_SK = "tally"
+FOLD_SK = "fold"
+LOG_PREFIX = "log#"
+SHARD_PREFIX = "shard#"
+LEDGER_FORMAT = 2
+
+SHARD_SEQS = 4096  # sequence numbers per shard: a 512-byte bitmap
+FOLD_MESSAGES = 20_000  # a fold step reads about this many log entries; a writer whose
+#                         report crosses a multiple of it folds (besides the end of the job)
+LOG_PAGE = 100  # log records per Query page
+FOLD_BUDGET_S = 10.0  # wall time one invocation spends folding at most
+HOLE_WAIT_S = 0.2  # how long a folder waits for a missing record before it stops there
+HOLE_POLL_S = 0.05
+# A hole (a ticket with no record) is voided only when no writer can still fill it: once
+# the writer that took it has outlived the writer function's timeout, plus this margin for
+# clock differences between hosts and a request still in flight when the writer died.
+HOLE_MARGIN_S = 30.0
+WRITER_TIMEOUT_S = 60.0  # PipelineConfig.writer_timeout_s, when the caller cannot say
+FOLD_LEASE_S = 60.0  # when the caller cannot say how long it lives
+
+SPLITTING = "SPLITTING"
+RUNNING = "RUNNING"
+COMPLETE = "COMPLETE"
+FAILED = "FAILED"
+
+SPLIT_LEASE_S = 960  # a little over the splitter's 15-minute maximum timeout
+
+
+# Where a row can end, one name each: in MessageCounts, log entries (in this order), the
+# shards and the fold (as named), and the job item (`rows_<name>`). `written` is an item
+# put, inserted or updated; `deleted` a key deleted (absent or not, as DynamoDB counts
+# it); `skipped_existing` an insert whose key the table already held.
+OUTCOMES = ("written", "rejected", "superseded", "deleted", "skipped_existing")
+MODE_OUTCOMES = {"delete": ("deleted",), "insert": ("skipped_existing",)}  # beyond put's
+
+
+@dataclass(frozen=True)
+class MessageCounts:
+    written: int = 0
+    rejected: int = 0
+    superseded: int = 0
+    deleted: int = 0
+    skipped_existing: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.rejected + self.landed
+
+    @property
+    def landed(self) -> int:
+        """The rows that did not end rejected (what a replay moves out of rejected)."""
+        return self.written + self.superseded + self.deleted + self.skipped_existing
+
+    def values(self) -> tuple[int, ...]:
+        """The counts in OUTCOMES order."""
+        return (self.written, self.rejected, self.superseded, self.deleted, self.skipped_existing)
+
+
+def outcomes_shown(mode: str | None, counts: Mapping[str, int]) -> list[str]:
+    """The outcomes a job's summary shows: put's three always, a write mode's own (even at
+    0) for a job of that mode, any other only when not 0. A put job's summary is as it was
+    before write modes."""
+    own = MODE_OUTCOMES.get(mode or "put", ())
+    return [name for name in OUTCOMES
+            if name in OUTCOMES[:3] or name in own or counts.get(name, 0)]
+
+
+Clock = Callable[[], float]  # seconds since the epoch: time.time, or a test's clock
+
+
+def now_iso(clock: Clock = time.time) -> str:
+    return datetime.fromtimestamp(clock(), UTC).isoformat(timespec="milliseconds")
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: int) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def _n_time(seconds: float) -> dict[str, str]:
+    return {"N": f"{seconds:.3f}"}
+
+
+def _key(job: str, sk: str) -> dict[str, dict[str, str]]:
+    return {PARTITION_KEY: _s(job), SORT_KEY: _s(sk)}
+
+
+def _log_sk(ticket: int) -> str:
+    return f"{LOG_PREFIX}{ticket:012d}"
+
+
+def _shard_sk(shard: int) -> str:
+    return f"{SHARD_PREFIX}{shard:012d}"
+
+
+def _conditional_failed(exc: ClientError) -> bool:
+    return bool(exc.response["Error"]["Code"] == "ConditionalCheckFailedException")
+
+
+def _get(ddb: Any, ledger_table: str, job: str, sk: str) -> dict[str, Any]:
+    return ddb.get_item(TableName=ledger_table, Key=_key(job, sk),
+                        ConsistentRead=True).get("Item") or {}
+
+
+def raw_job(ddb: Any, ledger_table: str, job: str) -> dict[str, Any]:
+    """The job item as DynamoDB returns it (typed), or {} when there is none."""
+    return _get(ddb, ledger_table, job, JOB_SK)
+
+
+def plain(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A ledger item with DynamoDB types removed (numbers as int)."""
+    out: dict[str, Any] = {}
+    for name, value in item.items():
+        (type_, v), = value.items()
+        if type_ == "N":
+            out[name] = int(v)
+        elif type_ == "L":
+            out[name] = [x.get("S") for x in v]
+        else:
+            out[name] = v
+    return out
+
+
+def job_id(item: Mapping[str, Any]) -> str:
+    """The job a ledger item (job item, tally, ...) belongs to."""
+    return str(item["pk"]["S"])
+
+
+def status_of(job_item: Mapping[str, Any]) -> str:
+    return str(job_item.get("status", {}).get("S", ""))
+
+
+def job_mode(job_item: Mapping[str, Any]) -> str:
+    """The write mode a (raw) job item was started with."""
+    return str(job_item.get("mode", {}).get("S", "put"))
+
+
+def _outcome_values(counts: MessageCounts, prefix: str) -> dict[str, dict[str, str]]:
+    """The expression values `:<prefix><outcome>` of `counts`, one per outcome."""
+    return {f":{prefix}{name}": _n(v) for name, v in zip(OUTCOMES, counts.values(), strict=True)}
+
+
+def job_counts(counts: MessageCounts) -> dict[str, int]:
+    """`rows_<outcome>` for each outcome: the job item's names (and the summaries')."""
+    return {f"rows_{name}": v for name, v in zip(OUTCOMES, counts.values(), strict=True)}
+
+
+def counts_of(job: Mapping[str, Any]) -> MessageCounts:
+    """A plain job item's (or summary's) counts; an outcome it lacks is 0."""
+    return MessageCounts(*(int(job.get(f"rows_{name}") or 0) for name in OUTCOMES))
+
+
+def is_replay(message_id: str) -> bool:
+    return REPLAY_MARK in message_id
+
+
+def _encode_entries(messages: Mapping[str, MessageCounts]) -> str:
+    return ",".join(":".join(map(str, (mid, *(c.values() if c.deleted or c.skipped_existing
+                                               else c.values()[:3]))))
+                    for mid, c in messages.items())
+
+
+def parse_entries(encoded: str) -> Iterator[tuple[str, MessageCounts]]:
+    for entry in encoded.split(","):
+        mid, *numbers = entry.split(":")  # message ids hold no ":" (see fanout.contract)
+        yield mid, MessageCounts(*map(int, numbers))
+
+
+def shard_of(message_id: str) -> int:
+    return int(message_id.split(REPLAY_MARK, 1)[0].split(".", 1)[0]) // SHARD_SEQS
+
+
+MAX_BATCH_GET = 100

@@ -1,0 +1,138 @@
+"""Reading the ledger: a job as the CLI shows it, many jobs at once, and the whole-log
+reads that only tests and diagnostics of small jobs use."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from fanout.contract import REPLAY_MARK
+from fanout.ledger import layout
+from fanout.ledger.folding import Shard, Totals
+from fanout.ledger.layout import (
+    COMPLETE,
+    FOLD_SK,
+    JOB_SK,
+    LOG_PREFIX,
+    MAX_BATCH_GET,
+    OUTCOMES,
+    RUNNING,
+    SPLITTING,
+    TALLY_SK,
+    MessageCounts,
+    _get,
+    _key,
+    _s,
+    _shard_sk,
+    counts_of,
+    is_replay,
+    job_counts,
+    parse_entries,
+    plain,
+    raw_job,
+    shard_of,
+)
+from fanout.ledger.legacy import OLD_FORMAT_ERROR
+
+
+def read_message_counts(ddb: Any, ledger_table: str, job: str) -> dict[str, MessageCounts]:
+    """Every message id in the job's log, once each. Reads the whole log, so it is for
+    tests and diagnostics of small jobs: nothing in the pipeline calls it."""
+    counts: dict[str, MessageCounts] = {}
+    paginator = ddb.get_paginator("query")
+    for page in paginator.paginate(
+        TableName=ledger_table,
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :b)",
+        ExpressionAttributeValues={":pk": _s(job), ":b": _s(LOG_PREFIX)},
+        ConsistentRead=True,
+    ):
+        for item in page.get("Items", []):
+            if "m" in item:
+                counts.update(parse_entries(item["m"]["S"]))
+    return counts
+
+
+def message_counted(ddb: Any, ledger_table: str, job: str, message_id: str) -> bool:
+    """Whether the fold has counted this message: one shard read."""
+    item = _get(ddb, ledger_table, job, _shard_sk(shard_of(message_id)))
+    if not item:
+        return False
+    shard = Shard.from_item(shard_of(message_id), item)
+    if REPLAY_MARK in message_id:
+        return message_id in shard.replays
+    if "." in message_id:
+        return message_id in shard.parts
+    bit = int(message_id.split(REPLAY_MARK, 1)[0]) % layout.SHARD_SEQS
+    return bool(shard.bits[bit >> 3] & (1 << (bit & 7)))
+
+
+def totals(counts: Mapping[str, MessageCounts] | Iterable[MessageCounts]) -> MessageCounts:
+    """Job totals from per-message counts (the rule the shards apply, for tests and
+    diagnostics): a replayed message's rows that landed move out of rejected."""
+    if not isinstance(counts, Mapping):  # bare counts: all original messages
+        counts = {str(i): c for i, c in enumerate(counts)}
+    sums = [0] * len(OUTCOMES)
+    for message_id, c in counts.items():
+        if is_replay(message_id):
+            c = replace(c, rejected=-c.landed)
+        sums = [a + b for a, b in zip(sums, c.values(), strict=True)]
+    return MessageCounts(*sums)
+
+
+def get_job(ddb: Any, ledger_table: str, job: str) -> dict[str, Any] | None:
+    """The job item, plain, with the tally's `messages_reported` and the fold's
+    `messages_counted`; before completion, the counts folded so far (three small reads,
+    whatever the job's size)."""
+    item = raw_job(ddb, ledger_table, job)
+    if not item:
+        return None
+    out = plain(item)
+    tally, folded = _get(ddb, ledger_table, job, TALLY_SK), _get(ddb, ledger_table, job, FOLD_SK)
+    out["messages_reported"] = int(tally.get("messages_reported", {}).get("N", "0"))
+    running = Totals.of(folded)
+    out["messages_counted"] = running.distinct
+    if "ledger_format" not in item and out.get("status") in (SPLITTING, RUNNING):
+        out["error"] = OLD_FORMAT_ERROR.format(job=job)  # what its next report will do
+    if out.get("status") != COMPLETE and folded:
+        out |= job_counts(running.counts)
+    elif "rows_written" in out:  # a job completed before write modes has no rows_deleted
+        out |= {name: v for name, v in job_counts(counts_of(out)).items() if name not in out}
+    return out
+
+
+BATCH_GET_ATTEMPTS = 8
+
+
+def jobs_by_id(ddb: Any, ledger_table: str, jobs: Iterable[str], *,
+               progress: bool = False) -> dict[str, dict[str, Any]]:
+    """The job items of `jobs` that exist, plain, by job id (eventually consistent). With
+    `progress`, each also carries its tally's `messages_reported`, as get_job's does (then
+    50 jobs a call). Unprocessed keys are asked again, with backoff."""
+    wanted = list(dict.fromkeys(jobs))
+    sks = (JOB_SK, TALLY_SK) if progress else (JOB_SK,)
+    keys = [_key(job, sk) for job in wanted for sk in sks]
+    found: dict[str, dict[str, Any]] = {}
+    reported: dict[str, int] = {}
+    for start in range(0, len(keys), MAX_BATCH_GET):
+        request: dict[str, Any] = {ledger_table: {"Keys": keys[start:start + MAX_BATCH_GET]}}
+        for attempt in range(BATCH_GET_ATTEMPTS):
+            response = ddb.batch_get_item(RequestItems=request)
+            for item in response.get("Responses", {}).get(ledger_table, []):
+                job = item["pk"]["S"]
+                if item["sk"]["S"] == JOB_SK:
+                    found[job] = plain(item)
+                else:
+                    reported[job] = int(item.get("messages_reported", {}).get("N", "0"))
+            request = response.get("UnprocessedKeys") or {}
+            if not request:
+                break
+            time.sleep(min(2.0, 0.05 * 2 ** attempt))
+        else:
+            raise RuntimeError(f"{ledger_table}: BatchGetItem left keys unprocessed "
+                               f"{BATCH_GET_ATTEMPTS} times (throttled)")
+    if progress:
+        for job, item in found.items():
+            item["messages_reported"] = reported.get(job, 0)
+    return found
