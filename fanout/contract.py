@@ -327,3 +327,14 @@ def job_id_for(source: Source) -> str:
     digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
     stem = _UNSAFE.sub("-", source.key.rsplit("/", 1)[-1])[:40].strip("-") or "object"
     return f"{stem}-{digest}"
+
+
+# The writer's other event: the reconciler's schedule (an EventBridge rule's constant input,
+# `fanout serve` and the embedded runtime send the same), instead of an SQS batch.
+RECONCILE_EVENT: dict[str, str] = {"fanout": "reconcile"}
+
+
+def is_reconcile_event(event: Any) -> bool:
+    """Whether a writer invocation is the reconciler's schedule, not an SQS batch."""
+    return isinstance(event, dict) and event.get("fanout") == RECONCILE_EVENT["fanout"] \
+        and "Records" not in event

@@ -3,6 +3,7 @@ per cold start (or handed in by the local runtime and the tests)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -127,13 +128,38 @@ def settle_job(runtime: Runtime, item: Mapping[str, Any], *, owner: str | None =
         _publish(runtime, job, settlement.summary)
 
 
+def reconcile_jobs(runtime: Runtime, *, owner: str | None = None,
+                   remaining_s: Callable[[], float] | None = None) -> list[Any]:
+    """The reconciler's run (see fanout/ledger/reconcile.py): settle every active job,
+    stall the ones without progress for `settings.stall_after_s`, and publish the summaries
+    of the jobs that ended (at least once: a publish that fails fails this run, and the
+    job stays in the active index for the next). Returns what ended, as `Reconciled`."""
+    from fanout import ledger
+
+    ended = ledger.reconcile(
+        runtime.clients.dynamodb, runtime.settings.ledger_table_name,
+        owner=owner or str(uuid.uuid4()), time_left=remaining_s or (lambda: ledger.FOLD_LEASE_S),
+        stall_after_s=runtime.settings.stall_after_s, clock=runtime.clock, sleep=runtime.sleep,
+        writer_timeout_s=runtime.settings.writer_timeout_s)
+    for done in ended:
+        _publish(runtime, done.job, done.summary)
+    return ended
+
+
 def _publish(runtime: Runtime, job: str, summary: dict[str, Any]) -> None:
+    """Publish (when there is a topic) and record it: the job leaves the active index."""
     from fanout import ledger
 
     if runtime.settings.topic_arn and runtime.clients.sns is not None:
-        publish_summary(runtime.clients.sns, runtime.settings.topic_arn, summary)
-        ledger.mark_published(runtime.clients.dynamodb, runtime.settings.ledger_table_name, job,
-                              clock=runtime.clock)
+        try:
+            publish_summary(runtime.clients.sns, runtime.settings.topic_arn, summary)
+        except Exception:
+            with contextlib.suppress(Exception):  # else the claim expires with this invocation
+                ledger.release_publish(runtime.clients.dynamodb,
+                                       runtime.settings.ledger_table_name, job)
+            raise
+    ledger.mark_published(runtime.clients.dynamodb, runtime.settings.ledger_table_name, job,
+                          clock=runtime.clock)
 
 
 def publish_summary(sns: Any, topic_arn: str, summary: dict[str, Any]) -> None:

@@ -58,6 +58,10 @@ class PipelineConfig:
     # ranges of about parallel_range_bytes each (splitter/fan.py).
     parallel_threshold_bytes: int = 4 * 1024 * MIB
     parallel_range_bytes: int = 1024 * MIB
+    # A job that made no progress for this long is STALLED by the reconciler (which runs
+    # every reconcile_every_s): it names what is missing instead of staying RUNNING.
+    stall_after_s: int = 3600
+    reconcile_every_s: int = 60
     upload_prefix: str = "uploads/"
     upload_suffix: str = ".csv"
     errors_prefix: str = "errors/"
@@ -118,6 +122,7 @@ class Settings:
     visibility_timeout_s: int = DEFAULT_CONFIG.visibility_timeout_s
     writer_timeout_s: int = DEFAULT_CONFIG.writer_timeout_s  # the ledger voids no younger hole
     writer_in_flight: int = DEFAULT_CONFIG.writer_in_flight
+    stall_after_s: int = DEFAULT_CONFIG.stall_after_s
     errors_prefix: str = DEFAULT_CONFIG.errors_prefix
     json_copy: bool = False
     json_copy_prefix: str = DEFAULT_CONFIG.json_copy_prefix
@@ -146,6 +151,7 @@ class Settings:
             visibility_timeout_s=config.visibility_timeout_s,
             writer_timeout_s=config.writer_timeout_s,
             writer_in_flight=config.writer_in_flight,
+            stall_after_s=config.stall_after_s,
             errors_prefix=config.errors_prefix,
             json_copy=json_copy,
             json_copy_prefix=config.json_copy_prefix,
@@ -199,6 +205,7 @@ class Settings:
             visibility_timeout_s=number("FANOUT_VISIBILITY_TIMEOUT_S", DEFAULT_CONFIG.visibility_timeout_s),
             writer_timeout_s=number("FANOUT_WRITER_TIMEOUT_S", DEFAULT_CONFIG.writer_timeout_s),
             writer_in_flight=number("FANOUT_WRITER_IN_FLIGHT", DEFAULT_CONFIG.writer_in_flight),
+            stall_after_s=number("FANOUT_STALL_AFTER_S", DEFAULT_CONFIG.stall_after_s),
             errors_prefix=env.get("FANOUT_ERRORS_PREFIX", DEFAULT_CONFIG.errors_prefix),
             json_copy=env.get("FANOUT_JSON_COPY", "").lower() in ("1", "true", "yes"),
             json_copy_prefix=env.get("FANOUT_JSON_COPY_PREFIX", DEFAULT_CONFIG.json_copy_prefix),
@@ -225,6 +232,7 @@ class Settings:
             "FANOUT_VISIBILITY_TIMEOUT_S": str(self.visibility_timeout_s),
             "FANOUT_WRITER_TIMEOUT_S": str(self.writer_timeout_s),
             "FANOUT_WRITER_IN_FLIGHT": str(self.writer_in_flight),
+            "FANOUT_STALL_AFTER_S": str(self.stall_after_s),
             "FANOUT_ERRORS_PREFIX": self.errors_prefix,
             "FANOUT_JSON_COPY": "1" if self.json_copy else "",
             "FANOUT_JSON_COPY_PREFIX": self.json_copy_prefix,

@@ -31,8 +31,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from fanout import ledger
 from fanout.runtime import Runtime, settle_job
 from splitter.batch import Batcher
@@ -174,9 +172,7 @@ def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any]) -> Non
                                f"{settings.errors_prefix}{job}/",
                 clock=runtime.clock,
             )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
+        except ledger.SplitFinished:
             # Finished already, by this step's earlier try or a duplicate, which may have
             # failed before it settled (a crash, an SNS publish that failed): settle now,
             # as the sequential split does for a duplicate event (both are idempotent).

@@ -8,7 +8,9 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from fanout.runtime import RuntimeSlot
+from fanout.contract import is_reconcile_event
+from fanout.ledger import STALLED
+from fanout.runtime import RuntimeSlot, reconcile_jobs
 from writer import SERVICE
 from writer.load import ChunkResult, load_batch, runtime_from_env, wholly_failed
 
@@ -25,6 +27,8 @@ runtime.build_in_lambda()
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if is_reconcile_event(event):
+        return reconcile(context)
     results: list[ChunkResult] = []
     response = load_batch(event, context, runtime.get(), on_result=results.append)
     metrics.add_metric(name="RowsWritten", unit=MetricUnit.Count,
@@ -42,3 +46,15 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(name="BatchesFailedWhole", unit=MetricUnit.Count,
                        value=int(wholly_failed(event, response)))
     return response
+
+
+def reconcile(context: LambdaContext) -> dict[str, Any]:
+    """The reconciler's scheduled run (fanout/ledger/reconcile.py): every active job settled
+    with this invocation's budget; the JobsStalled alarm watches the stalls."""
+    ended = reconcile_jobs(runtime.get(), owner=context.aws_request_id,
+                           remaining_s=lambda: context.get_remaining_time_in_millis() / 1000)
+    stalled = [done.job for done in ended if done.status == STALLED]
+    metrics.add_metric(name="JobsStalled", unit=MetricUnit.Count, value=len(stalled))
+    if stalled:
+        logger.error("jobs stalled: %s", ", ".join(stalled))
+    return {"ended": {done.job: done.status for done in ended}}

@@ -1,7 +1,60 @@
 """The jobs ledger: exact counts under duplicate delivery, with work per invocation that
-does not grow with the job.
+does not grow with the job, and every job ending, whichever invocation dies when.
 
-Layout (one DynamoDB table, `pk`/`sk` strings, `pk` = the job id). This module is the
+Invariants (a reviewer checks the code against these; tests/model checks them against
+faults):
+
+1. Every row ends in one outcome: a COMPLETE job's counts are the sums over its distinct
+   messages, and `rows_read` = the sum of its `rows_<outcome>`.
+2. A job completes once, only when every message is counted, and its summary counts
+   every report recorded before the completion.
+3. Every job ends: COMPLETE, FAILED or STALLED (naming what is missing), and its summary
+   is published at least once (once when nothing fails; again when a STALLED job
+   completes after all). No invocation is trusted to finish: the reconciler
+   (`reconcile.py`) comes back, on a schedule, for every job of the active index.
+4. Every write may have its reply lost after it committed and be sent again by botocore;
+   each is designed so that its own retry is recognised (the table below).
+
+Who writes what, under which condition, and what each rule survives:
+
+* job item, tally format, active item: `start_job`, one transaction, if no job item.
+  Retried: the same ClientRequestToken, applied once.
+* job's split lease and checkpoint: the splitter holding it, if its owner and SPLITTING.
+  Retried: the owner's own condition still holds.
+* job RUNNING and the tally's messages_total: `finish_split`, one transaction, if
+  SPLITTING. Retried: applied once (a tally without the total would never complete).
+* tally ticket ADD: a writer, no condition (tickets are dense). Retried: two tickets;
+  the ADD finds its own token (`ticket_by`) in the tally it replaced, so the first is
+  this call's phantom, and the writer voids it at once.
+* log record: the ticket's writer, if no record. Retried: ALL_OLD shows its own `r`
+  and `m`, so it succeeds (not TicketVoided).
+* log void: its writer, or a folder once the writer cannot be alive, if no record.
+  Retried: reads the item back.
+* fold lease: a folder, if free or out for HOLE_MARGIN_S. Retried: ALL_OLD shows its
+  own owner: held (and treated as dirty).
+* shard: the lease holder, if `applied` is as read. Retried: ALL_OLD shows its
+  `folded_by` and `applied`: done.
+* fold cursor and totals: the lease holder, if its owner. Retried: ALL_OLD shows its
+  `saved_by` and cursor: done.
+* job COMPLETE, tally `completed_at`, active item: the completing settle, one
+  transaction, if `tickets` = the cursor folded and RUNNING or STALLED. Retried:
+  applied once.
+* job STALLED: the reconciler, if the status it read. Retried: the status moved; the
+  next visit hands back the summary.
+* publish claim: whoever ended the job, then any settle once it expired, if no summary
+  published. Retried: held by itself; it expires, and the reconciler publishes.
+* summary published and active item removed: the publisher, one transaction.
+
+Faults and what survives them: a writer killed between its ticket and its record leaves a
+hole, voided once its writer cannot be alive (`HolePolicy`), by its batch's redelivery or
+the reconciler; a folder killed or out of time leaves the lease to expire and the
+reconciler finishes the fold; a split killed before its end is resumed by its retry, or
+STALLED when none comes; a batch in the DLQ keeps the job RUNNING until its redrive, or
+STALLED after `stall_after_s` without progress, completed when the redrive comes; a
+duplicate delivery changes nothing (bitmaps); a clock behind by up to HOLE_MARGIN_S never
+voids a live writer nor races a folder's last write.
+
+Layout (one DynamoDB table, `pk`/`sk` strings, `pk` = the job id). This package is the
 one owner of it:
 
 * the job item, `sk="job"`: status, source, table, `ledger_format`, rows_read and
@@ -19,8 +72,9 @@ one owner of it:
   update costs 1 write unit however large the job item grows (a 64 KiB header, the
   parallel split's done-sets): `tickets` (log records handed out), `ticket_at` (the
   clock of the writer that took the last one, when it asked), `messages_reported` (an
-  upper bound: duplicates count twice), a copy of messages_total and the format, and
-  `completed_at` once the job is complete;
+  upper bound: duplicates count twice), `ticket_by` (the last ADD's token), a copy of
+  messages_total and the format, `split_done_at`, and `completed_at` once the job is
+  complete;
 * the log, `sk="log#<ticket, 12 digits>"`: one record per writer invocation and job,
   `m` = `message_id:written:rejected:superseded,...` for each message it finished (with
   `:deleted:skipped_existing` after them when either is not 0: a put's entry is as
@@ -45,8 +99,16 @@ one owner of it:
   and a parallel split's (range index * 1e9 + n) map to shards this way: a shard is a
   seq range, whatever namespace it is in;
 * the fold, `sk="fold"`: the log position folded (`cursor`), the job's running
-  `distinct` and a count per outcome (the sums over its shards), and the
-  folder's lease (`lease_owner`, `lease_until`, `dirty`).
+  `distinct` and a count per outcome (the sums over its shards), the
+  folder's lease (`lease_owner`, `lease_until`, `dirty`), `saved_by` and `folded_at`
+  (when the cursor last moved);
+* the active index, `pk="#active"`, `sk=<job id>`: one item per job from its start until
+  its end is announced (`mark_published`; `fail_job` for a FAILED one), so the reconciler
+  finds every job it must visit with one Query (O(active jobs), never a scan);
+* on the job item, once it ended: `publish_until` (the claim of the invocation that
+  publishes its summary), `summary_published`; once STALLED: `stall_reason`,
+  `missing_messages`, `missing_seqs` (the first ones, for a sequential split),
+  `last_progress_at`.
 
 Counting (see `fold`): the folder holds the fold's lease and reads the log from the
 cursor in steps of about FOLD_MESSAGES entries; each entry is set in its shard's bitmap
@@ -64,18 +126,25 @@ stopped looks at the hole once more after releasing its lease, so a record that 
 while the lease was held is not left behind. A hole whose writer died is voided by the
 first settle after its writer's lifetime; at the end of a job that is the settle of the
 dead writer's own batch, which SQS delivers again after the visibility timeout (always
-longer than the writer timeout plus the margin), and whose record's `prev_at` dates the
-hole just before it (the stack sets the visibility timeout to 6x the writer timeout).
+longer than twice the writer timeout plus the margin: `fanout.settings` refuses less), and
+whose record's `prev_at` dates the hole just before it; failing that (a ticket ADD applied
+twice by a retry that a second writer's ADD came between), the reconciler's next visit.
 
 Completion is attempted only when `distinct` (which duplicates do not inflate) reaches
-messages_total: one transaction, the status flip RUNNING → COMPLETE conditional on the
+messages_total: one transaction, the status flip RUNNING (or STALLED) → COMPLETE conditional on the
 tally's `tickets` being the fold's cursor (the same update sets the tally's
 `completed_at`), so it is detected, and its summary returned for publishing, exactly
 once, and that summary counts every report recorded before it. After COMPLETE, a
 replay or a late duplicate is one more log record, folded into its own shard, and the
 job item's counts are moved by its delta (`counted_through` keeps an older folder from
 writing over a newer count); the fold reads `completed_at` in the tally, so such a
-settle does not try the completion again.
+settle does not try the completion again. The transaction also takes the publish claim,
+so the completer publishes and a concurrent settle does not; a claim whose holder died
+expires with it, and the next settle or the reconciler publishes.
+
+Liveness (`reconcile`): every `reconcile_every_s` the reconciler settles each active job
+with a full budget of its own; a job with no progress (a split checkpoint, a report, the
+fold's cursor moving) for `stall_after_s` is STALLED with what is missing.
 
 Cost: a writer invocation writes 2 items, as the previous format did: the tally ADD
 (1 write unit) and its log record (about 18 bytes a message: 1 unit up to ~55 messages).
@@ -92,6 +161,8 @@ the next folder's, must not land after the next folder has summed the shards).
 Upgrades: jobs started by the previous format (batch records `b#<request id>` and a
 `messages_reported` on the job item, no `ledger_format`) cannot be counted by this one:
 a writer or a splitter that meets one fails it, with its id and the reason, instead
+of leaving it RUNNING. Jobs started before the active index have no item in it: their
+own writers' settles end them, as before.
 
 The package, floor by floor (a module imports only from the floors below it, never a
 sibling on its own floor):
@@ -102,6 +173,7 @@ sibling on its own floor):
   and the log records), `folding` (the fold, the shards, holes), `steps` (a parallel
   split's steps);
 * `complete` (completion) and `reads` (what the CLI and the tools read);
+* `reconcile` (liveness);
 * this door, which is all the rest of fanout imports.
 """
 
@@ -113,11 +185,14 @@ from fanout.ledger.complete import (
     Settlement,
     completion_summary,
     mark_published,
+    release_publish,
     settle,
 )
 from fanout.ledger.folding import FoldLost, FoldState, HolePolicy, Shard, Totals, fold, sum_shards
 from fanout.ledger.layout import (
+    ACTIVE_PK,
     COMPLETE,
+    ENDED,
     FAILED,
     FOLD_BUDGET_S,
     FOLD_LEASE_S,
@@ -137,6 +212,7 @@ from fanout.ledger.layout import (
     SORT_KEY,
     SPLIT_LEASE_S,
     SPLITTING,
+    STALLED,
     TALLY_SK,
     WRITER_TIMEOUT_S,
     Clock,
@@ -161,15 +237,24 @@ from fanout.ledger.legacy import (
     old_format_summary,
 )
 from fanout.ledger.reads import (
-    BATCH_GET_ATTEMPTS,
     get_job,
     jobs_by_id,
     message_counted,
+    progress_at,
     read_message_counts,
     totals,
 )
+from fanout.ledger.reconcile import (
+    STALL_AFTER_S,
+    Reconciled,
+    active_jobs,
+    first_missing_seqs,
+    reconcile,
+    reconcile_job,
+)
 from fanout.ledger.split import (
     LeaseLost,
+    SplitFinished,
     SplitState,
     fail_job,
     finish_split,
@@ -190,18 +275,19 @@ from fanout.ledger.steps import (
 from fanout.ledger.tally import TicketVoided, record_batch, should_settle
 
 __all__ = [
-    "BATCH_GET_ATTEMPTS", "COMPLETE", "COMPLETE_ATTEMPTS", "FAILED", "FOLD_BUDGET_S",
+    "ACTIVE_PK", "COMPLETE", "COMPLETE_ATTEMPTS", "ENDED", "FAILED", "FOLD_BUDGET_S",
     "FOLD_LEASE_S", "FOLD_SK", "HOLE_MARGIN_S", "HOLE_POLL_S", "HOLE_WAIT_S", "JOB_SK",
     "LEDGER_FORMAT", "LOG_PREFIX", "MAX_BATCH_GET", "MODE_OUTCOMES", "OLD_FORMAT_ERROR",
     "OUTCOMES", "PARTITION_KEY", "ROWS_SET", "RUNNING", "SHARD_PREFIX", "SORT_KEY",
-    "SPLITTING", "SPLIT_LEASE_S", "SUMMARY_NAMES", "TALLY_SK", "WRITER_TIMEOUT_S", "Clock",
-    "FoldLost", "FoldState", "HolePolicy", "LeaseLost", "MessageCounts", "Settlement", "Shard",
-    "SplitState", "TicketVoided", "Totals", "completion_summary", "counts_of", "fail_job",
-    "fail_old_format", "finish_split", "fold", "get_job", "is_old_format_job", "is_replay",
-    "folding", "job_counts", "job_id", "job_mode", "jobs_by_id", "layout", "mark_fanned", "mark_published",
-    "message_counted", "now_iso", "old_format_summary", "outcomes_shown", "parse_entries",
-    "plain", "plan_header", "raw_job", "read_message_counts", "record_batch", "record_plan",
-    "release_split", "report_step", "save_checkpoint", "settle", "shard_of", "should_settle",
-    "split_state", "stage_fanned", "start_job", "status_of", "step_results", "steps_done",
-    "sum_shards", "totals",
+    "SPLITTING", "SPLIT_LEASE_S", "STALLED", "STALL_AFTER_S", "SUMMARY_NAMES", "TALLY_SK",
+    "WRITER_TIMEOUT_S", "Clock", "FoldLost", "FoldState", "HolePolicy", "LeaseLost",
+    "MessageCounts", "Reconciled", "Settlement", "Shard", "SplitFinished", "SplitState", "TicketVoided", "Totals",
+    "active_jobs", "completion_summary", "counts_of", "fail_job", "fail_old_format",
+    "finish_split", "first_missing_seqs", "fold", "folding", "get_job", "is_old_format_job",
+    "is_replay", "job_counts", "job_id", "job_mode", "jobs_by_id", "layout", "mark_fanned",
+    "mark_published", "message_counted", "now_iso", "old_format_summary", "outcomes_shown",
+    "parse_entries", "plain", "plan_header", "progress_at", "raw_job", "read_message_counts",
+    "reconcile", "reconcile_job", "record_batch", "record_plan", "release_publish", "release_split", "report_step",
+    "save_checkpoint", "settle", "shard_of", "should_settle", "split_state", "stage_fanned",
+    "start_job", "status_of", "step_results", "steps_done", "sum_shards", "totals",
 ]

@@ -18,12 +18,16 @@ from fanout.ledger.layout import (
     JOB_SK,
     OUTCOMES,
     RUNNING,
+    STALLED,
     TALLY_SK,
     WRITER_TIMEOUT_S,
     Clock,
+    _active_key,
+    _canceled_on,
     _conditional_failed,
     _key,
     _n,
+    _n_time,
     _outcome_values,
     _s,
     now_iso,
@@ -88,19 +92,27 @@ def settle(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float 
                     "ExpressionAttributeValues": {":c": _n(state.cursor), ":t": _s(now_iso(clock))}}},
                 {"Update": {
                     "TableName": ledger_table, "Key": _key(job, JOB_SK),
+                    # A STALLED job completes too, when what it missed came after all; its
+                    # stall summary was published, this one is published again.
                     "UpdateExpression": "SET #st = :complete, finished_at = :t, "
-                                        f"{ROWS_SET}, counted_through = :c",
-                    "ConditionExpression": "#st = :running",
+                                        f"{ROWS_SET}, counted_through = :c, publish_until = :pu "
+                                        "REMOVE summary_published",
+                    "ConditionExpression": "#st IN (:running, :stalled)",
                     "ExpressionAttributeNames": {"#st": "status"},
                     "ExpressionAttributeValues": values | {":t": _s(now_iso(clock)),
-                                                           ":running": _s(RUNNING)}}},
+                                                           ":running": _s(RUNNING),
+                                                           ":stalled": _s(STALLED),
+                                                           ":pu": _n(int(clock() + lease_s))}}},
+                # In the active index until its summary is published (`mark_published`), so
+                # the reconciler publishes it if this invocation dies first.
+                {"Put": {"TableName": ledger_table,
+                         "Item": {**_active_key(job), "since": _n_time(clock())}}},
             ])
             return Settlement(COMPLETE, completion_summary(plain(raw_job(ddb, ledger_table, job))))
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "TransactionCanceledException":
                 raise
-            reasons = exc.response.get("CancellationReasons") or [{}, {}]
-            if reasons[-1].get("Code") == "ConditionalCheckFailed":
+            if _canceled_on(exc, 1):
                 break  # not RUNNING: completed by another settle (or failed)
             # Reports came in since this fold: fold them too, and try again.
     else:
@@ -118,19 +130,49 @@ def settle(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float 
             raise
     job_item = raw_job(ddb, ledger_table, job)
     status = job_item.get("status", {}).get("S", "")
-    if status == COMPLETE and "summary_published" not in job_item:
-        return Settlement(status, completion_summary(plain(job_item)))
+    if status in (COMPLETE, STALLED) and claim_publish(ddb, ledger_table, job, lease_s, clock):
+        return Settlement(status, completion_summary(plain(raw_job(ddb, ledger_table, job))))
     return Settlement(status)
 
 
+def claim_publish(ddb: Any, ledger_table: str, job: str, lease_s: float, clock: Clock) -> bool:
+    """Whether this invocation publishes the ended job's summary: none is recorded as
+    published and no other invocation holds the claim (the one that ended the job takes it
+    in the same write). A claim lasts `lease_s`, the claimer's time left, so a claimer that
+    died leaves it to the next settle or the reconciler: at least once, and once when
+    nothing fails."""
+    now = clock()
+    try:
+        ddb.update_item(
+            TableName=ledger_table, Key=_key(job, JOB_SK),
+            UpdateExpression="SET publish_until = :pu",
+            ConditionExpression="attribute_exists(pk) AND attribute_not_exists(summary_published) "
+                                "AND (attribute_not_exists(publish_until) OR publish_until < :now)",
+            ExpressionAttributeValues={":pu": _n(int(now + lease_s)), ":now": _n(int(now))},
+        )
+    except ClientError as exc:
+        if _conditional_failed(exc):
+            return False
+        raise
+    return True
+
+
+def release_publish(ddb: Any, ledger_table: str, job: str) -> None:
+    """A publish failed: give the claim up, so the retry (or any settle) publishes at once."""
+    ddb.update_item(TableName=ledger_table, Key=_key(job, JOB_SK),
+                    UpdateExpression="REMOVE publish_until",
+                    ConditionExpression="attribute_exists(pk)")
+
+
 def mark_published(ddb: Any, ledger_table: str, job: str, *, clock: Clock = time.time) -> None:
-    """SNS has taken the job's summary: later reports need not publish it again."""
-    ddb.update_item(
-        TableName=ledger_table,
-        Key=_key(job, JOB_SK),
-        UpdateExpression="SET summary_published = :t",
-        ExpressionAttributeValues={":t": _s(now_iso(clock))},
-    )
+    """SNS has taken the job's summary (or there is no topic to take it): later reports
+    need not publish it again, and the job leaves the active index."""
+    ddb.transact_write_items(TransactItems=[
+        {"Update": {"TableName": ledger_table, "Key": _key(job, JOB_SK),
+                    "UpdateExpression": "SET summary_published = :t",
+                    "ExpressionAttributeValues": {":t": _s(now_iso(clock))}}},
+        {"Delete": {"TableName": ledger_table, "Key": _active_key(job)}},
+    ])
 
 
 SUMMARY_NAMES = {"written": "TOTAL_NUMBER_OF_ITEMS_WRITTEN",
@@ -155,4 +197,13 @@ def completion_summary(job: Mapping[str, Any]) -> dict[str, Any]:
         "DESTINATION_TABLE_NAME": job.get("table"),
         "ERROR_DATA_LOCATION": job.get("error_location"),
     }
+    if job.get("status") == STALLED:
+        # What is missing: the rows no outcome holds (so the summary still sums to rows
+        # read), the messages, the first seqs, and why.
+        summary["TOTAL_NUMBER_OF_ROWS_MISSING"] = max(
+            0, int(job.get("rows_read") or 0) - sum(counts.values()))
+        summary |= {"MISSING_MESSAGES": job.get("missing_messages"),
+                    "MISSING_SEQS": job.get("missing_seqs", []),
+                    "STALL_REASON": job.get("stall_reason"),
+                    "LAST_PROGRESS_AT": job.get("last_progress_at")}
     return summary

@@ -20,18 +20,20 @@ from fanout.ledger.layout import (
     HOLE_POLL_S,
     HOLE_WAIT_S,
     LOG_PREFIX,
-    MAX_BATCH_GET,
     OUTCOMES,
     SHARD_PREFIX,
     TALLY_SK,
     WRITER_TIMEOUT_S,
     MessageCounts,
+    _batch_get,
     _conditional_failed,
     _get,
     _key,
     _log_sk,
     _n,
+    _n_time,
     _outcome_values,
+    _own_commit,
     _s,
     _shard_sk,
     parse_entries,
@@ -202,10 +204,14 @@ def _acquire(ddb: Any, ledger_table: str, job: str, owner: str, until: float,
             ConditionExpression="attribute_not_exists(lease_until) OR lease_until < :expired",
             ExpressionAttributeValues={":o": _s(owner), ":u": _n(int(until)), ":true": {"BOOL": True},
                                        ":expired": _n(int(now - HOLE_MARGIN_S))},
-            ReturnValues="ALL_OLD",
+            ReturnValues="ALL_OLD", ReturnValuesOnConditionCheckFailure="ALL_OLD",
         ).get("Attributes", {})
         return previous
     except ClientError as exc:
+        if _own_commit(exc, lease_owner=_s(owner)):
+            # This acquire committed and its reply was lost: the lease is this folder's.
+            # What it replaced is gone, so treat the fold as dirty (sum the shards).
+            return dict(exc.response["Item"])
         if _conditional_failed(exc):
             return None
         raise
@@ -234,22 +240,27 @@ def _fold_steps(ddb: Any, ledger_table: str, job: str, owner: str, old: Mapping[
     total = int(tally["messages_total"]["N"]) if "messages_total" in tally else None
     stalled = None
     while True:
+        moved_at = None
         if tickets > cursor:
-            high, added, stalled = _fold_step(ddb, ledger_table, job, cursor, tickets, holes)
+            high, added, stalled = _fold_step(ddb, ledger_table, job, owner, cursor, tickets, holes)
             totals.add(added)
+            moved_at = holes.clock() if high > cursor else None
             cursor = high
         more = stalled is None and holes.clock() - started < budget_s and cursor < tickets
-        _save_fold(ddb, ledger_table, job, owner, cursor, totals, clean=not more)
+        _save_fold(ddb, ledger_table, job, owner, cursor, totals, clean=not more, moved_at=moved_at)
         if not more:
             return FoldState(cursor, totals, tickets, total, stalled, "completed_at" in tally)
 
 
 def _save_fold(ddb: Any, ledger_table: str, job: str, owner: str, cursor: int, totals: Totals,
-               *, clean: bool) -> None:
-    update = "SET #cursor = :c, #d = :distinct, " + ", ".join(f"{name} = :{name}"
-                                                              for name in OUTCOMES)
+               *, clean: bool, moved_at: float | None = None) -> None:
+    update = "SET #cursor = :c, #d = :distinct, saved_by = :o, " + ", ".join(
+        f"{name} = :{name}" for name in OUTCOMES)
     values: dict[str, Any] = {":c": _n(cursor), ":o": _s(owner), ":distinct": _n(totals.distinct),
                               **_outcome_values(totals.counts, "")}
+    if moved_at is not None:  # the cursor moved: the job made progress (see the reconciler)
+        update += ", folded_at = :at"
+        values[":at"] = _n_time(moved_at)
     if clean:  # done: the lease goes with it
         update += ", dirty = :false REMOVE lease_owner, lease_until"
         values[":false"] = {"BOOL": False}
@@ -258,9 +269,11 @@ def _save_fold(ddb: Any, ledger_table: str, job: str, owner: str, cursor: int, t
             TableName=ledger_table, Key=_key(job, FOLD_SK), UpdateExpression=update,
             ConditionExpression="lease_owner = :o",
             ExpressionAttributeNames={"#cursor": "cursor", "#d": "distinct"},
-            ExpressionAttributeValues=values,
+            ExpressionAttributeValues=values, ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
     except ClientError as exc:
+        if _own_commit(exc, saved_by=_s(owner), cursor=_n(cursor)):
+            return  # committed, then its reply was lost (a clean save removed the lease)
         if _conditional_failed(exc):
             raise FoldLost(f"job {job}: the fold's lease passed to another folder") from exc
         raise
@@ -290,7 +303,7 @@ def _read_log(ddb: Any, ledger_table: str, job: str, low: int, high: int
         params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def _fold_step(ddb: Any, ledger_table: str, job: str, cursor: int, tickets: int,
+def _fold_step(ddb: Any, ledger_table: str, job: str, owner: str, cursor: int, tickets: int,
                holes: HolePolicy) -> tuple[int, Totals, int | None]:
     """Fold the tickets after `cursor` (about layout.FOLD_MESSAGES entries' worth, up to
     `tickets`) into their shards: (the last ticket folded, what they added, the ticket of
@@ -332,7 +345,7 @@ def _fold_step(ddb: Any, ledger_table: str, job: str, cursor: int, tickets: int,
             shard.apply(ticket, mid, counts)
         if shard.applied == (shard.read_applied or 0):
             continue  # nothing new for this shard
-        _put_shard(ddb, ledger_table, job, shard)
+        _put_shard(ddb, ledger_table, job, shard, owner)
         added.add(shard.totals)
         added.add(before, -1)
     return high, added, stalled
@@ -366,28 +379,26 @@ class HolePolicy:
 
 def _read_shards(ddb: Any, ledger_table: str, job: str, indexes: list[int]) -> list[Shard]:
     shards = {i: Shard(i) for i in indexes}
-    for start in range(0, len(indexes), MAX_BATCH_GET):
-        request: dict[str, Any] = {ledger_table: {
-            "Keys": [_key(job, _shard_sk(i)) for i in indexes[start:start + MAX_BATCH_GET]],
-            "ConsistentRead": True}}
-        while request:
-            response = ddb.batch_get_item(RequestItems=request)
-            for item in response.get("Responses", {}).get(ledger_table, []):
-                index = int(item["sk"]["S"][len(SHARD_PREFIX):])
-                shards[index] = Shard.from_item(index, item)
-            request = response.get("UnprocessedKeys") or {}
+    for item in _batch_get(ddb, ledger_table, [_key(job, _shard_sk(i)) for i in indexes],
+                           consistent=True):
+        index = int(item["sk"]["S"][len(SHARD_PREFIX):])
+        shards[index] = Shard.from_item(index, item)
     return [shards[i] for i in indexes]
 
 
-def _put_shard(ddb: Any, ledger_table: str, job: str, shard: Shard) -> None:
+def _put_shard(ddb: Any, ledger_table: str, job: str, shard: Shard, owner: str) -> None:
     if shard.read_applied is None:
         condition, values = "attribute_not_exists(sk)", {}
     else:
         condition, values = "applied = :read", {":read": _n(shard.read_applied)}
+    item = shard.item(job) | {"folded_by": _s(owner)}
     try:
-        ddb.put_item(TableName=ledger_table, Item=shard.item(job), ConditionExpression=condition,
+        ddb.put_item(TableName=ledger_table, Item=item, ConditionExpression=condition,
+                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                      **({"ExpressionAttributeValues": values} if values else {}))
     except ClientError as exc:
+        if _own_commit(exc, folded_by=item["folded_by"], applied=item["applied"]):
+            return  # committed, then its reply was lost and the retry failed the condition
         if _conditional_failed(exc):
             raise FoldLost(f"job {job}: shard {shard.index} changed under this fold") from exc
         raise

@@ -45,6 +45,16 @@ SPLITTING = "SPLITTING"
 RUNNING = "RUNNING"
 COMPLETE = "COMPLETE"
 FAILED = "FAILED"
+# A job that cannot end: no progress for the stall time (a message past the queue's
+# retention, a split that died after its retries). Its summary names what is missing; the
+# job still completes if the missing messages come after all (a DLQ redrive).
+STALLED = "STALLED"
+ENDED = (COMPLETE, FAILED, STALLED)
+
+# The active index: one item per job that is not yet ended and announced (pk ACTIVE_PK,
+# sk the job id), so the reconciler finds them with one Query, whatever the table holds.
+# A job id never starts with "#" (fanout.contract.job_id_for), so no job's items share it.
+ACTIVE_PK = "#active"
 
 SPLIT_LEASE_S = 960  # a little over the splitter's 15-minute maximum timeout
 
@@ -123,6 +133,29 @@ def _conditional_failed(exc: ClientError) -> bool:
     return bool(exc.response["Error"]["Code"] == "ConditionalCheckFailedException")
 
 
+def _own_commit(exc: ClientError, **expected: dict[str, Any]) -> bool:
+    """Whether a conditional write that failed its condition (asked with
+    ReturnValuesOnConditionCheckFailure=ALL_OLD) found the item as this very write left it:
+    its reply was lost after it committed, and botocore's retry then failed the condition.
+    `expected` are attribute values only this write could have set (an owner, a token)."""
+    if not _conditional_failed(exc):
+        return False
+    item = exc.response.get("Item") or {}
+    return all(item.get(name) == value for name, value in expected.items())
+
+
+def _canceled_on(exc: ClientError, index: int) -> bool:
+    """Whether a TransactWriteItems failed because item `index`'s condition failed."""
+    if exc.response["Error"]["Code"] != "TransactionCanceledException":
+        return False
+    reasons = exc.response.get("CancellationReasons") or []
+    return index < len(reasons) and reasons[index].get("Code") == "ConditionalCheckFailed"
+
+
+def _active_key(job: str) -> dict[str, dict[str, str]]:
+    return {PARTITION_KEY: _s(ACTIVE_PK), SORT_KEY: _s(job)}
+
+
 def _get(ddb: Any, ledger_table: str, job: str, sk: str) -> dict[str, Any]:
     return ddb.get_item(TableName=ledger_table, Key=_key(job, sk),
                         ConsistentRead=True).get("Item") or {}
@@ -140,8 +173,8 @@ def plain(item: Mapping[str, Any]) -> dict[str, Any]:
         (type_, v), = value.items()
         if type_ == "N":
             out[name] = int(v)
-        elif type_ == "L":
-            out[name] = [x.get("S") for x in v]
+        elif type_ == "L":  # of strings (a header) or numbers (missing seqs)
+            out[name] = [int(x["N"]) if "N" in x else x.get("S") for x in v]
         else:
             out[name] = v
     return out
@@ -197,3 +230,23 @@ def shard_of(message_id: str) -> int:
 
 
 MAX_BATCH_GET = 100
+BATCH_GET_ATTEMPTS = 8
+
+
+def _batch_get(ddb: Any, ledger_table: str, keys: list[dict[str, Any]], *, consistent: bool,
+               sleep: Callable[[float], None] = time.sleep) -> Iterator[dict[str, Any]]:
+    """The items of `keys` that exist, MAX_BATCH_GET keys a call; unprocessed keys are asked
+    again with backoff, at most BATCH_GET_ATTEMPTS times, then it raises."""
+    for start in range(0, len(keys), MAX_BATCH_GET):
+        request: dict[str, Any] = {ledger_table: {"Keys": keys[start:start + MAX_BATCH_GET],
+                                                  "ConsistentRead": consistent}}
+        for attempt in range(BATCH_GET_ATTEMPTS):
+            response = ddb.batch_get_item(RequestItems=request)
+            yield from response.get("Responses", {}).get(ledger_table, [])
+            request = response.get("UnprocessedKeys") or {}
+            if not request:
+                break
+            sleep(min(2.0, 0.05 * 2 ** attempt))
+        else:
+            raise RuntimeError(f"{ledger_table}: BatchGetItem left keys unprocessed "
+                               f"{BATCH_GET_ATTEMPTS} times (throttled)")

@@ -3,9 +3,9 @@ reads that only tests and diagnostics of small jobs use."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from fanout.contract import REPLAY_MARK
@@ -16,12 +16,12 @@ from fanout.ledger.layout import (
     FOLD_SK,
     JOB_SK,
     LOG_PREFIX,
-    MAX_BATCH_GET,
     OUTCOMES,
     RUNNING,
     SPLITTING,
     TALLY_SK,
     MessageCounts,
+    _batch_get,
     _get,
     _key,
     _s,
@@ -93,6 +93,8 @@ def get_job(ddb: Any, ledger_table: str, job: str) -> dict[str, Any] | None:
     out["messages_reported"] = int(tally.get("messages_reported", {}).get("N", "0"))
     running = Totals.of(folded)
     out["messages_counted"] = running.distinct
+    if out.get("status") in (SPLITTING, RUNNING):
+        out["last_progress_at"] = round(progress_at(item, tally, folded), 3)
     if "ledger_format" not in item and out.get("status") in (SPLITTING, RUNNING):
         out["error"] = OLD_FORMAT_ERROR.format(job=job)  # what its next report will do
     if out.get("status") != COMPLETE and folded:
@@ -102,7 +104,17 @@ def get_job(ddb: Any, ledger_table: str, job: str) -> dict[str, Any] | None:
     return out
 
 
-BATCH_GET_ATTEMPTS = 8
+def progress_at(job_item: Mapping[str, Any], tally: Mapping[str, Any] | None = None,
+                folded: Mapping[str, Any] | None = None) -> float:
+    """When the job last moved (seconds since the epoch): its start, a split checkpoint, the
+    split's end, a writer's report (`ticket_at`), the fold's cursor (`folded_at`)."""
+    stamps = [datetime.fromisoformat(job_item[name]["S"]).timestamp()
+              for name in ("started_at", "checkpoint_at", "split_finished_at") if name in job_item]
+    stamps += [float(item[name]["N"]) for item, name in ((tally or {}, "ticket_at"),
+                                                         (tally or {}, "split_done_at"),
+                                                         (folded or {}, "folded_at"))
+               if name in item]
+    return max(stamps, default=0.0)
 
 
 def jobs_by_id(ddb: Any, ledger_table: str, jobs: Iterable[str], *,
@@ -115,23 +127,12 @@ def jobs_by_id(ddb: Any, ledger_table: str, jobs: Iterable[str], *,
     keys = [_key(job, sk) for job in wanted for sk in sks]
     found: dict[str, dict[str, Any]] = {}
     reported: dict[str, int] = {}
-    for start in range(0, len(keys), MAX_BATCH_GET):
-        request: dict[str, Any] = {ledger_table: {"Keys": keys[start:start + MAX_BATCH_GET]}}
-        for attempt in range(BATCH_GET_ATTEMPTS):
-            response = ddb.batch_get_item(RequestItems=request)
-            for item in response.get("Responses", {}).get(ledger_table, []):
-                job = item["pk"]["S"]
-                if item["sk"]["S"] == JOB_SK:
-                    found[job] = plain(item)
-                else:
-                    reported[job] = int(item.get("messages_reported", {}).get("N", "0"))
-            request = response.get("UnprocessedKeys") or {}
-            if not request:
-                break
-            time.sleep(min(2.0, 0.05 * 2 ** attempt))
+    for item in _batch_get(ddb, ledger_table, keys, consistent=False):
+        job = item["pk"]["S"]
+        if item["sk"]["S"] == JOB_SK:
+            found[job] = plain(item)
         else:
-            raise RuntimeError(f"{ledger_table}: BatchGetItem left keys unprocessed "
-                               f"{BATCH_GET_ATTEMPTS} times (throttled)")
+            reported[job] = int(item.get("messages_reported", {}).get("N", "0"))
     if progress:
         for job, item in found.items():
             item["messages_reported"] = reported.get(job, 0)

@@ -19,9 +19,11 @@ from fanout.ledger.layout import (
     SPLITTING,
     TALLY_SK,
     Clock,
-    _conditional_failed,
+    _active_key,
+    _canceled_on,
     _key,
     _n,
+    _n_time,
     _s,
     now_iso,
     plain,
@@ -43,25 +45,25 @@ def start_job(
     after a crash or a timeout finds it expired and resumes from the last checkpoint."""
     now = clock()
     try:
-        ddb.put_item(
-            TableName=ledger_table,
-            Item={
+        # One transaction (a retry after a lost reply is recognised by its token): the job
+        # item, the tally's format and the job's place in the active index, all or none.
+        ddb.transact_write_items(TransactItems=[
+            {"Put": {"TableName": ledger_table, "Item": {
                 "pk": _s(job), "sk": _s(JOB_SK), "status": _s(SPLITTING),
                 "source": _s(source_uri), "table": _s(table), "started_at": _s(now_iso(lambda: now)),
                 "split_owner": _s(owner), "split_lease_until": _n(int(now + lease_s) + 1),
                 "range_bytes": _n(range_bytes), "ledger_format": _n(LEDGER_FORMAT),
                 **({"mode": _s(mode)} if mode != "put" else {}),
-            },
-            ConditionExpression="attribute_not_exists(pk)",
-        )
-        ddb.update_item(
-            TableName=ledger_table, Key=_key(job, TALLY_SK),
-            UpdateExpression="SET ledger_format = :f",
-            ExpressionAttributeValues={":f": _n(LEDGER_FORMAT)},
-        )
+            }, "ConditionExpression": "attribute_not_exists(pk)"}},
+            {"Update": {"TableName": ledger_table, "Key": _key(job, TALLY_SK),
+                        "UpdateExpression": "SET ledger_format = :f",
+                        "ExpressionAttributeValues": {":f": _n(LEDGER_FORMAT)}}},
+            {"Put": {"TableName": ledger_table,
+                     "Item": {**_active_key(job), "since": _n_time(now)}}},
+        ])
         return "new", None
     except ClientError as exc:
-        if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+        if not _canceled_on(exc, 0):
             raise
     try:
         item = ddb.update_item(
@@ -153,45 +155,54 @@ def finish_split(
     """Record what the splitter sent; the job is RUNNING until every message is counted.
     A job started by the previous ledger format is failed instead (see Upgrades), and
     its FAILED item returned."""
+    now = clock()
     try:
-        response = ddb.update_item(
-            TableName=ledger_table,
-            Key=_key(job, JOB_SK),
-            UpdateExpression=(
-                "SET rows_read = :r, messages_total = :m, #st = :running, split_finished_at = :t, "
-                "header = :h, error_location = :e REMOVE split_lease_until, #cp"
-            ),
-            ConditionExpression="#st = :splitting AND ledger_format = :f",
-            ExpressionAttributeNames={"#st": "status", "#cp": "checkpoint"},
-            ExpressionAttributeValues={
-                ":r": _n(rows_read), ":m": _n(messages_total), ":running": _s(RUNNING),
-                ":splitting": _s(SPLITTING), ":t": _s(now_iso(clock)),
-                ":h": {"L": [_s(h) for h in header]}, ":e": _s(error_location),
-                ":f": _n(LEDGER_FORMAT),
-            },
-            ReturnValues="ALL_NEW",
-        )
+        # One transaction: the job item and the tally's copy of messages_total move
+        # together (a tally without it would never let the job complete).
+        ddb.transact_write_items(TransactItems=[
+            {"Update": {
+                "TableName": ledger_table, "Key": _key(job, JOB_SK),
+                "UpdateExpression": (
+                    "SET rows_read = :r, messages_total = :m, #st = :running, "
+                    "split_finished_at = :t, header = :h, error_location = :e "
+                    "REMOVE split_lease_until, #cp"),
+                "ConditionExpression": "#st = :splitting AND ledger_format = :f",
+                "ExpressionAttributeNames": {"#st": "status", "#cp": "checkpoint"},
+                "ExpressionAttributeValues": {
+                    ":r": _n(rows_read), ":m": _n(messages_total), ":running": _s(RUNNING),
+                    ":splitting": _s(SPLITTING), ":t": _s(now_iso(lambda: now)),
+                    ":h": {"L": [_s(h) for h in header]}, ":e": _s(error_location),
+                    ":f": _n(LEDGER_FORMAT)}}},
+            {"Update": {
+                "TableName": ledger_table, "Key": _key(job, TALLY_SK),
+                "UpdateExpression": "SET messages_total = :total, rows_read = :r, split_done_at = :at",
+                "ExpressionAttributeValues": {":total": _n(messages_total), ":r": _n(rows_read),
+                                              ":at": _n_time(now)}}},
+        ])
     except ClientError as exc:
-        if not _conditional_failed(exc) or not fail_old_format(ddb, ledger_table, job,
-                                                               clock=clock):
+        if not _canceled_on(exc, 0):
             raise
-        return raw_job(ddb, ledger_table, job)
-    ddb.update_item(
-        TableName=ledger_table, Key=_key(job, TALLY_SK),
-        UpdateExpression="SET messages_total = :total, rows_read = :r",
-        ExpressionAttributeValues={":total": _n(messages_total), ":r": _n(rows_read)},
-    )
-    finished: dict[str, Any] = response["Attributes"]
-    return finished
+        if not fail_old_format(ddb, ledger_table, job, clock=clock):
+            raise SplitFinished(f"job {job} is past splitting (finished by an earlier try or "
+                                "a duplicate)") from exc
+    return raw_job(ddb, ledger_table, job)
+
+
+class SplitFinished(RuntimeError):
+    """`finish_split` found the job past splitting: an earlier try or a duplicate finished it."""
 
 
 def fail_job(ddb: Any, ledger_table: str, job: str, *, error: str,
              clock: Clock = time.time) -> None:
-    """End a job that cannot be split (bad input): status FAILED with the reason."""
-    ddb.update_item(
-        TableName=ledger_table,
-        Key={"pk": _s(job), "sk": _s(JOB_SK)},
-        UpdateExpression="SET #st = :failed, #err = :e, finished_at = :t REMOVE split_lease_until",
-        ExpressionAttributeNames={"#st": "status", "#err": "error"},
-        ExpressionAttributeValues={":failed": _s(FAILED), ":e": _s(error), ":t": _s(now_iso(clock))},
-    )
+    """End a job that cannot be split (bad input): status FAILED with the reason, and out
+    of the active index (the splitter publishes its summary)."""
+    ddb.transact_write_items(TransactItems=[
+        {"Update": {
+            "TableName": ledger_table, "Key": _key(job, JOB_SK),
+            "UpdateExpression": "SET #st = :failed, #err = :e, finished_at = :t "
+                                "REMOVE split_lease_until",
+            "ExpressionAttributeNames": {"#st": "status", "#err": "error"},
+            "ExpressionAttributeValues": {":failed": _s(FAILED), ":e": _s(error),
+                                          ":t": _s(now_iso(clock))}}},
+        {"Delete": {"TableName": ledger_table, "Key": _active_key(job)}},
+    ])

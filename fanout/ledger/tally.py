@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from fanout.ledger.layout import (
     _log_sk,
     _n,
     _n_time,
+    _own_commit,
     _s,
     raw_job,
 )
@@ -48,16 +50,27 @@ def record_batch(
     the stamp it replaced, the previous ticket's; the record carries that (`prev_at`), so
     a folder that meets the previous ticket's hole knows when it was handed out (see
     `fanout.ledger.folding.HolePolicy`). A record put that fails with an AWS error voids its own ticket
-    before the error fails the batch, so a writer that is alive never leaves a hole."""
+    before the error fails the batch, so a writer that is alive never leaves a hole.
+
+    Lost replies: a record put retried after it committed finds its own record and goes
+    on; a ticket ADD applied twice (its reply lost, botocore retried it) leaves the first
+    ticket without a record, and the ADD's token, found in the tally it replaced, tells
+    this writer to void that ticket at once."""
     updated = []
     for job, messages in results.items():
         if not messages:
             continue
         asked = clock()
+        # One token per call: botocore's retry of a call whose reply was lost sends the same
+        # token, so the ADD that finds its own token in the tally knows the ticket before its
+        # own was taken by its first, committed try: a phantom nobody will write.
+        token = f"{request_id[:48]}:{uuid.uuid4().hex[:12]}"
         old = ddb.update_item(
             TableName=ledger_table, Key=_key(job, TALLY_SK),
-            UpdateExpression="ADD tickets :one, messages_reported :n SET ticket_at = :now",
-            ExpressionAttributeValues={":one": _n(1), ":n": _n(len(messages)), ":now": _n_time(asked)},
+            UpdateExpression="ADD tickets :one, messages_reported :n SET ticket_at = :now, "
+                             "ticket_by = :by",
+            ExpressionAttributeValues={":one": _n(1), ":n": _n(len(messages)), ":now": _n_time(asked),
+                                       ":by": _s(token)},
             ReturnValues="ALL_OLD",
         ).get("Attributes", {})
         if "ledger_format" not in old:
@@ -76,16 +89,20 @@ def record_batch(
             item["prev_at"] = old["ticket_at"]
         try:
             ddb.put_item(TableName=ledger_table, Item=item,
-                         ConditionExpression="attribute_not_exists(sk)")
+                         ConditionExpression="attribute_not_exists(sk)",
+                         ReturnValuesOnConditionCheckFailure="ALL_OLD")
         except ClientError as exc:
-            if _conditional_failed(exc):
-                raise TicketVoided(f"job {job}: log ticket {ticket} was voided; "
-                                   "the batch will be delivered again") from exc
-            _void_own(ddb, ledger_table, job, ticket)
-            raise
+            if not _own_commit(exc, m=item["m"], r=item["r"]):
+                if _conditional_failed(exc):
+                    raise TicketVoided(f"job {job}: log ticket {ticket} was voided; "
+                                       "the batch will be delivered again") from exc
+                _void_own(ddb, ledger_table, job, ticket)
+                raise
         except BotoCoreError:
             _void_own(ddb, ledger_table, job, ticket)
             raise
+        if old.get("ticket_by") == _s(token):
+            _void_own(ddb, ledger_table, job, ticket - 1)  # this call's phantom (see above)
         tally["reported_now"] = _n(len(messages))  # not stored: what this report added
         if clock() - asked >= HOLE_WAIT_S:
             # A folder may have met this ticket's hole, waited HOLE_WAIT_S and stopped

@@ -104,14 +104,13 @@ def test_duplicate_s3_events_split_the_job_once(data: Expected, tmp_path: Path) 
             thread.join(timeout=30)
         return s3.get_object(**params)
 
-    def put_item(ddb: Any, **params: Any) -> Any:
-        if params.get("ConditionExpression") == "attribute_not_exists(pk)":
+    def transact_write_items(ddb: Any, **params: Any) -> Any:
+        # The job's start and the split's end are transactions (see fanout/ledger/split.py).
+        writes = [w for item in params["TransactItems"] for w in item.values()]
+        if any(w.get("ConditionExpression") == "attribute_not_exists(pk)" for w in writes):
             starts.next()
-        return ddb.put_item(**params)
-
-    def update_item(ddb: Any, **params: Any) -> Any:
-        response = ddb.update_item(**params)
-        if "messages_total = :m" in params.get("UpdateExpression", ""):
+        response = ddb.transact_write_items(**params)
+        if any("messages_total = :m" in w.get("UpdateExpression", "") for w in writes):
             finishes.next()
         return response
 
@@ -119,7 +118,7 @@ def test_duplicate_s3_events_split_the_job_once(data: Expected, tmp_path: Path) 
         strict = layer.wrap(raw)
         return replace(strict, s3=Hooked(strict.s3, get_object=get_object),
                        sqs=Hooked(strict.sqs, receive_message=receive_message),
-                       dynamodb=Hooked(strict.dynamodb, put_item=put_item, update_item=update_item))
+                       dynamodb=Hooked(strict.dynamodb, transact_write_items=transact_write_items))
 
     result = run(data, tmp_path / "out", wrap, range_bytes=4096)
     assert [job["status"] for c in concurrent for job in c["jobs"]] == ["skipped"]
@@ -346,8 +345,12 @@ def test_a_replay_during_finalization_is_counted_and_the_summary_published_once(
     replayed = threading.Event()
 
     def transact_write_items(ddb: Any, **params: Any) -> Any:
+        flips = [item["Update"] for item in params["TransactItems"] if "status" in str(
+            item.get("Update", {}).get("ExpressionAttributeNames", {})) and ":complete" in str(item)]
+        if not flips:  # not a completion (a job's start, mark_published, ...)
+            return ddb.transact_write_items(**params)
         if started.next() == 1:  # the first completion flip
-            flip = params["TransactItems"][-1]["Update"]
+            flip = flips[0]
             job = ddb.get_item(TableName=flip["TableName"], Key=flip["Key"])["Item"]
             thread = threading.Thread(target=replay_now, name="replay",
                                       args=(job["pk"]["S"], job["source"]["S"]))
