@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from fanout import ledger
 from fanout.ledger import MessageCounts
 from fanout.runtime import Runtime, reconcile_jobs, settle_job
-from tests.integration.test_ledger import JOB, Calls, Clock, completes, counts_of
+from tests.integration.test_ledger import JOB, Calls, Clock, completes, counts_of, timed
 
 C = MessageCounts(25, 0, 0)
 
@@ -379,3 +379,21 @@ def test_the_writers_scheduled_event_runs_the_reconciler(aws, stack, spec):
             "ended": {JOB: ledger.STALLED}}
     finally:
         writer_handler.runtime.use(None)
+
+
+def test_the_completer_publishes_and_a_concurrent_settle_does_not_until_its_claim_expires(
+        aws, stack):
+    """At least once, and once when nothing fails: the completion takes the publish claim;
+    another settle meanwhile gets no summary; if the completer died before publishing, the
+    claim expires with its lease and the next settle (or the reconciler) publishes."""
+    clock, table = Clock(), stack.settings.ledger_table_name
+    start(aws, stack, total=1, rows=25, clock=clock)
+    ledger.record_batch(aws.dynamodb, table, "w0", {JOB: {"0": C}}, clock=clock)
+    done = ledger.settle(aws.dynamodb, table, JOB, owner="completer", lease_s=30, **timed(clock))
+    assert done.status == ledger.COMPLETE and done.summary is not None
+    ledger.record_batch(aws.dynamodb, table, "dup", {JOB: {"0": C}}, clock=clock)
+    again = ledger.settle(aws.dynamodb, table, JOB, owner="duplicate", lease_s=30, **timed(clock))
+    assert (again.status, again.summary) == (ledger.COMPLETE, None)
+    clock.now += 31  # the completer died without publishing
+    later = ledger.settle(aws.dynamodb, table, JOB, owner="later", lease_s=30, **timed(clock))
+    assert later.summary is not None and later.summary["TOTAL_NUMBER_OF_ITEMS_WRITTEN"] == 25
