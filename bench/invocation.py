@@ -323,14 +323,20 @@ def writer_rows(bodies: list[str], splitter_cpu_rows_s: float, bytes_per_row: fl
     return rows, notes
 
 
-def _stack_defaults() -> str:
+def stack_config() -> Any:
+    """infra's fanout_stack.config (the stack's defaults), importable from the bench."""
+    import importlib
     import sys
     from pathlib import Path
 
     infra = str(Path(__file__).resolve().parents[1] / "infra")
     if infra not in sys.path:
         sys.path.insert(0, infra)
-    from fanout_stack.config import DEFAULT_ROWS_PER_WRITER_S, DEFAULT_WRITER_MEMORY_MB
+    return importlib.import_module("fanout_stack.config")
 
-    return (f"{DEFAULT_WRITER_MEMORY_MB} MB, rows_per_writer_s {DEFAULT_ROWS_PER_WRITER_S:,}, "
+
+def _stack_defaults() -> str:
+    config = stack_config()
+    return (f"{config.DEFAULT_WRITER_MEMORY_MB} MB, "
+            f"rows_per_writer_s {config.DEFAULT_ROWS_PER_WRITER_S:,}, "
             f"writer_in_flight {DEFAULT_CONFIG.writer_in_flight}")

@@ -175,9 +175,14 @@ def _wire(operation: str, params: dict[str, Any], response: dict[str, Any]) -> d
     return parsed
 
 
-def _failed(operation: str) -> ClientError:
-    return ClientError({"Error": {"Code": "ConditionalCheckFailedException",
-                                  "Message": "The conditional request failed"}}, operation)
+def _failed(operation: str, params: dict[str, Any] | None = None,
+            before: dict[str, Any] | None = None) -> ClientError:
+    """A failed condition; with ReturnValuesOnConditionCheckFailure=ALL_OLD, the item."""
+    response: dict[str, Any] = {"Error": {"Code": "ConditionalCheckFailedException",
+                                          "Message": "The conditional request failed"}}
+    if (params or {}).get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and before:
+        response["Item"] = before
+    return ClientError(response, operation)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -239,7 +244,7 @@ class MemoryLedger:
         if condition and not _Conditions(condition, before or {},
                                          params.get("ExpressionAttributeNames", {}),
                                          params.get("ExpressionAttributeValues", {})).evaluate():
-            raise _failed("PutItem")
+            raise _failed("PutItem", params, before)
         self.items[key] = dict(new)
         return _wire("PutItem", params, {})
 
@@ -251,7 +256,7 @@ class MemoryLedger:
         condition = params.get("ConditionExpression")
         if condition and not _Conditions(condition, before or {}, names, values).evaluate():
             self._write_units(before, None)
-            raise _failed("UpdateItem")
+            raise _failed("UpdateItem", params, before)
         after = dict(before or {"pk": params["Key"]["pk"], "sk": params["Key"]["sk"]})
         _apply_update(after, params["UpdateExpression"], names, values)
         self._write_units(before, after)
@@ -259,12 +264,20 @@ class MemoryLedger:
         returned = {"ALL_NEW": after, "ALL_OLD": before}.get(params.get("ReturnValues", "NONE"))
         return _wire("UpdateItem", params, {"Attributes": returned} if returned else {})
 
+    def delete_item(self, **params: Any) -> dict[str, Any]:
+        key = (params["Key"]["pk"]["S"], params["Key"]["sk"]["S"])
+        self._write_units(self._load(*key), None)
+        self.items.pop(key, None)
+        return _wire("DeleteItem", params, {})
+
     def transact_write_items(self, **params: Any) -> dict[str, Any]:
-        """ConditionChecks and Updates, all or none; 2 write units per item per KB."""
+        """Puts, Updates and Deletes with their conditions, all or none; 2 write units per
+        item per KB."""
         reasons, loaded = [], []
         for entry in params["TransactItems"]:
             (_, op), = entry.items()
-            before = self._load(op["Key"]["pk"]["S"], op["Key"]["sk"]["S"])
+            key = op.get("Key") or op["Item"]
+            before = self._load(key["pk"]["S"], key["sk"]["S"])
             loaded.append(before)
             passed = not op.get("ConditionExpression") or _Conditions(
                 op["ConditionExpression"], before or {}, op.get("ExpressionAttributeNames", {}),
@@ -277,7 +290,13 @@ class MemoryLedger:
                                          "Message": "Transaction cancelled"},
                                "CancellationReasons": reasons}, "TransactWriteItems")
         for entry, before in zip(params["TransactItems"], loaded, strict=True):
-            if "Update" in entry:
+            if "Put" in entry:
+                item = entry["Put"]["Item"]
+                self.items[(item["pk"]["S"], item["sk"]["S"])] = dict(item)
+            elif "Delete" in entry:
+                key = entry["Delete"]["Key"]
+                self.items.pop((key["pk"]["S"], key["sk"]["S"]), None)
+            elif "Update" in entry:
                 op = entry["Update"]
                 after = dict(before or {"pk": op["Key"]["pk"], "sk": op["Key"]["sk"]})
                 _apply_update(after, op["UpdateExpression"], op.get("ExpressionAttributeNames", {}),
@@ -305,8 +324,8 @@ class MemoryLedger:
         if "BETWEEN" in params["KeyConditionExpression"]:
             low, high = values[":low"]["S"], values[":high"]["S"]
             keys: Iterator[str] = self._log_keys(max(low, after), high, skip=after)
-        else:
-            prefix = next(v["S"] for k, v in values.items() if k != ":pk")
+        else:  # "pk = :pk", with or without "AND begins_with(sk, :p)"
+            prefix = next((v["S"] for k, v in values.items() if k != ":pk"), "")
             keys = iter(sorted(sk for p, sk in self.items if p == pk and sk.startswith(prefix)
                                and sk > after))
         items: list[dict[str, Any]] = []
@@ -555,6 +574,91 @@ def old_job_item_units() -> tuple[int, int, int]:
     return tuple(max(1, math.ceil(item_size(i) / KB)) for i in (base, parallel, wide))  # type: ignore[return-value]
 
 
+# ------------------------------------------------------------------ the reconciler
+
+RECONCILE_RUNS_PER_HOUR = 60  # PipelineConfig.reconcile_every_s = 60
+RUNNING_JOBS = 20
+CALL_ROUND_TRIP_S = 0.010  # assumed per DynamoDB call inside the region (not measured here)
+WRITE_PRICE = 0.625 / 1e6  # on-demand, per write request unit
+READ_PRICE = 0.125 / 1e6  # on-demand, per read request unit
+LAMBDA_REQUEST_PRICE = 0.20 / 1e6
+LAMBDA_GB_S_PRICE = 0.0000133334  # arm64
+
+
+@dataclass
+class ReconcilerCost:
+    idle: Measured  # one run over an empty active index
+    per_job: Units  # one visit of a RUNNING job whose writers folded their own reports
+    per_job_cpu_s: float
+    exact: bool
+
+
+def reconciler_cost(jobs: int = RUNNING_JOBS) -> ReconcilerCost:
+    """The reconciler's runs through the real code: over an empty active index, and over
+    `jobs` RUNNING jobs (each split into 1,000 messages, 300 reported and folded by their
+    own writers, as in the steady state; the reconciler finds nothing to fold)."""
+    table = MemoryLedger(lambda ticket: "")
+    ddb: Any = table
+    now = 1_764_628_800.0
+
+    def run() -> list[ledger.Reconciled]:
+        return ledger.reconcile(ddb, TABLE, owner="reconciler", time_left=lambda: 50.0,
+                                clock=lambda: now, sleep=lambda s: None)
+
+    _, idle = measure(run, table)
+    for n in range(jobs):
+        job = f"running-{n:03d}"
+        ledger.start_job(ddb, TABLE, job, source_uri=f"s3://bucket/uploads/{n}.csv",
+                         table="items", owner="splitter", clock=lambda: now)
+        ledger.finish_split(ddb, TABLE, job, rows_read=25_000, messages_total=1000,
+                            header=["account"], error_location="s3://bucket/errors/",
+                            clock=lambda: now)
+        for start in range(0, 300, 100):
+            ledger.record_batch(ddb, TABLE, f"w{n}-{start}", {job: {
+                str(seq): MessageCounts(25, 0, 0) for seq in range(start, start + 100)}},
+                clock=lambda: now)
+        ledger.settle(ddb, TABLE, job, owner=f"w{n}", clock=lambda: now, sleep=lambda s: None)
+    ended, visit = measure(run, table)
+    statuses = {(ledger.get_job(ddb, TABLE, f"running-{n:03d}") or {}).get("status")
+                for n in range(jobs)}
+    per_job = visit.units - idle.units
+    return ReconcilerCost(idle, Units(per_job.write // jobs, per_job.read / jobs,
+                                      per_job.calls // jobs),
+                          (visit.cpu_s - idle.cpu_s) / jobs,
+                          ended == [] and statuses == {ledger.RUNNING})
+
+
+def reconciler_rows(rows: list[tuple[str, str, str, str, str]]) -> None:
+    from bench.invocation import stack_config
+
+    writer_mb = stack_config().DEFAULT_WRITER_MEMORY_MB
+    r = reconciler_cost()
+    memory_gb = writer_mb / 1024
+    idle_s = r.idle.cpu_s + r.idle.units.calls * CALL_ROUND_TRIP_S
+    idle_hour = RECONCILE_RUNS_PER_HOUR * (
+        LAMBDA_REQUEST_PRICE + idle_s * memory_gb * LAMBDA_GB_S_PRICE
+        + r.idle.units.write * WRITE_PRICE + r.idle.units.read * READ_PRICE)
+    job_s = r.per_job_cpu_s + r.per_job.calls * CALL_ROUND_TRIP_S
+    job_hour = RECONCILE_RUNS_PER_HOUR * (job_s * memory_gb * LAMBDA_GB_S_PRICE
+                                          + r.per_job.write * WRITE_PRICE
+                                          + r.per_job.read * READ_PRICE)
+    rows.append((
+        f"reconciler: an idle hour ({RECONCILE_RUNS_PER_HOUR} runs, no active job)",
+        f"${idle_hour:.6f} / hour; a run: {r.idle.units.calls} call(s), "
+        f"{r.idle.units.read:.0f} RRU, {r.idle.cpu_s * 1000:.1f} ms CPU",
+        f"a {writer_mb} MB writer invocation; {CALL_ROUND_TRIP_S * 1000:.0f} ms a "
+        "call assumed", "—", goal(r.idle.units.calls <= 1 and idle_hour < 0.001,
+                                  "1 Query a run, < $0.001 an hour"),
+    ))
+    rows.append((
+        f"reconciler: per RUNNING job ({RUNNING_JOBS} jobs, writers up to date)",
+        f"${job_hour:.6f} / job-hour; a visit: {r.per_job.calls} calls, {r.per_job.write} WRU, "
+        f"{r.per_job.read:.0f} RRU, {r.per_job_cpu_s * 1000:.1f} ms CPU",
+        "none reached COMPLETE or STALLED early" if r.exact else "A JOB ENDED EARLY", "—",
+        goal(r.exact and r.per_job.calls <= 10, "a few small calls, the job's size aside"),
+    ))
+
+
 # ------------------------------------------------------------------ the bench's rows
 
 def _scaled(cpu_s: float) -> float:
@@ -622,6 +726,7 @@ def add_rows(rows: list[tuple[str, str, str, str, str]], notes: list[str], quick
         "200-range parallel job", "exact" if small_batches.exact else "NOT EXACT",
         goal(pct_10 <= 1.0 and small_batches.exact, "≤ 1 %"),
     ))
+    reconciler_rows(rows)
     small, parallel, wide = old_job_item_units()
     notes.append(
         f"Ledger scale ({label}, {r.deliveries:,} deliveries: {DUPLICATE_RATE:.0%} duplicates, "
