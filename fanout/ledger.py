@@ -128,7 +128,7 @@ HOLE_POLL_S = 0.05
 # A hole (a ticket with no record) is voided only when no writer can still fill it: once
 # the writer that took it has outlived the writer function's timeout, plus this margin for
 # clock differences between hosts and a request still in flight when the writer died.
-HOLE_MARGIN_S = 30.0
+from fanout.settings import HOLE_MARGIN_S as HOLE_MARGIN_S  # noqa: E402, I001 (settings check the timing rule)
 WRITER_TIMEOUT_S = 60.0  # PipelineConfig.writer_timeout_s, when the caller cannot say
 FOLD_LEASE_S = 60.0  # when the caller cannot say how long it lives
 
