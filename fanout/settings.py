@@ -99,10 +99,14 @@ def timing_error(writer_timeout_s: float, visibility_timeout_s: float) -> str | 
 
 DEFAULT_CONFIG = PipelineConfig()
 
-# The local runtime keeps every AWS behaviour but shortens the waits: a reported failure
-# reappears after 2 s instead of 6 minutes, so a poison message reaches the DLQ quickly.
-# Batches stay at 10 (one ReceiveMessage) so that an invocation finishes well inside it.
-LOCAL_CONFIG = PipelineConfig(visibility_timeout_s=2, writer_timeout_s=60, batch_size=10)
+# The local runtime keeps every AWS behaviour but shortens the waits as far as the timing
+# rule lets it. Locally nothing ends a writer at its timeout: it is the writer's time budget
+# (10 s: a batch of 10 messages takes well under a second on moto) and the lifetime the
+# ledger assumes, and it sets the visibility timeout to the shortest the rule allows, 51 s,
+# so a reported failure reappears after 51 s instead of 6 minutes. Batches stay at 10 (one
+# ReceiveMessage) so that an invocation finishes well inside the budget.
+LOCAL_CONFIG = PipelineConfig(writer_timeout_s=10, visibility_timeout_s=min_visibility_timeout_s(10),
+                              batch_size=10)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,7 +169,11 @@ class Settings:
     ) -> Settings:
         """What both Lambdas run with under `config` and `spec`, given the resources the
         stack (or the local runtime) created: every number from the config, the key names
-        from the spec. The local runtime's overrides (a range size) go in `config`."""
+        from the spec. The local runtime's overrides (a range size) go in `config`. A config
+        that breaks the ledger's timing rule raises SettingsError (`timing_error`)."""
+        error = timing_error(config.writer_timeout_s, config.visibility_timeout_s)
+        if error:
+            raise SettingsError(error)
         return cls(
             table_name=table_name, ledger_table_name=ledger_table_name,
             rows_queue_url=rows_queue_url, dlq_url=dlq_url, bucket=bucket, topic_arn=topic_arn,

@@ -4,6 +4,7 @@ fails loudly, naming it (a writer without its DLQ would drop rejected rows silen
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -121,8 +122,17 @@ def test_the_rule_is_strict_and_its_minimum_is_the_first_that_passes(visibility_
         assert Settings.from_env(env).visibility_timeout_s == 151
 
 
+def test_the_local_runtime_cannot_be_given_a_config_that_breaks_the_rule() -> None:
+    config = replace(DEFAULT_CONFIG, writer_timeout_s=60, visibility_timeout_s=60)
+    with pytest.raises(SettingsError) as raised:
+        Settings.for_pipeline(config, Spec.default(), table_name="t", ledger_table_name="l",
+                              rows_queue_url="q", dlq_url="d", bucket="b", topic_arn="a")
+    assert str(raised.value) == TOO_SHORT
+
+
 @pytest.mark.parametrize("name, writer_s, visibility_s", [
     ("DEFAULT_CONFIG", DEFAULT_CONFIG.writer_timeout_s, DEFAULT_CONFIG.visibility_timeout_s),
+    ("LOCAL_CONFIG", LOCAL_CONFIG.writer_timeout_s, LOCAL_CONFIG.visibility_timeout_s),
     ("LOCAL_CONTEXT (MiniStack)", int(LOCAL_CONTEXT["writer_timeout_s"]),
      int(LOCAL_CONTEXT["visibility_timeout_s"])),
 ])
