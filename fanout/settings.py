@@ -9,6 +9,7 @@ as the functions' environment, `to_env`; the local runtime hands them in).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,13 @@ MAX_SQS_MESSAGE_BYTES = 1_048_576
 MAX_ITEM_BYTES = 400 * 1024
 ROWS_PER_MESSAGE = 25
 
+# The ledger voids a hole (a log ticket whose writer died before writing its record) only
+# once that writer cannot be alive: past the writer timeout, plus this margin for clock
+# differences between hosts and a request still in flight when the writer died
+# (fanout.ledger.HolePolicy). It lives here, below the ledger, so that every place settings
+# are made can check the timing rule with it (`timing_error`).
+HOLE_MARGIN_S = 30.0
+
 
 @dataclass(frozen=True, kw_only=True)
 class PipelineConfig:
@@ -33,7 +41,8 @@ class PipelineConfig:
 
     writer_timeout_s: int = 60
     splitter_timeout_s: int = 900
-    # AWS recommends a queue visibility timeout of 6x the function timeout.
+    # AWS recommends a queue visibility timeout of 6x the function timeout; the ledger needs
+    # more than 2x plus HOLE_MARGIN_S (`timing_error`).
     visibility_timeout_s: int = 6 * 60
     max_receive_count: int = 5
     # 1,000 messages (25,000 rows) an invocation, gathered for up to 1 s: the ledger's two
@@ -68,12 +77,40 @@ class PipelineConfig:
     json_copy_prefix: str = "json-copy/"
 
 
+def min_visibility_timeout_s(writer_timeout_s: float) -> int:
+    """The shortest visibility timeout (whole seconds, as SQS takes it) that meets the
+    ledger's timing rule for this writer timeout (see `timing_error`)."""
+    return math.floor(2 * writer_timeout_s + HOLE_MARGIN_S) + 1
+
+
+def timing_error(writer_timeout_s: float, visibility_timeout_s: float) -> str | None:
+    """Why this pair breaks the ledger's timing rule, in one line; None when it holds.
+
+    The rule: visibility timeout > 2 x writer timeout + HOLE_MARGIN_S. A writer that dies
+    between its log ticket and its record leaves a hole, and it may have taken that ticket
+    up to one writer timeout after it received its batch; the hole is voided only once the
+    writer cannot be alive, one writer timeout plus the margin after that ticket. SQS
+    delivers the dead writer's batch again one visibility timeout after the receive, and
+    that settle must find the hole voidable: nothing else comes back to finish the job.
+    (The rule also covers AWS's own, visibility timeout >= function timeout.)"""
+    floor = 2 * writer_timeout_s + HOLE_MARGIN_S
+    if visibility_timeout_s > floor:
+        return None
+    return (f"visibility_timeout_s ({visibility_timeout_s:g}) must be more than 2 × writer_timeout_s "
+            f"({writer_timeout_s:g}) + {HOLE_MARGIN_S:g} s = {floor:g}: set it to at least "
+            f"{min_visibility_timeout_s(writer_timeout_s)}")
+
+
 DEFAULT_CONFIG = PipelineConfig()
 
-# The local runtime keeps every AWS behaviour but shortens the waits: a reported failure
-# reappears after 2 s instead of 6 minutes, so a poison message reaches the DLQ quickly.
-# Batches stay at 10 (one ReceiveMessage) so that an invocation finishes well inside it.
-LOCAL_CONFIG = PipelineConfig(visibility_timeout_s=2, writer_timeout_s=60, batch_size=10)
+# The local runtime keeps every AWS behaviour but shortens the waits as far as the timing
+# rule lets it. Locally nothing ends a writer at its timeout: it is the writer's time budget
+# (10 s: a batch of 10 messages takes well under a second on moto) and the lifetime the
+# ledger assumes, and it sets the visibility timeout to the shortest the rule allows, 51 s,
+# so a reported failure reappears after 51 s instead of 6 minutes. Batches stay at 10 (one
+# ReceiveMessage) so that an invocation finishes well inside the budget.
+LOCAL_CONFIG = PipelineConfig(writer_timeout_s=10, visibility_timeout_s=min_visibility_timeout_s(10),
+                              batch_size=10)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,7 +174,11 @@ class Settings:
     ) -> Settings:
         """What both Lambdas run with under `config` and `spec`, given the resources the
         stack (or the local runtime) created: every number from the config, the key names
-        from the spec. The local runtime's overrides (a range size) go in `config`."""
+        from the spec. The local runtime's overrides (a range size) go in `config`. A config
+        that breaks the ledger's timing rule raises SettingsError (`timing_error`)."""
+        error = timing_error(config.writer_timeout_s, config.visibility_timeout_s)
+        if error:
+            raise SettingsError(error)
         return cls(
             table_name=table_name, ledger_table_name=ledger_table_name,
             rows_queue_url=rows_queue_url, dlq_url=dlq_url, bucket=bucket, topic_arn=topic_arn,
@@ -164,7 +205,8 @@ class Settings:
                  required: Sequence[str] = BASE_REQUIRED) -> Settings:
         """Build settings from FANOUT_* variables at cold start. Every variable in `required`
         (each Lambda passes what it uses) must be set, and every number must parse: a
-        missing or malformed one raises SettingsError naming it."""
+        missing or malformed one raises SettingsError naming it, and so does a writer
+        timeout and visibility timeout that break the ledger's timing rule (`timing_error`)."""
         env = os.environ if env is None else env
         missing = [n for n in required if not env.get(n)]
         if missing:
@@ -185,7 +227,7 @@ class Settings:
             return value
 
         sort_key = env.get("FANOUT_SORT_KEY", "offer_id")
-        return cls(
+        settings = cls(
             table_name=env["FANOUT_TABLE"],
             ledger_table_name=env["FANOUT_LEDGER_TABLE"],
             rows_queue_url=env.get("FANOUT_ROWS_QUEUE_URL", ""),
@@ -212,6 +254,10 @@ class Settings:
             endpoint_url=env.get("FANOUT_ENDPOINT_URL") or None,
             region=env.get("AWS_REGION", env.get("AWS_DEFAULT_REGION", "us-east-1")),
         )
+        error = timing_error(settings.writer_timeout_s, settings.visibility_timeout_s)
+        if error:
+            raise SettingsError(error)
+        return settings
 
     def to_env(self) -> dict[str, str]:
         """The environment a Lambda needs so that `from_env` rebuilds these settings."""

@@ -23,6 +23,7 @@ from fanout.aws import Clients  # noqa: E402
 from fanout.mapping import Spec  # noqa: E402
 from fanout.settings import LOCAL_CONFIG, ResourceNames  # noqa: E402
 from fanout_cli.local.resources import LocalStack, create_resources  # noqa: E402
+from tests.sqs_clock import QueueClock, sqs_time_ahead  # noqa: E402
 
 
 def _parse_botocore_data_once() -> None:
@@ -67,6 +68,14 @@ def spec() -> Spec:
 @pytest.fixture
 def stack(aws: Clients, spec: Spec) -> LocalStack:
     return create_resources(aws, spec, config=LOCAL_CONFIG, names=ResourceNames())
+
+
+@pytest.fixture
+def queue_clock() -> Iterator[QueueClock]:
+    """moto's SQS clock, for a test to jump over a visibility timeout (tests/sqs_clock.py)."""
+    clock = QueueClock()
+    with sqs_time_ahead(lambda: clock.offset_s):
+        yield clock
 
 
 # With pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), a group's tests run one

@@ -17,6 +17,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from fanout.contract import REPLAY_MARK
+from fanout.settings import HOLE_MARGIN_S as HOLE_MARGIN_S  # the timing rule's margin: one copy
 
 # The table's key schema (both strings); infra and the local runtime create it from these.
 PARTITION_KEY, SORT_KEY = "pk", "sk"
@@ -35,9 +36,9 @@ FOLD_BUDGET_S = 10.0  # wall time one invocation spends folding at most
 HOLE_WAIT_S = 0.2  # how long a folder waits for a missing record before it stops there
 HOLE_POLL_S = 0.05
 # A hole (a ticket with no record) is voided only when no writer can still fill it: once
-# the writer that took it has outlived the writer function's timeout, plus this margin for
-# clock differences between hosts and a request still in flight when the writer died.
-HOLE_MARGIN_S = 30.0
+# the writer that took it has outlived the writer function's timeout, plus HOLE_MARGIN_S
+# for clock differences between hosts and a request still in flight when the writer died.
+# It lives in fanout.settings, which holds the queue's visibility timeout to it.
 WRITER_TIMEOUT_S = 60.0  # PipelineConfig.writer_timeout_s, when the caller cannot say
 FOLD_LEASE_S = 60.0  # when the caller cannot say how long it lives
 

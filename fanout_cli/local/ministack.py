@@ -35,6 +35,7 @@ from typing import Any
 import boto3
 
 from fanout.aws import CLIENT_CONFIG
+from fanout.settings import min_visibility_timeout_s
 
 # The pinned MiniStack; `make setup` installs this version into .venv/ministack.
 MINISTACK_VERSION = "1.5.33"
@@ -45,11 +46,15 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                "AWS_DEFAULT_REGION": REGION}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INFRA_DIR = REPO_ROOT / "infra"
-# The stack's waits, shortened for a local run: a failed writer message is received
-# again after 30 s instead of 6 minutes. MiniStack counts a worker's start (interpreter,
-# boto3, Powertools: seconds on a busy two-core machine) against the invocation's
-# timeout, so the writer keeps 30 s. Everything else is the template AWS gets.
-LOCAL_CONTEXT = {"writer_timeout_s": "30", "visibility_timeout_s": "30"}
+# The stack's waits, shortened for a local run. MiniStack counts a worker's start
+# (interpreter, boto3, Powertools: seconds on a busy two-core machine) against the
+# invocation's timeout, so the writer keeps 30 s; the visibility timeout is the shortest
+# the ledger's timing rule allows with it (91 s: a failed writer message is received again
+# after that instead of 6 minutes, and a writer that died, say at its timeout, finds its
+# hole voidable then). Everything else is the template AWS gets.
+LOCAL_WRITER_TIMEOUT_S = 30
+LOCAL_CONTEXT = {"writer_timeout_s": str(LOCAL_WRITER_TIMEOUT_S),
+                 "visibility_timeout_s": str(min_visibility_timeout_s(LOCAL_WRITER_TIMEOUT_S))}
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fanout.mapping import Spec, load_spec
-from fanout.settings import DEFAULT_CONFIG, PipelineConfig
+from fanout.settings import DEFAULT_CONFIG, PipelineConfig, timing_error
 
 # The writer's defaults are what bench/model.py `writer_defaults` derives from the
 # per-invocation bench (bench/invocation.py: batches of 100 messages, 10 ms per
@@ -37,8 +37,9 @@ MIN_CONCURRENCY, MAX_CONCURRENCY = 2, 1000
 # uses public version N instead.
 POWERTOOLS_ACCOUNT = "017000801446"
 # Pipeline numbers a context option may override (whole numbers): the local stack shortens
-# the writer's timeout and the queue's visibility timeout, and the deployed tests lower the
-# parallel-split threshold so a small file really fans out.
+# the writer's timeout and the queue's visibility timeout (as far as the ledger's timing
+# rule lets it: `timing_error`), and the deployed tests lower the parallel-split threshold
+# so a small file really fans out.
 PIPELINE_CONTEXT_KEYS = ("writer_timeout_s", "visibility_timeout_s", "max_receive_count", "range_bytes",
                          "parallel_threshold_bytes", "parallel_range_bytes")
 
@@ -151,9 +152,10 @@ class StackConfig:
         layer_version = text("powertools_layer_version")
         pipeline = replace(pipeline, **{
             key: int(value) for key in PIPELINE_CONTEXT_KEYS if (value := text(key)) is not None})
-        if pipeline.visibility_timeout_s < pipeline.writer_timeout_s:
-            raise ValueError(f"visibility_timeout_s ({pipeline.visibility_timeout_s}) must be at "
-                             f"least writer_timeout_s ({pipeline.writer_timeout_s})")
+        # The ledger's timing rule (stronger than AWS's visibility >= function timeout).
+        error = timing_error(pipeline.writer_timeout_s, pipeline.visibility_timeout_s)
+        if error:
+            raise ValueError(error)
         return replace(
             config,
             stack_name=text("stack_name") or config.stack_name,

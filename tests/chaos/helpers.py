@@ -8,21 +8,25 @@ import io
 import json
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from fanout.aws import Clients
 from fanout.mapping import Spec
-from fanout.settings import ROWS_PER_MESSAGE
+from fanout.settings import LOCAL_CONFIG, ROWS_PER_MESSAGE, PipelineConfig, ResourceNames
 from fanout_cli.local.ingest import IngestOptions, IngestResult, ingest
 from fanout_cli.makecsv import make_csv
+from tests.sqs_clock import sqs_time_ahead
 
 ROWS = 1000
-# Long enough for a 2 s visibility timeout to pass a few times; short enough that a hung
-# pipeline fails the test (PipelineError) instead of hanging it.
+# Long enough for a few deliveries (the clock skips the visibility timeouts between them);
+# short enough that a hung pipeline fails the test (PipelineError) instead of hanging it.
 MAX_WAIT_S = 60.0
+# How long the pipeline must only wait before the clock skips the wait.
+IDLE_S = 0.3
 
 Key = tuple[str, str]
 
@@ -89,10 +93,22 @@ def expectation(path: Path, header: list[str], body: list[list[str]]) -> Expecte
     return Expected(path, items, rejected, len(body), len(items), superseded)
 
 
-def run(expected: Expected, out: Path, wrap: Callable[[Clients], Clients] | None = None,
+def run(expected: Expected, out: Path, wrap: Callable[[Clients], Clients] | None = None, *,
+        config: PipelineConfig = LOCAL_CONFIG, clock: JumpingClock | None = None,
         **options: Any) -> IngestResult:
-    return ingest(IngestOptions(file=expected.path, spec=Spec.default(), out_dir=out,
-                                wrap_clients=wrap, max_wait_s=MAX_WAIT_S, **options))
+    """Load the CSV through the pipeline, the ledger and moto's SQS on a JumpingClock that
+    skips the pipeline's waits (a visibility timeout is 51 s locally: see JumpingClock)."""
+    clock = clock or JumpingClock()
+
+    def wrapped(raw: Clients) -> Clients:
+        clients = wrap(raw) if wrap else raw
+        clock.skip_waits(raw.sqs, step_s=config.visibility_timeout_s)
+        return replace(clients, sqs=clock.invocations(clients.sqs))
+
+    options.setdefault("max_wait_s", MAX_WAIT_S)
+    with clock.running():
+        return ingest(IngestOptions(file=expected.path, spec=Spec.default(), out_dir=out,
+                                    wrap_clients=wrapped, config=config, clock=clock, **options))
 
 
 def assert_exact(result: IngestResult, expected: Expected) -> None:
@@ -130,52 +146,87 @@ class Hooked:
 
 
 class JumpingClock:
-    """The wall clock, plus whatever time a test makes pass at once (`jump`): how the
-    chaos suite lets a dead writer's lifetime go by without waiting for it.
+    """The wall clock, plus the time it skips: how the chaos suite lets the pipeline's
+    waits go by without sleeping through them. The local rows queue's visibility timeout
+    is 51 s (the ledger's timing rule: more than twice the writer's 10 s timeout plus
+    30 s), and a failed message, or a dead writer's whole batch, comes back only after it.
+    The ledger runs on this clock and, while `running`, so does moto's SQS, so one jump
+    brings a redelivery and the age the ledger sees in a dead writer's hole forward
+    together, as real time would.
 
-    Time passes for every invocation alike, and Lambda ends each at its timeout, so no
-    invocation can be alive on both sides of a jump longer than its lifetime: a folder
-    would find its lease (which lasts as long as it can live) taken while it still folds,
-    and two folders would race over the shards and the totals. So a jump waits until the
-    other invocations in flight have ended, and holds new ones back while it waits. The
-    event source mappings poll through `invocations(sqs)`: a worker thread is in an
-    invocation from a receive that returned messages to its next receive."""
+    It jumps only while the pipeline does nothing but wait (`skip_waits`): no invocation in
+    flight, so none is alive on both sides of a jump (Lambda ends each at its timeout; a
+    folder alive across a jump would find its lease, which lasts as long as it can live,
+    taken while it still folds, and two folders would race over the shards and the
+    totals). The event source mappings poll through `invocations(sqs)`: a worker thread is
+    in an invocation from a receive that returned messages to its next receive, and its
+    empty receives are where the clock looks for a wait to skip, so nothing looks once the
+    mappings have stopped."""
 
     def __init__(self) -> None:
         self.offset = 0.0
         self._in_flight: set[int] = set()  # the worker threads inside an invocation
-        self._jumping = 0
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
+        self._watched: tuple[Any, list[str]] | None = None  # (sqs, the queues the functions read)
+        self._step_s = 0.0
+        self._looked_at = 0.0
+        self._waiting_since: float | None = None
 
     def __call__(self) -> float:
         return time.time() + self.offset
 
-    def jump(self, seconds: float) -> None:
-        """Let `seconds` pass, from an invocation that is dying (it makes no more calls)."""
-        with self._changed:
-            # The caller's invocation is over (two dying at once must not wait for each other).
-            self._in_flight.discard(threading.get_ident())
-            self._jumping += 1
-            try:
-                if not self._changed.wait_for(lambda: not self._in_flight, timeout=MAX_WAIT_S):
-                    raise AssertionError("the clock cannot jump: invocations never ended")
-                self.offset += seconds
-            finally:
-                self._jumping -= 1
-                self._changed.notify_all()
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """moto's SQS on this clock."""
+        with sqs_time_ahead(lambda: self.offset):
+            yield
+
+    def skip_waits(self, sqs: Any, *, step_s: float) -> None:
+        """From now on, jump `step_s` (the rows queue's visibility timeout) each time the
+        pipeline has only waited for IDLE_S: no invocation in flight, no message visible in
+        the queues the functions read (all that `sqs` lists but the DLQ), some invisible."""
+        dlq = ResourceNames().dlq
+        self._watched = (sqs, [u for u in sqs.list_queues().get("QueueUrls", []) if not u.endswith("/" + dlq)])
+        self._step_s = step_s
+
+    def _only_waiting(self, sqs: Any, urls: list[str]) -> bool:
+        visible = invisible = 0
+        for url in urls:
+            counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+                "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+            visible += int(counts["ApproximateNumberOfMessages"])
+            invisible += int(counts["ApproximateNumberOfMessagesNotVisible"])
+        return visible == 0 and invisible > 0
+
+    def _skip_if_waiting(self) -> None:
+        """After an empty receive, with the lock held (no receive runs meanwhile)."""
+        now = time.monotonic()
+        if self._watched is None or self._in_flight:
+            self._waiting_since = None
+            return
+        if now - self._looked_at < IDLE_S / 4:
+            return
+        self._looked_at = now
+        if not self._only_waiting(*self._watched):
+            self._waiting_since = None
+        elif self._waiting_since is None:
+            self._waiting_since = now
+        elif now - self._waiting_since >= IDLE_S:
+            self.offset += self._step_s
+            self._waiting_since = None
 
     def invocations(self, sqs: Any) -> Hooked:
         """`sqs` with its receive_message marking the calling thread's invocations."""
 
         def receive_message(client: Any, **params: Any) -> Any:
             me = threading.get_ident()
-            with self._changed:
+            with self._lock:
                 self._in_flight.discard(me)  # its previous invocation has ended
-                self._changed.notify_all()
-                self._changed.wait_for(lambda: not self._jumping)
                 response = client.receive_message(**params)
                 if response.get("Messages"):
                     self._in_flight.add(me)
+                else:
+                    self._skip_if_waiting()
             return response
 
         return Hooked(sqs, receive_message=receive_message)

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from fanout.settings import min_visibility_timeout_s
 from fanout_cli.local import ministack
 
 MAIN_STACK = "fanout-test"
@@ -32,6 +33,10 @@ PARALLEL_RANGE = 250_000
 READ = 128 * 1024
 # A bucket the main stack's splitter may read besides its own (`fanout ingest s3://...`).
 SOURCE_BUCKET = "fanout-test-lake"
+# The variant's waits: a writer timeout short enough to fail fast, and the shortest
+# visibility timeout the ledger's timing rule allows with it (55 s).
+VARIANT_WRITER_TIMEOUT_S = 12
+VARIANT_VISIBILITY_TIMEOUT_S = min_visibility_timeout_s(VARIANT_WRITER_TIMEOUT_S)
 
 
 @dataclass
@@ -71,10 +76,10 @@ def stack(local: Local) -> ministack.Deployment:
 @pytest.fixture(scope="session")
 def variant(local: Local) -> ministack.Deployment:
     create_table(local.client("dynamodb"), EXISTING_TABLE)
-    # Short waits, so the writer-failure test sees maxReceiveCount (2) receives in ~30 s.
+    # Short waits, so the writer-failure test sees maxReceiveCount (2) receives in ~2 minutes.
     return local.deploy(VARIANT_STACK, existing_table=EXISTING_TABLE, gzip="true",
-                        versioned="true", writer_timeout_s="12", visibility_timeout_s="12",
-                        max_receive_count="2")
+                        versioned="true", writer_timeout_s=str(VARIANT_WRITER_TIMEOUT_S),
+                        visibility_timeout_s=str(VARIANT_VISIBILITY_TIMEOUT_S), max_receive_count="2")
 
 
 def create_table(dynamodb: Any, name: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 from fanout import ledger
 from fanout_cli.local import ministack
 from fanout_cli.local.stack import find_stack, job_for_key
-from tests.deployed.conftest import EXISTING_TABLE, Local, create_table
+from tests.deployed.conftest import EXISTING_TABLE, VARIANT_VISIBILITY_TIMEOUT_S, Local, create_table
 from tests.deployed.helpers import BIN, finished_job, queue_depth, run, scan, wait_until, write_csv
 
 
@@ -67,8 +67,10 @@ def test_a_failing_writer_leaves_its_messages_to_the_dlq_as_retries_exhausted(
     write_csv(data, 40, tag="doom")  # two messages
     s3 = local.client("s3")
     s3.upload_file(str(data), variant.outputs["BucketName"], "uploads/doomed.csv")
-    # When the queue has received each message maxReceiveCount times (2, 12 s apart here)
-    wait_until(lambda: queue_depth(sqs, variant.outputs["DlqUrl"]) >= 2 or None, timeout_s=150,
+    # When the queue has received each message maxReceiveCount times (2, a visibility
+    # timeout apart: 55 s here), its next receive moves them to the DLQ
+    wait_until(lambda: queue_depth(sqs, variant.outputs["DlqUrl"]) >= 2 or None,
+               timeout_s=2 * VARIANT_VISIBILITY_TIMEOUT_S + 60,
                what="the queue's redrive to move both messages to the DLQ")
     # Then `dlq-replayer inspect` shows their rows as retries_exhausted
     done = run([str(BIN / "dlq-replayer"), "inspect", "--stack", variant.stack_name, "--json"],

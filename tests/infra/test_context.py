@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from app import build_app
 
 from fanout.mapping import SpecError, load_spec
 from fanout_stack.config import StackConfig
@@ -128,17 +129,29 @@ def test_relative_spec_paths_resolve_from_the_infra_folder(tmp_path: Path) -> No
 
 def test_pipeline_waits_and_range_sizes_come_from_context() -> None:
     config = StackConfig.from_context(context_getter(
-        writer_timeout_s="30", visibility_timeout_s="30", max_receive_count="2",
+        writer_timeout_s="30", visibility_timeout_s="91", max_receive_count="2",
         range_bytes="131072", parallel_threshold_bytes="600000", parallel_range_bytes="250000"))
     pipeline = config.pipeline
-    assert (pipeline.writer_timeout_s, pipeline.visibility_timeout_s, pipeline.max_receive_count) == (30, 30, 2)
+    assert (pipeline.writer_timeout_s, pipeline.visibility_timeout_s, pipeline.max_receive_count) == (30, 91, 2)
     assert (pipeline.range_bytes, pipeline.parallel_threshold_bytes,
             pipeline.parallel_range_bytes) == (131072, 600000, 250000)
 
 
-def test_a_visibility_timeout_below_the_writer_timeout_is_refused() -> None:
-    with pytest.raises(ValueError, match="visibility_timeout_s"):
-        StackConfig.from_context(context_getter(writer_timeout_s="60", visibility_timeout_s="30"))
+@pytest.mark.parametrize("writer_s, visibility_s, minimum", [
+    ("60", "30", 151),  # below the writer timeout (AWS refuses it too)
+    ("60", "60", 151),  # equal: AWS takes it, the ledger cannot finish a job with it
+    ("30", "90", 91),  # the boundary: the rule is strict
+])
+def test_synth_refuses_a_visibility_timeout_the_ledger_cannot_finish_with(writer_s, visibility_s,
+                                                                          minimum) -> None:
+    # The ledger voids a dead writer's hole one writer timeout + 30 s after its ticket, and
+    # that ticket may come one writer timeout after the batch was received: its redelivery
+    # must come later than both.
+    with pytest.raises(ValueError) as raised:
+        build_app({"writer_timeout_s": writer_s, "visibility_timeout_s": visibility_s}, nag=False)
+    assert str(raised.value) == (
+        f"visibility_timeout_s ({visibility_s}) must be more than 2 × writer_timeout_s ({writer_s}) "
+        f"+ 30 s = {2 * int(writer_s) + 30}: set it to at least {minimum}")
 
 
 def test_a_layer_arn_from_context_replaces_the_public_layer() -> None:

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
-import moto.sqs.models
 import pytest
 from moto import mock_aws
 
@@ -55,26 +54,6 @@ class FailingSQS:
             if self._left == 0:
                 raise Killed("killed while sending")
         return self._sqs.send_message_batch(**params)
-
-
-class QueueClock:
-    """moto's SQS clock (what visibility timeouts are measured on), plus whatever time a
-    test makes pass at once (`jump`)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.offset_s = 0.0
-        real_s, real_ms = moto.sqs.models.unix_time, moto.sqs.models.unix_time_millis
-        monkeypatch.setattr(moto.sqs.models, "unix_time", lambda *a: real_s(*a) + self.offset_s)
-        monkeypatch.setattr(moto.sqs.models, "unix_time_millis",
-                            lambda *a: real_ms(*a) + self.offset_s * 1000)
-
-    def jump(self, seconds: float) -> None:
-        self.offset_s += seconds
-
-
-@pytest.fixture
-def queue_clock(monkeypatch: pytest.MonkeyPatch) -> QueueClock:
-    return QueueClock(monkeypatch)
 
 
 @pytest.fixture

@@ -295,7 +295,7 @@ def test_throttling_shrinks_the_calls_in_flight_instead_of_multiplying_retries(a
     assert table.throttled < 20
 
 
-def test_a_message_throttled_past_the_budget_fails_alone_and_waits_longer(aws, stack, spec):
+def test_a_message_throttled_past_the_budget_fails_alone_and_waits_longer(aws, stack, spec, queue_clock):
     layer = StrictLayer()
     strict = layer.wrap(aws)
     table = SlowTable(strict.dynamodb, latency_s=0.0, throttle_keys=frozenset({"3-0"}))
@@ -313,10 +313,11 @@ def test_a_message_throttled_past_the_budget_fails_alone_and_waits_longer(aws, s
     counts = ledger.read_message_counts(aws.dynamodb, stack.settings.ledger_table_name, "job-1")
     assert sorted(counts) == ["0", "1", "2", "4", "5"]
     assert ledger.totals(counts) == ledger.MessageCounts(125, 0, 0)
-    # It was held back: at its third receive, 4x the queue's visibility timeout (8-12 s
-    # here). The others (left undeleted here, as no ESM runs) are back after the usual 2 s.
+    # It was held back: at its third receive, 4x the queue's visibility timeout. The others
+    # (left undeleted here, as no ESM runs) are back after the usual visibility timeout,
+    # which the queue's clock jumps over.
     assert layer.record.calls["change_message_visibility_batch"] == 1
-    time.sleep(stack.config.visibility_timeout_s + 0.5)
+    queue_clock.jump(stack.config.visibility_timeout_s + 0.5)
     back = aws.sqs.receive_message(QueueUrl=stack.settings.rows_queue_url,
                                    MaxNumberOfMessages=10)["Messages"]
     assert len(back) == 5 and throttled_id not in {m["MessageId"] for m in back}

@@ -4,12 +4,25 @@ fails loudly, naming it (a writer without its DLQ would drop rejected rows silen
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
+from fanout import ledger
 from fanout.mapping import Spec
 from fanout.runtime import Runtime
-from fanout.settings import SPLITTER_REQUIRED, WRITER_REQUIRED, Settings, SettingsError
+from fanout.settings import (
+    DEFAULT_CONFIG,
+    HOLE_MARGIN_S,
+    LOCAL_CONFIG,
+    SPLITTER_REQUIRED,
+    WRITER_REQUIRED,
+    Settings,
+    SettingsError,
+    min_visibility_timeout_s,
+    timing_error,
+)
+from fanout_cli.local.ministack import LOCAL_CONTEXT
 
 STACK_ENV = {
     "FANOUT_TABLE": "items", "FANOUT_LEDGER_TABLE": "jobs",
@@ -82,3 +95,60 @@ def test_inside_lambda_the_handler_builds_at_init(monkeypatch) -> None:
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "fanout-writer")
     with pytest.raises(SettingsError, match="FANOUT_DLQ_URL"):
         slot.build_in_lambda()
+
+
+# The ledger's timing rule: visibility timeout > 2 x writer timeout + HOLE_MARGIN_S, so that
+# a dead writer's batch, delivered again after the visibility timeout, finds its hole
+# voidable (fanout.settings.timing_error).
+TOO_SHORT = ("visibility_timeout_s (60) must be more than 2 × writer_timeout_s (60) + 30 s = 150: "
+             "set it to at least 151")
+
+
+def test_a_visibility_timeout_the_ledger_cannot_finish_with_fails_the_cold_start() -> None:
+    env = {**STACK_ENV, "FANOUT_WRITER_TIMEOUT_S": "60", "FANOUT_VISIBILITY_TIMEOUT_S": "60"}
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(env, required=WRITER_REQUIRED)
+    assert str(raised.value) == TOO_SHORT
+
+
+@pytest.mark.parametrize("visibility_s, refused", [(150, True), (151, False)])
+def test_the_rule_is_strict_and_its_minimum_is_the_first_that_passes(visibility_s, refused) -> None:
+    assert min_visibility_timeout_s(60) == 151
+    env = {**STACK_ENV, "FANOUT_WRITER_TIMEOUT_S": "60", "FANOUT_VISIBILITY_TIMEOUT_S": str(visibility_s)}
+    if refused:
+        with pytest.raises(SettingsError, match=r"visibility_timeout_s \(150\).*at least 151"):
+            Settings.from_env(env)
+    else:
+        assert Settings.from_env(env).visibility_timeout_s == 151
+
+
+def test_the_local_runtime_cannot_be_given_a_config_that_breaks_the_rule() -> None:
+    config = replace(DEFAULT_CONFIG, writer_timeout_s=60, visibility_timeout_s=60)
+    with pytest.raises(SettingsError) as raised:
+        Settings.for_pipeline(config, Spec.default(), table_name="t", ledger_table_name="l",
+                              rows_queue_url="q", dlq_url="d", bucket="b", topic_arn="a")
+    assert str(raised.value) == TOO_SHORT
+
+
+@pytest.mark.parametrize("name, writer_s, visibility_s", [
+    ("DEFAULT_CONFIG", DEFAULT_CONFIG.writer_timeout_s, DEFAULT_CONFIG.visibility_timeout_s),
+    ("LOCAL_CONFIG", LOCAL_CONFIG.writer_timeout_s, LOCAL_CONFIG.visibility_timeout_s),
+    ("LOCAL_CONTEXT (MiniStack)", int(LOCAL_CONTEXT["writer_timeout_s"]),
+     int(LOCAL_CONTEXT["visibility_timeout_s"])),
+])
+def test_every_timing_the_project_ships_meets_the_rule(name, writer_s, visibility_s) -> None:
+    assert timing_error(writer_s, visibility_s) is None, name
+
+
+def test_the_rule_uses_the_ledgers_margin_and_its_minimum_is_exactly_when_the_hole_is_voidable() -> None:
+    """A writer takes ticket 7 as its timeout ends it (one writer timeout after it received
+    its batch). SQS delivers the batch again one visibility timeout after that receive, and
+    the new writer's record, ticket 8, carries ticket 7's stamp: at the rule's minimum the
+    ledger voids the hole, one second sooner it would not."""
+    assert ledger.HOLE_MARGIN_S == HOLE_MARGIN_S
+    writer_s = LOCAL_CONFIG.writer_timeout_s
+    received = 1_000.0
+    records = {8: {"prev_at": {"N": str(received + writer_s)}}}
+    at = received + min_visibility_timeout_s(writer_s)
+    assert ledger.HolePolicy(writer_s, clock=lambda: at).voidable(7, records)
+    assert not ledger.HolePolicy(writer_s, clock=lambda: at - 1).voidable(7, records)
