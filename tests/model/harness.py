@@ -47,6 +47,7 @@ between its publish and its `mark_published` (the README's at-least-once).
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import json
@@ -406,7 +407,7 @@ class Plan:
         # The ledger's sizes shrunk with the job, so a small job spans several shards and
         # fold steps, and a fold's budget holds a few steps, as it holds a big job's few
         # hundred (a step here is a few calls of milliseconds each).
-        fold_messages = rng.choice((4, 8, 20_000, 20_000))
+        fold_messages = rng.choice((4, 20_000, 20_000))
         return cls(
             messages=tuple(messages),
             shard_seqs=rng.choice((8, 16, 4096)),
@@ -701,8 +702,9 @@ class Pipeline:
                     continue
                 copy.visible_at = now + DEFAULT_CONFIG.visibility_timeout_s
                 batch.append(copy)
-                if self.faulty and self.rng.random() < 0.10:  # delivered twice
-                    self.send(copy.message, delay=self.rng.uniform(0.0, 30.0))
+                if self.faulty and self.rng.random() < 0.10:  # delivered twice: mostly soon after
+                    self.send(copy.message, delay=self.rng.uniform(0.0, 3.0) if self.rng.random() < 0.8
+                              else self.rng.uniform(3.0, 120.0))
             if batch:
                 self.invoke_writer(batch)
         waiting = [copy.visible_at for copy in self.queue if copy.visible_at > now]
@@ -828,11 +830,14 @@ class Pipeline:
                 self.problems.append(Problem("completed before every message was counted",
                                              f"{invocation.name}: {trouble}"))
 
-    def fault_of(self, invocation: str | None) -> str:
-        """` (the fault)` that hit `invocation` first (a throttle only when nothing else did)."""
+    def fault_of(self, invocation: str | None, *calls: str) -> str:
+        """` (the fault)` that most likely explains what `invocation` left behind: its last
+        fault on one of `calls` (name prefixes) or that killed it, else its last fault
+        other than a throttle, else its last throttle."""
         own = [f for f in self.ddb.faults if f.invocation == invocation]
-        worst = [f for f in own if f.kind != "throttle"] or own
-        return f" ({worst[0]})" if worst else ""
+        likely = [f for f in own if f.call.startswith(calls) or f.kind.startswith("killed")] if calls else []
+        fault = (likely or [f for f in own if f.kind != "throttle"] or own or [None])[-1]
+        return f" ({fault})" if fault else ""
 
     def expected(self) -> MessageCounts:
         """The job's exact counts once every replay sent so far is counted."""
@@ -859,20 +864,32 @@ class Pipeline:
 
 # ------------------------------------------------------------------ the verdict
 
-@dataclass
 class LedgerState:
-    """The job's three small items as the run left them (the log only when asked: reading
-    the whole partition costs more than the rest of the verdict)."""
+    """The job's small items as the run left them, each read when first asked for (a
+    passing seed needs only the job item)."""
 
-    job: dict[str, Any]
-    tally: dict[str, Any]
-    fold: dict[str, Any]
+    def __init__(self, ddb: Any, table: str) -> None:
+        self._ddb, self._table = ddb, table
 
-    @classmethod
-    def read(cls, ddb: Any, table: str) -> LedgerState:
-        return cls(*(_plain(ddb.get_item(TableName=table, Key=ledger._key(JOB, sk), ConsistentRead=True)
-                            .get("Item", {}))
-                     for sk in (ledger.JOB_SK, ledger.TALLY_SK, ledger.FOLD_SK)))
+    def _item(self, sk: str) -> dict[str, Any]:
+        return _plain(self._ddb.get_item(TableName=self._table, Key=ledger._key(JOB, sk),
+                                         ConsistentRead=True).get("Item", {}))
+
+    @functools.cached_property
+    def job(self) -> dict[str, Any]:
+        return self._item(ledger.JOB_SK)
+
+    @functools.cached_property
+    def tally(self) -> dict[str, Any]:
+        return self._item(ledger.TALLY_SK)
+
+    @functools.cached_property
+    def fold(self) -> dict[str, Any]:
+        return self._item(ledger.FOLD_SK)
+
+    def has_record(self, ticket: int) -> bool:
+        return "Item" in self._ddb.get_item(TableName=self._table, ConsistentRead=True,
+                                            Key=ledger._key(JOB, ledger._log_sk(ticket)))
 
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
@@ -912,7 +929,7 @@ def verdict(pipeline: Pipeline) -> tuple[list[Problem], str, list[str]]:
     """Every check on the finished run: (problems, the job's status, why each summary
     after the first was published)."""
     problems = list(pipeline.problems)
-    state = LedgerState.read(pipeline.raw, pipeline.table)
+    state = LedgerState(pipeline.raw, pipeline.table)
     status = state.job.get("status", "(no job item)")
     if status != ledger.COMPLETE:
         problems.append(Problem(diagnose(pipeline, state), f"ends {status}; {pipeline.state_line()}"))
@@ -968,26 +985,26 @@ def diagnose(pipeline: Pipeline, state: LedgerState) -> str:
     prefix = "RUNNING" if status == ledger.RUNNING else "COMPLETE, counts not exact"
     tickets, cursor = int(state.tally.get("tickets", 0)), int(state.fold.get("cursor", 0))
     if cursor < tickets:
-        if "Item" not in pipeline.raw.get_item(TableName=pipeline.table, ConsistentRead=True,
-                                               Key=ledger._key(JOB, ledger._log_sk(cursor + 1))):
+        if not state.has_record(cursor + 1):
             taker = pipeline.ticket_takers.get(cursor + 1)
-            return f"{prefix}: a hole in the log never voided{pipeline.fault_of(taker)}"
+            return f"{prefix}: a hole in the log never voided{pipeline.fault_of(taker, 'tally ADD', 'log')}"
         if "lease_owner" in state.fold:
             owner = pipeline.fold_owners.get(state.fold["lease_owner"])
-            return f"{prefix}: the fold lease left held by a folder that stopped folding{pipeline.fault_of(owner)}"
+            return (f"{prefix}: the fold lease left held by a folder that stopped folding"
+                    f"{pipeline.fault_of(owner, 'fold SET lease_owner')}")
         last = pipeline.folds[-1] if pipeline.folds else None
         if last is not None and last.outcome == "state":
             if last.stalled is None and (last.cursor or 0) < (last.tickets or 0):
                 return f"{prefix}: the last fold ran out of budget"
             return f"{prefix}: the last fold stopped at a hole"
         if last is not None:
-            return f"{prefix}: the last fold ended {last.outcome}{pipeline.fault_of(last.invocation)}"
+            return f"{prefix}: the last fold ended {last.outcome}{pipeline.fault_of(last.invocation, 'fold', 'shard')}"
         return f"{prefix}: nothing folded the log"
     if int(state.fold.get("distinct", 0)) < len(pipeline.plan.messages):
         return f"{prefix}: messages missing from the log"
     last = pipeline.folds[-1] if pipeline.folds else None
     return f"{prefix}: every report folded, the job not completed" + (
-        pipeline.fault_of(last.invocation) if last else "")
+        pipeline.fault_of(last.invocation, "fold", "shard", "completion") if last else "")
 
 
 def run_seed(seed: int, ddb: Any, template: dict[str, Any], *, trace: bool = False) -> SeedResult:
