@@ -222,7 +222,7 @@ NO_FAULTS = FaultRates()
 class Fault:
     at: float
     invocation: str
-    kind: str  # "throttle", "killed before", "killed after", "lost reply"
+    kind: str  # "slow", "throttle", "killed before", "killed after", "lost reply"
     call: str  # call_name()
 
     def __str__(self) -> str:
@@ -277,12 +277,13 @@ class FaultyLedger:
         invocation = pipeline.sim.current
         assert invocation is not None, f"{op} outside an invocation"
         rates = pipeline.rates()
+        name = call_name(op, params)
+        self.calls[name] += 1
         latency = rng.uniform(0.002, 0.02)
         if rates.slow and rng.random() < rates.slow:
             latency += rng.uniform(0.5, 5.0)
+            self._fault(invocation, "slow", name)
         invocation.wait(latency)
-        name = call_name(op, params)
-        self.calls[name] += 1
         if rates.throttle and rng.random() < rates.throttle:
             self._fault(invocation, "throttle", name)
             raise self._throttled(op, params)
@@ -833,10 +834,10 @@ class Pipeline:
     def fault_of(self, invocation: str | None, *calls: str) -> str:
         """` (the fault)` that most likely explains what `invocation` left behind: its last
         fault on one of `calls` (name prefixes) or that killed it, else its last fault
-        other than a throttle, else its last throttle."""
+        other than a throttle or a slow call, else its last of those."""
         own = [f for f in self.ddb.faults if f.invocation == invocation]
-        likely = [f for f in own if f.call.startswith(calls) or f.kind.startswith("killed")] if calls else []
-        fault = (likely or [f for f in own if f.kind != "throttle"] or own or [None])[-1]
+        likely = [f for f in own if f.kind != "slow" and (f.call.startswith(calls) or f.kind.startswith("killed"))]
+        fault = (likely or [f for f in own if f.kind not in ("throttle", "slow")] or own or [None])[-1]
         return f" ({fault})" if fault else ""
 
     def expected(self) -> MessageCounts:
@@ -995,7 +996,7 @@ def diagnose(pipeline: Pipeline, state: LedgerState) -> str:
         last = pipeline.folds[-1] if pipeline.folds else None
         if last is not None and last.outcome == "state":
             if last.stalled is None and (last.cursor or 0) < (last.tickets or 0):
-                return f"{prefix}: the last fold ran out of budget"
+                return f"{prefix}: the last fold ran out of budget{pipeline.fault_of(last.invocation)}"
             return f"{prefix}: the last fold stopped at a hole"
         if last is not None:
             return f"{prefix}: the last fold ended {last.outcome}{pipeline.fault_of(last.invocation, 'fold', 'shard')}"
@@ -1003,7 +1004,8 @@ def diagnose(pipeline: Pipeline, state: LedgerState) -> str:
     if int(state.fold.get("distinct", 0)) < len(pipeline.plan.messages):
         return f"{prefix}: messages missing from the log"
     last = pipeline.folds[-1] if pipeline.folds else None
-    return f"{prefix}: every report folded, the job not completed" + (
+    outcome = "the job not completed" if status == ledger.RUNNING else "the job item's counts not moved"
+    return f"{prefix}: every report folded, {outcome}" + (
         pipeline.fault_of(last.invocation, "fold", "shard", "completion") if last else "")
 
 
