@@ -21,21 +21,26 @@ What is modelled, everything else:
   splitter/handler.py asks), then lands in the failure destination, which the operator
   redrives as a new invocation. 10% of seeds get a duplicate S3 event at a random time.
 * SQS, with DEFAULT_CONFIG's numbers: receive counts, the visibility timeout, the DLQ
-  past maxReceiveCount, batches of 1 to 10, 10% duplicate deliveries. A writer's
-  messages are deleted when it returns, except those it reported failed; when it raised
-  or was killed, all of them come back after the visibility timeout.
+  past maxReceiveCount, batches of 1 to 10, 10% duplicate deliveries (most soon after,
+  some a minute or two later). A writer's messages are deleted when it returns, except
+  those it reported failed; when it raised or was killed, all of them come back after
+  the visibility timeout.
 * Rows: a message is 25 rows with fixed counts (written, rejected, superseded) drawn per
   seed. Writing them takes time and can fail (throttled past the budget; in a storm, every
   write fails, so messages reach the DLQ). A message with rejected rows leaves a
   "rejected" entry in the DLQ; operator redrives at random times send those back as
   replays named as the replayer names them (`seq~replay_id`), whose counts, fixed per
   replay id, move rows out of rejected (some rows may be rejected again).
+* The job: 3 to 40 messages, most of them few. The ledger's sizes shrink with it, per
+  seed (SHARD_SEQS, FOLD_MESSAGES, LOG_PAGE and, with small fold steps, FOLD_BUDGET_S),
+  so a small job spans several shards and fold steps and a fold's budget holds a few.
 * Faults in the ledger's calls (`FaultyLedger`), with per-seed rates: a throttle (the
   ClientError botocore raises once its retries are spent), a kill before the call, a
   kill after a write committed, and a lost reply: the write committed, botocore sends the
   same request again and the caller gets that second outcome. The retry of a transaction
   carries the first try's ClientRequestToken and DynamoDB does not apply it twice within
-  10 minutes; moto ignores the token, so the layer does that.
+  10 minutes; moto ignores the token, so the layer does that. Now and then a call is
+  slow (seconds: botocore's retries after throttles that then succeeded).
 
 After the seed's fault period, no more faults, duplicates or slow writes: deliveries,
 redrives of what failed and the reconciler go on until nothing is left to do, then (with
