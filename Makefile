@@ -48,7 +48,7 @@ test: setup
 	$(BIN)/python -m pytest $(PYTEST_XDIST)
 
 test-full: setup
-	FANOUT_FULL_SIZE=1 FANOUT_FUZZ_EXAMPLES=2000 $(BIN)/python -m pytest $(PYTEST_XDIST)
+	FANOUT_FULL_SIZE=1 FANOUT_FUZZ_EXAMPLES=2000 FANOUT_MODEL_SEEDS=5000 $(BIN)/python -m pytest $(PYTEST_XDIST)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -82,8 +82,9 @@ def queue_clock() -> Iterator[QueueClock]:
 # after another in one worker: the deployed tier shares one MiniStack (and starts the
 # others it needs one at a time), the infra tests share one synthesis per context, and
 # the chaos scenarios run in their file's order (split over two workers,
-# test_a_folder_killed_mid_fold_is_resumed_by_the_next_invocation ended INCOMPLETE).
-XDIST_GROUPS = {"deployed": "ministack", "infra": "cdk-synth", "chaos": "chaos"}
+# test_a_folder_killed_mid_fold_is_resumed_by_the_next_invocation ended INCOMPLETE), and
+# the ledger's model (tests/model: one long CPU-bound loop over seeds) keeps to one worker.
+XDIST_GROUPS = {"deployed": "ministack", "infra": "cdk-synth", "chaos": "chaos", "model": "model"}
 
 
 @pytest.hookimpl(tryfirst=True)
