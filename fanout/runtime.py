@@ -130,7 +130,7 @@ def settle_job(runtime: Runtime, item: Mapping[str, Any], *, owner: str | None =
 
 def reconcile_jobs(runtime: Runtime, *, owner: str | None = None,
                    remaining_s: Callable[[], float] | None = None) -> list[Any]:
-    """The reconciler's run (see fanout/ledger/reconcile.py): settle every active job,
+    """The reconciler's run (see fanout/ledger/reconciler.py): settle every active job,
     stall the ones without progress for `settings.stall_after_s`, and publish the summaries
     of the jobs that ended (at least once: a publish that fails fails this run, and the
     job stays in the active index for the next). Returns what ended, as `Reconciled`."""

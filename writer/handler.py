@@ -49,7 +49,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 
 def reconcile(context: LambdaContext) -> dict[str, Any]:
-    """The reconciler's scheduled run (fanout/ledger/reconcile.py): every active job settled
+    """The reconciler's scheduled run (fanout/ledger/reconciler.py): every active job settled
     with this invocation's budget; the JobsStalled alarm watches the stalls."""
     ended = reconcile_jobs(runtime.get(), owner=context.aws_request_id,
                            remaining_s=lambda: context.get_remaining_time_in_millis() / 1000)

@@ -173,7 +173,7 @@ sibling on its own floor):
   and the log records), `folding` (the fold, the shards, holes), `steps` (a parallel
   split's steps);
 * `complete` (completion) and `reads` (what the CLI and the tools read);
-* `reconcile` (liveness);
+* `reconciler` (liveness);
 * this door, which is all the rest of fanout imports.
 """
 
@@ -244,7 +244,7 @@ from fanout.ledger.reads import (
     read_message_counts,
     totals,
 )
-from fanout.ledger.reconcile import (
+from fanout.ledger.reconciler import (
     STALL_AFTER_S,
     Reconciled,
     active_jobs,

@@ -237,8 +237,17 @@ class Fault:
 def call_name(op: str, params: dict[str, Any]) -> str:
     """A ledger call as the fault log names it: the item and what the call does, e.g.
     `tally ADD tickets` (a writer's ticket) or `fold SET #cursor` (a fold step's save)."""
-    if op == "transact_write_items":
-        return "completion transaction"
+    if op == "transact_write_items":  # named by what it does (fanout/ledger's transactions)
+        text = str(params["TransactItems"])
+        if "completed_at" in text:
+            return "completion transaction"
+        if "summary_published" in text:
+            return "job SET summary_published"
+        if "messages_total = :m" in text:
+            return "split end transaction"
+        if "attribute_not_exists(pk)" in text:
+            return "job start transaction"
+        return "transaction"
     if op in ("query", "scan", "batch_get_item"):
         values = params.get("ExpressionAttributeValues", {})
         prefixes = [v["S"].rstrip("#") for name, v in values.items() if name != ":pk" and "S" in v]
@@ -542,7 +551,7 @@ class Pipeline:
 
     def run(self) -> None:
         plan = self.plan
-        real_fold = ledger.fold
+        real_fold = ledger.complete.fold
 
         def fold(*args: Any, **kwargs: Any) -> ledger.FoldState | None:
             name = self.sim.current.name if self.sim.current else "?"
@@ -557,8 +566,14 @@ class Pipeline:
                               FoldSeen(name, budget, "state", state.cursor, state.tickets, state.stalled))
             return state
 
-        with mock.patch.multiple(ledger, SHARD_SEQS=plan.shard_seqs, FOLD_MESSAGES=plan.fold_messages,
-                                 LOG_PAGE=plan.log_page, FOLD_BUDGET_S=plan.fold_budget_s, fold=fold):
+        # The ledger's tunables live in ledger.layout; FOLD_BUDGET_S is read by the runtime
+        # (through the door) and the reconciler; `fold` is called by the completion module.
+        from fanout.ledger import complete, reconciler
+        with mock.patch.multiple(ledger.layout, SHARD_SEQS=plan.shard_seqs,
+                                 FOLD_MESSAGES=plan.fold_messages, LOG_PAGE=plan.log_page), \
+                mock.patch.multiple(ledger, FOLD_BUDGET_S=plan.fold_budget_s), \
+                mock.patch.multiple(reconciler, FOLD_BUDGET_S=plan.fold_budget_s), \
+                mock.patch.multiple(complete, fold=fold):
             try:
                 self.invoke_splitter("the S3 event", f"s3-{next(self.numbers)}")
                 if plan.duplicate_event_at is not None:
@@ -584,7 +599,7 @@ class Pipeline:
 
     def ended_and_published(self) -> bool:
         """The job is in a final state, its summary recorded as published, no invocation alive."""
-        job = self.raw.get_item(TableName=self.table, Key=ledger._key(JOB, ledger.JOB_SK),
+        job = self.raw.get_item(TableName=self.table, Key=ledger.layout._key(JOB, ledger.JOB_SK),
                                 ConsistentRead=True).get("Item", {})
         return not self.sim.live and "summary_published" in job and \
             job.get("status", {}).get("S") not in (ledger.SPLITTING, ledger.RUNNING)
@@ -828,7 +843,7 @@ class Pipeline:
             self.ticket_takers[ticket] = invocation.name
         elif name == "completion transaction" and self.completed_at is None:
             self.completed_at = self.sim.now
-            job = ledger.plain(self.raw.get_item(TableName=self.table, Key=ledger._key(JOB, ledger.JOB_SK),
+            job = ledger.plain(self.raw.get_item(TableName=self.table, Key=ledger.layout._key(JOB, ledger.JOB_SK),
                                                  ConsistentRead=True)["Item"])
             self.note(f"{invocation.name}: COMPLETE with {ledger.counts_of(job)}")
             trouble = self.counts_trouble(ledger.counts_of(job), len(self.replays_sent))
@@ -878,7 +893,7 @@ class LedgerState:
         self._ddb, self._table = ddb, table
 
     def _item(self, sk: str) -> dict[str, Any]:
-        return _plain(self._ddb.get_item(TableName=self._table, Key=ledger._key(JOB, sk),
+        return _plain(self._ddb.get_item(TableName=self._table, Key=ledger.layout._key(JOB, sk),
                                          ConsistentRead=True).get("Item", {}))
 
     @functools.cached_property
@@ -895,7 +910,7 @@ class LedgerState:
 
     def has_record(self, ticket: int) -> bool:
         return "Item" in self._ddb.get_item(TableName=self._table, ConsistentRead=True,
-                                            Key=ledger._key(JOB, ledger._log_sk(ticket)))
+                                            Key=ledger.layout._key(JOB, ledger.layout._log_sk(ticket)))
 
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
