@@ -136,11 +136,16 @@ def reconcile_jobs(runtime: Runtime, *, owner: str | None = None,
     job stays in the active index for the next). Returns what ended, as `Reconciled`."""
     from fanout import ledger
 
-    ended = ledger.reconcile(
-        runtime.clients.dynamodb, runtime.settings.ledger_table_name,
-        owner=owner or str(uuid.uuid4()), time_left=remaining_s or (lambda: ledger.FOLD_LEASE_S),
-        stall_after_s=runtime.settings.stall_after_s, clock=runtime.clock, sleep=runtime.sleep,
-        writer_timeout_s=runtime.settings.writer_timeout_s)
+    try:
+        ended = ledger.reconcile(
+            runtime.clients.dynamodb, runtime.settings.ledger_table_name,
+            owner=owner or str(uuid.uuid4()), time_left=remaining_s or (lambda: ledger.FOLD_LEASE_S),
+            stall_after_s=runtime.settings.stall_after_s, clock=runtime.clock, sleep=runtime.sleep,
+            writer_timeout_s=runtime.settings.writer_timeout_s)
+    except ledger.ReconcileIncomplete as incomplete:
+        for done in incomplete.ended:  # what it ended is announced; then the run fails
+            _publish(runtime, done.job, done.summary)
+        raise
     for done in ended:
         _publish(runtime, done.job, done.summary)
     return ended

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from fanout.ledger import layout
 from fanout.ledger.complete import claim_publish, completion_summary, settle
@@ -87,16 +87,31 @@ def reconcile(ddb: Any, ledger_table: str, *, owner: str, time_left: Callable[[]
     """Visit every active job while at least RESERVE_S is left (see the module docstring);
     the summaries to publish. `time_left` is the invocation's time left: a fold's lease
     lasts no longer."""
-    ended = []
+    ended, failures = [], []
     for job in active_jobs(ddb, ledger_table):
         if time_left() < RESERVE_S:
             break
-        done = reconcile_job(ddb, ledger_table, job, owner=owner, time_left=time_left,
-                             stall_after_s=stall_after_s, clock=clock, sleep=sleep,
-                             writer_timeout_s=writer_timeout_s)
+        try:
+            done = reconcile_job(ddb, ledger_table, job, owner=owner, time_left=time_left,
+                                 stall_after_s=stall_after_s, clock=clock, sleep=sleep,
+                                 writer_timeout_s=writer_timeout_s)
+        except (ClientError, BotoCoreError) as exc:  # throttled, say: the next job still gets its turn
+            failures.append(f"{job}: {exc}")
+            continue
         if done is not None:
             ended.append(done)
+    if failures:
+        raise ReconcileIncomplete(ended, failures)
     return ended
+
+
+class ReconcileIncomplete(RuntimeError):
+    """Some jobs could not be visited (an AWS error each); `ended` holds what the run ended
+    all the same, for the caller to publish before it fails the run."""
+
+    def __init__(self, ended: list[Reconciled], failures: list[str]) -> None:
+        super().__init__(f"{len(failures)} job(s) not reconciled: {'; '.join(failures[:5])}")
+        self.ended, self.failures = ended, failures
 
 
 def reconcile_job(ddb: Any, ledger_table: str, job: str, *, owner: str,

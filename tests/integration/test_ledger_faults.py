@@ -397,3 +397,26 @@ def test_the_completer_publishes_and_a_concurrent_settle_does_not_until_its_clai
     clock.now += 31  # the completer died without publishing
     later = ledger.settle(aws.dynamodb, table, JOB, owner="later", lease_s=30, **timed(clock))
     assert later.summary is not None and later.summary["TOTAL_NUMBER_OF_ITEMS_WRITTEN"] == 25
+
+
+def test_a_job_the_reconciler_cannot_read_does_not_keep_it_from_the_others(aws, stack, spec):
+    """A throttled job's visit fails that job only: the others are settled and announced,
+    then the run fails (so the schedule's invocation shows the error)."""
+    clock, table = Clock(), stack.settings.ledger_table_name
+    for job in ("a-job", "b-job"):
+        start(aws, stack, job=job, total=1, rows=25, clock=clock)
+        ledger.record_batch(aws.dynamodb, table, f"w-{job}", {job: {"0": C}}, clock=clock)
+
+    class ThrottlesA(Calls):
+        def get_item(self, **params: Any) -> Any:
+            if params["Key"]["pk"]["S"] == "a-job":
+                raise ClientError({"Error": {"Code": "ThrottlingException"}}, "GetItem")
+            return self.ddb.get_item(**params)
+
+    with pytest.raises(ledger.ReconcileIncomplete, match="a-job"):
+        reconcile_jobs(runtime_for(aws, stack, spec, clock, ddb=ThrottlesA(aws.dynamodb)))
+    assert ledger.get_job(aws.dynamodb, table, "b-job")["status"] == ledger.COMPLETE
+    assert "summary_published" in ledger.get_job(aws.dynamodb, table, "b-job")
+    assert ledger.get_job(aws.dynamodb, table, "a-job")["status"] == ledger.RUNNING
+    reconcile_jobs(runtime_for(aws, stack, spec, clock))
+    assert ledger.get_job(aws.dynamodb, table, "a-job")["status"] == ledger.COMPLETE
