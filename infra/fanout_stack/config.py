@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from fanout.ledger import HOLE_MARGIN_S
 from fanout.mapping import Spec, load_spec
 from fanout.settings import DEFAULT_CONFIG, PipelineConfig
 
@@ -37,10 +38,13 @@ MIN_CONCURRENCY, MAX_CONCURRENCY = 2, 1000
 # uses public version N instead.
 POWERTOOLS_ACCOUNT = "017000801446"
 # Pipeline numbers a context option may override (whole numbers): the local stack shortens
-# the writer's timeout and the queue's visibility timeout, and the deployed tests lower the
-# parallel-split threshold so a small file really fans out.
+# the writer's timeout, the queue's visibility timeout and the reconciler's stall time, and
+# the deployed tests lower the parallel-split threshold so a small file really fans out.
 PIPELINE_CONTEXT_KEYS = ("writer_timeout_s", "visibility_timeout_s", "max_receive_count", "range_bytes",
-                         "parallel_threshold_bytes", "parallel_range_bytes")
+                         "parallel_threshold_bytes", "parallel_range_bytes", "stall_after_s",
+                         "reconcile_every_s")
+# EventBridge schedules in whole minutes: rate(1 minute) is the shortest.
+SCHEDULE_UNIT_S = 60
 
 
 # S3's rules for a bucket name (general purpose buckets): 3-63 lowercase letters, digits,
@@ -154,6 +158,18 @@ class StackConfig:
         if pipeline.visibility_timeout_s < pipeline.writer_timeout_s:
             raise ValueError(f"visibility_timeout_s ({pipeline.visibility_timeout_s}) must be at "
                              f"least writer_timeout_s ({pipeline.writer_timeout_s})")
+        if pipeline.reconcile_every_s <= 0 or pipeline.reconcile_every_s % SCHEDULE_UNIT_S:
+            raise ValueError(f"reconcile_every_s ({pipeline.reconcile_every_s}) must be a whole "
+                             f"number of minutes (a multiple of {SCHEDULE_UNIT_S}): the reconciler "
+                             "runs on an EventBridge rate() schedule")
+        # A job is STALLED only once nothing that is still coming can move it: a redelivery
+        # (the visibility timeout) and the voiding of a dead writer's hole (twice the
+        # writer's timeout plus the ledger's margin; fanout/ledger/folding.py HolePolicy).
+        wait_s = max(pipeline.visibility_timeout_s, 2 * pipeline.writer_timeout_s + int(HOLE_MARGIN_S))
+        if pipeline.stall_after_s <= wait_s:
+            raise ValueError(f"stall_after_s ({pipeline.stall_after_s}) must be more than {wait_s} s: "
+                             "the visibility timeout, and twice writer_timeout_s plus "
+                             f"{HOLE_MARGIN_S:.0f} s, after which a dead writer's ticket is voided")
         return replace(
             config,
             stack_name=text("stack_name") or config.stack_name,
