@@ -48,8 +48,14 @@ INFRA_DIR = REPO_ROOT / "infra"
 # The stack's waits, shortened for a local run: a failed writer message is received
 # again after 30 s instead of 6 minutes. MiniStack counts a worker's start (interpreter,
 # boto3, Powertools: seconds on a busy two-core machine) against the invocation's
-# timeout, so the writer keeps 30 s. Everything else is the template AWS gets.
-LOCAL_CONTEXT = {"writer_timeout_s": "30", "visibility_timeout_s": "30"}
+# timeout, so the writer keeps 30 s. The reconciler (an EventBridge rule, which MiniStack
+# fires) runs every minute, EventBridge's shortest rate, as in AWS; it stalls a job after
+# 2 minutes without progress instead of an hour: the shortest time above what can still
+# move a job with these waits (a redelivery after 30 s, a dead writer's ticket voided
+# 2 x 30 s + 30 s after it was taken), so a job whose messages went to the DLQ or whose
+# split died ends STALLED within about 3 minutes. Everything else is the template AWS gets.
+LOCAL_CONTEXT = {"writer_timeout_s": "30", "visibility_timeout_s": "30", "stall_after_s": "120",
+                 "reconcile_every_s": "60"}
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 
