@@ -206,7 +206,8 @@ def test_a_splitter_killed_after_its_sends_before_the_split_ends_is_never_left_r
     item = ended_job(dynamodb, table, job)
     took = time.monotonic() - killed_at
     print(f"\n[kill b] splitter died before finish_split; job {item['status']} {took:.0f} s later: "
-          f"{item.get('stall_reason', '')}")
+          f"{item.get('stall_reason', '')} (rows read {item.get('rows_read')}, written "
+          f"{item.get('rows_written')}, messages reported {item.get('messages_reported')})")
     if item["status"] == ledger.COMPLETE:
         assert (item["rows_read"], item["rows_written"]) == (100, 100), item
     else:
