@@ -201,7 +201,6 @@ class ReconcilerSchedule:
                  timeout_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.writer, self.every_s, self.timeout_s, self.clock = writer, every_s, timeout_s, clock
         self.last = clock()
-        self.runs = 0
 
     def due(self) -> bool:
         return self.clock() - self.last >= self.every_s
@@ -209,7 +208,6 @@ class ReconcilerSchedule:
     def run(self) -> None:
         """One run; a run that fails is a failed invocation, as in AWS (the next one comes)."""
         self.last = self.clock()
-        self.runs += 1
         try:
             self.writer(dict(RECONCILE_EVENT), LocalContext("fanout-writer", self.timeout_s))
         except Exception:
