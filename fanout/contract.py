@@ -329,8 +329,9 @@ def job_id_for(source: Source) -> str:
     return f"{stem}-{digest}"
 
 
-# The writer's other event: the reconciler's schedule (an EventBridge rule's constant input,
-# `fanout serve` and the embedded runtime send the same), instead of an SQS batch.
+# The writer's other event: the reconciler's schedule (the constant input of the stack's
+# EventBridge rule, which MiniStack fires for `fanout serve` too; the embedded runtime sends
+# the same), instead of an SQS batch.
 RECONCILE_EVENT: dict[str, str] = {"fanout": "reconcile"}
 
 

@@ -90,7 +90,10 @@ exit status (those of `fanout ingest`):
 
 STATUS_EPILOG = """\
 exit status:
-  0  the job was found (its status is in the JSON: RUNNING, COMPLETE or FAILED)
+  0  the job was found (its status is in the JSON: SPLITTING, RUNNING, COMPLETE, FAILED
+     or STALLED; seconds_since_progress says how long an unfinished job has not moved,
+     and a STALLED one names what is missing: stall_reason, missing_messages,
+     missing_seqs)
   1  no such job, or AWS could not be reached (no credentials, nothing listening at
      --endpoint-url, no such --stack): one line on stderr says which
   2  usage error
@@ -489,6 +492,11 @@ def _status(args: argparse.Namespace) -> int:
             raise CommandError(f"no job {args.job!r} in {table}")
         job.pop("sk", None)
         job["job_id"] = job.pop("pk")
+        if job.get("status") not in (ledger.COMPLETE, ledger.FAILED):
+            # How long it has not moved (for a STALLED job: since it last did).
+            from fanout_cli.local.stack import seconds_since_progress
+
+            job["seconds_since_progress"] = seconds_since_progress(job)
         print(json.dumps(job, indent=2, default=str))
         return 0
     for path in sorted(args.out_root.glob("*/summary.json")):

@@ -63,8 +63,9 @@ class ProgressDisplay:
         self.width = 0
 
     def render(self, done: int, total: int | None = None, fraction: float | None = None,
-               counts: Mapping[str, int] | None = None) -> str:
-        """The progress text for these figures, as it would be shown now."""
+               counts: Mapping[str, int] | None = None, note: str | None = None) -> str:
+        """The progress text for these figures (and a `note`, such as how long the work
+        has not moved), as it would be shown now."""
         elapsed = self.clock() - self.started
         parts: list[str] = []
         if counts:
@@ -78,11 +79,13 @@ class ProgressDisplay:
             parts.append(f"{progress:.0%}")
             if 0 < progress < 1 and done > 0:
                 parts.append("ETA " + format_duration(elapsed * (1 - progress) / progress))
+        if note:
+            parts.append(note)
         parts.append(format_duration(elapsed) + " elapsed")
         return f"{self.label}: " + " · ".join(parts)
 
     def update(self, done: int, total: int | None = None, fraction: float | None = None,
-               force: bool = False, **counts: int) -> None:
+               force: bool = False, note: str | None = None, **counts: int) -> None:
         """Show the figures if the stream is due for a line (or `force`)."""
         if self.stream is None:
             return
@@ -90,7 +93,7 @@ class ProgressDisplay:
         if not force and self.last_shown is not None and now - self.last_shown < self.interval:
             return
         self.last_shown = now
-        text = self.render(done, total, fraction, counts)
+        text = self.render(done, total, fraction, counts, note)
         if self.live:
             self.stream.write("\r" + text.ljust(self.width))
             self.width = len(text)

@@ -11,7 +11,7 @@ faults):
 3. Every job ends: COMPLETE, FAILED or STALLED (naming what is missing), and its summary
    is published at least once (once when nothing fails; again when a STALLED job
    completes after all). No invocation is trusted to finish: the reconciler
-   (`reconcile.py`) comes back, on a schedule, for every job of the active index.
+   (`reconciler.py`) comes back, on a schedule, for every job of the active index.
 4. Every write may have its reply lost after it committed and be sent again by botocore;
    each is designed so that its own retry is recognised (the table below).
 

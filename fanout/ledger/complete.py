@@ -205,5 +205,5 @@ def completion_summary(job: Mapping[str, Any]) -> dict[str, Any]:
         summary |= {"MISSING_MESSAGES": job.get("missing_messages"),
                     "MISSING_SEQS": job.get("missing_seqs", []),
                     "STALL_REASON": job.get("stall_reason"),
-                    "LAST_PROGRESS_AT": job.get("last_progress_at")}
+                    "LAST_PROGRESS_AT": now_iso(lambda: float(job.get("last_progress_at") or 0))}
     return summary

@@ -26,7 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from fanout.ledger import layout
 from fanout.ledger.complete import claim_publish, completion_summary, settle
-from fanout.ledger.folding import Totals
+from fanout.ledger.folding import Totals, fold
 from fanout.ledger.layout import (
     ACTIVE_PK,
     COMPLETE,
@@ -130,8 +130,13 @@ def reconcile_job(ddb: Any, ledger_table: str, job: str, *, owner: str,
         lease_until = int(item.get("split_lease_until", {}).get("N", "0"))
         if lease_until >= clock() or clock() - progress_at(item) <= stall_after_s:
             return None  # a splitter holds it, or one may still resume it
+        # What its writers reported is counted all the same (folded, not completed).
+        fold(ddb, ledger_table, job, owner=owner, lease_s=time_left(),
+             budget_s=max(0.0, min(FOLD_BUDGET_S, time_left() / 3)), clock=clock, sleep=sleep,
+             writer_timeout_s=writer_timeout_s)
         return _stall(ddb, ledger_table, job, item, clock, time_left(),
-                      "the split stopped and no splitter resumed it: upload the file again")
+                      "the split stopped and no splitter resumed it: upload the file again "
+                      "under a new key (the same key and bytes are the same job)")
     left = time_left()
     settlement = settle(ddb, ledger_table, job, owner=owner, lease_s=left,
                         budget_s=max(0.0, min(FOLD_BUDGET_S, left / 3)), clock=clock,
@@ -165,7 +170,7 @@ def _stall(ddb: Any, ledger_table: str, job: str, item: Mapping[str, Any], clock
     values: dict[str, Any] = {
         ":stalled": _s(STALLED), ":t": _s(now_iso(clock)), ":why": _s(reason), ":was": _s(status),
         ":pu": _n(int(clock() + lease_s)),
-        ":p": _s(now_iso(lambda: progress_at(item, tally or {}, folded))),
+        ":p": _n(int(progress_at(item, tally or {}, folded))),
         **_outcome_values(counted.counts, "rows_"),
     }
     if "messages_total" in item:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
@@ -14,14 +15,14 @@ from typing import Any, TextIO
 
 from fanout import dialect, ledger
 from fanout.aws import Clients, b64_default
-from fanout.contract import KIND_ROWS, ContractError, Source, decode, job_id_for
+from fanout.contract import KIND_ROWS, RECONCILE_EVENT, ContractError, Source, decode, job_id_for
 from fanout.mapping import Spec
 from fanout.runtime import Runtime
 from fanout.settings import LOCAL_CONFIG, PipelineConfig, ResourceNames
 from fanout_cli.failures import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, logs_to_stderr  # noqa: F401 (public)
 from fanout_cli.local.backpressure import BoundedQueueClient
 from fanout_cli.local.emulator import Emulator
-from fanout_cli.local.esm import EventSourceMapping
+from fanout_cli.local.esm import EventSourceMapping, LocalContext
 from fanout_cli.local.preflight import preflight
 from fanout_cli.local.resources import LocalStack, create_resources
 from fanout_cli.progress import ProgressDisplay, format_rate
@@ -31,6 +32,7 @@ ASYNC_INVOKE_ATTEMPTS = 3  # Lambda's asynchronous invocation: the first try and
 # the rows queue's visibility timeout: the splitter takes no log ticket, so the ledger's
 # timing rule that holds that timeout up does not bind this retry.
 ASYNC_RETRY_DELAY_S = 2
+log = logging.getLogger(__name__)
 
 
 class PipelineError(RuntimeError):
@@ -128,11 +130,14 @@ def ingest(options: IngestOptions) -> IngestResult:
                                                  counter.writing(clear_metrics(writer_handler)),
                                                  concurrency=options.concurrency,
                                                  on_deleted=bounded_sqs.finished)
+            reconciler = ReconcilerSchedule(clear_metrics(writer_handler),
+                                            every_s=options.config.reconcile_every_s,
+                                            timeout_s=options.config.writer_timeout_s)
             try:
                 key = options.config.upload_prefix + options.file.name
                 raw.s3.upload_file(str(options.file), stack.settings.bucket, key)
                 job = job_for_object(raw.s3, stack.settings.bucket, key)
-                wait_for_job(raw, stack, job, options, writers, splitters, counter)
+                wait_for_job(raw, stack, job, options, writers, splitters, counter, reconciler)
             finally:
                 writers.stop()
                 splitters.stop()
@@ -190,19 +195,46 @@ def queue_depth(sqs: Any, url: str) -> int:
         attributes["ApproximateNumberOfMessagesNotVisible"])
 
 
+class ReconcilerSchedule:
+    """The stack's EventBridge rule, in this process: the writer handler invoked with
+    RECONCILE_EVENT every `every_s` (the pipeline's reconcile_every_s), as AWS invokes it.
+    A local run also runs it once when the rows queue has drained, before it gives up on
+    the job: it cannot wait a minute for the next tick to settle what no writer finished."""
+
+    def __init__(self, writer: Callable[[dict[str, Any], Any], Any], *, every_s: float,
+                 timeout_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.writer, self.every_s, self.timeout_s, self.clock = writer, every_s, timeout_s, clock
+        self.last = clock()
+
+    def due(self) -> bool:
+        return self.clock() - self.last >= self.every_s
+
+    def run(self) -> None:
+        """One run; a run that fails is a failed invocation, as in AWS (the next one comes)."""
+        self.last = self.clock()
+        try:
+            self.writer(dict(RECONCILE_EVENT), LocalContext("fanout-writer", self.timeout_s))
+        except Exception:
+            log.warning("the reconciler's run failed; the next one retries", exc_info=True)
+
+
 def wait_for_job(clients: Clients, stack: LocalStack, job: str, options: IngestOptions,
                  writers: EventSourceMapping, splitters: EventSourceMapping,
-                 counter: RowCounter | None = None) -> None:
-    """Until the job completes or fails, or everything left of it is in the DLQ."""
+                 counter: RowCounter | None = None,
+                 reconciler: ReconcilerSchedule | None = None) -> None:
+    """Until the job completes or fails, or everything left of it is in the DLQ (and the
+    reconciler, run then, did not end it either)."""
     deadline = time.monotonic() + options.max_wait_s
     ledger_table = stack.settings.ledger_table_name
     progress = IngestProgress(options.progress, options.file.name, counter or RowCounter(None))
     drained_since: float | None = None
     while time.monotonic() < deadline:
+        if reconciler is not None and reconciler.due():
+            reconciler.run()
         item = ledger.get_job(clients.dynamodb, ledger_table, job)
         status = item.get("status") if item else None
         progress.show(item)
-        if status in (ledger.COMPLETE, ledger.FAILED):
+        if status in ledger.ENDED:
             break
         if splitters.stats.dropped:
             progress.done()
@@ -211,7 +243,10 @@ def wait_for_job(clients: Clients, stack: LocalStack, job: str, options: IngestO
         if (status == ledger.RUNNING and writers.idle_for() > 0.5
                 and queue_depth(clients.sqs, stack.settings.rows_queue_url) == 0):
             # Nothing left to deliver: what is not reported is in the DLQ. Confirm twice,
-            # since queue counters are approximate.
+            # since queue counters are approximate; meanwhile the reconciler settles what
+            # a writer may have left unsettled (the job then completes after all).
+            if drained_since is None and reconciler is not None:
+                reconciler.run()
             drained_since = drained_since or time.monotonic()
             if time.monotonic() - drained_since > 1.0:
                 break

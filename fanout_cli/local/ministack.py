@@ -51,10 +51,16 @@ INFRA_DIR = REPO_ROOT / "infra"
 # invocation's timeout, so the writer keeps 30 s; the visibility timeout is the shortest
 # the ledger's timing rule allows with it (91 s: a failed writer message is received again
 # after that instead of 6 minutes, and a writer that died, say at its timeout, finds its
-# hole voidable then). Everything else is the template AWS gets.
+# hole voidable then). The reconciler (an EventBridge rule, which MiniStack fires) runs
+# every minute, EventBridge's shortest rate, as in AWS; it stalls a job after 2 minutes
+# without progress instead of an hour: more than what can still move a job with these
+# waits (a redelivery after 91 s, a dead writer's ticket voided 2 x 30 s + 30 s after it
+# was taken), so a job whose messages went to the DLQ or whose split died ends STALLED
+# within about 3 minutes. Everything else is the template AWS gets.
 LOCAL_WRITER_TIMEOUT_S = 30
 LOCAL_CONTEXT = {"writer_timeout_s": str(LOCAL_WRITER_TIMEOUT_S),
-                 "visibility_timeout_s": str(min_visibility_timeout_s(LOCAL_WRITER_TIMEOUT_S))}
+                 "visibility_timeout_s": str(min_visibility_timeout_s(LOCAL_WRITER_TIMEOUT_S)),
+                 "stall_after_s": "120", "reconcile_every_s": "60"}
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 

@@ -402,7 +402,7 @@ class PrefixIngest:
         if status == ledger.RUNNING and drained_since is not None \
                 and now - drained_since >= DRAINED_AFTER_S:
             item = item | {"status": INCOMPLETE}
-        if item.get("status") in (ledger.COMPLETE, ledger.FAILED, INCOMPLETE):
+        if item.get("status") in (*ledger.ENDED, INCOMPLETE):
             load.finish(summary(self.stack, item, now - self.started_at))
             del pending[job]
             return

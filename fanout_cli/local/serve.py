@@ -4,8 +4,10 @@ running until Ctrl-C or SIGTERM.
 MiniStack starts on a free loopback port, `cdk bootstrap` and `cdk deploy` run against it
 (fanout_cli/local/ministack.py), and the terminal then shows a banner with the stack's
 outputs and what to export, followed by what the pipeline does: uploads seen, jobs
-split, rows/s while they load, and each job's outcome. MiniStack's own output goes to a
-log file, not the terminal. Stopping ends MiniStack and its Lambda workers.
+split, rows/s while they load, and each job's outcome, whether its writers or the
+reconciler ended it (the stack's EventBridge rule, which MiniStack fires every minute,
+runs it in the writer: COMPLETE, or STALLED with what is missing). MiniStack's own output
+goes to a log file, not the terminal. Stopping ends MiniStack and its Lambda workers.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from fanout_cli.local.stack import (
     job_elapsed_s,
     job_for_key,
     settled_rows,
+    stall_text,
 )
 from fanout_cli.progress import format_duration, format_rate
 
@@ -112,6 +115,10 @@ class Activity:
                 self.say(f"job {job}: COMPLETE: {outcome(item)}")
             elif status == ledger.FAILED:
                 self.say(f"job {job}: FAILED: {item.get('error')}")
+            elif status == ledger.STALLED:
+                # The reconciler's verdict; the job is still watched, since it completes
+                # if its missing messages come after all (a DLQ redrive).
+                self.say(f"job {job}: STALLED: {stall_text(item)}")
         if status in (ledger.COMPLETE, ledger.FAILED):
             del self.jobs[job]
             return

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,12 +26,16 @@ from fanout.aws import client
 from fanout.contract import Source, job_id_for
 from fanout.settings import ROWS_PER_MESSAGE
 from fanout_cli.failures import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, use_local_credentials
-from fanout_cli.progress import ProgressDisplay
+from fanout_cli.progress import ProgressDisplay, format_duration
 
 EXIT_INTERRUPTED = 130
 # A RUNNING job whose rows queue has been empty this long has nothing left to deliver:
 # what is not reported waits in the DLQ (retries exhausted).
 DRAINED_AFTER_S = 15.0
+# A running job that has not moved for this long says so on its progress line.
+IDLE_SHOWN_AFTER_S = 30.0
+# What a STALLED job's item says is missing (fanout/ledger/reconciler.py).
+STALL_FIELDS = ("stall_reason", "missing_messages", "missing_seqs")
 
 
 class StackError(RuntimeError):
@@ -118,11 +122,37 @@ def settled_rows(item: dict[str, Any]) -> int:
     return min(estimate, int(item["rows_read"])) if "rows_read" in item else estimate
 
 
+def seconds_since_progress(item: Mapping[str, Any], now: float | None = None) -> float | None:
+    """How long ago the job last moved (a split checkpoint, a writer's report, the fold),
+    from the ledger's `last_progress_at` (epoch seconds). None when the ledger does not say."""
+    value = item.get("last_progress_at")
+    if not isinstance(value, int | float):
+        return None
+    return max(0.0, round((time.time() if now is None else now) - value, 1))
+
+
+def idle_note(item: Mapping[str, Any], *, after_s: float = IDLE_SHOWN_AFTER_S) -> str | None:
+    """`no progress for 1:05` once a running job has not moved for `after_s`."""
+    idle = seconds_since_progress(item) if item.get("status") in (ledger.SPLITTING, ledger.RUNNING) else None
+    return f"no progress for {format_duration(idle)}" if idle is not None and idle >= after_s else None
+
+
+def stall_text(item: Mapping[str, Any]) -> str:
+    """What a STALLED job is missing and what to do, in one line."""
+    missing = item.get("missing_messages")
+    seqs = item.get("missing_seqs") or []
+    parts = [f"{missing:,} message(s) missing" if missing is not None else "the split did not finish"]
+    if seqs:
+        parts.append("first seqs " + ", ".join(str(seq) for seq in seqs))
+    return f"{'; '.join(parts)}: {item.get('stall_reason') or 'no progress'}"
+
+
 def follow(stack: DeployedStack, job: str, *, display: ProgressDisplay,
            timeout_s: float = 24 * 3600, poll_s: float = 1.0,
            clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
-    """Poll the job until it is COMPLETE or FAILED, or its rows queue is drained with
-    messages unreported (then its status is INCOMPLETE). Returns the job item."""
+    """Poll the job until it ends (COMPLETE, FAILED, or STALLED by the reconciler), or its
+    rows queue is drained with messages unreported (then its status is INCOMPLETE).
+    Returns the job item."""
     deadline = clock() + timeout_s
     drained_since: float | None = None
     item: dict[str, Any] | None = None
@@ -132,8 +162,8 @@ def follow(stack: DeployedStack, job: str, *, display: ProgressDisplay,
         if item:
             settled = settled_rows(item)
             display.update(settled, total=item.get("rows_read"), read=int(item.get("rows_read", 0)),
-                           settled=settled, force=status in (ledger.COMPLETE, ledger.FAILED))
-        if item and status in (ledger.COMPLETE, ledger.FAILED):
+                           settled=settled, force=status in ledger.ENDED, note=idle_note(item))
+        if item and status in ledger.ENDED:
             return item
         if item and status == ledger.RUNNING and rows_queue_depth(stack) == 0:
             drained_since = drained_since if drained_since is not None else clock()
@@ -167,6 +197,7 @@ def summary(stack: DeployedStack, item: dict[str, Any], elapsed_s: float) -> dic
     counts = {name: int(item.get(f"rows_{name}", reported.get(name, 0)))
               for name in ledger.OUTCOMES}
     unreported = rows_read - sum(counts.values()) if item.get("status") == "INCOMPLETE" else 0
+    stalled: dict[str, Any] = {name: item[name] for name in STALL_FIELDS if name in item}
     return {
         "job_id": item["pk"], "stack": stack.name, "source": item.get("source"),
         "table": item.get("table") or stack.outputs.get("TableName"),
@@ -178,12 +209,17 @@ def summary(stack: DeployedStack, item: dict[str, Any], elapsed_s: float) -> dic
         "elapsed_s": round(elapsed_s, 3),
         "rows_per_s": round(rows_read / elapsed_s, 1) if elapsed_s > 0 else None,
         "error": item.get("error"), "error_data_location": item.get("error_location"),
+        **stalled,
     }
 
 
 def exit_code(result: dict[str, Any]) -> int:
+    """0 every row landed; 3 rows rejected, or left in the DLQ (INCOMPLETE, or STALLED with
+    messages missing); 1 the job failed, or STALLED in its split."""
     if result["status"] == ledger.COMPLETE:
         return EXIT_OK if result["rows_rejected"] == 0 else EXIT_REJECTED
+    if result["status"] == ledger.STALLED:
+        return EXIT_REJECTED if "missing_messages" in result else EXIT_FAILED
     return EXIT_REJECTED if result["status"] == "INCOMPLETE" else EXIT_FAILED
 
 
@@ -193,6 +229,8 @@ def print_result(result: dict[str, Any], stream: TextIO) -> None:
     print_summary(result, stream)
     if result["status"] == ledger.FAILED:
         stream.write(f"the job failed: {result['source']}: {result['error']}\n")
+    elif result["status"] == ledger.STALLED:
+        stream.write(f"the job stalled: {stall_text(result)}\n")
     elif result["rows_rejected"]:
         stream.write(f"rejected rows: {result['error_data_location']} and "
                      f"`dlq-replayer inspect --stack {result['stack']}`\n")

@@ -38,10 +38,13 @@ MIN_CONCURRENCY, MAX_CONCURRENCY = 2, 1000
 POWERTOOLS_ACCOUNT = "017000801446"
 # Pipeline numbers a context option may override (whole numbers): the local stack shortens
 # the writer's timeout and the queue's visibility timeout (as far as the ledger's timing
-# rule lets it: `timing_error`), and the deployed tests lower the parallel-split threshold
-# so a small file really fans out.
+# rule lets it: `timing_error`), the reconciler's stall time, and the deployed tests lower
+# the parallel-split threshold so a small file really fans out.
 PIPELINE_CONTEXT_KEYS = ("writer_timeout_s", "visibility_timeout_s", "max_receive_count", "range_bytes",
-                         "parallel_threshold_bytes", "parallel_range_bytes")
+                         "parallel_threshold_bytes", "parallel_range_bytes", "stall_after_s",
+                         "reconcile_every_s")
+# EventBridge schedules in whole minutes: rate(1 minute) is the shortest.
+SCHEDULE_UNIT_S = 60
 
 
 # S3's rules for a bucket name (general purpose buckets): 3-63 lowercase letters, digits,
@@ -156,6 +159,17 @@ class StackConfig:
         error = timing_error(pipeline.writer_timeout_s, pipeline.visibility_timeout_s)
         if error:
             raise ValueError(error)
+        if pipeline.reconcile_every_s <= 0 or pipeline.reconcile_every_s % SCHEDULE_UNIT_S:
+            raise ValueError(f"reconcile_every_s ({pipeline.reconcile_every_s}) must be a whole "
+                             f"number of minutes (a multiple of {SCHEDULE_UNIT_S}): the reconciler "
+                             "runs on an EventBridge rate() schedule")
+        # A job is STALLED only once nothing that is still coming can move it: a redelivery
+        # comes within the visibility timeout, which the timing rule above already holds
+        # above the time a dead writer's ticket takes to be voided (2 × writer + margin).
+        if pipeline.stall_after_s <= pipeline.visibility_timeout_s:
+            raise ValueError(f"stall_after_s ({pipeline.stall_after_s}) must be more than "
+                             f"{pipeline.visibility_timeout_s} s, the visibility timeout, which "
+                             "is also longer than a dead writer's ticket takes to be voided")
         return replace(
             config,
             stack_name=text("stack_name") or config.stack_name,

@@ -105,11 +105,14 @@ def function_role(scope: Construct, construct_id: str, *, role_name: str | None,
 
 def ledger_statement(storage: Storage) -> iam.PolicyStatement:
     """fanout.ledger: put_item, update_item, get_item, batch_get_item (the job's count
-    shards), a transaction's condition check, and a query on the job's items."""
+    shards), a transaction's condition check, a query on the job's items (and on the
+    active index), and delete_item of a job's entry in the active index (alone, or in
+    the transaction that announces the job's end)."""
     return iam.PolicyStatement(
         sid="JobsLedger",
-        actions=["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem",
-                 "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem", "dynamodb:Query"],
+        actions=["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+                 "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem",
+                 "dynamodb:Query"],
         resources=[storage.ledger_table.table_arn],
     )
 

@@ -32,6 +32,12 @@ def custom_metric(name: str, service: str) -> cw.Metric:
                      label=f"{name} / min")
 
 
+def alarm_metric(name: str, service: str) -> cw.Metric:
+    """A Powertools EMF metric summed per minute, as an alarm watches it (no label)."""
+    return cw.Metric(namespace=METRICS_NAMESPACE, metric_name=name,
+                     dimensions_map={"service": service}, statistic="Sum", period=ONE_MINUTE)
+
+
 def table_metric(name: str, table_name: str, **dimensions: str) -> cw.Metric:
     return cw.Metric(namespace="AWS/DynamoDB", metric_name=name,
                      dimensions_map={"TableName": table_name, **dimensions},
@@ -84,12 +90,18 @@ class Observability(Construct):
                 periods=3, datapoints=2),
             "WriterBatchesFailed": alarm(
                 "WriterBatchesFailed",
-                cw.Metric(namespace=METRICS_NAMESPACE, metric_name="BatchesFailedWhole",
-                          dimensions_map={"service": "writer"}, statistic="Sum",
-                          period=ONE_MINUTE),
+                alarm_metric("BatchesFailedWhole", "writer"),
                 "Writer batches in which every message failed (throttling past the budget, the "
                 "table or the ledger unreachable): not Lambda errors, since each message is "
                 "reported on its own. Check the writer's logs.", periods=3, datapoints=2),
+            "JobsStalled": alarm(
+                "JobsStalled", alarm_metric("JobsStalled", "writer"),
+                "The reconciler moved a job to STALLED: no progress for "
+                f"{config.pipeline.stall_after_s} s (messages in the DLQ or lost, or a split that "
+                "stopped). The writer's log names the job; `fanout status JOB --stack NAME` shows "
+                "what is missing (stall_reason, missing_messages, missing_seqs). Redrive the DLQ "
+                "with `dlq-replayer redrive --stack NAME`: the job then completes. A stopped split "
+                "needs the file uploaded again under a new key."),
             "SplitterEventsDropped": alarm(
                 "SplitterEventsDropped",
                 messaging.splitter_failures.metric_approximate_number_of_messages_visible(

@@ -1,5 +1,6 @@
-"""The fanout stack: storage, messaging, functions and observability, plus the outputs
-that `fanout --stack NAME` and `dlq-replayer --stack NAME` read."""
+"""The fanout stack: storage, messaging, functions, the reconciler's schedule and
+observability, plus the outputs that `fanout --stack NAME` and `dlq-replayer --stack NAME`
+read."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fanout_stack.functions import Functions
 from fanout_stack.nag import suppress_findings
 from fanout_stack.observability import Observability
 from fanout_stack.queues import Messaging
+from fanout_stack.reconciler import Reconciler
 from fanout_stack.storage import Storage
 
 
@@ -25,6 +27,7 @@ class FanoutStack(Stack):
         self.messaging = Messaging(self, "Messaging", config=config)
         self.functions = Functions(self, "Functions", config=config, storage=self.storage,
                                    messaging=self.messaging)
+        self.reconciler = Reconciler(self, "Reconciler", config=config, functions=self.functions)
         self.observability = Observability(self, "Observability", config=config,
                                            storage=self.storage, messaging=self.messaging,
                                            functions=self.functions)

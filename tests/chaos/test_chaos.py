@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
+from fanout import ledger
 from fanout.aws import Clients
 from fanout.runtime import Runtime
 from fanout.settings import LOCAL_CONFIG
@@ -377,3 +379,50 @@ def test_a_replay_during_finalization_is_counted_and_the_summary_published_once(
     assert len(summaries) == 1
     assert (summaries[0]["TOTAL_NUMBER_OF_ITEMS_WRITTEN"], summaries[0]["TOTAL_NUMBER_OF_ITEMS_IN_ERROR"]) \
         == (data.written + 1, len(data.rejected) - 1)
+
+
+def test_a_last_settle_that_never_completes_the_job_is_finished_by_the_reconciler(
+        data: Expected, tmp_path: Path) -> None:
+    """Every completion a writer or the splitter attempts is cancelled, as if reports kept
+    coming in (`settle` then gives up and leaves the job to their settles), and none does:
+    the batches succeed, the queue drains with every message counted and the job RUNNING.
+    The reconciler, which `fanout ingest` runs on its schedule and once the queue has
+    drained (as the stack's EventBridge rule runs it in the writer), completes it. Without
+    it the run would end INCOMPLETE (checked below)."""
+    def wrap_for(cancelled: Counter) -> Any:
+        layer = StrictLayer()
+
+        def transact_write_items(ddb: Any, **params: Any) -> Any:
+            completion = any(":complete" in str(item.get("Update", {}))
+                             for item in params["TransactItems"])
+            # The functions' invocations run on the event source mappings' threads
+            # (fanout-writer-N, fanout-splitter-N); the reconciler's on the caller's.
+            if completion and threading.current_thread().name.startswith("fanout-"):
+                cancelled.next()
+                raise ClientError({"Error": {"Code": "TransactionCanceledException",
+                                             "Message": "Transaction cancelled"},
+                                   "CancellationReasons": [{"Code": "ConditionalCheckFailed"},
+                                                           {"Code": "None"}, {"Code": "None"}]},
+                                  "TransactWriteItems")
+            return ddb.transact_write_items(**params)
+
+        def wrap(raw: Clients) -> Clients:
+            strict = layer.wrap(raw)
+            return replace(strict, dynamodb=Hooked(strict.dynamodb,
+                                                   transact_write_items=transact_write_items))
+        return wrap
+
+    cancelled = Counter()
+    result = run(data, tmp_path / "out", wrap_for(cancelled))
+    assert cancelled.n >= ledger.COMPLETE_ATTEMPTS  # the last settle gave up
+    assert_exact(result, data)
+
+    # Without the reconciler's run the same load ends INCOMPLETE: every message counted,
+    # the job never completed.
+    from fanout_cli.local.ingest import ReconcilerSchedule
+
+    skipped = Counter()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ReconcilerSchedule, "run", lambda self: skipped.next())
+        stuck = run(data, tmp_path / "stuck", wrap_for(Counter())).summary
+    assert skipped.n >= 1 and stuck["status"] == "INCOMPLETE", stuck

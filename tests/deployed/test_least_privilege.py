@@ -158,6 +158,10 @@ def test_the_roles_policies_suffice_and_one_grant_less_fails(
     assert (item["rows_read"], item["rows_written"]) == (ROWS, ROWS)
     loaded = [i for i in scan(dynamodb, o["TableName"]) if i["offer_id"].startswith("ok")]
     assert len(loaded) == len(records)
+    # And its summary was announced: the writer's transaction that records it also deletes
+    # the job's entry in the ledger's active index (evaluated as dynamodb:DeleteItem)
+    wait_until(lambda: job not in ledger.active_jobs(dynamodb, o["LedgerTableName"]) or None,
+               timeout_s=30, what="the job to leave the active index")
 
     # When the writer role loses its DynamoDB write statement on the items table
     role = role_of(deployment, client, "WriterFunctionName")

@@ -154,6 +154,40 @@ def test_synth_refuses_a_visibility_timeout_the_ledger_cannot_finish_with(writer
         f"+ 30 s = {2 * int(writer_s) + 30}: set it to at least {minimum}")
 
 
+def test_the_reconciler_interval_and_the_stall_time_come_from_context(synth_root: Path) -> None:
+    from tests.infra.conftest import synth
+
+    # Given reconciler options beside the local stack's short waits
+    local = synth(synth_root, reconcile_every_s="120", stall_after_s="150", writer_timeout_s="30",
+                  visibility_timeout_s="91", stack_name="fanout-recon")
+    # Then the rule runs every 2 minutes and the writer stalls a job after 150 s
+    (rule,) = local.resources("AWS::Events::Rule").values()
+    assert rule["Properties"]["ScheduleExpression"] == "rate(2 minutes)"
+    env = local.json["Resources"][local.logical_id(local.stack.functions.writer)][
+        "Properties"]["Environment"]["Variables"]
+    assert env["FANOUT_STALL_AFTER_S"] == "150"
+
+
+@pytest.mark.parametrize("context, refused", [
+    ({"reconcile_every_s": "90"}, "whole number of minutes"),
+    ({"reconcile_every_s": "0"}, "whole number of minutes"),
+    # no longer than a redelivery (the visibility timeout, itself longer than a dead
+    # writer's ticket takes to be voided: the timing rule)
+    ({"stall_after_s": "360"}, "must be more than 360 s"),
+    ({"writer_timeout_s": "40", "visibility_timeout_s": "111", "stall_after_s": "111"},
+     "must be more than 111 s"),
+])
+def test_a_schedule_eventbridge_cannot_run_or_a_stall_time_too_short_is_refused(
+        context: dict[str, str], refused: str) -> None:
+    with pytest.raises(ValueError, match=refused):
+        StackConfig.from_context(context_getter(**context))
+
+
+def test_a_visibility_timeout_below_the_writer_timeout_is_refused() -> None:
+    with pytest.raises(ValueError, match="visibility_timeout_s"):
+        StackConfig.from_context(context_getter(writer_timeout_s="60", visibility_timeout_s="30"))
+
+
 def test_a_layer_arn_from_context_replaces_the_public_layer() -> None:
     arn = "arn:aws:lambda:us-east-1:000000000000:layer:fanout-powertools:1"
     assert StackConfig.from_context(context_getter(powertools_layer_arn=arn)).powertools_layer_arn == arn

@@ -313,6 +313,37 @@ def test_each_code_asset_imports_its_handler_on_its_own(default_stack: Synth, pa
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+# ------------------------------------------------------------------------ reconciler
+
+def test_a_schedule_runs_the_reconciler_in_the_writer(default_stack: Synth) -> None:
+    from fanout.contract import RECONCILE_EVENT, is_reconcile_event
+
+    stack = default_stack.stack
+    writer_id = default_stack.logical_id(stack.functions.writer)
+    rule_id, rule = default_stack.one("AWS::Events::Rule")
+    props = rule["Properties"]
+    # Every reconcile_every_s (60 s: rate(1 minute)), the writer with the constant input
+    # that its handler tells from an SQS batch
+    assert props["ScheduleExpression"] == "rate(1 minute)" and props["State"] == "ENABLED"
+    assert DEFAULT_CONFIG.reconcile_every_s == 60
+    (target,) = props["Targets"]
+    assert target["Arn"] == att(writer_id)
+    assert json.loads(target["Input"]) == RECONCILE_EVENT and is_reconcile_event(json.loads(target["Input"]))
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 60}
+    # EventBridge may invoke the writer, from this rule only
+    permissions = [p["Properties"] for p in default_stack.resources("AWS::Lambda::Permission").values()
+                   if p["Properties"]["Principal"] == "events.amazonaws.com"]
+    assert permissions == [{"Action": "lambda:InvokeFunction", "FunctionName": att(writer_id),
+                            "Principal": "events.amazonaws.com", "SourceArn": att(rule_id)}]
+    # A failed run is not retried by Lambda either: the next one comes within the minute
+    default_stack.template.has_resource_properties("AWS::Lambda::EventInvokeConfig", {
+        "FunctionName": {"Ref": writer_id}, "MaximumRetryAttempts": 0,
+        "MaximumEventAgeInSeconds": 60})
+    # And the writer stalls a job after stall_after_s without progress
+    env = default_stack.json["Resources"][writer_id]["Properties"]["Environment"]["Variables"]
+    assert env["FANOUT_STALL_AFTER_S"] == str(DEFAULT_CONFIG.stall_after_s)
+
+
 # ------------------------------------------------------------------------------- IAM
 
 def test_splitter_may_only_read_uploads_send_rows_use_the_ledger_and_publish(
@@ -331,7 +362,8 @@ def test_splitter_may_only_read_uploads_send_rows_use_the_ledger_and_publish(
     assert granted.pop("sqs:GetQueueAttributes") == failures  # the destination's own grant
     assert granted.pop("sqs:GetQueueUrl") == failures
     for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem",
-                   "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem", "dynamodb:Query"):
+                   "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem", "dynamodb:Query",
+                   "dynamodb:DeleteItem"):  # a failed job leaves the active index
         assert granted.pop(action) == [ledger]
     assert granted.pop("sns:Publish") == [{"Ref": default_stack.logical_id(stack.messaging.topic)}]
     # The continuation: invoking itself, and no other function.
@@ -359,11 +391,13 @@ def test_writer_may_only_batch_write_items_use_the_ledger_reject_report_and_cons
     assert granted.pop("dynamodb:BatchWriteItem") == [items]  # puts and deletes
     ledger = att(default_stack.logical_id(stack.storage.ledger_table))
     # The insert and update write modes: one PutItem / UpdateItem a row on the items table
-    # (and the ledger's own); no DeleteItem anywhere (deletes go by BatchWriteItem).
+    # (and the ledger's own); no DeleteItem on the items table (deletes go by
+    # BatchWriteItem), only on the ledger: a job's entry in the active index, removed by
+    # the reconciler and by the transaction that announces the job's end.
     for action in ("dynamodb:PutItem", "dynamodb:UpdateItem"):
         assert granted.pop(action) == [items, ledger]
     for action in ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem",
-                   "dynamodb:Query"):
+                   "dynamodb:Query", "dynamodb:DeleteItem"):
         assert granted.pop(action) == [ledger]
     assert granted.pop("sqs:SendMessage") == [att(default_stack.logical_id(stack.messaging.dlq))]
     assert granted.pop("s3:PutObject") == [
@@ -425,6 +459,21 @@ def test_alarms_watch_the_dlq_backlog_errors_and_throttling(default_stack: Synth
     assert {a["Properties"]["Dimensions"][0]["Value"]["Ref"] for a in lambda_errors} == {
         default_stack.logical_id(stack.functions.writer),
         default_stack.logical_id(stack.functions.splitter)}
+
+
+def test_a_stalled_job_raises_an_alarm_that_says_what_to_do(default_stack: Synth) -> None:
+    stack = default_stack.stack
+    stalled = [a["Properties"] for a in default_stack.resources("AWS::CloudWatch::Alarm").values()
+               if a["Properties"]["MetricName"] == "JobsStalled"]
+    (alarm,) = stalled
+    # The writer's Powertools metric (namespace fanout, service writer), any stall at all
+    assert (alarm["Namespace"], alarm["Dimensions"]) == (
+        "fanout", [{"Name": "service", "Value": "writer"}])
+    assert (alarm["Statistic"], alarm["Period"], alarm["Threshold"], alarm["ComparisonOperator"]) == (
+        "Sum", 60, 0, "GreaterThanThreshold")
+    assert alarm["AlarmActions"] == [{"Ref": default_stack.logical_id(stack.observability.alarm_topic)}]
+    for needle in ("fanout status JOB", "dlq-replayer redrive", str(DEFAULT_CONFIG.stall_after_s)):
+        assert needle in alarm["AlarmDescription"], needle
 
 
 def test_dashboard_shows_rows_per_minute_queue_depth_and_concurrency(default_stack: Synth) -> None:

@@ -71,3 +71,12 @@ def test_quiet_writes_nothing() -> None:
     display.update(5, force=True)
     display.close()
     assert stream.getvalue() == ""
+
+
+def test_a_note_stands_before_the_elapsed_time() -> None:
+    clock = Clock()
+    display = ProgressDisplay(io.StringIO(), label="job j", clock=clock)
+    clock.now += 70
+    text = display.render(50, total=75, counts={"read": 75, "settled": 50},
+                          note="no progress for 1:05")
+    assert text.endswith("· no progress for 1:05 · 1:10 elapsed")
