@@ -62,11 +62,12 @@ class ChunkResult:
     items: list[dict[str, Any]] = field(default_factory=list)  # the items written
     deleted: int = 0
     skipped_existing: int = 0
+    masks: tuple[int, ...] | None = None  # a replay's rows by outcome (see landed_masks)
 
     @property
     def counts(self) -> ledger.MessageCounts:
         return ledger.MessageCounts(self.written, len(self.rejections), self.superseded,
-                                    self.deleted, self.skipped_existing)
+                                    self.deleted, self.skipped_existing, masks=self.masks)
 
 
 def runtime_from_env() -> Runtime:
@@ -176,6 +177,7 @@ def write_chunk(prepared: Prepared, runtime: Runtime, budget: Budget,
         position = message.lines.index(lines[index])
         result.rejections.append(Rejection(lines[index], message.rows[position], "dynamodb_validation",
                                            reason, None if indexes is None else indexes[position]))
+    result.masks = landed_masks(prepared, outcome)
     unwritten = invalid | set(outcome.skipped)
     result.items = [] if message.mode == MODE_DELETE else [
         item for i, item in enumerate(items) if i not in unwritten]
@@ -185,6 +187,27 @@ def write_chunk(prepared: Prepared, runtime: Runtime, budget: Budget,
         result.rejections.sort(key=lambda r: r.line)
         report_rejections(message, result.rejections, runtime)
     return result
+
+
+def landed_masks(prepared: Prepared, outcome: WriteOutcome) -> tuple[int, ...] | None:
+    """For a replay whose rows carry their indexes: per outcome a row can land in (see
+    ledger.row_masks), the bitmask of the indexes of its rows that ended there, so the
+    ledger moves each row out of rejected once, however often it is sent back. None for
+    any other message (and for rows whose lines are not distinct: the ledger then counts
+    the replay by its id)."""
+    message = prepared.message
+    indexes = message.row_indexes
+    if not message.replay or indexes is None or len(set(message.lines)) != len(message.lines):
+        return None
+    index_of = dict(zip(message.lines, indexes, strict=True))
+    unwritten = {index for index, _ in outcome.invalid} | set(outcome.skipped)
+    landed = [index_of[line] for i, line in enumerate(prepared.lines) if i not in unwritten]
+    mapped = {*prepared.lines, *(r.line for r in prepared.rejections)}
+    delete = message.mode == MODE_DELETE
+    return ledger.row_masks(
+        written=[] if delete else landed, deleted=landed if delete else [],
+        superseded=[index_of[line] for line in message.lines if line not in mapped],
+        skipped_existing=[index_of[prepared.lines[i]] for i in outcome.skipped])
 
 
 def write_mode(mode: str, runtime: Runtime, items: list[dict[str, Any]], budget: Budget,
