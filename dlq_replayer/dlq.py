@@ -41,6 +41,7 @@ class WaitingRow:
     row: tuple[str, ...]
     reason: str
     detail: str = ""
+    index: int | None = None  # the row's index in its seq (see fanout.contract), when known
 
     @property
     def ref(self) -> Ref:
@@ -65,13 +66,15 @@ def rows_of(message: RowsMessage) -> list[WaitingRow]:
     common = (message.job, message.message_id, message.kind, message.source.uri,
               tuple(message.header))
     if message.kind == KIND_REJECTED:
-        return [WaitingRow(*common, r.line, tuple(r.row), r.reason, r.detail)
+        return [WaitingRow(*common, r.line, tuple(r.row), r.reason, r.detail, r.index)
                 for r in message.rejections]
     if message.kind == KIND_ROWS:
         detail = "the message failed maxReceiveCount times"
-        return [WaitingRow(*common, line, tuple(row), REASON_RETRIES, detail)
-                for line, row in zip(message.lines, message.rows, strict=True)] + [
-            WaitingRow(*common, r.line, tuple(r.row), r.reason, r.detail)
+        places = message.row_indexes
+        indexes: list[int | None] = [None] * len(message.rows) if places is None else list(places)
+        return [WaitingRow(*common, line, tuple(row), REASON_RETRIES, detail, index)
+                for line, row, index in zip(message.lines, message.rows, indexes, strict=True)] + [
+            WaitingRow(*common, r.line, tuple(r.row), r.reason, r.detail, r.index)
             for r in message.rejections]
     return []
 

@@ -21,6 +21,7 @@ from fanout.contract import (
     Rejection,
     RowsMessage,
     replay_id,
+    replay_indexes,
 )
 from fanout.settings import MAX_SQS_MESSAGE_BYTES
 
@@ -90,13 +91,15 @@ def plan_message(original: DlqMessage, op: str, filters: Filters,
         replay = RowsMessage(message.job, message.seq, message.source, message.header,
                              lines, new_rows, part=message.part, parts=message.parts,
                              replay=replay_id(message.job, message.message_id, lines, new_rows),
-                             mode=message.mode)
+                             mode=message.mode,
+                             indexes=replay_indexes([r.index for r in selected]))
         plan.to_rows_queue.append(replay.encode())
     if plan.kept:
         remainder = RowsMessage(
             message.job, message.seq, message.source, message.header, [], [],
             part=message.part, parts=message.parts, kind=KIND_REJECTED, replay=message.replay,
-            rejections=[Rejection(r.line, list(r.row), r.reason, r.detail) for r in plan.kept],
+            rejections=[Rejection(r.line, list(r.row), r.reason, r.detail, r.index)
+                        for r in plan.kept],
             mode=message.mode)
         plan.to_dlq.append(remainder.encode())
     return _check_size(plan)
@@ -122,7 +125,8 @@ def _plan_rows_message(plan: Plan, message: RowsMessage, rows: list[WaitingRow],
                              if tuple(new) != r.row)
             fixed = RowsMessage(message.job, message.seq, message.source, message.header,
                                 message.lines, new_rows, part=message.part,
-                                parts=message.parts, replay=message.replay, mode=message.mode)
+                                parts=message.parts, replay=message.replay, mode=message.mode,
+                                indexes=message.indexes)
             plan.to_rows_queue.append(fixed.encode() if plan.fixed else plan.original.body)
     return _check_size(plan)
 

@@ -24,11 +24,20 @@ produces the same messages; `part`/`parts` number the pieces of a message that h
 be split to fit the queue's maximum message size. A message is identified in a job by
 `message_id` ("12" or "12.1"), which is what the ledger deduplicates on.
 
+Every row has a fixed place in its job: its seq and its *index*, its position (0..24)
+among the rows of message seq as the splitter cut it. A whole message's rows are
+indexes 0, 1, ... in order, so it does not carry them; a message whose rows are not
+(a part of a split message, whose rows are a run of the seq's, or a replay) carries
+`"indexes": [...]`, one per row, and a rejection carries its row's `"index"`. Messages
+and rejections from before indexes carry none (see `RowsMessage.row_indexes`).
+
 Rows the dlq_replayer sends back carry `"replay": ID` and have message_id "12~ID", so
-the ledger counts them apart from the original messages (see fanout/ledger/).
+the ledger counts them apart from the original messages (see fanout/ledger/), and their
+indexes, so it moves each row out of rejected once, however often it is sent back.
 
 A rejected message (kind "rejected") carries the rows that can never be written, each
-with its source line and a reason, so the dlq_replayer can show, export and fix them.
+with its source line, its index and a reason, so the dlq_replayer can show, export, fix
+and send them back; a row a replay rejects again keeps its index there.
 
 Both kinds carry the job's write mode (`"mode": "delete"`, see fanout/mapping.py's
 `[table] mode`), stamped by the splitter from the spec: the writer does what the message
@@ -43,10 +52,10 @@ import hashlib
 import io
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fanout.settings import MAX_SQS_MESSAGE_BYTES
+from fanout.settings import MAX_SQS_MESSAGE_BYTES, ROWS_PER_MESSAGE
 
 SCHEMA_VERSION = 1
 CSV_SCHEMA_VERSION = 2  # rows as CSV text
@@ -91,9 +100,11 @@ class Rejection:
     row: list[str]
     reason: str
     detail: str = ""
+    index: int | None = None  # the row's index in its seq; None when not known (older messages)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"line": self.line, "row": self.row, "reason": self.reason, "detail": self.detail}
+        out = {"line": self.line, "row": self.row, "reason": self.reason, "detail": self.detail}
+        return out if self.index is None else out | {"index": self.index}
 
 
 @dataclass
@@ -112,11 +123,22 @@ class RowsMessage:
     # counted as rejected: the ledger moves them from rejected to written/superseded.
     replay: str | None = None
     mode: str = MODE_PUT  # what the writer does with the rows (see the module docstring)
+    indexes: list[int] | None = None  # each row's index in its seq, when not 0, 1, ...
 
     @property
     def message_id(self) -> str:
         base = str(self.seq) if self.parts == 1 else f"{self.seq}.{self.part}"
         return f"{base}{REPLAY_MARK}{self.replay}" if self.replay else base
+
+    @property
+    def row_indexes(self) -> list[int] | None:
+        """Each row's index in its seq: the ones carried, else 0, 1, ... for a whole
+        original message; None when not known (a part or a replay from before indexes)."""
+        if self.indexes is not None:
+            return self.indexes
+        if self.parts == 1 and not self.replay and len(self.rows) <= ROWS_PER_MESSAGE:
+            return list(range(len(self.rows)))
+        return None
 
     def encode(self) -> str:
         body: dict[str, Any] = {
@@ -136,6 +158,8 @@ class RowsMessage:
         if self.kind != KIND_REJECTED:
             body["lines"] = self.lines
             body["rows"] = self.rows
+            if self.indexes is not None:
+                body["indexes"] = self.indexes
         if self.rejections:
             body["rejections"] = [r.as_dict() for r in self.rejections]
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
@@ -201,6 +225,7 @@ def decode(body: str) -> RowsMessage:
             rejections=[Rejection(**r) for r in data.get("rejections", [])],
             replay=data.get("replay"),
             mode=data.get("mode", MODE_PUT),
+            indexes=None if data.get("indexes") is None else [int(i) for i in data["indexes"]],
         )
     except (KeyError, TypeError, ValueError, csv.Error) as exc:
         raise ContractError(f"message is missing or has a bad field: {exc}") from exc
@@ -208,6 +233,11 @@ def decode(body: str) -> RowsMessage:
         raise ContractError(f"unknown write mode {message.mode!r} (one of {', '.join(WRITE_MODES)})")
     if kind == KIND_ROWS and len(message.lines) != len(message.rows):
         raise ContractError("message has a different number of lines and rows")
+    if message.indexes is not None and len(message.indexes) != len(message.rows):
+        raise ContractError("message has a different number of indexes and rows")
+    places = [*(message.indexes or []), *(r.index for r in message.rejections if r.index is not None)]
+    if any(not 0 <= i < ROWS_PER_MESSAGE for i in places):
+        raise ContractError(f"a row index is outside 0..{ROWS_PER_MESSAGE - 1}")
     return message
 
 
@@ -215,13 +245,13 @@ OVERSIZE_FIELD_PREVIEW = 200
 OVERSIZE_PREVIEW_FIELDS = 100
 
 
-def too_large(line: int, row: list[str], detail: str) -> Rejection:
+def too_large(line: int, row: list[str], detail: str, index: int | None = None) -> Rejection:
     """A `row_too_large` rejection for a row no queue message can hold: the row travels
     as a preview (at most 100 fields of 200 characters), so its message always fits."""
     preview = [f[:OVERSIZE_FIELD_PREVIEW] for f in row[:OVERSIZE_PREVIEW_FIELDS]]
     return Rejection(line, preview, "row_too_large",
                      f"{detail} (the row is cut to {len(preview)} field(s) of at most "
-                     f"{OVERSIZE_FIELD_PREVIEW} characters here)")
+                     f"{OVERSIZE_FIELD_PREVIEW} characters here)", index)
 
 
 def replay_id(job: str, message_id: str, lines: list[int], rows: list[list[str]]) -> str:
@@ -236,6 +266,13 @@ NOT_REPLAYABLE_AS_IS = frozenset({"row_too_large"})
 MAX_DETAIL_CHARS = 300
 
 
+def replay_indexes(indexes: list[int | None]) -> list[int] | None:
+    """The indexes a replay of rows carries: all of theirs, or None when one is not known
+    (a rejection from before indexes: the ledger then counts the replay by its id)."""
+    known = [i for i in indexes if i is not None]
+    return known if len(known) == len(indexes) else None
+
+
 def as_replay(message: RowsMessage) -> RowsMessage:
     """A rejected message's rows as a rows message to write again (e.g. after a spec fix,
     or when a DLQ was redriven wholesale with SQS's own StartMessageMoveTask). Rows kept
@@ -247,13 +284,13 @@ def as_replay(message: RowsMessage) -> RowsMessage:
     return RowsMessage(message.job, message.seq, message.source, message.header, lines, rows,
                        part=message.part, parts=message.parts, rejections=kept,
                        replay=replay_id(message.job, message.message_id, lines, rows),
-                       mode=message.mode)
+                       mode=message.mode, indexes=replay_indexes([r.index for r in replayable]))
 
 
 def rejected_messages(message: RowsMessage, rejections: list[Rejection],
                       limit: int = MAX_SQS_MESSAGE_BYTES) -> list[RowsMessage]:
     """The DLQ messages that carry `rejections` (details cut short), each within `limit`."""
-    cut = [Rejection(r.line, r.row, r.reason, r.detail[:MAX_DETAIL_CHARS]) for r in rejections]
+    cut = [replace(r, detail=r.detail[:MAX_DETAIL_CHARS]) for r in rejections]
     groups = [cut]
     out: list[RowsMessage] = []
     while groups:
@@ -270,7 +307,7 @@ def rejected_messages(message: RowsMessage, rejections: list[Rejection],
             # times its CSV text): it travels as a preview, and its reason in the detail.
             (r,) = group
             candidate.rejections = [too_large(r.line, r.row, f"rejected as {r.reason}: {r.detail}; "
-                                                             "too large to carry whole")]
+                                                             "too large to carry whole", r.index)]
         out.append(candidate)
     return out
 
@@ -286,29 +323,36 @@ def split_to_fit(message: RowsMessage, limit: int = MAX_SQS_MESSAGE_BYTES) -> li
         return [message]
     if len(message.rows) <= 1:
         return [_oversize(message, limit)]
-    halves: list[tuple[list[int], list[list[str]]]] = [(message.lines, message.rows)]
-    done: list[tuple[list[int], list[list[str]]]] = []
+    places = message.row_indexes  # each part carries its rows' indexes in the seq
+
+    def piece(start: int, end: int, part: int = 0, parts: int = 1) -> RowsMessage:
+        return RowsMessage(message.job, message.seq, message.source, message.header,
+                           message.lines[start:end], message.rows[start:end], part=part,
+                           parts=parts, mode=message.mode,
+                           indexes=None if places is None else places[start:end])
+
+    halves = [(0, len(message.rows))]
+    done: list[tuple[int, int]] = []
     while halves:
-        lines, rows = halves.pop(0)
-        probe = RowsMessage(message.job, message.seq, message.source, message.header, lines, rows,
-                            mode=message.mode)
-        if len(rows) <= 1 or len(probe.encode().encode()) <= limit:
-            done.append((lines, rows))
+        start, end = halves.pop(0)
+        if end - start <= 1 or len(piece(start, end).encode().encode()) <= limit:
+            done.append((start, end))
             continue
-        mid = len(rows) // 2
-        halves[:0] = [(lines[:mid], rows[:mid]), (lines[mid:], rows[mid:])]
+        mid = start + (end - start) // 2
+        halves[:0] = [(start, mid), (mid, end)]
     parts = []
-    for i, (lines, rows) in enumerate(done):
-        part = RowsMessage(message.job, message.seq, message.source, message.header, lines, rows,
-                           part=i, parts=len(done), mode=message.mode)
-        parts.append(part if len(rows) > 1 else split_to_fit(part, limit)[0])
+    for i, (start, end) in enumerate(done):
+        part = piece(start, end, i, len(done))
+        parts.append(part if end - start > 1 else split_to_fit(part, limit)[0])
     return parts
 
 
 def _oversize(message: RowsMessage, limit: int) -> RowsMessage:
     (line,), (row,) = message.lines, message.rows
     size = len(json.dumps(row, ensure_ascii=False).encode())
-    rejection = too_large(line, row, f"row is {size:,} bytes; a queue message holds at most {limit:,}")
+    index = None if message.row_indexes is None else message.row_indexes[0]
+    rejection = too_large(line, row, f"row is {size:,} bytes; a queue message holds at most {limit:,}",
+                          index)
     return RowsMessage(message.job, message.seq, message.source, message.header, [], [],
                        part=message.part, parts=message.parts, rejections=[rejection],
                        mode=message.mode)

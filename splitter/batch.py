@@ -81,8 +81,9 @@ class Batcher:
         (its raw text as the preview if a field is past csv's field limit)."""
         rows: list[list[str]] = []
         row_lines: list[int] = []
+        indexes: list[int] = []  # each row's index in the seq: the parts carry them
         rejections: list[Rejection] = []
-        for line, record in zip(lines, records, strict=True):
+        for index, (line, record) in enumerate(zip(lines, records, strict=True)):
             if len(record) > MAX_SQS_MESSAGE_BYTES:
                 try:
                     fields = parse_csv_rows(record, self.delimiter)[0]
@@ -90,12 +91,14 @@ class Batcher:
                     fields = [record[:OVERSIZE_FIELD_PREVIEW]]
                 rejections.append(too_large(line, fields,
                                             f"row is {len(record.encode()):,} bytes of CSV; a "
-                                            f"queue message holds at most {MAX_SQS_MESSAGE_BYTES:,}"))
+                                            f"queue message holds at most {MAX_SQS_MESSAGE_BYTES:,}",
+                                            index))
             else:
                 rows.append(parse_csv_rows(record, self.delimiter)[0])
                 row_lines.append(line)
+                indexes.append(index)
         parts = split_to_fit(RowsMessage(self.job, self.seq, self.source, self.header, row_lines,
-                                         rows, mode=self.mode)) if rows else []
+                                         rows, mode=self.mode, indexes=indexes)) if rows else []
         parts += [RowsMessage(self.job, self.seq, self.source, self.header, [], [], rejections=[r],
                               mode=self.mode)
                   for r in rejections]

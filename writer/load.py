@@ -62,11 +62,12 @@ class ChunkResult:
     items: list[dict[str, Any]] = field(default_factory=list)  # the items written
     deleted: int = 0
     skipped_existing: int = 0
+    masks: tuple[int, ...] | None = None  # a replay's rows by outcome (see landed_masks)
 
     @property
     def counts(self) -> ledger.MessageCounts:
         return ledger.MessageCounts(self.written, len(self.rejections), self.superseded,
-                                    self.deleted, self.skipped_existing)
+                                    self.deleted, self.skipped_existing, masks=self.masks)
 
 
 def runtime_from_env() -> Runtime:
@@ -101,25 +102,28 @@ def map_rows(message: RowsMessage, spec: Spec) -> tuple[list[dict[str, Any]], li
 
     Returns (items, their source lines, rejections, superseded count).
     """
+    places = message.row_indexes  # a rejection keeps its row's index
+    indexes: list[int | None] = [None] * len(message.rows) if places is None else list(places)
     try:
         mapper = _mapper(spec, tuple(message.header))
     except TemplateError as exc:
-        return [], [], [Rejection(line, row, "bad_header", str(exc))
-                        for line, row in zip(message.lines, message.rows, strict=True)], 0
+        return [], [], [Rejection(line, row, "bad_header", str(exc), index) for line, row, index
+                        in zip(message.lines, message.rows, indexes, strict=True)], 0
     by_key: dict[tuple[Any, ...], tuple[int, dict[str, Any]]] = {}
     rejections: list[Rejection] = []
     superseded = 0
     convert = mapper.to_key if message.mode == MODE_DELETE else mapper.to_item
     merge = message.mode == MODE_UPDATE
-    for line, row in zip(message.lines, message.rows, strict=True):
+    for line, row, index in zip(message.lines, message.rows, indexes, strict=True):
         try:
             item = convert(row, line)
         except RowRejected as exc:
-            rejections.append(Rejection(line, row, exc.reason, exc.detail))
+            rejections.append(Rejection(line, row, exc.reason, exc.detail, index))
             continue
         except Exception as exc:  # a mapping bug must cost one row, never the whole message
             log.exception("mapping line %s failed", line)
-            rejections.append(Rejection(line, row, "mapping_error", f"{type(exc).__name__}: {exc}"))
+            rejections.append(Rejection(line, row, "mapping_error", f"{type(exc).__name__}: {exc}",
+                                        index))
             continue
         key = mapper.key_of(item)
         if key in by_key:
@@ -168,9 +172,12 @@ def write_chunk(prepared: Prepared, runtime: Runtime, budget: Budget,
         result.written = outcome.written
     result.skipped_existing = len(outcome.skipped)
     invalid = {index for index, _ in outcome.invalid}
+    indexes = message.row_indexes
     for index, reason in outcome.invalid:
-        row = message.rows[message.lines.index(lines[index])]
-        result.rejections.append(Rejection(lines[index], row, "dynamodb_validation", reason))
+        position = message.lines.index(lines[index])
+        result.rejections.append(Rejection(lines[index], message.rows[position], "dynamodb_validation",
+                                           reason, None if indexes is None else indexes[position]))
+    result.masks = landed_masks(prepared, outcome)
     unwritten = invalid | set(outcome.skipped)
     result.items = [] if message.mode == MODE_DELETE else [
         item for i, item in enumerate(items) if i not in unwritten]
@@ -180,6 +187,27 @@ def write_chunk(prepared: Prepared, runtime: Runtime, budget: Budget,
         result.rejections.sort(key=lambda r: r.line)
         report_rejections(message, result.rejections, runtime)
     return result
+
+
+def landed_masks(prepared: Prepared, outcome: WriteOutcome) -> tuple[int, ...] | None:
+    """For a replay whose rows carry their indexes: per outcome a row can land in (see
+    ledger.row_masks), the bitmask of the indexes of its rows that ended there, so the
+    ledger moves each row out of rejected once, however often it is sent back. None for
+    any other message (and for rows whose lines are not distinct: the ledger then counts
+    the replay by its id)."""
+    message = prepared.message
+    indexes = message.row_indexes
+    if not message.replay or indexes is None or len(set(message.lines)) != len(message.lines):
+        return None
+    index_of = dict(zip(message.lines, indexes, strict=True))
+    unwritten = {index for index, _ in outcome.invalid} | set(outcome.skipped)
+    landed = [index_of[line] for i, line in enumerate(prepared.lines) if i not in unwritten]
+    mapped = {*prepared.lines, *(r.line for r in prepared.rejections)}
+    delete = message.mode == MODE_DELETE
+    return ledger.row_masks(
+        written=[] if delete else landed, deleted=landed if delete else [],
+        superseded=[index_of[line] for line in message.lines if line not in mapped],
+        skipped_existing=[index_of[prepared.lines[i]] for i in outcome.skipped])
 
 
 def write_mode(mode: str, runtime: Runtime, items: list[dict[str, Any]], budget: Budget,
@@ -281,9 +309,9 @@ def report_rejections(message: RowsMessage, rejections: list[Rejection], runtime
         for rejected in rejected_messages(message, rejections):
             clients.sqs.send_message(QueueUrl=settings.dlq_url, MessageBody=rejected.encode())
     if settings.bucket:
-        body = "".join(
+        body = "".join(  # for people: a row's index in its seq is the DLQ's business
             json.dumps({"job": message.job, "source": message.source.uri, "header": message.header}
-                       | r.as_dict(), ensure_ascii=False) + "\n"
+                       | replace(r, index=None).as_dict(), ensure_ascii=False) + "\n"
             for r in rejections
         )
         clients.s3.put_object(

@@ -78,7 +78,12 @@ one owner of it:
 * the log, `sk="log#<ticket, 12 digits>"`: one record per writer invocation and job,
   `m` = `message_id:written:rejected:superseded,...` for each message it finished (with
   `:deleted:skipped_existing` after them when either is not 0: a put's entry is as
-  before, and an entry without them reads as 0 for both), and
+  before, and an entry without them reads as 0 for both; a replay whose rows carry their
+  indexes (see fanout.contract) then adds `@` and, in hex joined by ".", one bitmask
+  per outcome a row can land in (`layout.LANDED`: written, superseded, deleted,
+  skipped_existing; zeros at the end left out) of the indexes of its rows that ended
+  there: `@8` is row 3 written, `@0` every row rejected again; a replay's entry without
+  `@` is one of rows from before indexes), and
   `prev_at`, the `ticket_at` its ticket's ADD replaced (when the previous ticket was
   asked for). The writer takes its ticket from the tally (ADD, so tickets are dense: 1,
   2, 3, ...) and then writes the record under it, conditionally (`attribute_not_exists`).
@@ -92,12 +97,15 @@ one owner of it:
 * the shards, `sk="shard#<seq // SHARD_SEQS, 12 digits>"`: what the log says about
   sequence numbers [k*4096, (k+1)*4096), folded: `bits` (a 512-byte bitmap, one bit per
   seq whose message is counted), `parts` (the ids "seq.part" of messages that were split
-  to fit the queue), `replays` (the ids of replayed messages counted), their `distinct`
-  original messages, a count per outcome (OUTCOMES: `written`, `rejected`, `superseded`,
-  `deleted`, `skipped_existing`; replays included), and `applied`
-  (the last ticket folded into it). Both the sequential split's seqs (row index // 25)
-  and a parallel split's (range index * 1e9 + n) map to shards this way: a shard is a
-  seq range, whatever namespace it is in;
+  to fit the queue), `landed` (made when a replay first lands a row here: one bit per row
+  (seq, index), 4096 x 25 bits, stored zlib-compressed: a few bytes for a few replayed
+  rows, 12,811 at most), `replays` (the ids of replays counted by id: those from before
+  indexes), their `distinct` original messages, a count per outcome (OUTCOMES: `written`,
+  `rejected`, `superseded`, `deleted`, `skipped_existing`; replays included), and
+  `applied` (the last ticket folded into it); beside `parts` and the old `replays`, a
+  shard item is at most 13.5 KB, however often its rows are redriven. Both the
+  sequential split's seqs (row index // 25) and a parallel split's (range index * 1e9 +
+  n) map to shards this way: a shard is a seq range, whatever namespace it is in;
 * the fold, `sk="fold"`: the log position folded (`cursor`), the job's running
   `distinct` and a count per outcome (the sums over its shards), the
   folder's lease (`lease_owner`, `lease_until`, `dirty`), `saved_by` and `folded_at`
@@ -117,6 +125,14 @@ writes only the shards its entries touch, and the job's totals move by the shard
 deltas: no step reads the whole job. A shard skips the entries of tickets it has
 already applied, so a step that died half way is redone exactly; the next folder finds
 the lease `dirty` and sums the shards again (≈1,000 small items at 4M messages).
+
+Replays (`Shard.apply`) move rows that were counted as rejected. An entry with masks
+moves each of its rows whose `landed` bit is clear from rejected to the outcome its mask
+says, and sets the bit: a row moves once, whatever the replay's id, however often it is
+redriven (a row a replay rejects again keeps its index in its DLQ message, and moves when
+a later redrive lands it, even one with the same replay id), however the redrives
+overlap (the same row in two fixes), and a duplicate delivery changes nothing. An entry
+without masks (rows from before indexes) is counted once by its id, in `replays`.
 
 Holes: a fold that meets one polls for its record for HOLE_WAIT_S (a writer between
 its two writes, usually), then stops at it, keeping its cursor before it, and returns:
@@ -227,6 +243,7 @@ from fanout.ledger.layout import (
     parse_entries,
     plain,
     raw_job,
+    row_masks,
     shard_of,
     status_of,
 )
@@ -288,8 +305,8 @@ __all__ = [
     "message_counted", "MessageCounts", "now_iso", "old_format_summary", "outcomes_shown",
     "parse_entries", "plain", "plan_header", "progress_at", "raw_job", "read_message_counts",
     "reconcile", "reconcile_job", "Reconciled", "ReconcileIncomplete", "record_batch",
-    "record_plan", "release_publish", "release_split", "report_step", "save_checkpoint",
-    "settle", "Settlement", "Shard", "shard_of", "should_settle", "split_state",
-    "SplitFinished", "SplitState", "stage_fanned", "start_job", "status_of", "step_results",
-    "steps_done", "sum_shards", "TicketVoided", "totals", "Totals",
+    "record_plan", "release_publish", "release_split", "report_step", "row_masks",
+    "save_checkpoint", "settle", "Settlement", "Shard", "shard_of", "should_settle",
+    "split_state", "SplitFinished", "SplitState", "stage_fanned", "start_job", "status_of",
+    "step_results", "steps_done", "sum_shards", "TicketVoided", "Totals", "totals",
 ]

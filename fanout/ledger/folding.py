@@ -4,6 +4,7 @@ lease, holes voided only once their writer is gone (`HolePolicy`)."""
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -30,6 +31,7 @@ from fanout.ledger.layout import (
     _get,
     _key,
     _log_sk,
+    _moved,
     _n,
     _n_time,
     _outcome_values,
@@ -40,6 +42,9 @@ from fanout.ledger.layout import (
     shard_of,
 )
 from fanout.ledger.log import _void
+from fanout.settings import ROWS_PER_MESSAGE
+
+_ALL_ROWS = (1 << ROWS_PER_MESSAGE) - 1  # a seq's rows in the landed bitmap
 
 
 @dataclass
@@ -74,24 +79,36 @@ class Shard:
     index: int
     bits: bytearray = field(default_factory=lambda: bytearray(layout.SHARD_SEQS // 8))
     parts: set[str] = field(default_factory=set)
-    replays: set[str] = field(default_factory=set)
+    replays: set[str] = field(default_factory=set)  # replays whose rows carry no indexes
     totals: Totals = field(default_factory=Totals)
     applied: int = 0
     read_applied: int | None = None  # `applied` as read, None when the item did not exist
+    # One bit per row (seq, index) a replay landed; made when the first one lands here.
+    landed: bytearray | None = None
 
     @classmethod
     def from_item(cls, index: int, item: Mapping[str, Any]) -> Shard:
         applied = int(item["applied"]["N"])
+        landed = bytearray(zlib.decompress(item["landed"]["B"])) if "landed" in item else None
         return cls(index, bytearray(item["bits"]["B"]), set(item.get("parts", {}).get("SS", [])),
-                   set(item.get("replays", {}).get("SS", [])), Totals.of(item), applied, applied)
+                   set(item.get("replays", {}).get("SS", [])), Totals.of(item), applied, applied,
+                   landed)
 
     def apply(self, ticket: int, message_id: str, counts: MessageCounts) -> None:
         """Count one log entry, once: a message already counted here changes nothing."""
         if ticket <= self.read_applied_or_zero:
             return  # folded by an earlier step that died before it moved the cursor
-        if REPLAY_MARK in message_id:
-            # Replayed rows were counted as rejected: the rows it writes, deletes, skips or
-            # supersedes move out of rejected; the rows it rejects again stay there.
+        if REPLAY_MARK in message_id and counts.masks is not None:
+            # Replayed rows were counted as rejected: each row moves out of rejected to the
+            # outcome of the first replay that lands it, whatever the replay's id, however
+            # often it is sent back (a row rejected again stays, and may land later).
+            moved = self._land(message_id, counts.masks)
+            if moved is None:
+                return
+            counts, distinct = moved, 0
+        elif REPLAY_MARK in message_id:
+            # A replay of rows from before indexes: counted once by its id (the rows it
+            # writes, deletes, skips or supersedes move out of rejected).
             if message_id in self.replays:
                 return
             self.replays.add(message_id)
@@ -111,6 +128,34 @@ class Shard:
         self.totals.add(Totals(distinct, counts))
         self.applied = max(self.applied, ticket)
 
+    def _land(self, message_id: str, masks: tuple[int, ...]) -> MessageCounts | None:
+        """Set the landed bits of a replay's rows; the rows whose bit was clear move from
+        rejected to their outcome (None when there is none)."""
+        seq = int(message_id.split(REPLAY_MARK, 1)[0].split(".", 1)[0])
+        seen = before = self.landed_rows(seq)
+        fresh = []
+        for mask in masks:
+            fresh.append(mask & _ALL_ROWS & ~seen)
+            seen |= fresh[-1]
+        if seen == before:
+            return None
+        if self.landed is None:
+            self.landed = bytearray(-(-layout.SHARD_SEQS * ROWS_PER_MESSAGE // 8))
+        start = seq % layout.SHARD_SEQS * ROWS_PER_MESSAGE
+        window = slice(start >> 3, (start >> 3) + 4)  # 25 bits from any bit of a byte: 4 bytes
+        chunk = self.landed[window]
+        word = int.from_bytes(chunk, "little") | seen << (start & 7)
+        self.landed[window] = word.to_bytes(len(chunk), "little")
+        return _moved(fresh)
+
+    def landed_rows(self, seq: int) -> int:
+        """The bitmask of seq's row indexes a replay has landed."""
+        if self.landed is None:
+            return 0
+        start = seq % layout.SHARD_SEQS * ROWS_PER_MESSAGE
+        chunk = self.landed[start >> 3:(start >> 3) + 4]
+        return int.from_bytes(chunk, "little") >> (start & 7) & _ALL_ROWS
+
     @property
     def read_applied_or_zero(self) -> int:
         return self.read_applied or 0
@@ -123,6 +168,8 @@ class Shard:
             item["parts"] = {"SS": sorted(self.parts)}
         if self.replays:
             item["replays"] = {"SS": sorted(self.replays)}
+        if self.landed is not None:  # compressed: mostly zeros, unless most rows were replayed
+            item["landed"] = {"B": zlib.compress(bytes(self.landed))}
         return item
 
 

@@ -9,8 +9,8 @@ Names with a leading underscore are the package's own: its modules share them; t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,6 +66,7 @@ SPLIT_LEASE_S = 960  # a little over the splitter's 15-minute maximum timeout
 # it); `skipped_existing` an insert whose key the table already held.
 OUTCOMES = ("written", "rejected", "superseded", "deleted", "skipped_existing")
 MODE_OUTCOMES = {"delete": ("deleted",), "insert": ("skipped_existing",)}  # beyond put's
+LANDED = tuple(name for name in OUTCOMES if name != "rejected")  # where a replayed row can land
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,9 @@ class MessageCounts:
     superseded: int = 0
     deleted: int = 0
     skipped_existing: int = 0
+    # A replay whose rows carry their indexes (see fanout.contract): per LANDED outcome, a
+    # bitmask of the indexes (in the seq) of the rows that ended there. None otherwise.
+    masks: tuple[int, ...] | None = field(default=None, kw_only=True)
 
     @property
     def rows(self) -> int:
@@ -216,14 +220,42 @@ def is_replay(message_id: str) -> bool:
 
 def _encode_entries(messages: Mapping[str, MessageCounts]) -> str:
     return ",".join(":".join(map(str, (mid, *(c.values() if c.deleted or c.skipped_existing
-                                               else c.values()[:3]))))
+                                               else c.values()[:3])))) + _encode_masks(c.masks)
                     for mid, c in messages.items())
+
+
+def _encode_masks(masks: tuple[int, ...] | None) -> str:
+    """`@` and the masks in hex, joined by ".", without the zeros at the end: "@8" is row 3
+    written; "@0" a replay whose rows all stayed rejected. Nothing when there are none."""
+    if masks is None:
+        return ""
+    digits = [f"{mask:x}" for mask in masks]
+    while len(digits) > 1 and digits[-1] == "0":
+        digits.pop()
+    return "@" + ".".join(digits)
+
+
+def row_masks(*, written: Iterable[int] = (), superseded: Iterable[int] = (),
+              deleted: Iterable[int] = (), skipped_existing: Iterable[int] = ()) -> tuple[int, ...]:
+    """A replay's `MessageCounts.masks` from the indexes of its rows by outcome."""
+    return tuple(sum(1 << i for i in set(indexes))
+                 for indexes in (written, superseded, deleted, skipped_existing))  # LANDED
+
+
+def _moved(masks: Iterable[int]) -> MessageCounts:
+    """The rows of a replay's masks (LANDED order), moved out of rejected."""
+    written, superseded, deleted, skipped = (mask.bit_count() for mask in masks)
+    return MessageCounts(written, -(written + superseded + deleted + skipped), superseded,
+                         deleted, skipped)
 
 
 def parse_entries(encoded: str) -> Iterator[tuple[str, MessageCounts]]:
     for entry in encoded.split(","):
-        mid, *numbers = entry.split(":")  # message ids hold no ":" (see fanout.contract)
-        yield mid, MessageCounts(*map(int, numbers))
+        counted, marked, masks = entry.partition("@")
+        mid, *numbers = counted.split(":")  # message ids hold no ":" or "@" (see fanout.contract)
+        found = [int(mask, 16) for mask in masks.split(".")] if marked else None
+        yield mid, MessageCounts(*map(int, numbers), masks=None if found is None else tuple(
+            found + [0] * (len(LANDED) - len(found))))
 
 
 def shard_of(message_id: str) -> int:

@@ -16,7 +16,6 @@ from fanout.ledger.layout import (
     FOLD_SK,
     JOB_SK,
     LOG_PREFIX,
-    OUTCOMES,
     RUNNING,
     SPLITTING,
     TALLY_SK,
@@ -24,10 +23,10 @@ from fanout.ledger.layout import (
     _batch_get,
     _get,
     _key,
+    _moved,
     _s,
     _shard_sk,
     counts_of,
-    is_replay,
     job_counts,
     parse_entries,
     plain,
@@ -38,8 +37,9 @@ from fanout.ledger.legacy import OLD_FORMAT_ERROR
 
 
 def read_message_counts(ddb: Any, ledger_table: str, job: str) -> dict[str, MessageCounts]:
-    """Every message id in the job's log, once each. Reads the whole log, so it is for
-    tests and diagnostics of small jobs: nothing in the pipeline calls it."""
+    """Every message id in the job's log, once each (a replay whose rows carry indexes,
+    seen more than once, with each row where it first landed). Reads the whole log,
+    so it is for tests and diagnostics of small jobs: nothing in the pipeline calls it."""
     counts: dict[str, MessageCounts] = {}
     paginator = ddb.get_paginator("query")
     for page in paginator.paginate(
@@ -50,16 +50,35 @@ def read_message_counts(ddb: Any, ledger_table: str, job: str) -> dict[str, Mess
     ):
         for item in page.get("Items", []):
             if "m" in item:
-                counts.update(parse_entries(item["m"]["S"]))
+                for message_id, c in parse_entries(item["m"]["S"]):
+                    counts[message_id] = _merged(counts.get(message_id), c)
     return counts
 
 
-def message_counted(ddb: Any, ledger_table: str, job: str, message_id: str) -> bool:
-    """Whether the fold has counted this message: one shard read."""
+def _merged(seen: MessageCounts | None, c: MessageCounts) -> MessageCounts:
+    """One replay's entries as one: its rows where they first landed (a row rejected
+    again and redriven unchanged has the same replay id); any other entry, the last."""
+    if seen is None or seen.masks is None or c.masks is None:
+        return c
+    before = 0
+    for mask in seen.masks:
+        before |= mask
+    masks = tuple(old | (new & ~before) for old, new in zip(seen.masks, c.masks, strict=True))
+    moved = _moved(masks)
+    return replace(moved, rejected=c.rows + moved.rejected, masks=masks)
+
+
+def message_counted(ddb: Any, ledger_table: str, job: str, message_id: str,
+                    indexes: list[int] | None = None) -> bool:
+    """Whether the fold has counted this message: one shard read. A replay whose rows
+    carry their `indexes` is counted once all those rows have landed."""
     item = _get(ddb, ledger_table, job, _shard_sk(shard_of(message_id)))
     if not item:
         return False
     shard = Shard.from_item(shard_of(message_id), item)
+    if REPLAY_MARK in message_id and indexes is not None:
+        landed = shard.landed_rows(int(message_id.split(REPLAY_MARK, 1)[0].split(".", 1)[0]))
+        return all(landed >> i & 1 for i in indexes)
     if REPLAY_MARK in message_id:
         return message_id in shard.replays
     if "." in message_id:
@@ -69,16 +88,18 @@ def message_counted(ddb: Any, ledger_table: str, job: str, message_id: str) -> b
 
 
 def totals(counts: Mapping[str, MessageCounts] | Iterable[MessageCounts]) -> MessageCounts:
-    """Job totals from per-message counts (the rule the shards apply, for tests and
-    diagnostics): a replayed message's rows that landed move out of rejected."""
+    """Job totals from per-message counts, by the rule the shards apply (for tests and
+    diagnostics): a replayed message's rows that landed move out of rejected, once each."""
     if not isinstance(counts, Mapping):  # bare counts: all original messages
         counts = {str(i): c for i, c in enumerate(counts)}
-    sums = [0] * len(OUTCOMES)
-    for message_id, c in counts.items():
-        if is_replay(message_id):
-            c = replace(c, rejected=-c.landed)
-        sums = [a + b for a, b in zip(sums, c.values(), strict=True)]
-    return MessageCounts(*sums)
+    shards: dict[int, Shard] = {}
+    for ticket, (message_id, c) in enumerate(counts.items(), 1):
+        index = shard_of(message_id)
+        shards.setdefault(index, Shard(index)).apply(ticket, message_id, c)
+    sums = Totals()
+    for shard in shards.values():
+        sums.add(shard.totals)
+    return sums.counts
 
 
 def get_job(ddb: Any, ledger_table: str, job: str) -> dict[str, Any] | None:

@@ -402,7 +402,8 @@ def write_outputs(clients: Clients, stack: LocalStack, job: str, options: Ingest
     stranded_rows = 0
     for message in dlq_rows(clients.sqs, settings.dlq_url):
         if message.job != job or message.kind != KIND_ROWS or ledger.message_counted(
-                clients.dynamodb, settings.ledger_table_name, job, message.message_id):
+                clients.dynamodb, settings.ledger_table_name, job, message.message_id,
+                message.indexes):
             continue
         for line, row in zip(message.lines, message.rows, strict=True):
             stranded_rows += 1
