@@ -43,7 +43,11 @@ Who writes what, under which condition, and what each rule survives:
   next visit hands back the summary.
 * publish claim: whoever ended the job, then any settle once it expired, if no summary
   published. Retried: held by itself; it expires, and the reconciler publishes.
-* summary published and active item removed: the publisher, one transaction.
+* summary published, then the active item removed unless a later report put it back
+  (`at_ticket`): the publisher. Retried: idempotent; killed between, the reconciler
+  removes it.
+* active item after completion: a writer whose ADD found the tally complete, after its
+  record. Removed by the reconciler only if `at_ticket` is folded (the condition).
 
 Faults and what survives them: a writer killed between its ticket and its record leaves a
 hole, voided once its writer cannot be alive (`HolePolicy`), by its batch's redelivery or
@@ -111,8 +115,10 @@ one owner of it:
   folder's lease (`lease_owner`, `lease_until`, `dirty`), `saved_by` and `folded_at`
   (when the cursor last moved);
 * the active index, `pk="#active"`, `sk=<job id>`: one item per job from its start until
-  its end is announced (`mark_published`; `fail_job` for a FAILED one), so the reconciler
-  finds every job it must visit with one Query (O(active jobs), never a scan);
+  its end is announced (`mark_published`; `fail_job` for a FAILED one), and again from a
+  report after its completion (with that report's ticket, `at_ticket`) until the fold has
+  read it, so the reconciler finds every job it must visit with one Query (O(active
+  jobs), never a scan);
 * on the job item, once it ended: `publish_until` (the claim of the invocation that
   publishes its summary), `summary_published`; once STALLED: `stall_reason`,
   `missing_messages`, `missing_seqs` (the first ones, for a sequential split),

@@ -166,13 +166,18 @@ def release_publish(ddb: Any, ledger_table: str, job: str) -> None:
 
 def mark_published(ddb: Any, ledger_table: str, job: str, *, clock: Clock = time.time) -> None:
     """SNS has taken the job's summary (or there is no topic to take it): later reports
-    need not publish it again, and the job leaves the active index."""
-    ddb.transact_write_items(TransactItems=[
-        {"Update": {"TableName": ledger_table, "Key": _key(job, JOB_SK),
-                    "UpdateExpression": "SET summary_published = :t",
-                    "ExpressionAttributeValues": {":t": _s(now_iso(clock))}}},
-        {"Delete": {"TableName": ledger_table, "Key": _active_key(job)}},
-    ])
+    need not publish it again, and the job leaves the active index, unless a report came
+    after its completion (`record_batch` put it back with its ticket: the reconciler
+    removes it once that report is folded)."""
+    ddb.update_item(TableName=ledger_table, Key=_key(job, JOB_SK),
+                    UpdateExpression="SET summary_published = :t",
+                    ExpressionAttributeValues={":t": _s(now_iso(clock))})
+    try:
+        ddb.delete_item(TableName=ledger_table, Key=_active_key(job),
+                        ConditionExpression="attribute_not_exists(at_ticket)")
+    except ClientError as exc:
+        if not _conditional_failed(exc):
+            raise
 
 
 SUMMARY_NAMES = {"written": "TOTAL_NUMBER_OF_ITEMS_WRITTEN",

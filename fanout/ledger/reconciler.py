@@ -121,9 +121,8 @@ def reconcile_job(ddb: Any, ledger_table: str, job: str, *, owner: str,
     """One active job: settled, stalled, or its pending summary handed back."""
     item = raw_job(ddb, ledger_table, job)
     status = status_of(item)
-    if not item or status not in (SPLITTING, RUNNING, COMPLETE, STALLED) \
-            or "summary_published" in item:
-        # No job, a FAILED one (the splitter publishes those) or one announced already.
+    if not item or status not in (SPLITTING, RUNNING, COMPLETE, STALLED):
+        # No job, or a FAILED one (the splitter publishes those).
         ddb.delete_item(TableName=ledger_table, Key=_active_key(job))
         return None
     if status == SPLITTING:
@@ -147,14 +146,33 @@ def reconcile_job(ddb: Any, ledger_table: str, job: str, *, owner: str,
     status = status_of(item)
     if status == STALLED and claim_publish(ddb, ledger_table, job, time_left(), clock):
         return Reconciled(job, STALLED, completion_summary(plain(raw_job(ddb, ledger_table, job))))
-    if status != RUNNING:
-        return None
     tally, folded = (_get(ddb, ledger_table, job, sk) for sk in (layout.TALLY_SK, FOLD_SK))
+    if status != RUNNING:
+        if "summary_published" in item:
+            _leave_when_folded(ddb, ledger_table, job, tally, folded)
+        return None
     if clock() - progress_at(item, tally, folded) <= stall_after_s:
         return None
     return _stall(ddb, ledger_table, job, item, clock, time_left(),
                   "messages are missing: redrive the dead-letter queue "
                   "(dlq-replayer redrive), or upload the file again", tally, folded)
+
+
+def _leave_when_folded(ddb: Any, ledger_table: str, job: str, tally: Mapping[str, Any],
+                       folded: Mapping[str, Any]) -> None:
+    """An ended, announced job leaves the active index once its fold has read every report
+    (a report after completion puts it back, with its ticket: see `record_batch`), unless a
+    report came in meanwhile (the condition)."""
+    cursor = int(folded.get("cursor", {}).get("N", "0"))
+    if cursor < int(tally.get("tickets", {}).get("N", "0")):
+        return  # a report not folded yet (a folder holds the lease): the next visit
+    try:
+        ddb.delete_item(TableName=ledger_table, Key=_active_key(job),
+                        ConditionExpression="attribute_not_exists(at_ticket) OR at_ticket <= :c",
+                        ExpressionAttributeValues={":c": _n(cursor)})
+    except ClientError as exc:
+        if not _conditional_failed(exc):
+            raise
 
 
 def _stall(ddb: Any, ledger_table: str, job: str, item: Mapping[str, Any], clock: Clock,

@@ -18,6 +18,7 @@ from fanout.ledger.layout import (
     RUNNING,
     TALLY_SK,
     MessageCounts,
+    _active_key,
     _conditional_failed,
     _encode_entries,
     _key,
@@ -103,6 +104,12 @@ def record_batch(
             raise
         if old.get("ticket_by") == _s(token):
             _void_own(ddb, ledger_table, job, ticket - 1)  # this call's phantom (see above)
+        if "completed_at" in old:
+            # A report after completion (a replay, a late duplicate): the job is active
+            # again until the reconciler sees this ticket folded, so no dead folder's lease
+            # can leave it out of the job's counts for good.
+            ddb.put_item(TableName=ledger_table,
+                         Item={**_active_key(job), "at_ticket": _n(ticket), "since": _n_time(asked)})
         tally["reported_now"] = _n(len(messages))  # not stored: what this report added
         if clock() - asked >= HOLE_WAIT_S:
             # A folder may have met this ticket's hole, waited HOLE_WAIT_S and stopped

@@ -420,3 +420,29 @@ def test_a_job_the_reconciler_cannot_read_does_not_keep_it_from_the_others(aws, 
     assert ledger.get_job(aws.dynamodb, table, "a-job")["status"] == ledger.RUNNING
     reconcile_jobs(runtime_for(aws, stack, spec, clock))
     assert ledger.get_job(aws.dynamodb, table, "a-job")["status"] == ledger.COMPLETE
+
+
+def test_a_replay_after_completion_left_by_a_dead_folder_is_counted_by_the_reconciler(
+        aws, stack, spec):
+    """After completion and its summary, a job leaves the active index; a report that comes
+    later puts it back until the fold has read it, so a replay whose settle met a dead
+    folder's lease is still counted."""
+    clock, table = Clock(), stack.settings.ledger_table_name
+    start(aws, stack, total=1, rows=25, clock=clock)
+    runtime = runtime_for(aws, stack, spec, clock)
+    for item in ledger.record_batch(aws.dynamodb, table, "w0",
+                                    {JOB: {"0": MessageCounts(20, 5, 0)}}, clock=clock):
+        settle_job(runtime, item)
+    assert list(ledger.active_jobs(aws.dynamodb, table)) == []  # ended and announced
+    assert ledger.folding._acquire(aws.dynamodb, table, JOB, "killed", clock() + 60,
+                                   clock()) is not None  # a late duplicate's folder dies
+    for item in ledger.record_batch(aws.dynamodb, table, "replay",
+                                    {JOB: {"0~fix": MessageCounts(5, 0, 0)}}, clock=clock):
+        settle_job(runtime, item)  # finds the lease held
+    assert counts_of(aws, stack) == (ledger.COMPLETE, 20, 5, 0)
+    assert list(ledger.active_jobs(aws.dynamodb, table)) == [JOB]
+    clock.now += 60 + ledger.HOLE_MARGIN_S + 1
+    assert reconcile_jobs(runtime) == []  # nothing to publish again
+    assert counts_of(aws, stack) == (ledger.COMPLETE, 25, 0, 0)
+    reconcile_jobs(runtime)
+    assert list(ledger.active_jobs(aws.dynamodb, table)) == []

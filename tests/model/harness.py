@@ -61,7 +61,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 from typing import Any
 from unittest import mock
 
@@ -86,7 +86,11 @@ ASYNC_RETRY_DELAYS_S = (60.0, 120.0)  # Lambda's retries of a failed asynchronou
 RECONCILE_EVERY_S = 60.0
 RECONCILER_TIMEOUT_S = 900.0  # the Lambda maximum, until the stack names the reconciler's
 FAILURE_REDRIVE_EVERY_S = 600.0  # after the fault period the operator redrives what failed
-QUIET_TAIL_S = 900.0  # with a reconciler: how long it runs once nothing else is left
+# With a reconciler: how long it runs once nothing else is left: long enough for a dead
+# splitter's lease (the splitter's timeout) and then STALL_AFTER_S to pass.
+QUIET_TAIL_S = 2400.0
+# The model's stall time: above the visibility timeout, as synth requires (an hour in AWS).
+STALL_AFTER_S = 600
 MAX_QUIET_S = 6 * 3600.0  # a seed still busy this long after its faults stopped fails
 IDEMPOTENCY_WINDOW_S = 600.0  # DynamoDB's ClientRequestToken window
 
@@ -522,7 +526,8 @@ class Pipeline:
         self.clients = Clients(s3=None, sqs=None, dynamodb=self.ddb, sns=self.topic)
         self.spec = Spec.default()
         self.settings = Settings.for_pipeline(
-            DEFAULT_CONFIG, self.spec, table_name="fanout-items", ledger_table_name=table,
+            replace(DEFAULT_CONFIG, stall_after_s=STALL_AFTER_S), self.spec,
+            table_name="fanout-items", ledger_table_name=table,
             rows_queue_url="", dlq_url="", bucket="", topic_arn=TOPIC)
         self.reconcile = getattr(fanout.runtime, "reconcile_jobs", None)
         self.queue: list[Copy] = []
@@ -968,7 +973,13 @@ def verdict(pipeline: Pipeline) -> tuple[list[Problem], str, list[str]]:
     problems = list(pipeline.problems)
     state = LedgerState(pipeline.raw, pipeline.table)
     status = state.job.get("status", "(no job item)")
-    if status != ledger.COMPLETE:
+    if status == ledger.STALLED and "split stopped" in state.job.get("stall_reason", ""):
+        # The one end this model allows besides COMPLETE: the splitter died after its
+        # retries (or a redrive of its event came within the dead one's lease), so nothing
+        # was left to finish the split. Its STALLED summary must be out.
+        if not any(p.summary.get("STATUS") == ledger.STALLED for p in pipeline.topic.published):
+            problems.append(Problem("STALLED split, no summary published", str(state.job)))
+    elif status != ledger.COMPLETE:
         problems.append(Problem(diagnose(pipeline, state), f"ends {status}; {pipeline.state_line()}"))
     else:
         counts = ledger.counts_of(state.job)
