@@ -965,6 +965,7 @@ class SeedResult:
 
 AT_LEAST_ONCE = "an earlier publisher died between its publish and mark_published (at-least-once)"
 RACE = "another settle published before the first publisher's mark_published landed"
+STALLED_THEN_COMPLETE = "a STALLED job completed after all (its missing messages came): published again"
 
 
 def verdict(pipeline: Pipeline) -> tuple[list[Problem], str, list[str]]:
@@ -993,6 +994,12 @@ def verdict(pipeline: Pipeline) -> tuple[list[Problem], str, list[str]]:
     if status == ledger.COMPLETE and not published:
         problems.append(Problem("COMPLETE, no summary published", ""))
     for p in published:
+        if p.summary.get("STATUS") == ledger.STALLED and p.summary.get("TOTAL_NUMBER_OF_ROWS_READ"):
+            # What is missing is named in rows too, so a STALLED summary also sums to rows read.
+            shown = sum(int(p.summary.get(ledger.SUMMARY_NAMES[name]) or 0) for name in ledger.OUTCOMES[:3])
+            if shown + int(p.summary.get("TOTAL_NUMBER_OF_ROWS_MISSING") or 0) != pipeline.rows_read:
+                problems.append(Problem("a STALLED summary does not sum to the rows read",
+                                        f"by {p.by}: {p.summary}"))
         if p.summary.get("STATUS") != ledger.COMPLETE:
             continue
         counts = MessageCounts(*(int(p.summary.get(ledger.SUMMARY_NAMES[name]) or 0)
@@ -1004,7 +1011,10 @@ def verdict(pipeline: Pipeline) -> tuple[list[Problem], str, list[str]]:
             problems.append(Problem("a published summary is not exact", f"by {p.by}: {trouble}"))
     republished_why = []
     for i, p in enumerate(published[1:], start=1):
-        if any(q.by not in pipeline.marked for q in published[:i]):
+        if p.summary.get("STATUS") == ledger.COMPLETE and any(
+                q.summary.get("STATUS") == ledger.STALLED for q in published[:i]):
+            republished_why.append(STALLED_THEN_COMPLETE)
+        elif any(q.by not in pipeline.marked for q in published[:i]):
             republished_why.append(AT_LEAST_ONCE)
         else:
             republished_why.append(RACE)
