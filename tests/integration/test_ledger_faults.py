@@ -84,26 +84,25 @@ def runtime_for(aws, stack, spec, clock: Clock, ddb: Any = None, **settings: Any
                    sleep=clock.sleep)
 
 
-def published(aws, stack) -> list[dict[str, Any]]:
-    """The summaries the stack's topic took (a queue subscribed to it)."""
-    queue = aws.sqs.create_queue(QueueName="summaries")["QueueUrl"]
-    arn = aws.sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])[
-        "Attributes"]["QueueArn"]
-    aws.sns.subscribe(TopicArn=stack.settings.topic_arn, Protocol="sqs", Endpoint=arn,
-                      Attributes={"RawMessageDelivery": "true"})
-    got: list[dict[str, Any]] = []
+class Published:
+    """The summaries the stack's topic took, read from a queue subscribed to it; `read`
+    returns every summary so far, in order."""
 
-    class Reader(list):
-        def read(self) -> list[dict[str, Any]]:
-            while True:
-                messages = aws.sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get(
-                    "Messages", [])
-                if not messages:
-                    return got
-                for m in messages:
-                    got.append(json.loads(m["Body"]))
-                    aws.sqs.delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
-    return Reader()  # type: ignore[return-value]
+    def __init__(self, aws, stack) -> None:
+        self.sqs, self.got = aws.sqs, []
+        self.queue = aws.sqs.create_queue(QueueName="summaries")["QueueUrl"]
+        arn = aws.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["QueueArn"])[
+            "Attributes"]["QueueArn"]
+        aws.sns.subscribe(TopicArn=stack.settings.topic_arn, Protocol="sqs", Endpoint=arn,
+                          Attributes={"RawMessageDelivery": "true"})
+
+    def read(self) -> list[dict[str, Any]]:
+        while messages := self.sqs.receive_message(QueueUrl=self.queue,
+                                                   MaxNumberOfMessages=10).get("Messages", []):
+            for m in messages:
+                self.got.append(json.loads(m["Body"]))
+                self.sqs.delete_message(QueueUrl=self.queue, ReceiptHandle=m["ReceiptHandle"])
+        return list(self.got)
 
 
 # ------------------------------------------------------------------ 1: a folder out of time
@@ -113,7 +112,7 @@ def test_a_report_left_by_a_folder_out_of_time_is_settled_by_the_reconciler(aws,
     finds the lease held and returns. The folder exits with that ticket unread. The
     reconciler, on its schedule, finishes the job."""
     clock, table = Clock(), stack.settings.ledger_table_name
-    summaries = published(aws, stack)
+    summaries = Published(aws, stack)
     start(aws, stack, total=2, rows=50)
     runtime = runtime_for(aws, stack, spec, clock)
     for item in ledger.record_batch(aws.dynamodb, table, "w0", {JOB: {"0": C}}, clock=clock):
@@ -259,7 +258,7 @@ def test_a_replay_recorded_just_before_the_completion_is_in_the_published_summar
     replay recorded between the fold and the completion makes it fold again. (With
     `tickets >= :c` the completion would commit without the replay.)"""
     clock, table = Clock(), stack.settings.ledger_table_name
-    summaries = published(aws, stack)
+    summaries = Published(aws, stack)
     start(aws, stack, total=2, rows=50)
     runtime = runtime_for(aws, stack, spec, clock)
     for item in ledger.record_batch(aws.dynamodb, table, "w0",
@@ -290,7 +289,7 @@ def test_a_replay_recorded_just_before_the_completion_is_in_the_published_summar
 def test_a_job_missing_a_message_is_stalled_with_what_it_misses_then_completes_on_redrive(
         aws, stack, spec):
     clock, table = Clock(), stack.settings.ledger_table_name
-    summaries = published(aws, stack)
+    summaries = Published(aws, stack)
     start(aws, stack, total=3, rows=75, clock=clock)
     runtime = runtime_for(aws, stack, spec, clock, stall_after_s=600)
     for m in ("0", "2"):  # message 1 is lost (past the queue's retention, say)
