@@ -26,7 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from fanout.ledger import layout
 from fanout.ledger.complete import claim_publish, completion_summary, settle
-from fanout.ledger.folding import Totals, fold
+from fanout.ledger.folding import FoldLost, Totals, fold
 from fanout.ledger.layout import (
     ACTIVE_PK,
     COMPLETE,
@@ -130,9 +130,12 @@ def reconcile_job(ddb: Any, ledger_table: str, job: str, *, owner: str,
         if lease_until >= clock() or clock() - progress_at(item) <= stall_after_s:
             return None  # a splitter holds it, or one may still resume it
         # What its writers reported is counted all the same (folded, not completed).
-        fold(ddb, ledger_table, job, owner=owner, lease_s=time_left(),
-             budget_s=max(0.0, min(FOLD_BUDGET_S, time_left() / 3)), clock=clock, sleep=sleep,
-             writer_timeout_s=writer_timeout_s)
+        try:
+            fold(ddb, ledger_table, job, owner=owner, lease_s=time_left(),
+                 budget_s=max(0.0, min(FOLD_BUDGET_S, time_left() / 3)), clock=clock,
+                 sleep=sleep, writer_timeout_s=writer_timeout_s)
+        except FoldLost:
+            return None  # another folder has the log: the next visit stalls it
         return _stall(ddb, ledger_table, job, item, clock, time_left(),
                       "the split stopped and no splitter resumed it: upload the file again "
                       "under a new key (the same key and bytes are the same job)")
