@@ -164,7 +164,7 @@ def _publish(runtime: Runtime, job: str, summary: dict[str, Any]) -> None:
                                        runtime.settings.ledger_table_name, job)
             raise
     ledger.mark_published(runtime.clients.dynamodb, runtime.settings.ledger_table_name, job,
-                          clock=runtime.clock)
+                          status=summary.get("STATUS"), clock=runtime.clock)
 
 
 def publish_summary(sns: Any, topic_arn: str, summary: dict[str, Any]) -> None:

@@ -203,7 +203,8 @@ def _run_step(runtime: Runtime, kind: str, task: dict[str, Any], work: Work,
     if ledger.status_of(job_item) == ledger.FAILED:
         return
     if index not in ledger.steps_done(job_item, kind):
-        job_item = ledger.report_step(ddb, table, job, kind, index, work(job_item))
+        job_item = ledger.report_step(ddb, table, job, kind, index, work(job_item),
+                                        clock=runtime.clock)
     if len(ledger.steps_done(job_item, kind)) < parts or ledger.stage_fanned(job_item, kind):
         return
     fan_out(job_item)

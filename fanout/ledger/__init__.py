@@ -21,8 +21,10 @@ Who writes what, under which condition, and what each rule survives:
   Retried: the same ClientRequestToken, applied once.
 * job's split lease and checkpoint: the splitter holding it, if its owner and SPLITTING.
   Retried: the owner's own condition still holds.
-* job RUNNING and the tally's messages_total: `finish_split`, one transaction, if
-  SPLITTING. Retried: applied once (a tally without the total would never complete).
+* job RUNNING, the tally's messages_total, the active item: `finish_split`, one
+  transaction, if SPLITTING (or STALLED with no total: a split the reconciler took for
+  dead that finishes after all). Retried: applied once (a tally without the total would
+  never complete).
 * tally ticket ADD: a writer, no condition (tickets are dense). Retried: two tickets;
   the ADD finds its own token (`ticket_by`) in the tally it replaced, so the first is
   this call's phantom, and the writer voids it at once.
@@ -39,15 +41,18 @@ Who writes what, under which condition, and what each rule survives:
 * job COMPLETE, tally `completed_at`, active item: the completing settle, one
   transaction, if `tickets` = the cursor folded and RUNNING or STALLED. Retried:
   applied once.
-* job STALLED: the reconciler, if the status it read. Retried: the status moved; the
-  next visit hands back the summary.
+* job STALLED and the tally's `stalled_at`: the reconciler, one transaction, if the status
+  it read (and, for a split, no splitter's lease). Retried: the status moved; the next
+  visit hands back the summary.
 * publish claim: whoever ended the job, then any settle once it expired, if no summary
   published. Retried: held by itself; it expires, and the reconciler publishes.
-* summary published, then the active item removed unless a later report put it back
-  (`at_ticket`): the publisher. Retried: idempotent; killed between, the reconciler
-  removes it.
-* active item after completion: a writer whose ADD found the tally complete, after its
-  record. Removed by the reconciler only if `at_ticket` is folded (the condition).
+* summary published, if the job still has the summary's status (a STALLED summary
+  published late must not mark a COMPLETE one), then the active item removed unless a
+  later report put it back (`at_ticket`): the publisher. Retried: idempotent; killed
+  between, the reconciler removes it.
+* active item after completion or a stall: a writer whose ADD found the tally complete or
+  stalled, after its record. Removed by the reconciler only once `at_ticket` is folded
+  (the condition) and, for a COMPLETE job, in its counts.
 
 Faults and what survives them: a writer killed between its ticket and its record leaves a
 hole, voided once its writer cannot be alive (`HolePolicy`), by its batch's redelivery or
@@ -77,8 +82,8 @@ one owner of it:
   parallel split's done-sets): `tickets` (log records handed out), `ticket_at` (the
   clock of the writer that took the last one, when it asked), `messages_reported` (an
   upper bound: duplicates count twice), `ticket_by` (the last ADD's token), a copy of
-  messages_total and the format, `split_done_at`, and `completed_at` once the job is
-  complete;
+  messages_total and the format, `split_done_at`, `completed_at` once the job is
+  complete and `stalled_at` once it was STALLED;
 * the log, `sk="log#<ticket, 12 digits>"`: one record per writer invocation and job,
   `m` = `message_id:written:rejected:superseded,...` for each message it finished (with
   `:deleted:skipped_existing` after them when either is not 0: a put's entry is as

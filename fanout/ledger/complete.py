@@ -164,14 +164,25 @@ def release_publish(ddb: Any, ledger_table: str, job: str) -> None:
                     ConditionExpression="attribute_exists(pk)")
 
 
-def mark_published(ddb: Any, ledger_table: str, job: str, *, clock: Clock = time.time) -> None:
+def mark_published(ddb: Any, ledger_table: str, job: str, *, status: str | None = None,
+                   clock: Clock = time.time) -> None:
     """SNS has taken the job's summary (or there is no topic to take it): later reports
     need not publish it again, and the job leaves the active index, unless a report came
     after its completion (`record_batch` put it back with its ticket: the reconciler
-    removes it once that report is folded)."""
-    ddb.update_item(TableName=ledger_table, Key=_key(job, JOB_SK),
-                    UpdateExpression="SET summary_published = :t",
-                    ExpressionAttributeValues={":t": _s(now_iso(clock))})
+    removes it once that report is folded). With `status` (the published summary's), only
+    while the job still has it: a STALLED summary published after the job completed must
+    not mark the COMPLETE one as published."""
+    try:
+        ddb.update_item(TableName=ledger_table, Key=_key(job, JOB_SK),
+                        UpdateExpression="SET summary_published = :t",
+                        **({"ConditionExpression": "#st = :status",
+                            "ExpressionAttributeNames": {"#st": "status"}} if status else {}),
+                        ExpressionAttributeValues={":t": _s(now_iso(clock)),
+                                                   **({":status": _s(status)} if status else {})})
+    except ClientError as exc:
+        if _conditional_failed(exc):
+            return  # the job moved on: its new summary is still to be published
+        raise
     try:
         ddb.delete_item(TableName=ledger_table, Key=_active_key(job),
                         ConditionExpression="attribute_not_exists(at_ticket)")

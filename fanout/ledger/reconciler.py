@@ -17,6 +17,7 @@ active index (one Query, however many jobs the table holds) and
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from fanout.ledger.layout import (
     WRITER_TIMEOUT_S,
     Clock,
     _active_key,
+    _canceled_on,
     _conditional_failed,
     _get,
     _key,
@@ -88,7 +90,9 @@ def reconcile(ddb: Any, ledger_table: str, *, owner: str, time_left: Callable[[]
     the summaries to publish. `time_left` is the invocation's time left: a fold's lease
     lasts no longer."""
     ended, failures = [], []
-    for job in active_jobs(ddb, ledger_table):
+    jobs = list(active_jobs(ddb, ledger_table))  # the active ones only: O(active jobs)
+    random.shuffle(jobs)  # a run that runs out of time does not always leave the same ones
+    for job in jobs:
         if time_left() < RESERVE_S:
             break
         try:
@@ -127,8 +131,9 @@ def reconcile_job(ddb: Any, ledger_table: str, job: str, *, owner: str,
         return None
     if status == SPLITTING:
         lease_until = int(item.get("split_lease_until", {}).get("N", "0"))
-        if lease_until >= clock() or clock() - progress_at(item) <= stall_after_s:
-            return None  # a splitter holds it, or one may still resume it
+        tally, folded = (_get(ddb, ledger_table, job, sk) for sk in (layout.TALLY_SK, FOLD_SK))
+        if lease_until >= clock() or clock() - progress_at(item, tally, folded) <= stall_after_s:
+            return None  # a splitter holds it, or one may still resume it (or its writers report)
         # What its writers reported is counted all the same (folded, not completed).
         try:
             fold(ddb, ledger_table, job, owner=owner, lease_s=time_left(),
@@ -152,7 +157,7 @@ def reconcile_job(ddb: Any, ledger_table: str, job: str, *, owner: str,
     tally, folded = (_get(ddb, ledger_table, job, sk) for sk in (layout.TALLY_SK, FOLD_SK))
     if status != RUNNING:
         if "summary_published" in item:
-            _leave_when_folded(ddb, ledger_table, job, tally, folded)
+            _leave_when_folded(ddb, ledger_table, job, item, tally, folded)
         return None
     if clock() - progress_at(item, tally, folded) <= stall_after_s:
         return None
@@ -161,14 +166,15 @@ def reconcile_job(ddb: Any, ledger_table: str, job: str, *, owner: str,
                   "(dlq-replayer redrive), or upload the file again", tally, folded)
 
 
-def _leave_when_folded(ddb: Any, ledger_table: str, job: str, tally: Mapping[str, Any],
-                       folded: Mapping[str, Any]) -> None:
+def _leave_when_folded(ddb: Any, ledger_table: str, job: str, item: Mapping[str, Any],
+                       tally: Mapping[str, Any], folded: Mapping[str, Any]) -> None:
     """An ended, announced job leaves the active index once its fold has read every report
     (a report after completion puts it back, with its ticket: see `record_batch`), unless a
     report came in meanwhile (the condition)."""
     cursor = int(folded.get("cursor", {}).get("N", "0"))
-    if cursor < int(tally.get("tickets", {}).get("N", "0")):
-        return  # a report not folded yet (a folder holds the lease): the next visit
+    if cursor < int(tally.get("tickets", {}).get("N", "0")) or (
+            status_of(item) == COMPLETE and int(item.get("counted_through", {}).get("N", "0")) < cursor):
+        return  # a report not folded, or not yet in the job's counts: the next visit
     try:
         ddb.delete_item(TableName=ledger_table, Key=_active_key(job),
                         ConditionExpression="attribute_not_exists(at_ticket) OR at_ticket <= :c",
@@ -204,16 +210,26 @@ def _stall(ddb: Any, ledger_table: str, job: str, item: Mapping[str, Any], clock
             if seqs:
                 update += ", missing_seqs = :seqs"
                 values[":seqs"] = {"L": [_n(seq) for seq in seqs]}
+    condition = "#st = :was"
+    if status == SPLITTING:  # not one a splitter resumed since this visit read it
+        condition += " AND (attribute_not_exists(split_lease_until) OR split_lease_until < :now)"
+        values[":now"] = _n(int(clock()))
     try:
-        ddb.update_item(
-            TableName=ledger_table, Key=_key(job, JOB_SK),
-            UpdateExpression=update + " REMOVE summary_published, split_lease_until",
-            ConditionExpression="#st = :was", ExpressionAttributeNames={"#st": "status"},
-            ExpressionAttributeValues=values,
-        )
+        # With the tally's mark, so that a report after the stall (a redrive) puts the job
+        # back in the active index (`record_batch`), as a report after completion does.
+        ddb.transact_write_items(TransactItems=[
+            {"Update": {"TableName": ledger_table, "Key": _key(job, JOB_SK),
+                        "UpdateExpression": update + " REMOVE summary_published, split_lease_until",
+                        "ConditionExpression": condition,
+                        "ExpressionAttributeNames": {"#st": "status"},
+                        "ExpressionAttributeValues": values}},
+            {"Update": {"TableName": ledger_table, "Key": _key(job, layout.TALLY_SK),
+                        "UpdateExpression": "SET stalled_at = :t",
+                        "ExpressionAttributeValues": {":t": values[":t"]}}},
+        ])
     except ClientError as exc:
-        if _conditional_failed(exc):
-            return None  # it moved on (completed, say): the next visit sees it
+        if _canceled_on(exc, 0):
+            return None  # it moved on (completed, resumed): the next visit sees it
         raise
     return Reconciled(job, STALLED, completion_summary(plain(raw_job(ddb, ledger_table, job))))
 

@@ -17,6 +17,7 @@ from fanout.ledger.layout import (
     RUNNING,
     SPLIT_LEASE_S,
     SPLITTING,
+    STALLED,
     TALLY_SK,
     Clock,
     _active_key,
@@ -166,18 +167,24 @@ def finish_split(
                     "SET rows_read = :r, messages_total = :m, #st = :running, "
                     "split_finished_at = :t, header = :h, error_location = :e "
                     "REMOVE split_lease_until, #cp"),
-                "ConditionExpression": "#st = :splitting AND ledger_format = :f",
+                # A split the reconciler stalled (it looked dead) that finishes after all
+                # goes on as any other.
+                "ConditionExpression": "(#st = :splitting OR (#st = :stalled AND "
+                                       "attribute_not_exists(messages_total))) AND ledger_format = :f",
                 "ExpressionAttributeNames": {"#st": "status", "#cp": "checkpoint"},
                 "ExpressionAttributeValues": {
                     ":r": _n(rows_read), ":m": _n(messages_total), ":running": _s(RUNNING),
                     ":splitting": _s(SPLITTING), ":t": _s(now_iso(lambda: now)),
                     ":h": {"L": [_s(h) for h in header]}, ":e": _s(error_location),
-                    ":f": _n(LEDGER_FORMAT)}}},
+                    ":f": _n(LEDGER_FORMAT), ":stalled": _s(STALLED)}}},
             {"Update": {
                 "TableName": ledger_table, "Key": _key(job, TALLY_SK),
-                "UpdateExpression": "SET messages_total = :total, rows_read = :r, split_done_at = :at",
+                "UpdateExpression": "SET messages_total = :total, rows_read = :r, split_done_at = :at "
+                                    "REMOVE stalled_at",
                 "ExpressionAttributeValues": {":total": _n(messages_total), ":r": _n(rows_read),
                                               ":at": _n_time(now)}}},
+            {"Put": {"TableName": ledger_table,
+                     "Item": {**_active_key(job), "since": _n_time(now)}}},
         ])
     except ClientError as exc:
         if not _canceled_on(exc, 0):

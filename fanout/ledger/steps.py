@@ -4,10 +4,11 @@ way): the job item's parallel-split attributes and the `<kind>#<index>` step ite
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from fanout.ledger.layout import JOB_SK, _n, _s
+from fanout.ledger.layout import JOB_SK, Clock, _n, _s, now_iso
 
 
 def record_plan(ddb: Any, table: str, job: str, *, ranges: int, header: list[str],
@@ -23,15 +24,17 @@ def record_plan(ddb: Any, table: str, job: str, *, ranges: int, header: list[str
 
 
 def report_step(ddb: Any, table: str, job: str, kind: str, index: int,
-                result: Mapping[str, Any]) -> dict[str, Any]:
+                result: Mapping[str, Any], *, clock: Clock = time.time) -> dict[str, Any]:
     """Store one step's result (JSON) and add its index to the job's `<kind>s_done` set
     (both idempotent); return the job item as it is now."""
     ddb.put_item(TableName=table, Item={"pk": _s(job), "sk": _s(f"{kind}#{index:05d}"),
                                         "result": _s(json.dumps(result, separators=(",", ":")))})
     attributes: dict[str, Any] = ddb.update_item(
         TableName=table, Key={"pk": _s(job), "sk": _s(JOB_SK)},
-        UpdateExpression=f"ADD {kind}s_done :i",
-        ExpressionAttributeValues={":i": {"NS": [str(index)]}}, ReturnValues="ALL_NEW",
+        # `checkpoint_at`: the split made progress (the reconciler stalls a split without it).
+        UpdateExpression=f"ADD {kind}s_done :i SET checkpoint_at = :t",
+        ExpressionAttributeValues={":i": {"NS": [str(index)]}, ":t": _s(now_iso(clock))},
+        ReturnValues="ALL_NEW",
     )["Attributes"]
     return attributes
 

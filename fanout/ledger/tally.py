@@ -104,8 +104,9 @@ def record_batch(
             raise
         if old.get("ticket_by") == _s(token):
             _void_own(ddb, ledger_table, job, ticket - 1)  # this call's phantom (see above)
-        if "completed_at" in old:
-            # A report after completion (a replay, a late duplicate): the job is active
+        if "completed_at" in old or "stalled_at" in old:
+            # A report after completion (a replay, a late duplicate) or after a stall (the
+            # redrive of what it missed): the job is active
             # again until the reconciler sees this ticket folded, so no dead folder's lease
             # can leave it out of the job's counts for good.
             ddb.put_item(TableName=ledger_table,

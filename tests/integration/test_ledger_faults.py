@@ -445,3 +445,64 @@ def test_a_replay_after_completion_left_by_a_dead_folder_is_counted_by_the_recon
     assert counts_of(aws, stack) == (ledger.COMPLETE, 25, 0, 0)
     reconcile_jobs(runtime)
     assert list(ledger.active_jobs(aws.dynamodb, table)) == []
+
+
+def test_a_split_whose_writers_report_is_not_stalled_and_one_stalled_that_finishes_goes_on(
+        aws, stack, spec):
+    """A parallel split holds no lease while its ranges run: its writers' reports are its
+    progress. And a split the reconciler stalled that finishes after all completes."""
+    clock, table = Clock(), stack.settings.ledger_table_name
+    ledger.start_job(aws.dynamodb, table, JOB, source_uri="s3://b/k", table="t", owner="a",
+                     lease_s=10, clock=clock)
+    runtime = runtime_for(aws, stack, spec, clock, stall_after_s=600)
+    for n in range(3):  # the ranges' messages are written, 500 s apart
+        clock.now += 500
+        ledger.record_batch(aws.dynamodb, table, f"w{n}", {JOB: {str(n): C}}, clock=clock)
+        reconcile_jobs(runtime)
+    assert ledger.get_job(aws.dynamodb, table, JOB)["status"] == ledger.SPLITTING
+    clock.now += 601
+    (ended,) = reconcile_jobs(runtime)
+    assert (ended.status, ledger.get_job(aws.dynamodb, table, JOB)["rows_written"]) == (
+        ledger.STALLED, 75)
+    # The last range was only slow: it finishes the split, and the job completes.
+    ledger.finish_split(aws.dynamodb, table, JOB, rows_read=75, messages_total=3, header=["h"],
+                        error_location="s3://b/errors/", clock=clock)
+    reconcile_jobs(runtime)
+    assert counts_of(aws, stack) == (ledger.COMPLETE, 75, 0, 0)
+
+
+def test_a_stalled_jobs_redrive_whose_settle_met_a_dead_folder_is_completed_by_the_reconciler(
+        aws, stack, spec):
+    clock, table = Clock(), stack.settings.ledger_table_name
+    summaries = Published(aws, stack)
+    start(aws, stack, total=2, rows=50, clock=clock)
+    runtime = runtime_for(aws, stack, spec, clock, stall_after_s=600)
+    ledger.record_batch(aws.dynamodb, table, "w0", {JOB: {"0": C}}, clock=clock)
+    reconcile_jobs(runtime)  # folds the report (progress)
+    clock.now += 601
+    reconcile_jobs(runtime)
+    assert [s["STATUS"] for s in summaries.read()] == [ledger.STALLED]
+    assert list(ledger.active_jobs(aws.dynamodb, table)) == []
+    assert ledger.folding._acquire(aws.dynamodb, table, JOB, "killed", clock() + 60,
+                                   clock()) is not None
+    for item in ledger.record_batch(aws.dynamodb, table, "redrive", {JOB: {"1": C}}, clock=clock):
+        settle_job(runtime, item)  # the lease is held: nothing settles it now
+    assert ledger.get_job(aws.dynamodb, table, JOB)["status"] == ledger.STALLED
+    clock.now += 60 + ledger.HOLE_MARGIN_S + 1
+    reconcile_jobs(runtime)
+    assert counts_of(aws, stack) == (ledger.COMPLETE, 50, 0, 0)
+    assert [s["STATUS"] for s in summaries.read()] == [ledger.STALLED, ledger.COMPLETE]
+
+
+def test_a_stalled_summary_published_after_the_job_completed_does_not_mark_the_complete_one(
+        aws, stack):
+    clock, table = Clock(), stack.settings.ledger_table_name
+    start(aws, stack, total=1, rows=25, clock=clock)
+    ledger.record_batch(aws.dynamodb, table, "w0", {JOB: {"0": C}}, clock=clock)
+    done = ledger.settle(aws.dynamodb, table, JOB, owner="w", lease_s=30, **timed(clock))
+    assert done.status == ledger.COMPLETE
+    # A reconciler that stalled the job earlier publishes its STALLED summary only now.
+    ledger.mark_published(aws.dynamodb, table, JOB, status=ledger.STALLED, clock=clock)
+    assert "summary_published" not in ledger.get_job(aws.dynamodb, table, JOB)
+    ledger.mark_published(aws.dynamodb, table, JOB, status=ledger.COMPLETE, clock=clock)
+    assert "summary_published" in ledger.get_job(aws.dynamodb, table, JOB)
