@@ -13,7 +13,7 @@ faults):
    completes after all). No invocation is trusted to finish: the reconciler
    (`reconciler.py`) comes back, on a schedule, for every job of the active index.
 4. Every write may have its reply lost after it committed and be sent again by botocore;
-   each is designed so that its own retry is recognised (the table below).
+   each is designed so that its own retry is recognised (the list below).
 
 Who writes what, under which condition, and what each rule survives:
 
@@ -25,6 +25,8 @@ Who writes what, under which condition, and what each rule survives:
   transaction, if SPLITTING (or STALLED with no total: a split the reconciler took for
   dead that finishes after all). Retried: applied once (a tally without the total would
   never complete).
+* job FAILED (bad input), active item removed: `fail_job`, one transaction. Retried:
+  idempotent.
 * tally ticket ADD: a writer, no condition (tickets are dense). Retried: two tickets;
   the ADD finds its own token (`ticket_by`) in the tally it replaced, so the first is
   this call's phantom, and the writer voids it at once.
