@@ -245,8 +245,8 @@ def call_name(op: str, params: dict[str, Any]) -> str:
         text = str(params["TransactItems"])
         if "completed_at" in text:
             return "completion transaction"
-        if "summary_published" in text:
-            return "job SET summary_published"
+        if "stalled_at" in text:  # (it also removes summary_published: not a publish mark)
+            return "stall transaction"
         if "messages_total = :m" in text:
             return "split end transaction"
         if "attribute_not_exists(pk)" in text:
