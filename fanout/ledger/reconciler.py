@@ -26,7 +26,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fanout.ledger import layout
-from fanout.ledger.complete import claim_publish, completion_summary, settle
+from fanout.ledger.complete import ROWS_SET, claim_publish, completion_summary, settle
 from fanout.ledger.folding import FoldLost, Totals, fold
 from fanout.ledger.layout import (
     ACTIVE_PK,
@@ -192,8 +192,7 @@ def _stall(ddb: Any, ledger_table: str, job: str, item: Mapping[str, Any], clock
     counted = Totals.of(folded)
     status = status_of(item)
     update = ("SET #st = :stalled, finished_at = :t, stall_reason = :why, last_progress_at = :p, "
-              "publish_until = :pu, "
-              + ", ".join(f"rows_{name} = :rows_{name}" for name in layout.OUTCOMES))
+              f"publish_until = :pu, {ROWS_SET}")
     values: dict[str, Any] = {
         ":stalled": _s(STALLED), ":t": _s(now_iso(clock)), ":why": _s(reason), ":was": _s(status),
         ":pu": _n(int(clock() + lease_s)),
