@@ -1,6 +1,6 @@
 """The cost and time model: pure functions, no I/O, tested in tests/unit/test_bench_model.py.
 
-Prices and limits are the ones in shared AWS_FACTS.md (us-east-1 list prices); every
+Prices and limits are the ones docs/costs.md lists (us-east-1 list prices); every
 other number is an argument with a stated default, so the assumptions are visible at the
 call site and in the bench's notes.
 """
@@ -20,7 +20,7 @@ ROWS_PER_BATCH_WRITE = 25
 @dataclass(frozen=True)
 class Prices:
     ddb_wru_per_million: float = 0.625  # on-demand write request units
-    ddb_rru_per_million: float = 0.125  # on-demand read request units (not in AWS_FACTS: assumed)
+    ddb_rru_per_million: float = 0.125  # on-demand read request units (assumed)
     sqs_per_million: float = 0.40  # standard queue, per 64 KiB chunk of payload
     s3_get_per_thousand: float = 0.0004  # GET and HEAD
     s3_put_per_thousand: float = 0.005  # PUT, LIST

@@ -321,7 +321,7 @@ def cost_figures(ingest: IngestRun, writer_per_s: float, splitter: SplitterFigur
     ))
     section.notes.append(
         f"Cost: counted from the boto3 calls of the ingest run above ({rows:,} rows, scaled to "
-        f"1M), priced with AWS_FACTS.md (DynamoDB reads at $0.125/M RRU, assumed). Ledger "
+        f"1M), priced with docs/costs.md (DynamoDB reads at $0.125/M RRU, assumed). Ledger "
         f"{n(c.ledger_wru * scale)} WRU/1M rows; SQS {n(c.sqs_billed * scale)} billed "
         f"requests/1M rows (empty receives of the local 20 ms polling listed, not priced). "
         f"Locally the event source mapping got {msgs_per_inv:.1f} messages "
@@ -386,7 +386,7 @@ def load_model_figures(writer_per_s: float, splitter: SplitterFigures,
         f"one invocation per file, 15-minute limit → at most "
         f"{n(splitter_rate * SPLITTER.timeout_s / 1e6, 0)}M rows "
         f"({splitter_rate * SPLITTER.timeout_s * bytes_per_row / 1e9:.0f} GB) per file. "
-        f"Single streaming Lambda: ~17k writes/s (AWS_FACTS). Step Functions: one transition "
+        f"Single streaming Lambda: ~17k writes/s (docs/costs.md). Step Functions: one transition "
         f"per child execution plus {SFN_TRANSITIONS_PER_CHILD} per child, $0.025/1,000; "
         f"ddbimport's ~80k inserts/s would load 100M rows in "
         f"{model.human_seconds(LOAD_ROWS / 80_000)} only on a table raised above 80k WRU/s.")

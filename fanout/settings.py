@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 MIB = 1024 * 1024
 
-# AWS limits the pipeline is built around (see shared AWS_FACTS.md).
+# AWS limits the pipeline is built around (docs/costs.md lists them).
 MAX_BATCH_WRITE_ITEMS = 25
 MAX_SEND_BATCH = 10
 MAX_SQS_MESSAGE_BYTES = 1_048_576

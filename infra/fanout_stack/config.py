@@ -26,7 +26,7 @@ from fanout.settings import DEFAULT_CONFIG, PipelineConfig, timing_error
 # the model and the recorded run; override with `-c rows_per_writer_s=N`.
 DEFAULT_WRITER_MEMORY_MB = 512
 DEFAULT_ROWS_PER_WRITER_S = 5_700
-# A new on-demand table is pre-warmed to 4,000 writes/s (AWS_FACTS.md).
+# A new on-demand table is pre-warmed to 4,000 writes/s (docs/costs.md).
 DEFAULT_WRITE_BUDGET = 4000
 # ScalingConfig.MaximumConcurrency must lie in 2..1000.
 MIN_CONCURRENCY, MAX_CONCURRENCY = 2, 1000
