@@ -481,13 +481,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="smaller sizes (< 2 minutes): 20k-row ingest, 200 MB memory run")
     parser.add_argument("--workdir", type=Path, help="keep generated files here")
+    parser.add_argument("--record", type=Path, metavar="FILE",
+                        help="also write the table, with the run's date and machine, to FILE "
+                             "(docs/bench/recorded.md is the one the manual shows)")
     args = parser.parse_args(argv)
     quiet()
     sizes = QUICK if args.quick else FULL
+    started, clock = datetime.now(UTC), time.monotonic()
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        print(run(sizes, args.workdir, args.quick))
-        return 0
-    with tempfile.TemporaryDirectory(prefix="fanout-bench-") as tmp:
-        print(run(sizes, Path(tmp), args.quick))
+        output = run(sizes, args.workdir, args.quick)
+    else:
+        with tempfile.TemporaryDirectory(prefix="fanout-bench-") as tmp:
+            output = run(sizes, Path(tmp), args.quick)
+    print(output)
+    if args.record:
+        args.record.parent.mkdir(parents=True, exist_ok=True)
+        args.record.write_text(recorded(output, started, time.monotonic() - clock, args.quick))
     return 0
+
+
+def recorded(output: str, started: datetime, seconds: float, quick: bool) -> str:
+    """The run as the manual shows it: when, where, how long, then the table and notes."""
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    command = "python -m bench --quick" if quick else "python -m bench"
+    return (f"Recorded by `{command} --record docs/bench/recorded.md` on "
+            f"{started:%Y-%m-%d %H:%M} UTC: {platform.machine()}, {os.cpu_count()} cores "
+            f"(load average {load} at the end), {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}; {seconds:.0f} s.\n\n{output.strip()}\n")

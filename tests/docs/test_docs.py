@@ -193,6 +193,10 @@ def test_numbers_the_readme_quotes_are_the_codes():
     assert f"{ROWS_PER_MESSAGE}-row messages" in readme or f"{ROWS_PER_MESSAGE} rows a message" in readme
     assert f"batches of {DEFAULT_CONFIG.batch_size:,} messages" in readme
     assert f"after {DEFAULT_CONFIG.max_receive_count} receives" in readme
+    # the ledger's 2 writes per writer invocation, against a full batch's data writes
+    design = (REPO / "docs" / "design.md").read_text()
+    share = 2 / (DEFAULT_CONFIG.batch_size * ROWS_PER_MESSAGE) * 100
+    assert f"{share:.3g}% at the stack's batches of {DEFAULT_CONFIG.batch_size:,}" in design
 
 
 def test_the_alarms_table_is_the_stacks_alarms():
