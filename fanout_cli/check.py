@@ -39,7 +39,7 @@ from fanout_cli.local.file_s3 import FileS3
 from fanout_cli.progress import read_as
 from splitter.errors import InputError
 from splitter.range_reader import head
-from splitter.source import SourceError, open_source, with_hint
+from splitter.source import SourceError, open_source, with_delimiter_hint, with_hint
 from splitter.split import Checkpoint, NoProgress, cut_object
 from splitter.split import log as splitter_log
 from writer.load import log as writer_log
@@ -147,7 +147,8 @@ def check_file(path: Path, spec: Spec, *, range_bytes: int | None = None) -> Che
             cut_object(runtime, info, job_id_for(info.source), settings.range_bytes, checkpoint,
                        sink=sink, progress=NoProgress())
         except (InputError, SourceError) as exc:
-            raise CheckError(f"{path}: {with_hint(str(exc))}") from None
+            raise CheckError(f"{path}: "
+                             f"{with_delimiter_hint(runtime, info, with_hint(str(exc)))}") from None
         result.rows_read, result.rows_padded = checkpoint.rows_read, checkpoint.rows_padded
         result.columns_named = runtime.spec.header_notes(checkpoint.header or [])
     finally:

@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from fanout.keys import TemplateError
 from fanout.mapping import Spec, SpecError, load_spec
 from fanout_cli.failures import (
     DEBUG_VARIABLE,
@@ -273,7 +274,7 @@ def run_command(name: str, command: Callable[[argparse.Namespace], int],
         return command(args)
     except CommandError as exc:
         return _fail(name, str(exc), exc.code)
-    except SpecError as exc:
+    except (SpecError, TemplateError) as exc:  # a spec or a key that does not fit the file
         return _fail(name, str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
         return _fail(name, "interrupted", 130)

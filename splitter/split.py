@@ -30,6 +30,7 @@ from splitter.source import (
     open_source,
     parse_chunks,
     parse_encoding,
+    with_delimiter_hint,
     with_hint,
     with_source_format,
 )
@@ -254,7 +255,7 @@ def _split_job(
 def _fail(runtime: Runtime, info: Any, job: str, exc: Exception) -> SplitResult:
     """End the job for bad input: FAILED in the ledger, with file, line and reason."""
     settings, clients = runtime.settings, runtime.clients
-    error = f"{info.source.uri}: {with_hint(str(exc))}"
+    error = f"{info.source.uri}: {with_delimiter_hint(runtime, info, with_hint(str(exc)))}"
     ledger.fail_job(clients.dynamodb, settings.ledger_table_name, job, error=error,
                     clock=runtime.clock)
     publish_summary(clients.sns, settings.topic_arn, {
