@@ -23,6 +23,7 @@ from fanout_cli.failures import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    VERBOSE_VARIABLE,
     OneLineParser,
     describe,
     one_line,
@@ -111,6 +112,13 @@ def _add_file_and_mapping(parser: argparse.ArgumentParser, file_help: str,
     parser.add_argument("--sort-key", metavar="T",
                         help="sort key template (default: offer_id, or the spec's); '' for none")
     _add_source_flags(parser)
+    add_verbose(parser)
+
+
+def add_verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show the Lambdas' INFO logs on stderr (as FANOUT_DEBUG=1 does); "
+                             "their warnings and errors show either way")
 
 
 def _add_source_flags(parser: argparse.ArgumentParser) -> None:
@@ -264,7 +272,13 @@ def main(argv: list[str] | None = None) -> int:
         "make-csv": _make_csv, "ingest": _ingest, "serve": _serve, "status": _status,
         "spec": _spec_infer, "check": _check}
     name = f"fanout {args.command}" + (f" {args.spec_command}" if args.command == "spec" else "")
-    return run_command(name, commands[args.command], args)
+    if not getattr(args, "verbose", False):
+        return run_command(name, commands[args.command], args)
+    os.environ[VERBOSE_VARIABLE] = "1"  # read where the Lambdas' loggers are set up
+    try:
+        return run_command(name, commands[args.command], args)
+    finally:
+        os.environ.pop(VERBOSE_VARIABLE, None)
 
 
 def run_command(name: str, command: Callable[[argparse.Namespace], int],
