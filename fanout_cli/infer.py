@@ -225,9 +225,10 @@ def infer(header: Sequence[str], rows: Iterable[Sequence[str]], *, delimiter: st
     """Infer types, empties and a key from the header and up to `max_rows` rows."""
     names, normalize = _column_names(header)
     columns = [ColumnStats(name) for name in names]
-    count = 0
+    count = longer = 0
     for row in itertools.islice(rows, max_rows):
         if len(row) > len(columns):
+            longer += 1
             continue  # a row longer than the header is rejected as column_count whatever the spec
         if len(row) < len(columns):  # the loader pads a short row (short_rows = "pad")
             row = [*row, *[""] * (len(columns) - len(row))]
@@ -236,8 +237,17 @@ def infer(header: Sequence[str], rows: Iterable[Sequence[str]], *, delimiter: st
             stats.values.append(value)
             if value == "":
                 stats.empty += 1
-    if count == 0:
-        raise InferError("no data rows with at most as many fields as the header to infer from")
+    if count == 0:  # nothing to infer from: a spec that loads what rows may come
+        return Inference(rows=0, header=names, normalize_headers=normalize,
+                         naming=naming_notes(header, names), source_header=list(header),
+                         types={}, empties={}, missing={}, delimiter=delimiter,
+                         encoding=encoding, key=KeyChoice(LINE_KEY, "N", None, "S", [
+                             (f"No data row has at most as many fields as the header ({longer:,} "
+                              "sampled rows have more, and would be rejected as column_count)"
+                              if longer else "The file has no data rows (a job would fail: "
+                              "'the file has a header but no data rows')")
+                             + ": every column is a string,",
+                             "and the row's source line is the key."]))
     types = {c.name: t for c in columns if (t := _column_type(c)) != "S"}
     for c in columns:
         if c.name not in types:

@@ -160,9 +160,10 @@ def test_the_corpus_of_real_files_infers_checks_and_loads(tmp_path: Path) -> Non
     print("\n" + outcome_table(outcomes))
     # Then infer succeeds, check reads what csv.reader reads, rejects nothing, and
     # supersedes only where the file repeats the inferred key
-    assert [(o.name, o.verdict) for o in outcomes if o.verdict != "ok"] == []
+    assert [(o.name, o.verdict) for o in outcomes if not o.passed] == []
     # And a sample loads through `fanout ingest` into exactly the table the file describes
-    for path, outcome in list(zip(chosen, outcomes, strict=True))[::10][:4]:
+    loadable = [(p, o) for p, o in zip(chosen, outcomes, strict=True) if o.verdict == "ok"]
+    for path, outcome in loadable[::10][:4]:
         spec_path = tmp_path / "specs" / f"{path.stem}.toml"
         spec_path.parent.mkdir(exist_ok=True)
         spec_path.write_text(infer_file(path, encoding=outcome.encoding).to_toml(path.name))

@@ -111,12 +111,16 @@ def test_every_sampled_row_maps_without_rejection(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("a,b\n", "no data rows"),
-    ("a,b\n1,2,3\n", "no data rows with at most as many fields as the header"),
+    ("a,b\n", "The file has no data rows"),
+    ("a,b\n1,2,3\n", "No data row has at most as many fields as the header (1 sampled rows"),
 ])
-def test_unusable_samples_say_what_to_do(text, message):
-    with pytest.raises(InferError, match=message):
-        _infer(text)
+def test_a_sample_with_nothing_to_infer_from_still_gets_a_spec_that_says_why(
+        tmp_path, text, message):
+    result = _infer(text)
+    assert message in result.to_toml("data.csv")
+    spec = _spec(tmp_path, result)
+    assert spec.partition_key.template is not None and spec.partition_key.template.text == "{_line}"
+    assert spec.bind(["a", "b"]).to_item(["x", ""], 3) == {"line": {"N": "3"}, "a": {"S": "x"}}
 
 
 def test_r_row_names_are_named_and_proposed_as_the_key(tmp_path):
