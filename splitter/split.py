@@ -477,3 +477,6 @@ def _check_header(runtime: Runtime, header: list[str], line: int) -> None:
     except TemplateError as exc:
         hint = hint_one_column(header, runtime.spec.delimiter)
         raise InputError(f"line {line}: {exc}{hint}") from exc
+    named = runtime.spec.header_notes(header)  # the writer binds the same names
+    if named:
+        log.info("the header does not name every column once: named %s", ", ".join(named))

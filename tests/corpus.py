@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from fanout.mapping import Spec
 from tests.datasets import dataset
 
 # The packages' CSVs beside pydataset's (which sit in one tar inside its package).
@@ -92,12 +93,12 @@ def pydataset_csv(name: str, root: Path) -> Path:
     return root / member.name
 
 
-def expected_items(path: Path, spec_path: Path) -> dict[tuple[object, ...], dict[str, object]]:
+def expected_items(path: Path, spec_or_path: Spec | Path) -> dict[tuple[object, ...], dict[str, object]]:
     """The table a load of `path` with the spec must leave, by key: every csv.reader row
     through the mapping (the later row with a key wins), computed apart from the pipeline."""
     from fanout.mapping import load_spec
 
-    spec = load_spec(spec_path)
+    spec = load_spec(spec_or_path) if isinstance(spec_or_path, Path) else spec_or_path
     header, lines, rows = reader_lines(path, spec.delimiter, spec.encoding)
     mapper = spec.bind(header)
     items = {}
