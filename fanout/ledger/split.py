@@ -151,7 +151,7 @@ def release_split(ddb: Any, ledger_table: str, job: str, owner: str) -> None:
 
 def finish_split(
     ddb: Any, ledger_table: str, job: str, *, rows_read: int, messages_total: int,
-    header: list[str], error_location: str, clock: Clock = time.time,
+    header: list[str], error_location: str, clock: Clock = time.time, rows_padded: int = 0,
 ) -> dict[str, Any]:
     """Record what the splitter sent; the job is RUNNING until every message is counted.
     A job started by the previous ledger format is failed instead (see Upgrades), and
@@ -164,7 +164,7 @@ def finish_split(
             {"Update": {
                 "TableName": ledger_table, "Key": _key(job, JOB_SK),
                 "UpdateExpression": (
-                    "SET rows_read = :r, messages_total = :m, #st = :running, "
+                    "SET rows_read = :r, rows_padded = :p, messages_total = :m, #st = :running, "
                     "split_finished_at = :t, header = :h, error_location = :e "
                     "REMOVE split_lease_until, #cp"),
                 # A split the reconciler stalled (it looked dead) that finishes after all
@@ -173,7 +173,8 @@ def finish_split(
                                        "attribute_not_exists(messages_total))) AND ledger_format = :f",
                 "ExpressionAttributeNames": {"#st": "status", "#cp": "checkpoint"},
                 "ExpressionAttributeValues": {
-                    ":r": _n(rows_read), ":m": _n(messages_total), ":running": _s(RUNNING),
+                    ":r": _n(rows_read), ":p": _n(rows_padded), ":m": _n(messages_total),
+                    ":running": _s(RUNNING),
                     ":splitting": _s(SPLITTING), ":t": _s(now_iso(lambda: now)),
                     ":h": {"L": [_s(h) for h in header]}, ":e": _s(error_location),
                     ":f": _n(LEDGER_FORMAT), ":stalled": _s(STALLED)}}},

@@ -62,7 +62,7 @@ def test_poison_rows_are_rejected_and_never_block_the_rest(aws, stack, spec):
     use(aws, stack, spec, layer)
     rows = [["a", str(i), "low"] for i in range(25)]
     rows[3] = ["", "3", "low"]  # empty partition key
-    rows[7] = ["a", "7"]  # ragged
+    rows[7] = ["a", "7", "low", "extra"]  # more fields than the header
     received = send(aws, stack, message(0, rows))
     response = handler.lambda_handler(sqs_event(received, stack.rows_queue_arn), context())
     assert response == {"batchItemFailures": []}
