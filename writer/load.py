@@ -46,6 +46,7 @@ from writer.batch_write import (
     write_items,
 )
 from writer.rows import insert_request, update_request, write_rows
+from writer.statements import write_statements
 
 log = Logger(service=SERVICE)
 
@@ -213,13 +214,17 @@ def landed_masks(prepared: Prepared, outcome: WriteOutcome) -> tuple[int, ...] |
 def write_mode(mode: str, runtime: Runtime, items: list[dict[str, Any]], budget: Budget,
                in_flight: InFlight | None) -> WriteOutcome:
     """Write a message's items as its mode says: put and delete by BatchWriteItem (25 a
-    call), insert and update by one PutItem or UpdateItem a row (writer/rows.py)."""
+    call), insert and update by BatchExecuteStatement (25 a call, writer/statements.py)
+    on a client that runs PartiQL statements, else by one PutItem or UpdateItem a row
+    (writer/rows.py)."""
     ddb, table = runtime.clients.dynamodb, runtime.settings.table_name
     if mode == MODE_PUT:
         return write_items(ddb, table, items, budget, in_flight)
     if mode == MODE_DELETE:
         return write_items(ddb, table, items, budget, in_flight, request=DELETE_REQUEST)
     key_names = [name for name, _ in runtime.spec.key_schema()]
+    if getattr(ddb, "runs_statements", False):  # the Lambda's client (moto cannot run them)
+        return write_statements(ddb, table, items, key_names, mode, budget, in_flight)
     request = insert_request if mode == MODE_INSERT else update_request
     return write_rows(ddb, [request(table, item, key_names) for item in items], budget, in_flight)
 
