@@ -191,3 +191,36 @@ def test_throttles_500s_statement_errors_and_lost_replies_change_nothing(aws, ta
     injected = layer.record.injected
     assert injected["lost_reply"] and injected["statement_throttle"] and injected["throttle"]
     assert layer.record.violations == [] and noisy.throttled > 0 and slots.cuts > 0
+
+
+def test_the_items_client_encodes_statements_as_botocore_would():
+    """items_client() sends BatchExecuteStatement bodies encoded whole by json.dumps (as it
+    does BatchWriteItem's): the same JSON botocore's serializer builds, binary values and
+    every other type among the parameters, and the answer parsed by botocore."""
+    import json
+
+    import boto3
+    from botocore.awsrequest import AWSResponse
+
+    from bench.fakes import _CannedBody
+    from writer.batch_write import items_client
+
+    sent: list[Any] = []
+    answer = b'{"Responses":[{"TableName":"t"},{"Error":{"Code":"DuplicateItem","Message":"d"}}]}'
+
+    def capture(request: Any, **_: Any) -> AWSResponse:
+        sent.append(json.loads(request.body))
+        return AWSResponse(request.url, 200, {"x-amzn-RequestId": "r"}, _CannedBody(answer))
+
+    fast = items_client()
+    plain = boto3.session.Session(aws_access_key_id="k", aws_secret_access_key="s",
+                                  region_name="us-east-1").client("dynamodb")
+    item = row(1) | {"b": {"B": b"\x00\xff"}, "m": {"M": {"x": {"L": [{"N": "7"}, {"NULL": True}]}}},
+                     "ss": {"SS": ["p", "q"]}, "t": {"BOOL": False}}
+    statements = [insert_statement("t", item), update_statement("t", item, KEYS)]
+    responses = []
+    for client in (fast, plain):
+        client.meta.events.register("before-send.dynamodb.BatchExecuteStatement", capture)
+        responses.append(client.batch_execute_statement(Statements=statements)["Responses"])
+    assert sent[0] == sent[1] and len(sent[0]["Statements"]) == 2
+    assert responses[0] == responses[1] and responses[0][1]["Error"]["Code"] == "DuplicateItem"
