@@ -131,15 +131,19 @@ def test_each_row_gets_the_verdict_one_call_a_row_gives_in_a_twenty_fifth_of_the
         assert got["25"]["extra"] == {"S": "kept-25"} and got["25"]["risk"] == {"S": "new"}
 
 
-def test_an_update_tries_first_what_the_keys_so_far_needed():
+def test_an_update_tries_first_what_the_latest_keys_needed():
     order = UpdateOrder()
     assert order.first() == "UPDATE"
-    for _ in range(3):
+    for _ in range(20):
         order.saw(present=False)
     assert order.first() == "INSERT"
     for _ in range(2000):
         order.saw(present=True)
-    assert order.first() == "UPDATE" and order.present + order.absent <= 1000
+    order.saw(present=False)
+    assert order.first() == "UPDATE"
+    for _ in range(14):  # however long the run before, a new job's keys decide quickly
+        order.saw(present=False)
+    assert order.first() == "INSERT"
 
 
 def test_an_update_job_of_new_keys_pays_the_wrong_guess_for_the_first_rows_only(aws, table):
