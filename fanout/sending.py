@@ -7,7 +7,8 @@ caller's to split). A 200 can still carry `Failed` entries: those SQS failed on 
 are sent again with the call's throttles, 5xx and lost connections, with backoff and full
 jitter, at most MAX_SEND_ATTEMPTS times; an entry failed as the sender's fault (the body
 itself is wrong) or any other error is raised at once. Nothing is reported sent that SQS
-did not accept.
+did not accept. A caller with a time budget (the writer) passes `time_left`: no wait
+starts that would leave no time for the call after it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fanout.telemetry import subsegment
 MAX_SEND_ATTEMPTS = 8
 BASE_DELAY_S = 0.05
 MAX_DELAY_S = 2.0
+CALL_S = 1.0  # what one more call may take, kept free after a wait (with `time_left`)
 # A call SQS may take on a later try: throttled, or failed on its side.
 RETRYABLE_CODES = frozenset({"ThrottlingException", "RequestThrottled", "ServiceUnavailable",
                              "InternalError", "InternalFailure", "KMS.ThrottlingException"})
@@ -60,14 +62,20 @@ def _retryable(error: Exception) -> bool:
 
 def send_batch(sqs: Any, queue_url: str, bodies: Sequence[str], *,
                base_delay_s: float = BASE_DELAY_S,
-               sleep: Callable[[float], None] = time.sleep) -> None:
+               sleep: Callable[[float], None] = time.sleep,
+               time_left: Callable[[], float] | None = None) -> None:
     """One SendMessageBatch of up to 10 bodies, sent until SQS accepted every one; raise
-    SendError if it would not."""
+    SendError if it would not (or, with `time_left`, when the next wait would not leave
+    time for a call after it)."""
     pending = {str(i): body for i, body in enumerate(bodies)}
     reasons = "no reason given"
     for attempt in range(MAX_SEND_ATTEMPTS):
         if attempt:
-            sleep(random.uniform(0, min(MAX_DELAY_S, base_delay_s * 2 ** attempt)))
+            delay = random.uniform(0, min(MAX_DELAY_S, base_delay_s * 2 ** attempt))
+            if time_left is not None and delay + CALL_S >= time_left():
+                raise SendError(f"SQS did not accept {len(pending)} message(s) for "
+                                f"{queue_url} in the time left: {reasons}")
+            sleep(delay)
         try:
             with subsegment("SendMessageBatch", messages=len(pending), attempt=attempt):
                 response = sqs.send_message_batch(
@@ -95,8 +103,10 @@ def send_batch(sqs: Any, queue_url: str, bodies: Sequence[str], *,
 
 def send_all(sqs: Any, queue_url: str, bodies: Sequence[str], *,
              max_bytes: int = MAX_SQS_MESSAGE_BYTES, base_delay_s: float = BASE_DELAY_S,
-             sleep: Callable[[float], None] = time.sleep) -> None:
+             sleep: Callable[[float], None] = time.sleep,
+             time_left: Callable[[], float] | None = None) -> None:
     """Send every body, 10 a call (`batches`), in order; raise SendError at the first
     batch SQS would not take (the ones before it were accepted)."""
     for batch in batches(bodies, max_bytes):
-        send_batch(sqs, queue_url, batch, base_delay_s=base_delay_s, sleep=sleep)
+        send_batch(sqs, queue_url, batch, base_delay_s=base_delay_s, sleep=sleep,
+                   time_left=time_left)

@@ -259,13 +259,15 @@ def write_batch(records: list[dict[str, Any]], runtime: Runtime, budget: Budget)
                 outcomes[message_id] = future.result()
             except Exception as exc:
                 outcomes[message_id] = exc
-        send_rejected(outcomes, runtime, pool)
+        send_rejected(outcomes, runtime, pool, budget)
     return outcomes
 
 
-def send_rejected(outcomes: dict[str, Outcome], runtime: Runtime, pool: ThreadPoolExecutor) -> None:
+def send_rejected(outcomes: dict[str, Outcome], runtime: Runtime, pool: ThreadPoolExecutor,
+                  budget: Budget) -> None:
     """The batch's rejected rows to the DLQ: every message's DLQ bodies together, 10 a
-    SendMessageBatch (fanout.sending), the calls on the write pool at once. A message
+    SendMessageBatch (fanout.sending), the calls on the write pool at once, their retries
+    inside the invocation's budget. A message
     any of whose bodies SQS would not take fails (its outcome becomes the error): SQS
     delivers it again, so no rejected row is counted that the DLQ does not hold."""
     url = runtime.settings.dlq_url
@@ -277,7 +279,8 @@ def send_rejected(outcomes: dict[str, Outcome], runtime: Runtime, pool: ThreadPo
     sends: list[tuple[set[str], Future[None]]] = []
     for batch in sending.batches([body for _, body in owned]):
         sends.append(({next(owners) for _ in batch},
-                      pool.submit(sending.send_batch, runtime.clients.sqs, url, batch)))
+                      pool.submit(sending.send_batch, runtime.clients.sqs, url, batch,
+                                  time_left=budget.left)))
     for message_ids, future in sends:
         error = future.exception()
         if error is not None:

@@ -132,3 +132,13 @@ def test_a_message_whose_rejected_rows_the_dlq_refuses_fails_and_is_not_counted(
     counts = ledger.read_message_counts(aws.dynamodb, stack.settings.ledger_table_name, "job-1")
     assert set(counts) == {"0"}  # the failed message waits for its redelivery
     assert drain(aws.sqs, stack.settings.dlq_url) == []
+
+
+def test_with_a_time_budget_no_wait_starts_that_leaves_no_time_for_the_call():
+    refusing = {"SenderFault": False, "Code": "InternalError", "Message": "try later"}
+    sqs = Scripted(*[refusing] * 100)
+    waits: list[float] = []
+    with pytest.raises(sending.SendError, match="in the time left"):
+        sending.send_batch(sqs, "url", ["a"], sleep=waits.append,
+                           time_left=lambda: sending.CALL_S)
+    assert len(sqs.calls) == 1 and waits == []
