@@ -111,7 +111,7 @@ class CannedTable(CannedDynamoDB):
         return self.present_all or key in self.written
 
     def _statements(self, request: dict[str, Any]) -> dict[str, Any]:
-        answers = []
+        answers: list[dict[str, Any]] = []
         for statement in request["Statements"]:
             text, values = statement["Statement"], statement["Parameters"]
             if text.startswith("INSERT"):
