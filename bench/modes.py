@@ -51,7 +51,7 @@ from fanout.settings import DEFAULT_CONFIG, Settings
 from splitter.batch import Batcher
 from writer.batch_write import CALL_S, ITEMS_CLIENT_CONFIG, Budget, WriterDynamoDB, encode_whole
 from writer.load import ChunkResult, write_batch
-from writer.statements import _ORDERS
+from writer.statements import forget_orders
 
 TABLE = "bench-items"
 ROWS = 2_500  # 100 messages: one invocation's batch
@@ -233,7 +233,7 @@ def run_once(bodies: list[str], scenario: Scenario, latency_s: float) -> Measure
     records = [{"messageId": f"m{i}", "receiptHandle": f"r{i}", "body": b,
                 "attributes": {"ApproximateReceiveCount": "1"}} for i, b in enumerate(bodies)]
     table = CannedTable(present=scenario.present, latency_s=latency_s)
-    _ORDERS.clear()  # each run a job on a fresh writer (an update of new keys guesses wrong first)
+    forget_orders()  # each run a job on a fresh writer (an update of new keys guesses wrong first)
     ddb: Any = WriterDynamoDB(table, table, items_table=TABLE) if scenario.statements else table
     runtime = Runtime(settings, Spec.default(), Clients(s3=side, sqs=side, dynamodb=ddb))
     started, cpu = time.perf_counter(), time.process_time()

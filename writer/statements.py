@@ -93,6 +93,11 @@ def update_order(table: str) -> UpdateOrder:
     return _ORDERS.setdefault(table, UpdateOrder())
 
 
+def forget_orders() -> None:
+    """Start every table's UpdateOrder afresh, as a cold writer does (tests, the bench)."""
+    _ORDERS.clear()
+
+
 def _quotable(names: Sequence[str]) -> bool:
     return not any('"' in name or "'" in name for name in names)
 

@@ -14,8 +14,8 @@ from tests.strict_aws import Faults, StrictLayer
 from writer.batch_write import Budget, InFlight
 from writer.rows import insert_request, update_request, write_rows
 from writer.statements import (
-    _ORDERS,
     UpdateOrder,
+    forget_orders,
     insert_statement,
     update_statement,
     write_statements,
@@ -38,7 +38,7 @@ def row(i: int, risk: str = "new") -> dict[str, Any]:
 
 @pytest.fixture
 def table(aws, stack):
-    _ORDERS.clear()
+    forget_orders()
     name = stack.settings.table_name
     for i in range(0, 40):  # keys 0..39 are in the table before the job
         aws.dynamodb.put_item(TableName=name, Item=old(i))
@@ -184,7 +184,7 @@ def test_throttles_500s_statement_errors_and_lost_replies_change_nothing(aws, ta
         aws.dynamodb.delete_item(TableName=table, Key=key(i))
     for i in range(20, 40):
         aws.dynamodb.put_item(TableName=table, Item=old(i))
-    _ORDERS.clear()
+    forget_orders()
     layer = StrictLayer(Faults(throttle_rate=0.2, server_error_rate=0.1, lost_reply_rate=0.3,
                                unprocessed_keys_rate=0.3, items_table=table, seed=seed))
     slots = InFlight(4)
