@@ -228,3 +228,59 @@ def test_the_items_client_encodes_statements_as_botocore_would():
         responses.append(client.batch_execute_statement(Statements=statements)["Responses"])
     assert sent[0] == sent[1] and len(sent[0]["Statements"]) == 2
     assert responses[0] == responses[1] and responses[0][1]["Error"]["Code"] == "DuplicateItem"
+
+
+def test_statements_throttled_past_the_budget_fail_the_message_not_overrun_it(aws, table):
+    from writer.batch_write import TransientWriteError
+
+    always = StrictLayer(Faults(throttle_rate=1.0, items_table=table)).wrap(aws).dynamodb
+    slots = InFlight(8)
+    with pytest.raises(TransientWriteError):
+        write_statements(always, table, [row(800), row(801)], KEYS, "insert",
+                         Budget(remaining_s=lambda: 3.5), slots)
+    assert slots.limit < 8  # the throttles cut the calls in flight
+
+
+class Answering:
+    """A client whose BatchExecuteStatement answers every statement with one error."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+        self.calls = 0
+
+    def batch_execute_statement(self, **params: Any) -> Any:
+        self.calls += 1
+        return {"Responses": [{"Error": {"Code": self.code, "Message": "no"}}
+                              for _ in params["Statements"]]}
+
+
+@pytest.mark.parametrize("code", ["AccessDenied", "ResourceNotFound",
+                                  "ItemCollectionSizeLimitExceeded"])
+def test_an_error_no_retry_can_mend_fails_the_message(code):
+    client = Answering(code)
+    with pytest.raises(ClientError) as caught:
+        write_statements(client, "t", [row(1), row(2)], KEYS, "update", budget())
+    assert caught.value.response["Error"]["Code"] == code and client.calls == 1
+
+
+def test_the_lambdas_client_writes_by_statements_and_a_plain_one_a_row_at_a_time(aws, stack):
+    from dataclasses import replace
+
+    from fanout.mapping import Spec
+    from fanout.runtime import Runtime
+    from writer.batch_write import WriterDynamoDB
+    from writer.load import write_mode
+
+    table = stack.settings.table_name
+    layer = StrictLayer(Faults(items_table=table))
+    strict = layer.wrap(aws)
+    spec = Spec.from_dict({"table": {"mode": "insert", "partition_key": "account",
+                                     "sort_key": "offer_id"}})
+    items = [row(900 + i) for i in range(30)]
+    lambda_ = Runtime(stack.settings, spec, replace(strict, dynamodb=WriterDynamoDB(
+        strict.dynamodb, strict.dynamodb, items_table=table)))
+    assert write_mode("insert", lambda_, items[:15], budget(), None).written == 15
+    assert (layer.record.calls["batch_execute_statement"], layer.record.calls["put_item"]) == (1, 0)
+    plain = Runtime(stack.settings, spec, strict)
+    assert write_mode("insert", plain, items[15:], budget(), None).written == 15
+    assert (layer.record.calls["batch_execute_statement"], layer.record.calls["put_item"]) == (1, 15)
