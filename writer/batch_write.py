@@ -100,8 +100,8 @@ _BODY = "fanout_body"
 
 
 def encode_whole(client: Any) -> None:
-    """Encode BatchWriteItem bodies with `json.dumps` (C speed) instead of botocore's
-    serializer, which walks the operation's shapes for every attribute of every item (a
+    """Encode BatchWriteItem and BatchExecuteStatement bodies with `json.dumps` (C speed)
+    instead of botocore's serializer, which walks the operation's shapes for every attribute of every item (a
     third of the CPU of a call once validation is off). The items already are DynamoDB
     JSON, which is the wire format (binary values go out base64-encoded, as botocore
     sends blobs), so the body is the same JSON.
@@ -110,7 +110,8 @@ def encode_whole(client: Any) -> None:
     encoded from them and the items are taken out (the table names stay, for endpoint
     resolution); before the call is sent, the body is put in place of the one botocore
     built from the empty lists. tests/integration/test_writer.py sends through this client
-    to moto, which parses the body as DynamoDB would."""
+    to moto, which parses the body as DynamoDB would; tests/integration/test_statements.py
+    compares a BatchExecuteStatement body with botocore's own."""
     events = client.meta.events
     for operation in _TAKEN:
         events.register(f"before-parameter-build.dynamodb.{operation}", _take_items)
