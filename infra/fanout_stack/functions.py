@@ -285,6 +285,14 @@ class Functions(Construct):
                 sid="WriteItems",
                 actions=["dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
                 resources=[storage.items_table.table_arn]),
+            # The insert and update modes by PartiQL BatchExecuteStatement (its INSERT and
+            # UPDATE statements each need their own action), and the consistent read-back
+            # of the keys an insert found in the table (writer/statements.py).
+            iam.PolicyStatement(
+                sid="WriteStatements",
+                actions=["dynamodb:PartiQLInsert", "dynamodb:PartiQLUpdate",
+                         "dynamodb:BatchGetItem"],
+                resources=[storage.items_table.table_arn]),
             ledger_statement(storage),
             # Rejected rows are sent to the DLQ for the replayer.
             iam.PolicyStatement(

@@ -396,7 +396,13 @@ def test_writer_may_only_batch_write_items_use_the_ledger_reject_report_and_cons
     # the reconciler and by the transaction that announces the job's end.
     for action in ("dynamodb:PutItem", "dynamodb:UpdateItem"):
         assert granted.pop(action) == [items, ledger]
-    for action in ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem",
+    # The same modes by PartiQL (writer/statements.py): INSERT and UPDATE statements, and
+    # the read-back of the keys an insert found, on the items table alone.
+    for action in ("dynamodb:PartiQLInsert", "dynamodb:PartiQLUpdate"):
+        assert granted.pop(action) == [items]
+    assert sorted(granted.pop("dynamodb:BatchGetItem"), key=json.dumps) == sorted(
+        [items, ledger], key=json.dumps)
+    for action in ("dynamodb:GetItem", "dynamodb:ConditionCheckItem",
                    "dynamodb:Query", "dynamodb:DeleteItem"):
         assert granted.pop(action) == [ledger]
     assert granted.pop("sqs:SendMessage") == [att(default_stack.logical_id(stack.messaging.dlq))]

@@ -511,8 +511,8 @@ def test_row_writes_under_throttles_retry_inside_the_budget_and_cut_in_flight(aw
 
 def test_the_items_client_sends_put_item_and_update_item_and_the_ledger_keeps_its_own(aws, stack):
     """PutItem and UpdateItem on the items table go through the items client (parameter
-    validation off, botocore's own serializer: encode_whole only takes BatchWriteItem);
-    the ledger's calls on its own table through the standard client."""
+    validation off, botocore's own serializer: encode_whole takes only BatchWriteItem and
+    BatchExecuteStatement); the ledger's calls on its own table through the standard client."""
     from writer.batch_write import WriterDynamoDB
     from writer.rows import insert_request, update_request, write_rows
 
