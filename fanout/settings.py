@@ -56,7 +56,11 @@ class PipelineConfig:
     # BatchWriteItem calls one writer invocation keeps in flight at most (writer/batch_write.py
     # adapts below it when DynamoDB throttles; bench/invocation.py measured the default).
     writer_in_flight: int = 16
-    retention_days: int = 14
+    # The rows queue keeps a message 7 days; its DLQ 14 (SQS's maximum), longer, because a
+    # message moved to a standard queue's DLQ keeps its first enqueue time: with equal
+    # retentions it could expire from the DLQ as soon as it arrived.
+    retention_days: int = 7
+    dlq_retention_days: int = 14
     range_bytes: int = 8 * MIB
     # The splitter saves a checkpoint each time it crosses a multiple of this many bytes
     # (and only there, so a resumed split cuts its messages exactly as the first try).
