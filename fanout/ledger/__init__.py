@@ -21,6 +21,9 @@ Who writes what, under which condition, and what each rule survives:
   Retried: the same ClientRequestToken, applied once.
 * job's split lease and checkpoint: the splitter holding it, if its owner and SPLITTING.
   Retried: the owner's own condition still holds.
+* job's `split_resumes` (ADD 1): `start_job` resuming a split, with the lease it takes, if
+  SPLITTING and the lease expired or its own. Retried: counted twice (the owner's
+  condition holds); it only bounds the splitter's loop guard, whose limit allows for it.
 * job RUNNING, the tally's messages_total, the active item: `finish_split`, one
   transaction, if SPLITTING (or STALLED with no total: a split the reconciler took for
   dead that finishes after all). Retried: applied once (a tally without the total would
@@ -70,7 +73,9 @@ one owner of it:
 
 * the job item, `sk="job"`: status, source, table, `ledger_format`, rows_read and
   messages_total (set by the splitter when it has sent everything), the split's lease and
-  checkpoint, started/finished, `mode` (the write mode, absent for put) and, once
+  checkpoint, `split_resumes` (how often a splitter resumed the split: a continuation,
+  a retry; the splitter fails a job resumed more often than its file can need),
+  started/finished, `mode` (the write mode, absent for put) and, once
   complete, the exact counts (`rows_<outcome>` for each of OUTCOMES: `rows_written`,
   `rows_rejected`, `rows_superseded`, `rows_deleted`, `rows_skipped_existing`; and
   `counted_through`, the log position they include). A parallel split (splitter/fan.py) adds
