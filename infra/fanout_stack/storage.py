@@ -101,6 +101,9 @@ class Storage(Construct):
             table_name=config.ledger_table_name,
             partition_key=attribute(ledger.PARTITION_KEY, "S"),
             sort_key=attribute(ledger.SORT_KEY, "S"),
+            # DynamoDB deletes a log record 30 days after it was written (ledger.LOG_EXPIRY_S),
+            # long after the fold read it; job items, counts and shards never expire.
+            time_to_live_attribute=ledger.EXPIRES_AT,
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=True),

@@ -192,3 +192,13 @@ def test_the_dashboard_is_named_after_the_stack_and_output(
         (dashboard,) = s.resources("AWS::CloudWatch::Dashboard").values()
         assert dashboard["Properties"]["DashboardName"] == name
         assert s.json["Outputs"]["DashboardName"]["Value"] == name
+
+
+def test_the_ledger_table_expires_items_by_expires_at_the_items_table_never(
+        default_stack: Synth) -> None:
+    from fanout import ledger
+
+    storage = default_stack.stack.storage
+    assert props(default_stack, storage.ledger_table)["TimeToLiveSpecification"] == {
+        "AttributeName": ledger.EXPIRES_AT, "Enabled": True}
+    assert "TimeToLiveSpecification" not in props(default_stack, storage.items_table)
