@@ -140,7 +140,7 @@ def test_kms_key_arns_grant_decrypt_and_generate_data_key_on_exactly_those_keys(
         grants = [s for s in role_statements(keys_stack, role) if s.get("Sid") == "UseCustomerKeys"]
         assert grants == [{"Sid": "UseCustomerKeys", "Effect": "Allow",
                            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
-                           "Resource": [KEY_A, KEY_B]}]
+                           "Resource": sorted([KEY_A, KEY_B])}]
     assert len(kms_statements(keys_stack)) == 2  # nothing else names KMS
 
 
@@ -202,3 +202,26 @@ def test_the_ledger_table_expires_items_by_expires_at_the_items_table_never(
     assert props(default_stack, storage.ledger_table)["TimeToLiveSpecification"] == {
         "AttributeName": ledger.EXPIRES_AT, "Enabled": True}
     assert "TimeToLiveSpecification" not in props(default_stack, storage.items_table)
+
+
+# -------------------------------------------------------------------------- feature flags
+
+def test_cdk_json_sets_every_recommended_flag_of_the_pinned_aws_cdk_lib() -> None:
+    """An upgrade of aws-cdk-lib that recommends a new flag fails here, so its template
+    change is reviewed (and the flag set) instead of arriving silently."""
+    import json
+    import tarfile
+    from importlib.metadata import version
+
+    import aws_cdk
+    from app import FEATURE_FLAGS, INFRA_DIR
+
+    tarball = (Path(aws_cdk.__file__).parent / "_jsii"
+               / f"aws-cdk-lib@{version('aws-cdk-lib')}.jsii.tgz")
+    with tarfile.open(tarball) as archive:
+        member = archive.extractfile("package/recommended-feature-flags.json")
+        assert member is not None
+        recommended = json.load(member)
+    assert len(recommended) > 80
+    assert json.loads((INFRA_DIR / "cdk.json").read_text())["context"] == recommended
+    assert recommended == FEATURE_FLAGS  # what the app (and so every test) builds with
