@@ -32,15 +32,16 @@ FEATURE_FLAGS: dict[str, object] = json.loads((INFRA_DIR / "cdk.json").read_text
 
 
 def build_app(context: dict | None = None, *, outdir: str | None = None,
-              nag: bool = True) -> tuple[cdk.App, FanoutStack]:
-    """The app with one stack; cdk-nag's AWS Solutions checks run at synth."""
+              nag: bool = True, env: cdk.Environment | None = None) -> tuple[cdk.App, FanoutStack]:
+    """The app with one stack; cdk-nag's AWS Solutions checks run at synth. Its account
+    and region are the cdk CLI's (from your credentials), unless `env` names them."""
     app = cdk.App(context={**FEATURE_FLAGS, **(context or {})}, outdir=outdir)
     config = StackConfig.from_context(app.node.try_get_context, base_dir=INFRA_DIR)
     stack = FanoutStack(
         app, config.stack_name, config=config,
         description="fanout: S3 CSV -> splitter Lambda -> SQS -> writer Lambda -> DynamoDB",
-        env=cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"),
-                            region=os.environ.get("CDK_DEFAULT_REGION")),
+        env=env or cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"),
+                                   region=os.environ.get("CDK_DEFAULT_REGION")),
     )
     if nag:
         cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))

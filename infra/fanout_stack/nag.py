@@ -6,7 +6,7 @@ so a new wildcard added later still fails the check.
 
 from __future__ import annotations
 
-from aws_cdk import CfnResource, Stack
+from aws_cdk import CfnResource, Stack, Token
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import IConstruct
 
@@ -76,6 +76,10 @@ def suppress_findings(stack: Stack) -> None:
                            applies_to=[object_prefix(pipeline.upload_prefix)]),
     ], apply_to_children=True)
     if config.source_buckets:
+        # As the grant spells it: a token without a region, "aws" once the cdk CLI knows
+        # the account and region (the enablePartitionLiterals feature flag).
+        partition = ("<AWS::Partition>" if Token.is_unresolved(stack.partition)
+                     else stack.partition)
         NagSuppressions.add_resource_suppressions(role, [
             NagPackSuppression(
                 id="AwsSolutions-IAM5",
@@ -83,7 +87,7 @@ def suppress_findings(stack: Stack) -> None:
                             "for `fanout ingest s3://BUCKET/PREFIX`, whose keys are theirs, so "
                             "every object of each named bucket is the narrowest grant that "
                             "works."),
-                applies_to=[f"Resource::arn:<AWS::Partition>:s3:::{name}/*"
+                applies_to=[f"Resource::arn:{partition}:s3:::{name}/*"
                             for name in config.source_buckets]),
         ], apply_to_children=True)
     role = functions.writer_role

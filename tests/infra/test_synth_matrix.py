@@ -2,8 +2,9 @@
 show: no unsuppressed cdk-nag finding, no cfn-lint error, an environment inside Lambda's
 4 KB, and every suppression's reason names the resource it covers.
 
-Synthesized in-process through the app (`build_app`), as the other infra tests do; each
-case once per session (conftest's cache), shared by the tests below.
+Synthesized in-process through the app (`build_app`), as the other infra tests do, for an
+account and region as the cdk CLI does with credentials; each case once per session
+(conftest's cache), shared by the tests below.
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ COMBINED: dict[str, dict[str, str]] = {
 }
 
 CASES = {**{f"-c {name}": context for name, context in ALONE.items()}, **COMBINED}
+# Synthesized as `cdk deploy` with credentials does: for an account and region, so the
+# partition is the literal "aws" (the enablePartitionLiterals feature flag), not a token.
+# (tests/infra/test_compliance.py checks the template without them.)
+ACCOUNT_REGION = ("123456789012", "us-east-1")
 
 
 def test_every_documented_option_has_a_case() -> None:
@@ -88,7 +93,7 @@ def test_every_documented_option_has_a_case() -> None:
 @pytest.fixture(scope="module", params=sorted(CASES))
 def case(request: pytest.FixtureRequest, synth_root: Path, spec_file: Path) -> Synth:
     context = {k: v.replace(SPEC, str(spec_file)) for k, v in CASES[request.param].items()}
-    return synth(synth_root, **context)
+    return synth(synth_root, env=ACCOUNT_REGION, **context)
 
 
 def test_no_unsuppressed_cdk_nag_finding(case: Synth) -> None:
