@@ -52,7 +52,8 @@ class PipelineConfig:
     # pass Lambda's 6 MB payload.
     batch_size: int = 1000
     max_batching_window_s: int = 1
-    max_concurrency: int = 50
+    # (The writer's MaximumConcurrency is not a setting here: the stack derives it from the
+    # write budget, infra/fanout_stack/config.py `writer_concurrency`.)
     # BatchWriteItem calls one writer invocation keeps in flight at most (writer/batch_write.py
     # adapts below it when DynamoDB throttles; bench/invocation.py measured the default).
     writer_in_flight: int = 16
