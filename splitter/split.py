@@ -277,7 +277,7 @@ SPLITTER_ASYNC_RETRIES = 2  # infra/fanout_stack/functions.py: configure_async_i
 
 def max_split_resumes(size: int, *, gzip: bool, checkpoint_bytes: int) -> int:
     """How often a split of an object of `size` bytes may be resumed before it is failed
-    as a loop: O(size / checkpoint_bytes); 16 for a file under one checkpoint, 2,568 for
+    as a loop: O(size / checkpoint_bytes); 16 for a plain file up to 32 MiB, 2,568 for
     10 GiB of plain CSV with the default 64 MiB checkpoints."""
     parsed = size * (DEFLATE_MAX_RATIO if gzip else PLAIN_MAX_RATIO)
     hops = 2 * -(-parsed // max(1, checkpoint_bytes)) + 2  # both passes, the first run, slack
