@@ -56,15 +56,18 @@ def make(target: str, emulator: ministack.MiniStack, cdk_args: str, log: Path
 
 def test_make_bootstrap_and_a_non_interactive_make_deploy_as_the_docs_say(
         emulator: ministack.MiniStack, tmp_path: Path) -> None:
-    bootstrap = make("bootstrap", emulator, "", tmp_path / "bootstrap.log")
+    # Each synthesizes into a folder of its own (`--output`), not infra/cdk.out, which
+    # other tests and a running `fanout serve` may use (the only addition to the commands).
+    out = f"--output {tmp_path / 'cdk.out'}"
+    bootstrap = make("bootstrap", emulator, out, tmp_path / "bootstrap.log")
     assert bootstrap.returncode == 0, bootstrap.stdout[-2000:] + bootstrap.stderr[-2000:]
 
     # No terminal to approve the IAM changes: cdk refuses, and says so.
-    asked = make("deploy", emulator, WAITS, tmp_path / "deploy-asked.log")
+    asked = make("deploy", emulator, f"{out} {WAITS}", tmp_path / "deploy-asked.log")
     assert asked.returncode != 0
     assert "(TTY) is not attached so we are unable to get a confirmation" in asked.stderr
 
-    deployed = make("deploy", emulator, f"--require-approval never {WAITS}",
+    deployed = make("deploy", emulator, f"--require-approval never {out} {WAITS}",
                     tmp_path / "deploy.log")
     assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
 
