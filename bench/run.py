@@ -347,7 +347,8 @@ def load_model_figures(writer_per_s: float, splitter: SplitterFigures,
     for limit in TABLE_LIMITS:
         load = model.simulate_load(
             LOAD_ROWS, table_wru_s=limit, writer_rows_s=per_writer,
-            max_concurrency=DEFAULT_CONFIG.max_concurrency, splitter_rows_s=splitter_rate,
+            max_concurrency=model.max_concurrency(limit, per_writer),
+            splitter_rows_s=splitter_rate,
             splitter_timeout_s=SPLITTER.timeout_s)
         single = model.single_streaming_lambda(LOAD_ROWS, table_wru_s=limit)
         split_note = (f"splitter {model.human_seconds(load.splitter_seconds)}"
@@ -378,7 +379,9 @@ def load_model_figures(writer_per_s: float, splitter: SplitterFigures,
         f"100M-row model: writers at {n(per_writer)} rows/s per concurrent invocation "
         f"({BATCH_MESSAGES} messages × 25 rows, {WRITER.batch_write_latency_s * 1000:.0f} ms per "
         f"BatchWriteItem, measured CPU), ESM from 5 concurrent batches +300/min up to "
-        f"MaximumConcurrency {DEFAULT_CONFIG.max_concurrency} (fanout.settings), table limit "
+        f"MaximumConcurrency as the stack derives it from a write budget of the table limit "
+        f"(ceil(limit / rows per writer), {', '.join(str(model.max_concurrency(t, per_writer)) for t in TABLE_LIMITS)} "
+        f"for {', '.join(f'{t:,}' for t in TABLE_LIMITS)} WRU/s), table limit "
         f"held fixed (on-demand does not double instantly), 1 WRU per row; splitter "
         f"{n(splitter_rate)} rows/s in Lambda ({SPLITTER.memory_mb} MB = 1 vCPU, S3 "
         f"{SPLITTER.s3_read_mb_s:.0f} MB/s per stream, the object read {SPLITTER.object_reads}× "

@@ -198,9 +198,20 @@ def _split_job(
         runtime, info = open_source(runtime, info)
     except SourceError as exc:
         return _fail(runtime, info, job, exc)
+    earlier = ledger.split_state(item)
+    limit = max_split_resumes(info.size, gzip=is_gzip(info), checkpoint_bytes=max(
+        settings.checkpoint_bytes, earlier.range_bytes or settings.range_bytes))
+    if earlier.resumes > limit:
+        at = json.loads(earlier.checkpoint) if earlier.checkpoint else {}
+        return _fail(runtime, info, job, RuntimeError(
+            f"line {at.get('line', 1)}: the split was resumed {earlier.resumes} times, more "
+            f"than the {limit} a {info.size:,}-byte file can need, so it was stopped rather "
+            f"than loop (it had checked the file to line {at.get('check_line', 1)} and sent "
+            f"the rows before line {at.get('line', 1)}). "
+            "Upload the file again under a new key to load it; if this happens again, the "
+            "splitter's log for this job says why its invocations made no progress"))
     # A parallel job stays parallel: a retry of its planner (or a late duplicate event)
     # plans it again, which only re-sends idempotent scans; it never splits sequentially.
-    earlier = ledger.split_state(item)
     if claim == "resume" and earlier.mode != runtime.spec.mode:
         # A job keeps the write mode it started with: a spec deployed since (a
         # continuation runs $LATEST) must not turn the rest of a put job into deletes.
@@ -250,6 +261,30 @@ def _split_job(
     )
     settle_job(runtime, job_item)
     return SplitResult(job, "split", info.source.uri, checkpoint.rows_read, checkpoint.messages)
+
+
+# The guard on the splitter's self-continuation (the stack sets RecursiveLoop: Allow, so
+# Lambda no longer stops the chain): a job resumed more often than its file can need is
+# FAILED, not continued. A split hands over only at a checkpoint (or before reaching the
+# next one), and a hand-over that got past none is redone by the next invocation, so each
+# hop is assumed to pass at least one checkpoint: the check pass and the split pass each
+# cross size / checkpoint_bytes of them. Every hop is an asynchronous invoke that Lambda
+# retries up to SPLITTER_ASYNC_RETRIES times, and a retried resume whose reply was lost
+# counts twice: hence the multiplier. A parsed byte count is bounded by the object's size
+# times PLAIN_MAX_RATIO (UTF-16 is parsed as UTF-8: at most 3 bytes for 2) or, gzip,
+# DEFLATE_MAX_RATIO (a deflate stream inflates at most about 1032:1).
+PLAIN_MAX_RATIO = 2
+DEFLATE_MAX_RATIO = 1032
+SPLITTER_ASYNC_RETRIES = 2  # infra/fanout_stack/functions.py: configure_async_invoke
+
+
+def max_split_resumes(size: int, *, gzip: bool, checkpoint_bytes: int) -> int:
+    """How often a split of an object of `size` bytes may be resumed before it is failed
+    as a loop: O(size / checkpoint_bytes); 16 for a plain file up to 32 MiB, 2,568 for
+    10 GiB of plain CSV with the default 64 MiB checkpoints."""
+    parsed = size * (DEFLATE_MAX_RATIO if gzip else PLAIN_MAX_RATIO)
+    hops = 2 * -(-parsed // max(1, checkpoint_bytes)) + 2  # both passes, the first run, slack
+    return hops * (2 + SPLITTER_ASYNC_RETRIES)
 
 
 def _fail(runtime: Runtime, info: Any, job: str, exc: Exception) -> SplitResult:

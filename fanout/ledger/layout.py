@@ -57,6 +57,13 @@ ENDED = (COMPLETE, FAILED, STALLED)
 # A job id never starts with "#" (fanout.contract.job_id_for), so no job's items share it.
 ACTIVE_PK = "#active"
 
+# A log record carries `expires_at` (the ledger table's TTL attribute), LOG_EXPIRY_S after
+# its writer wrote it. The fold reads a record once, when its cursor passes it, and never
+# again; the reconciler folds every active job each minute, so a record waits minutes to
+# be folded, never a month. Nothing else of the ledger expires (see the door).
+EXPIRES_AT = "expires_at"
+LOG_EXPIRY_S = 30 * 86400
+
 SPLIT_LEASE_S = 960  # a little over the splitter's 15-minute maximum timeout
 
 

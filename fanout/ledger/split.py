@@ -94,6 +94,7 @@ class SplitState:
     range_bytes: int = 0  # the first try's range size (0: none recorded)
     checkpoint: str | None = None  # how far it came (the splitter's JSON)
     mode: str = "put"  # the write mode the job started with (a later spec's does not count)
+    resumes: int = 0  # how often a splitter resumed the split (this one included)
 
 
 def split_state(item: Mapping[str, Any] | None) -> SplitState:
@@ -101,7 +102,8 @@ def split_state(item: Mapping[str, Any] | None) -> SplitState:
     item = item or {}
     return SplitState(parallel="parallel_ranges" in item,
                       range_bytes=int(item.get("range_bytes") or 0),
-                      checkpoint=item.get("checkpoint"), mode=item.get("mode") or "put")
+                      checkpoint=item.get("checkpoint"), mode=item.get("mode") or "put",
+                      resumes=int(item.get("split_resumes") or 0))
 
 
 class LeaseLost(RuntimeError):

@@ -290,6 +290,57 @@ def test_a_split_handed_over_at_every_checkpoint_sends_what_one_run_sends(aws, s
     assert [row for _, _, rows in whole for row in rows] == expected
 
 
+def test_a_split_that_resumes_without_progress_fails_with_its_reason_instead_of_looping(
+        aws, stack, runtime):
+    """The stack lets the splitter invoke itself past Lambda's recursive-loop limit
+    (RecursiveLoop: Allow); the ledger's count of resumes is the guard. Invocations that
+    each hand over before reaching their next checkpoint (no time left from the start)
+    make no progress: the job is FAILED, naming the count, the bound and what to do,
+    once it was resumed more often than its file can need; nothing continues it."""
+    from splitter.split import max_split_resumes, split_object
+
+    put_csv(aws, stack.settings.bucket, "uploads/loop.csv", make_rows(400))
+    settings = type(runtime.settings)(**{**runtime.settings.__dict__, "range_bytes": 512,
+                                         "checkpoint_bytes": 1024})
+    small = Runtime(settings, runtime.spec, aws)
+    size = aws.s3.head_object(Bucket=stack.settings.bucket, Key="uploads/loop.csv")["ContentLength"]
+    limit = max_split_resumes(size, gzip=False, checkpoint_bytes=1024)
+    handed_over: list[dict] = []
+    results = []
+    while len(results) < 10 * limit:  # bounded: a failure of the guard fails here
+        results.append(split_object(small, stack.settings.bucket, "uploads/loop.csv",
+                                    owner=f"o{len(results)}", remaining_s=lambda: 0.0,
+                                    continue_split=handed_over.append))
+        if results[-1].status != "continued":
+            break
+    last = results[-1]
+    assert last.status == "failed"
+    # The first run plus `limit` resumes continued; the next resume is refused.
+    assert len(results) == limit + 2 and len(handed_over) == limit + 1
+    assert f"resumed {limit + 1} times, more than the {limit} a {size:,}-byte file" in last.error
+    assert last.error.startswith("s3://") and "line " in last.error
+    assert "Upload the file again under a new key" in last.error
+    job = ledger.get_job(aws.dynamodb, settings.ledger_table_name, last.job)
+    assert job["status"] == ledger.FAILED and job["error"] == last.error
+    # A late duplicate of the last hand-over finds the job past splitting.
+    again = split_object(small, stack.settings.bucket, "uploads/loop.csv", owner="late",
+                         remaining_s=lambda: 0.0, continue_split=handed_over.append)
+    assert again.status == "skipped" and len(handed_over) == limit + 1
+
+
+def test_the_resume_bound_grows_with_the_file_and_allows_for_gzip_and_retries():
+    from splitter.split import max_split_resumes
+
+    mib = 1024 * 1024
+    small = max_split_resumes(1000, gzip=False, checkpoint_bytes=64 * mib)
+    assert small == 16  # (2 passes x 1 checkpoint + 2) hops x (1 run + 1 lost reply + 2 retries)
+    big = max_split_resumes(10 * 1024 * mib, gzip=False, checkpoint_bytes=64 * mib)
+    # Each pass crosses 2 x 10 GiB / 64 MiB checkpoints at most (UTF-16 parsed as UTF-8).
+    assert big == (2 * 320 + 2) * 4
+    # A gzip object may inflate ~1032-fold: its bound is that much larger, still finite.
+    assert max_split_resumes(mib, gzip=True, checkpoint_bytes=64 * mib) == (2 * 17 + 2) * 4
+
+
 class FailingSQS:
     """Accepts the first SendMessageBatch, fails every later one."""
 

@@ -84,6 +84,7 @@ START = 1_800_000_000.0  # the global clock's origin (2027)
 SKEW_S = 5.0  # an invocation's clock is the global one plus up to this, either way
 ASYNC_RETRY_DELAYS_S = (60.0, 120.0)  # Lambda's retries of a failed asynchronous invocation
 RECONCILE_EVERY_S = 60.0
+TTL_SWEEP_EVERY_S = 60.0
 RECONCILER_TIMEOUT_S = 900.0  # the Lambda maximum, until the stack names the reconciler's
 FAILURE_REDRIVE_EVERY_S = 600.0  # after the fault period the operator redrives what failed
 # With a reconciler: how long it runs once nothing else is left: long enough for a dead
@@ -547,6 +548,11 @@ class Pipeline:
         self.ticket_takers: dict[int, str] = {}  # log ticket -> the invocation whose ADD took it
         self.fold_owners: dict[str, str] = {}  # a fold's lease owner -> its invocation
         self._poll_at: float | None = None
+        # Half the seeds delete folded log records (TTL), from their own random stream.
+        self.ttl_rng = random.Random(f"ttl-{seed}")
+        self.ttl_sweeps = self.ttl_rng.random() < 0.5
+        self.ttl_swept = 0  # tickets up to this one were offered to the sweep
+        self.ttl_deleted = 0
         base = [0, 0, 0]
         for message in self.plan.messages:
             base = [a + b for a, b in zip(base, message.counts.values()[:3], strict=True)]
@@ -589,6 +595,8 @@ class Pipeline:
                     self.later(at, lambda: self.redrive(everything=True))
                 if self.reconcile is not None:
                     self.sim.at(START + RECONCILE_EVERY_S, self.reconcile_tick)
+                if self.ttl_sweeps:
+                    self.sim.at(START + TTL_SWEEP_EVERY_S, self.ttl_tick)
                 self.sim.run(START + plan.fault_period_s)
                 self.faulty = False
                 self.note("faults stop")
@@ -833,6 +841,21 @@ class Pipeline:
             self.redrive(everything=False)
         self.sim.at(self.sim.now + FAILURE_REDRIVE_EVERY_S, self.failure_redrive_tick)
 
+    def ttl_tick(self) -> None:
+        """DynamoDB's TTL, hurried: log records carry `expires_at` (30 days on), and the
+        ledger holds that none is read once the fold's cursor has passed it; here each
+        such record is deleted within a minute, at a random moment between ledger calls."""
+        cursor = int(self.raw.get_item(TableName=self.table, ConsistentRead=True,
+                                       Key=ledger.layout._key(JOB, ledger.FOLD_SK))
+                     .get("Item", {}).get("cursor", {}).get("N", "0"))
+        for ticket in range(self.ttl_swept + 1, cursor + 1):
+            if self.ttl_rng.random() < 0.7:
+                self.raw.delete_item(TableName=self.table, Key=ledger.layout._key(
+                    JOB, ledger.layout._log_sk(ticket)))
+                self.ttl_deleted += 1
+            self.ttl_swept = ticket
+        self.sim.at(self.sim.now + self.ttl_rng.uniform(1.0, TTL_SWEEP_EVERY_S), self.ttl_tick)
+
     def reconcile_tick(self) -> None:
         reconcile = self.reconcile
         assert reconcile is not None
@@ -957,6 +980,7 @@ class SeedResult:
     seconds: float
     cpu_seconds: float
     trace: list[str] | None = None
+    ttl_deleted: int = 0  # folded log records the TTL sweep deleted
 
     @property
     def kinds(self) -> list[str]:
@@ -1086,6 +1110,6 @@ def run_seed(seed: int, ddb: Any, template: dict[str, Any], *, trace: bool = Fal
         return SeedResult(seed, pipeline.plan, problems, status, len(pipeline.topic.published),
                           republished, Counter(f.kind for f in pipeline.ddb.faults),
                           sum(pipeline.ddb.calls.values()), time.perf_counter() - started,
-                          time.process_time() - cpu, pipeline.trace)
+                          time.process_time() - cpu, pipeline.trace, pipeline.ttl_deleted)
     finally:
         ddb.delete_table(TableName=table)
