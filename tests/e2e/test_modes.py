@@ -197,7 +197,7 @@ def test_modes_under_throttles_500s_and_lost_replies_keep_counts_exact(tmp_path,
 @pytest.mark.parametrize("mode", ["put", "delete", "insert", "update"])
 def test_check_agrees_with_ingest_for_each_mode(tmp_path, mode):
     rows = [[f"a{i % 3}", str(i), "r", str(i)] for i in range(40, 90)]
-    rows += [["a2", "41", "again", "1"], ["", "5", "", ""], ["a0", "6", "x", "bad"], ["a0", "7"]]
+    rows += [["a2", "41", "again", "1"], ["", "5", "", ""], ["a0", "6", "x", "bad"], ["a0", "7", "x", "1", "extra"]]
     result, _, _ = run(tmp_path, mode, rows)
     s = result.summary
     checked = check_file(tmp_path / f"{mode}.csv", spec_for(mode, tmp_path)).summary()
