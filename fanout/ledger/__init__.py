@@ -207,6 +207,7 @@ sibling on its own floor):
 """
 
 from fanout.ledger import folding, layout
+from fanout.ledger.cancel import CANCELLABLE, CancelOutcome, cancel_job, is_cancelled
 from fanout.ledger.complete import (
     COMPLETE_ATTEMPTS,
     ROWS_SET,
@@ -220,6 +221,8 @@ from fanout.ledger.complete import (
 from fanout.ledger.folding import FoldLost, FoldState, HolePolicy, Shard, Totals, fold, sum_shards
 from fanout.ledger.layout import (
     ACTIVE_PK,
+    CANCELLED,
+    CANCELLING,
     COMPLETE,
     ENDED,
     FAILED,
@@ -267,8 +270,10 @@ from fanout.ledger.legacy import (
     old_format_summary,
 )
 from fanout.ledger.reads import (
+    JobsPage,
     get_job,
     jobs_by_id,
+    list_jobs,
     message_counted,
     progress_at,
     read_message_counts,
@@ -285,6 +290,7 @@ from fanout.ledger.reconciler import (
 )
 from fanout.ledger.split import (
     LeaseLost,
+    SplitCancelled,
     SplitFinished,
     SplitState,
     fail_job,
@@ -306,7 +312,9 @@ from fanout.ledger.steps import (
 from fanout.ledger.tally import TicketVoided, record_batch, should_settle
 
 __all__ = [
-    "ACTIVE_PK", "COMPLETE", "COMPLETE_ATTEMPTS", "ENDED", "FAILED", "FOLD_BUDGET_S",
+    "ACTIVE_PK", "CANCELLABLE", "CANCELLED", "CANCELLING", "CancelOutcome", "cancel_job",
+    "is_cancelled", "JobsPage", "list_jobs", "SplitCancelled", "COMPLETE", "COMPLETE_ATTEMPTS",
+    "ENDED", "FAILED", "FOLD_BUDGET_S",
     "FOLD_LEASE_S", "FOLD_SK", "HOLE_MARGIN_S", "HOLE_POLL_S", "HOLE_WAIT_S", "JOB_SK",
     "LEDGER_FORMAT", "LOG_PREFIX", "MAX_BATCH_GET", "MODE_OUTCOMES", "OLD_FORMAT_ERROR",
     "OUTCOMES", "PARTITION_KEY", "ROWS_SET", "RUNNING", "SHARD_PREFIX", "SORT_KEY", "SPLITTING",
