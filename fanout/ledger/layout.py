@@ -242,11 +242,11 @@ def _encode_entries(messages: Mapping[str, MessageCounts]) -> str:
 
 
 def _trimmed(values: tuple[int, ...]) -> tuple[int, ...]:
-    """An entry's counts without the zeros after put's three (a put's entry is as before)."""
-    end = len(values)
-    while end > 3 and values[end - 1] == 0:
-        end -= 1
-    return values[:end]
+    """An entry's counts as written: put's three; the write modes' two after them when either
+    is not 0; `cancelled` last, only when not 0 (so every earlier entry reads as it did)."""
+    if values[5]:
+        return values
+    return values[:5] if values[3] or values[4] else values[:3]
 
 
 def _encode_masks(masks: tuple[int, ...] | None) -> str:
