@@ -77,13 +77,16 @@ def settle(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float 
                          clock=clock, sleep=sleep, writer_timeout_s=writer_timeout_s)
         except FoldLost:
             return None  # another folder has the work
-        if state is None or state.messages_total is None:
+        # (A job cancelled during its split, whose splitter never recorded its end, has no
+        # messages_total: the reconciler ended it, and only its counts can move.)
+        if state is None or (state.messages_total is None and not state.complete):
             return None
         values = {**_outcome_values(state.totals.counts, "rows_"), ":c": _n(state.cursor),
                   ":complete": _s(COMPLETE), ":cancelled": _s(CANCELLED)}
         if state.complete:
             break
-        if state.stalled is not None or state.totals.distinct < state.messages_total:
+        if state.messages_total is None or state.stalled is not None or \
+                state.totals.distinct < state.messages_total:
             return None
         # A cancelled job ends CANCELLED, from CANCELLING only; any other COMPLETE, from
         # RUNNING or STALLED, only while the tally has no cancel: a cancel that commits
@@ -134,13 +137,25 @@ def settle(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float 
             # Reports (or a cancel) came in since this fold: fold them too, and try again.
     else:
         return None  # reports keep coming: their own settles complete the job
-    try:  # completed earlier: a replay or a late duplicate came in
+    # Completed (or cancelled) earlier: a replay or a late duplicate came in. A job the
+    # reconciler cancelled with messages missing names what is still missing; one cancelled
+    # during its split, whose end was never recorded, has read what its writers reported.
+    update = f"SET {ROWS_SET}, counted_through = :c"
+    if state.messages_total is None:
+        update += ", rows_read = :sum"
+        values[":sum"] = _n(state.totals.counts.rows)
+    elif state.totals.distinct < state.messages_total:
+        update += ", missing_messages = :missing"
+        values[":missing"] = _n(state.messages_total - state.totals.distinct)
+    else:
+        update += " REMOVE missing_messages, missing_seqs"
+    try:
         ddb.update_item(
             TableName=ledger_table, Key=_key(job, JOB_SK),
-            UpdateExpression=f"SET {ROWS_SET}, counted_through = :c",
+            UpdateExpression=update,
             ConditionExpression="#st IN (:complete, :cancelled) AND counted_through < :c",
             ExpressionAttributeNames={"#st": "status"},
-            ExpressionAttributeValues={k: v for k, v in values.items() if k != ":running"},
+            ExpressionAttributeValues=values,
         )
     except ClientError as exc:
         if not _conditional_failed(exc):
