@@ -10,10 +10,11 @@ import io
 from dataclasses import replace
 from typing import Any
 
+import pytest
+
 from fanout import ledger
 from fanout.aws import Clients
 from fanout.contract import RowsMessage, Source
-from fanout.mapping import Spec
 from fanout.runtime import Runtime, reconcile_jobs, settle_job
 from fanout_cli.local.resources import LocalStack
 from splitter import split
@@ -187,45 +188,48 @@ def test_a_cancel_of_a_finished_job_changes_nothing(aws, stack, spec):
     assert ledger.cancel_job(aws.dynamodb, table, "no-such-job", by="ops").job is None
 
 
-def test_a_cancel_racing_the_last_writer_ends_the_job_once_either_way(aws, stack, spec):
+class Race:
+    """The ledger client of the last writer: at its completion transaction, the operator's
+    cancel commits just before it (`cancel_first`) or just after it."""
+
+    def __init__(self, ddb: Any, table: str, job: str, clock: Clock, *, cancel_first: bool) -> None:
+        self.ddb, self.table, self.job, self.clock = ddb, table, job, clock
+        self.cancel_first = cancel_first
+        self.cancel: ledger.CancelOutcome | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ddb, name)
+
+    def _cancel(self) -> None:
+        self.cancel = ledger.cancel_job(self.ddb, self.table, self.job, by="ops", clock=self.clock)
+
+    def transact_write_items(self, **params: Any) -> Any:
+        if self.cancel is not None or not completes("transact_write_items", params):
+            return self.ddb.transact_write_items(**params)
+        if self.cancel_first:
+            self._cancel()
+            return self.ddb.transact_write_items(**params)
+        out = self.ddb.transact_write_items(**params)
+        self._cancel()
+        return out
+
+
+@pytest.mark.parametrize("cancel_first", [True, False])
+def test_a_cancel_racing_the_last_writer_ends_the_job_once_either_way(aws, stack, spec, cancel_first):
     """The cancel commits between the last writer's fold and its completion transaction:
     the completion fails its tally condition, folds again and ends the job CANCELLED with
     the last message counted written. The other order: COMPLETE, and the cancel is refused."""
-    table = stack.settings.ledger_table_name
-    for order, job in (("cancel first", "job-a"), ("complete first", "job-b")):
-        clock = Clock()
-        start(aws, stack, 2, clock, job=job)
-        fired: list[bool] = []
-
-        class Race:
-            def __init__(self, ddb: Any) -> None:
-                self.ddb = ddb
-
-            def __getattr__(self, name: str) -> Any:
-                return getattr(self.ddb, name)
-
-            def transact_write_items(self, **params: Any) -> Any:
-                if completes("transact_write_items", params) and not fired:
-                    fired.append(True)
-                    if order == "cancel first":
-                        assert ledger.cancel_job(self.ddb, table, job, by="ops", clock=clock).cancelled
-                        return self.ddb.transact_write_items(**params)
-                    out = self.ddb.transact_write_items(**params)
-                    assert not ledger.cancel_job(self.ddb, table, job, by="ops", clock=clock).cancelled
-                    return out
-                return self.ddb.transact_write_items(**params)
-
-        published = Published(aws, stack) if job == "job-a" else None
-        runtime = Runtime(stack.settings, spec, replace(aws, dynamodb=Race(aws.dynamodb)),
-                          clock=clock, sleep=clock.sleep)
-        write(runtime, stack, message(0, job), request=f"{job}-0")
-        write(runtime, stack, message(1, job), request=f"{job}-1")
-        done = ledger.get_job(aws.dynamodb, table, job)
-        assert fired and exact(done) and done["rows_written"] == 50
-        assert done["status"] == (ledger.CANCELLED if order == "cancel first" else ledger.COMPLETE)
-        assert done["rows_cancelled"] == 0
-        if published is not None:
-            assert [s["STATUS"] for s in published.read()] == [ledger.CANCELLED]
+    table, clock, published = stack.settings.ledger_table_name, Clock(), Published(aws, stack)
+    start(aws, stack, 2, clock)
+    race = Race(aws.dynamodb, table, JOB, clock, cancel_first=cancel_first)
+    runtime = Runtime(stack.settings, spec, replace(aws, dynamodb=race), clock=clock, sleep=clock.sleep)
+    write(runtime, stack, message(0), request="w0")
+    write(runtime, stack, message(1), request="w1")
+    done = ledger.get_job(aws.dynamodb, table, JOB)
+    assert race.cancel is not None and race.cancel.cancelled == cancel_first
+    assert done["status"] == (ledger.CANCELLED if cancel_first else ledger.COMPLETE)
+    assert exact(done) and done["rows_written"] == 50 and done["rows_cancelled"] == 0
+    assert [s["STATUS"] for s in published.read()] == [done["status"]]
 
 
 def test_a_cancel_whose_reply_is_lost_is_applied_once(aws, stack):
