@@ -12,13 +12,15 @@ from typing import Any
 
 import pytest
 
+from dlq_replayer.target import Target
 from fanout import ledger
 from fanout.aws import Clients
-from fanout.contract import RowsMessage, Source
+from fanout.contract import RowsMessage, Source, decode
 from fanout.runtime import Runtime, reconcile_jobs, settle_job
 from fanout_cli.local.resources import LocalStack
 from splitter import split
 from tests.integration.helpers import context, drain, sqs_event
+from tests.integration.replayer_helpers import replayer
 from tests.integration.test_ledger import Clock, completes
 from tests.integration.test_ledger_faults import AwsIdempotentTransactions, LosesReply, Published
 from tests.strict_aws import StrictLayer
@@ -302,3 +304,27 @@ def test_the_writer_handler_drops_a_known_cancelled_jobs_messages(aws, stack, sp
         assert job["rows_cancelled"] == 25 and job["status"] == ledger.CANCELLED and exact(job)
     finally:
         handler.runtime.use(None)
+
+
+def test_redrive_refuses_a_cancelled_jobs_rows_unless_told_to(aws, stack, spec):
+    clock = Clock()
+    runtime = Runtime(stack.settings, spec, aws, clock=clock, sleep=clock.sleep)
+    table = stack.settings.ledger_table_name
+    start(aws, stack, 2, clock)
+    poisoned = message(0)
+    poisoned.rows[3] = ["", "0-3", "low"]  # an empty key: rejected, to the DLQ
+    write(runtime, stack, poisoned, request="r0")
+    assert ledger.cancel_job(aws.dynamodb, table, JOB, by="ops", clock=clock).cancelled
+    target = Target(aws.sqs, stack.settings.dlq_url, stack.settings.rows_queue_url,
+                    ledger=aws.dynamodb, ledger_table=table, wait_s=0)
+    # Refused, saying why: nothing matched is "nothing done" (3), the row stays in the DLQ
+    code, out, err = replayer(target, "redrive")
+    assert code == 3 and "1 row(s) of cancelled jobs stay in the DLQ" in out
+    assert f"note: job {JOB} was cancelled: its rows stay in the DLQ (redrive them with " \
+           "--include-cancelled to load them all the same)" in err
+    assert drain(aws.sqs, stack.settings.rows_queue_url) == []
+    # Told to: sent back as a replay, which the writers write (a replay is never dropped)
+    code, out, err = replayer(target, "redrive", "--include-cancelled")
+    assert code == 0 and "send 1 row(s)" in out
+    (sent,) = drain(aws.sqs, stack.settings.rows_queue_url)
+    assert decode(sent["Body"]).replay
