@@ -130,3 +130,25 @@ def test_since_takes_a_duration_or_a_time():
     assert since_iso("24h", now=1_900_086_400.0) == ledger.now_iso(lambda: 1_900_000_000.0)
     assert since_iso("2030-03-17T17:46:40") == "2030-03-17T17:46:40.000+00:00"
     assert since_iso("90s", now=100.0) == "1970-01-01T00:00:10.000+00:00"
+
+
+def test_serve_shows_a_cancel_and_the_job_it_ends():
+    import io
+
+    from fanout_cli.local.serve import Activity, Watched
+
+    out = io.StringIO()
+    activity = Activity(None, out)  # type: ignore[arg-type]  # report() reads no stack
+    watched = activity.jobs["j"] = Watched("uploads/data.csv", status=ledger.RUNNING)
+    activity.report("j", watched, {"status": ledger.CANCELLING, "cancelled_by": "alice",
+                                   "cancelled_at": "2026-01-01T00:01:00+00:00"})
+    assert "job j: CANCELLING (by alice at 2026-01-01T00:01:00+00:00): the writers drop its " \
+           "remaining messages\n" in out.getvalue()
+    assert "j" in activity.jobs
+    activity.report("j", watched, {"status": ledger.CANCELLED, "cancelled_by": "alice",
+                                   "rows_read": 100, "rows_written": 25, "rows_cancelled": 75,
+                                   "started_at": "2026-01-01T00:00:00+00:00",
+                                   "finished_at": "2026-01-01T00:02:00+00:00"})
+    assert "job j: CANCELLED by alice: 100 rows read, 25 written, 0 rejected, 0 superseded, " \
+           "75 cancelled in " in out.getvalue()
+    assert "j" not in activity.jobs
