@@ -164,7 +164,7 @@ def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any]) -> Non
         total_rows = sum(r["rows"] for r in counted if r is not None)
         total_messages = sum(r["messages"] for r in counted if r is not None)
         header, header_line = ledger.plan_header(job_item)
-        if total_rows == 0:
+        if total_rows == 0 and ledger.status_of(job_item) != ledger.CANCELLING:
             raise InputError(f"line {header_line}: the file has a header but no data rows")
         try:
             job_done = ledger.finish_split(

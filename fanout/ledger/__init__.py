@@ -10,8 +10,9 @@ faults):
    every report recorded before the completion.
 3. Every job ends: COMPLETE, FAILED, STALLED (naming what is missing) or, once an operator
    cancelled it, CANCELLED, and its summary is published at least once (once when nothing
-   fails; again when a STALLED job completes after all or is cancelled). No invocation is trusted to finish: the reconciler
-   (`reconciler.py`) comes back, on a schedule, for every job of the active index.
+   fails; again when a STALLED job completes after all or is cancelled). No invocation is
+   trusted to finish: the reconciler (`reconciler.py`) comes back, on a schedule, for
+   every job of the active index.
 4. Every write may have its reply lost after it committed and be sent again by botocore;
    each is designed so that its own retry is recognised (the list below).
 5. A cancel and a completion exclude each other: a job that was CANCELLING ends CANCELLED
@@ -70,13 +71,14 @@ Who writes what, under which condition, and what each rule survives:
   later report put it back (`at_ticket`): the publisher. Retried: idempotent; killed
   between, the reconciler removes it.
 * active item after completion or a stall: a writer whose ADD found the tally complete or
-  stalled, after its record.
-* the writer's knowledge of a cancel: the tally its ticket ADD returns (ALL_OLD) has
-  `cancelled_at`; that writer process drops the job's later messages (not replays),
-  counting their rows `cancelled` (`writer.load.dropped`). No read of its own: while no
-  job is cancelled, a cancel costs nothing per message. A process that has not reported
-  since the cancel writes its next batch as usual (counted as written). Removed by the reconciler only once `at_ticket` is folded
-  (the condition) and, for a COMPLETE job, in its counts.
+  stalled, after its record. Removed by the reconciler only once `at_ticket` is folded
+  (the condition) and, for a COMPLETE (or CANCELLED) job, in its counts.
+* the writer's knowledge of a cancel (no item of its own): the tally its ticket ADD
+  returns (ALL_OLD) has `cancelled_at`; that writer process drops the job's later
+  messages (not replays), counting their rows `cancelled` (`writer.load.dropped`). No read
+  of its own: while no job is cancelled, a cancel costs nothing per message. A process
+  that has not reported since the cancel writes its next batch as usual (counted as
+  written); a duplicate of a message counted one way and delivered again changes nothing.
 
 Faults and what survives them: a writer killed between its ticket and its record leaves a
 hole, voided once its writer cannot be alive (`HolePolicy`), by its batch's redelivery or

@@ -328,3 +328,74 @@ def test_redrive_refuses_a_cancelled_jobs_rows_unless_told_to(aws, stack, spec):
     assert code == 0 and "send 1 row(s)" in out
     (sent,) = drain(aws.sqs, stack.settings.rows_queue_url)
     assert decode(sent["Body"]).replay
+
+
+def test_a_cancel_before_anything_was_sent_ends_the_job_at_the_splitters_stop(aws, stack, spec):
+    """Cancelled while the splitter checks the file (before its first message): it stops at
+    its next checkpoint with 0 rows sent, and the job is CANCELLED at once, with a summary."""
+    clock, published = Clock(), Published(aws, stack)
+    rows = "".join(f"a{i},o{i},low\n" for i in range(300))
+    aws.s3.put_object(Bucket=stack.settings.bucket, Key="uploads/early.csv",
+                      Body=("account,offer_id,risk\n" + rows).encode())
+    table = stack.settings.ledger_table_name
+
+    class CancelsAtTheCheck:
+        def __init__(self, ddb: Any) -> None:
+            self.ddb, self.done = ddb, False
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.ddb, name)
+
+        def update_item(self, **params: Any) -> Any:
+            out = self.ddb.update_item(**params)
+            if not self.done and ":cp" in params["ExpressionAttributeValues"]:
+                self.done = True  # the first checkpoint is the check's: nothing sent yet
+                ledger.cancel_job(self.ddb, table, params["Key"]["pk"]["S"], by="ops", clock=clock)
+            return out
+
+    settings = replace(stack.settings, checkpoint_bytes=1024, range_bytes=1024)
+    runtime = Runtime(settings, spec, replace(aws, dynamodb=CancelsAtTheCheck(aws.dynamodb)),
+                      clock=clock, sleep=clock.sleep)
+    result = split.split_object(runtime, stack.settings.bucket, "uploads/early.csv", owner="s1")
+    assert drain(aws.sqs, stack.settings.rows_queue_url) == []
+    job = ledger.get_job(aws.dynamodb, table, result.job)
+    assert job["status"] == ledger.CANCELLED and job["rows_read"] == 0 and exact(job)
+    assert [s["STATUS"] for s in published.read()] == [ledger.CANCELLED]
+
+
+def test_a_cancel_during_a_parallel_split_stops_the_ranges_not_yet_begun(aws, stack, spec):
+    """A parallel split cancelled after two of its ranges sent their rows: the ranges that
+    start after the cancel send nothing and report 0, the last one records what was sent,
+    and the writers' drops end the job CANCELLED with exact counts."""
+    from splitter.split import split_event
+    from tests.integration.helpers import s3_event
+    from tests.integration.test_splitter import make_rows, parallel_runtime, put_csv
+
+    put_csv(aws, stack.settings.bucket, "uploads/wide.csv", make_rows(600))
+    settings, events, parallel = parallel_runtime(Runtime(stack.settings, spec, aws), aws, 6000)
+    (started,) = split_event(s3_event(stack.settings.bucket, "uploads/wide.csv"), parallel)
+    table = stack.settings.ledger_table_name
+    ranges_run = 0
+    while events:
+        event = events.pop(0)
+        if "fanout_range" in event:
+            ranges_run += 1
+            if ranges_run == 3:
+                assert ledger.cancel_job(aws.dynamodb, table, started.job, by="ops").cancelled
+        split_event(event, parallel)
+    job = ledger.get_job(aws.dynamodb, table, started.job)
+    sent = drain(aws.sqs, stack.settings.rows_queue_url)
+    assert job["status"] == ledger.CANCELLING and ranges_run >= 4
+    assert 0 < job["rows_read"] < 600 and job["messages_total"] == len(sent)
+    writer = Runtime(stack.settings, spec, aws)
+    writer.cancelled_jobs[started.job] = None  # a writer process that knows already
+    for i, m in enumerate(sent):
+        aws.sqs.send_message(QueueUrl=stack.settings.rows_queue_url, MessageBody=m["Body"])
+        received = aws.sqs.receive_message(QueueUrl=stack.settings.rows_queue_url,
+                                           AttributeNames=["All"])["Messages"]
+        ctx = context()
+        ctx.aws_request_id = f"w{i}"
+        load_batch(sqs_event(received, stack.rows_queue_arn), ctx, writer)
+    job = ledger.get_job(aws.dynamodb, table, started.job)
+    assert job["status"] == ledger.CANCELLED and exact(job)
+    assert job["rows_cancelled"] == job["rows_read"] and items_in(aws, stack) == 0
