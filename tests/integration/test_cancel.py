@@ -122,6 +122,25 @@ def test_the_writer_makes_no_extra_call_per_message_while_no_job_is_cancelled(aw
     assert calls["batch_write_item"] == 8
 
 
+class CancelsAtCheckpoint:
+    """The operator's cancel lands just after the first splitter checkpoint that `when`
+    picks (the first of all is the check's, before anything is sent)."""
+
+    def __init__(self, ddb: Any, table: str, clock: Clock, when: Any) -> None:
+        self.ddb, self.table, self.clock, self.when, self.done = ddb, table, clock, when, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ddb, name)
+
+    def update_item(self, **params: Any) -> Any:
+        out = self.ddb.update_item(**params)
+        checkpoint = params["ExpressionAttributeValues"].get(":cp", {}).get("S")
+        if not self.done and checkpoint is not None and self.when(checkpoint):
+            self.done = True
+            ledger.cancel_job(self.ddb, self.table, params["Key"]["pk"]["S"], by="ops", clock=self.clock)
+        return out
+
+
 def test_cancel_during_the_split_stops_it_at_its_next_checkpoint(aws, stack, spec):
     clock = Clock()
     rows = [[f"acct{i % 7}", f"offer{i}", "low"] for i in range(400)]
@@ -131,25 +150,15 @@ def test_cancel_during_the_split_stops_it_at_its_next_checkpoint(aws, stack, spe
     table = stack.settings.ledger_table_name
     cancelled_after: list[str] = []
 
-    class CancelsAtFirstCheckpoint:
-        """The operator's cancel lands just after the splitter's first checkpoint of rows."""
-
-        def __init__(self, ddb: Any) -> None:
-            self.ddb = ddb
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.ddb, name)
-
-        def update_item(self, **params: Any) -> Any:
-            out = self.ddb.update_item(**params)
-            checkpoint = params["ExpressionAttributeValues"].get(":cp", {}).get("S", "")
-            if not cancelled_after and '"checked":true' in checkpoint and '"messages":0' not in checkpoint:
-                cancelled_after.append(checkpoint)
-                ledger.cancel_job(self.ddb, table, params["Key"]["pk"]["S"], by="ops", clock=clock)
-            return out
+    def after_rows_were_sent(checkpoint: str) -> bool:
+        if '"checked":true' in checkpoint and '"messages":0' not in checkpoint:
+            cancelled_after.append(checkpoint)
+            return True
+        return False
 
     settings = replace(stack.settings, checkpoint_bytes=1024, range_bytes=1024)
-    runtime = Runtime(settings, spec, replace(aws, dynamodb=CancelsAtFirstCheckpoint(aws.dynamodb)),
+    runtime = Runtime(settings, spec, replace(aws, dynamodb=CancelsAtCheckpoint(
+        aws.dynamodb, table, clock, after_rows_were_sent)),
                       clock=clock, sleep=clock.sleep)
     result = split.split_object(runtime, stack.settings.bucket, "uploads/big.csv", owner="s1")
     # The split stopped: it sent fewer rows than the file holds, and recorded exactly those
@@ -339,22 +348,9 @@ def test_a_cancel_before_anything_was_sent_ends_the_job_at_the_splitters_stop(aw
                       Body=("account,offer_id,risk\n" + rows).encode())
     table = stack.settings.ledger_table_name
 
-    class CancelsAtTheCheck:
-        def __init__(self, ddb: Any) -> None:
-            self.ddb, self.done = ddb, False
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.ddb, name)
-
-        def update_item(self, **params: Any) -> Any:
-            out = self.ddb.update_item(**params)
-            if not self.done and ":cp" in params["ExpressionAttributeValues"]:
-                self.done = True  # the first checkpoint is the check's: nothing sent yet
-                ledger.cancel_job(self.ddb, table, params["Key"]["pk"]["S"], by="ops", clock=clock)
-            return out
-
     settings = replace(stack.settings, checkpoint_bytes=1024, range_bytes=1024)
-    runtime = Runtime(settings, spec, replace(aws, dynamodb=CancelsAtTheCheck(aws.dynamodb)),
+    runtime = Runtime(settings, spec, replace(aws, dynamodb=CancelsAtCheckpoint(
+        aws.dynamodb, table, clock, lambda checkpoint: True)),
                       clock=clock, sleep=clock.sleep)
     result = split.split_object(runtime, stack.settings.bucket, "uploads/early.csv", owner="s1")
     assert drain(aws.sqs, stack.settings.rows_queue_url) == []
