@@ -152,3 +152,20 @@ def test_serve_shows_a_cancel_and_the_job_it_ends():
     assert "job j: CANCELLED by alice: 100 rows read, 25 written, 0 rejected, 0 superseded, " \
            "75 cancelled in " in out.getvalue()
     assert "j" not in activity.jobs
+
+
+def test_following_a_job_that_is_cancelled_ends_with_exit_1_and_says_so():
+    import io
+
+    from fanout_cli.local.stack import exit_code, print_result
+
+    result = {"job_id": "j", "stack": "fanout", "status": ledger.CANCELLED, "source": "s3://b/k",
+              "table": "t", "mode": "put", "rows_read": 100, "rows_written": 25, "rows_rejected": 0,
+              "rows_superseded": 0, "rows_deleted": 0, "rows_skipped_existing": 0,
+              "rows_cancelled": 75, "rows_in_dlq_unreported": 0, "messages_sent": 4,
+              "elapsed_s": 2.0, "rows_per_s": 50.0, "error": None, "error_data_location": None}
+    out = io.StringIO()
+    print_result(result, out)
+    assert exit_code(result) == EXIT_FAILED
+    assert out.getvalue().endswith("the job was cancelled: 75 row(s) not written "
+                                   "(`fanout status j --stack fanout` says who and when)\n")
