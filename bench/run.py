@@ -321,7 +321,7 @@ def cost_figures(ingest: IngestRun, writer_per_s: float, splitter: SplitterFigur
     ))
     section.notes.append(
         f"Cost: counted from the boto3 calls of the ingest run above ({rows:,} rows, scaled to "
-        f"1M), priced with AWS_FACTS.md (DynamoDB reads at $0.125/M RRU, assumed). Ledger "
+        f"1M), priced with docs/costs.md (DynamoDB reads at $0.125/M RRU, assumed). Ledger "
         f"{n(c.ledger_wru * scale)} WRU/1M rows; SQS {n(c.sqs_billed * scale)} billed "
         f"requests/1M rows (empty receives of the local 20 ms polling listed, not priced). "
         f"Locally the event source mapping got {msgs_per_inv:.1f} messages "
@@ -347,7 +347,8 @@ def load_model_figures(writer_per_s: float, splitter: SplitterFigures,
     for limit in TABLE_LIMITS:
         load = model.simulate_load(
             LOAD_ROWS, table_wru_s=limit, writer_rows_s=per_writer,
-            max_concurrency=DEFAULT_CONFIG.max_concurrency, splitter_rows_s=splitter_rate,
+            max_concurrency=model.max_concurrency(limit, per_writer),
+            splitter_rows_s=splitter_rate,
             splitter_timeout_s=SPLITTER.timeout_s)
         single = model.single_streaming_lambda(LOAD_ROWS, table_wru_s=limit)
         split_note = (f"splitter {model.human_seconds(load.splitter_seconds)}"
@@ -378,15 +379,18 @@ def load_model_figures(writer_per_s: float, splitter: SplitterFigures,
         f"100M-row model: writers at {n(per_writer)} rows/s per concurrent invocation "
         f"({BATCH_MESSAGES} messages × 25 rows, {WRITER.batch_write_latency_s * 1000:.0f} ms per "
         f"BatchWriteItem, measured CPU), ESM from 5 concurrent batches +300/min up to "
-        f"MaximumConcurrency {DEFAULT_CONFIG.max_concurrency} (fanout.settings), table limit "
+        f"MaximumConcurrency as the stack derives it from a write budget of the table limit "
+        f"(ceil(limit / rows per writer), {', '.join(str(model.max_concurrency(t, per_writer)) for t in TABLE_LIMITS)} "
+        f"for {', '.join(f'{t:,}' for t in TABLE_LIMITS)} WRU/s), table limit "
         f"held fixed (on-demand does not double instantly), 1 WRU per row; splitter "
-        f"{n(splitter_rate)} rows/s in Lambda ({SPLITTER.memory_mb} MB = 1 vCPU, S3 "
+        f"{n(splitter_rate)} rows/s in Lambda ({SPLITTER.memory_mb} MB = "
+        f"{model.lambda_cpu_share(SPLITTER.memory_mb):.2f} vCPU, S3 "
         f"{SPLITTER.s3_read_mb_s:.0f} MB/s per stream, the object read {SPLITTER.object_reads}× "
         f"(check pass, then split), {bytes_per_row:.0f} B/row, measured CPU), "
         f"one invocation per file, 15-minute limit → at most "
         f"{n(splitter_rate * SPLITTER.timeout_s / 1e6, 0)}M rows "
         f"({splitter_rate * SPLITTER.timeout_s * bytes_per_row / 1e9:.0f} GB) per file. "
-        f"Single streaming Lambda: ~17k writes/s (AWS_FACTS). Step Functions: one transition "
+        f"Single streaming Lambda: ~17k writes/s (docs/costs.md). Step Functions: one transition "
         f"per child execution plus {SFN_TRANSITIONS_PER_CHILD} per child, $0.025/1,000; "
         f"ddbimport's ~80k inserts/s would load 100M rows in "
         f"{model.human_seconds(LOAD_ROWS / 80_000)} only on a table raised above 80k WRU/s.")
@@ -481,13 +485,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="smaller sizes (< 2 minutes): 20k-row ingest, 200 MB memory run")
     parser.add_argument("--workdir", type=Path, help="keep generated files here")
+    parser.add_argument("--record", type=Path, metavar="FILE",
+                        help="also write the table, with the run's date and machine, to FILE "
+                             "(docs/bench/recorded.md is the one the manual shows)")
     args = parser.parse_args(argv)
     quiet()
     sizes = QUICK if args.quick else FULL
+    started, clock = datetime.now(UTC), time.monotonic()
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        print(run(sizes, args.workdir, args.quick))
-        return 0
-    with tempfile.TemporaryDirectory(prefix="fanout-bench-") as tmp:
-        print(run(sizes, Path(tmp), args.quick))
+        output = run(sizes, args.workdir, args.quick)
+    else:
+        with tempfile.TemporaryDirectory(prefix="fanout-bench-") as tmp:
+            output = run(sizes, Path(tmp), args.quick)
+    print(output)
+    if args.record:
+        args.record.parent.mkdir(parents=True, exist_ok=True)
+        args.record.write_text(recorded(output, started, time.monotonic() - clock, args.quick))
     return 0
+
+
+def recorded(output: str, started: datetime, seconds: float, quick: bool) -> str:
+    """The run as the manual shows it: when, where, how long, then the table and notes."""
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    command = "python -m bench --quick" if quick else "python -m bench"
+    return (f"Recorded by `{command} --record docs/bench/recorded.md` on "
+            f"{started:%Y-%m-%d %H:%M} UTC: {platform.machine()}, {os.cpu_count()} cores "
+            f"(load average {load} at the end), {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}; {seconds:.0f} s.\n\n{output.strip()}\n")

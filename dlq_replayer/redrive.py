@@ -25,14 +25,12 @@ from botocore.exceptions import ClientError
 from dlq_replayer.dlq import DlqMessage, DlqReader, Ref, in_flight
 from dlq_replayer.plan import PURGE, REDRIVE, Filters, Plan, plan_message
 from dlq_replayer.target import Target
-from fanout import ledger
-from fanout.settings import MAX_SEND_BATCH
+from fanout import ledger, sending
 from fanout_cli.progress import ProgressDisplay
 
 Hook = Callable[[str, Plan], None]
-SEND_ATTEMPTS = 3
 MAX_LISTED = 100  # notes and errors an outcome lists; the counts are exact
-BACKOFF_S = 0.2
+BACKOFF_S = 0.2  # the first retry's longest wait (fanout.sending doubles it, with jitter)
 
 
 class SendFailed(RuntimeError):
@@ -237,29 +235,12 @@ def execute(target: Target, plan: Plan, hook: Hook | None = None) -> None:
 
 
 def send_all(sqs: Any, queue_url: str, bodies: list[str]) -> None:
-    """SendMessageBatch, retrying the entries reported in `Failed`; raise if any stays failed."""
-    for start in range(0, len(bodies), MAX_SEND_BATCH):
-        pending = {str(i): body for i, body in enumerate(bodies[start:start + MAX_SEND_BATCH])}
-        for attempt in range(SEND_ATTEMPTS):
-            try:
-                response = sqs.send_message_batch(
-                    QueueUrl=queue_url,
-                    Entries=[{"Id": i, "MessageBody": b} for i, b in pending.items()])
-            except Exception as exc:
-                if attempt == SEND_ATTEMPTS - 1:
-                    raise SendFailed(f"SendMessageBatch to {queue_url} failed: {exc}") from exc
-                time.sleep(BACKOFF_S * 2 ** attempt)
-                continue
-            for ok in response.get("Successful", []):
-                pending.pop(ok["Id"], None)
-            failed = response.get("Failed") or []
-            if not pending:
-                break
-            if any(f.get("SenderFault") for f in failed) or attempt == SEND_ATTEMPTS - 1:
-                reasons = "; ".join(f"{f.get('Code')}: {f.get('Message', '')}" for f in failed)
-                raise SendFailed(f"SQS did not accept {len(pending)} message(s) for "
-                                 f"{queue_url}: {reasons or 'no reason given'}")
-            time.sleep(BACKOFF_S * 2 ** attempt)
+    """SendMessageBatch, 10 a call, retrying the entries reported in `Failed`
+    (fanout.sending); raise SendFailed if any stays failed."""
+    try:
+        sending.send_all(sqs, queue_url, bodies, base_delay_s=BACKOFF_S)
+    except Exception as exc:  # the original stays in the DLQ, whatever the failure
+        raise SendFailed(f"SendMessageBatch to {queue_url} failed: {exc}") from exc
 
 
 def _count_done(outcome: Outcome, plan: Plan) -> None:

@@ -7,7 +7,9 @@ anything starts) decide the same way, so what the summary prints is what the spl
 - a byte order mark decides the encoding (UTF-8, UTF-16 LE or BE) unless the spec or a flag
   sets one; no BOM and nothing set means UTF-8;
 - the delimiter, unless set, is the candidate (`,` tab `;` `|`) that splits the header line
-  into the most fields; a header with none of them is one column, read with `,`.
+  into the most fields; a space is a candidate too when the header is quoted fields
+  separated by single spaces (R's `write.table`: `"name" "pop" "area"`); a header with none
+  of them is one column, read with `,`.
 
 What cannot be told from the bytes (Latin-1 that is also valid UTF-8; a one-column header
 that was meant to have a delimiter) is for the user to set: `hint_*` say what to set.
@@ -18,12 +20,16 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import json
+import re
 import zlib
 from dataclasses import dataclass
 
 GZIP_MAGIC = b"\x1f\x8b"
 DELIMITER_CANDIDATES = (",", "\t", ";", "|")
 DEFAULT_DELIMITER = ","
+SPACE = " "  # a candidate only for a header of quoted fields (see _quoted_on_space)
+_QUOTED_ON_SPACE = re.compile(r'"(?:[^"]|"")*"(?: "(?:[^"]|"")*")+')
 # Enough of the (decompressed) start of a file to hold its header line: the splitter
 # refuses headers over 64 KiB anyway.
 SNIFF_BYTES = 64 * 1024
@@ -135,7 +141,43 @@ def sniff_delimiter(text: str) -> str | None:
         fields = _first_record_width(text, candidate)
         if fields > best_fields:
             best, best_fields = candidate, fields
+    if _quoted_on_space(text) and _first_record_width(text, SPACE) > best_fields:
+        best = SPACE
     return best
+
+
+def _quoted_on_space(text: str) -> bool:
+    """The first non-blank line is quoted fields separated by single spaces."""
+    line = next((line for line in text.splitlines() if line.strip()), "")
+    return _QUOTED_ON_SPACE.fullmatch(line) is not None
+
+
+def suggest_delimiter(text: str, delimiter: str) -> str | None:
+    """For a CSV error: another delimiter (a candidate or a space) with which the start of
+    the text reads as CSV, the header in more than one field; None if there is none."""
+    complete = text[: text.rfind("\n") + 1] or text  # whole lines only: the head is cut
+    for candidate in (*DELIMITER_CANDIDATES, SPACE):
+        if candidate == delimiter:
+            continue
+        reader = csv.reader(io.StringIO(complete, newline=""), delimiter=candidate, strict=True)
+        try:
+            records = [record for record in reader if record]
+        except csv.Error:
+            continue
+        if records and len(records[0]) > 1:
+            return candidate
+    return None
+
+
+def hint_delimiter(text: str, delimiter: str) -> str:
+    """`; the file reads as CSV with the delimiter ' ': set it (...)`, or "" (none does)."""
+    found = suggest_delimiter(text, delimiter)
+    if found is None:
+        return ""
+    shown = {"\t": "tab"}.get(found, repr(found))
+    flag = {"\t": "tab", " ": "' '"}.get(found, found)
+    return (f"; the file reads as CSV with the delimiter {shown}: set it (--delimiter {flag}, "
+            f"or [source] delimiter = {json.dumps(found)} in the spec)")
 
 
 def _first_record_width(text: str, delimiter: str) -> int:

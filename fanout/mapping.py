@@ -11,6 +11,7 @@ One TOML file, read by the local runtime and the deployed writer alike::
     [columns]
     default_type = "S"                   # or "infer" for columns not listed in types
     empty = "drop"                       # drop | null | keep (never allowed in a key)
+    short_rows = "pad"                   # pad (missing trailing fields are empty) | reject
     normalize_headers = false            # lowercase, spaces -> "_"
     drop = ["internal_note"]
     rename = { "Offer Type" = "offer_type" }
@@ -35,6 +36,12 @@ overwriting), `delete` deletes the row's key (only the key columns are read), `i
 writes only keys the table does not hold yet (PutItem with a condition), `update` sets
 the row's attributes on the item, creating it if absent (UpdateItem). The splitter
 stamps it in every message (fanout/contract.py), and the writer obeys the message.
+
+Every column has a name: an empty header field is read as `unnamed_N` (N its column
+number from 1), a repeated name as `name.1`, `name.2`, ... (`name_columns`); `rename`,
+`types`, `drop` and the keys use those names. A row with fewer fields than the header is
+padded with empty fields at its end, as `csv.DictReader` reads it (`short_rows = "pad"`),
+which the empty rule then handles; a row with more fields is rejected (`column_count`).
 
 The spec is validated before any row is read (`load_spec`, `Spec.from_dict`), and
 bound to a file's header before its first row (`Spec.bind`): a spec error names the
@@ -61,6 +68,7 @@ from fanout.settings import MAX_ITEM_BYTES
 KEY_TYPES = ("S", "N", "B")
 COLUMN_TYPES = ("S", "N", "BOOL", "NULL", "JSON", "SS", "B")
 EMPTY_POLICIES = ("drop", "null", "keep")
+SHORT_ROW_POLICIES = ("pad", "reject")  # a row with fewer fields than the header
 ENCODINGS = ("utf-8", "utf-16", "latin-1")
 TRUE_WORDS = frozenset({"true", "yes", "1"})
 FALSE_WORDS = frozenset({"false", "no", "0"})
@@ -116,6 +124,7 @@ class Spec:
     table_name: str | None = None
     default_type: str = "S"
     empty: str = "drop"
+    short_rows: str = "pad"  # SHORT_ROW_POLICIES: pad as csv.DictReader does, or reject
     normalize_headers: bool = False
     drop: frozenset[str] = frozenset()
     rename: Mapping[str, str] = field(default_factory=dict)
@@ -160,7 +169,7 @@ class Spec:
             raise SpecError("table.sort_key.name: must differ from the partition key's name")
         columns = _section(data, "columns")
         _only(columns, {"default_type", "empty", "normalize_headers", "drop", "rename", "types",
-                        "set_separator"}, "columns")
+                        "set_separator", "short_rows"}, "columns")
         default_type = columns.get("default_type", "S")
         if default_type not in (*COLUMN_TYPES, "infer"):
             raise SpecError(f"columns.default_type: {default_type!r} is not one of "
@@ -168,6 +177,10 @@ class Spec:
         empty = columns.get("empty", "drop")
         if empty not in EMPTY_POLICIES:
             raise SpecError(f"columns.empty: {empty!r} is not one of {', '.join(EMPTY_POLICIES)}")
+        short_rows = columns.get("short_rows", "pad")
+        if short_rows not in SHORT_ROW_POLICIES:
+            raise SpecError(f"columns.short_rows: {short_rows!r} is not one of "
+                            f"{', '.join(SHORT_ROW_POLICIES)}")
         types = _str_map(columns.get("types", {}), "columns.types")
         for column, type_ in types.items():
             if type_ not in COLUMN_TYPES:
@@ -195,6 +208,7 @@ class Spec:
             table_name=table_name,
             default_type=default_type,
             empty=empty,
+            short_rows=short_rows,
             normalize_headers=normalize,
             drop=frozenset(drop),
             rename=_str_map(columns.get("rename", {}), "columns.rename"),
@@ -245,13 +259,18 @@ class Spec:
         return keys
 
     def output_header(self, header: Sequence[str]) -> list[str]:
-        """The header after normalisation and renames (before drops)."""
-        out = []
-        for name in header:
-            if self.normalize_headers:
-                name = normalize_header(name)
-            out.append(self.rename.get(name, name))
-        return out
+        """The header after normalisation, naming (`read_names`) and renames (before drops)."""
+        return [self.rename.get(name, name) for name in self.read_names(header)]
+
+    def read_names(self, header: Sequence[str]) -> list[str]:
+        """The file's header as it is read, before renames: normalised if the spec says so,
+        then named (`name_columns`: an empty name, a repeated one)."""
+        names = [normalize_header(n) for n in header] if self.normalize_headers else list(header)
+        return name_columns(names)
+
+    def header_notes(self, header: Sequence[str]) -> list[str]:
+        """What `read_names` named, for the "read as" line: `column 1 (no name) as unnamed_1`."""
+        return naming_notes(header, self.read_names(header))
 
     def bind(self, header: Sequence[str]) -> RowMapper:
         """Compile the spec against a file's header; fail naming the column at fault."""
@@ -277,6 +296,7 @@ class Spec:
             "columns": {
                 "default_type": self.default_type,
                 "empty": self.empty,
+                "short_rows": self.short_rows,
                 "normalize_headers": self.normalize_headers,
                 "drop": sorted(self.drop),
                 "rename": dict(self.rename),
@@ -352,6 +372,47 @@ def normalize_header(name: str) -> str:
     return re.sub(r"\s+", "_", name.strip().lower())
 
 
+UNNAMED = "unnamed_{}"  # an empty header field, by its column number (1 = the first)
+
+
+def name_columns(names: Sequence[str]) -> list[str]:
+    """Every column a name of its own, deterministically, as pandas reads a header:
+
+    - an empty name becomes `unnamed_N`, N its column number counted from 1 (R's
+      `write.csv` row names and pandas' `to_csv` index: pandas reads `Unnamed: 0`, R `X`;
+      `unnamed_1` is a plain attribute name that a key template can name, `{unnamed_1}`);
+    - a name seen before in the header gets `.1`, `.2`, ... (pandas' `x`, `x.1`), the
+      first number that no column of the header holds.
+    """
+    named = [name if name != "" else UNNAMED.format(position)
+             for position, name in enumerate(names, start=1)]
+    taken = set(named)
+    seen: set[str] = set()
+    out = []
+    for name in named:
+        if name in seen:
+            number = 1
+            while f"{name}.{number}" in taken:
+                number += 1
+            name = f"{name}.{number}"
+            taken.add(name)
+        seen.add(name)
+        out.append(name)
+    return out
+
+
+def naming_notes(header: Sequence[str], names: Sequence[str]) -> list[str]:
+    """`column 1 (no name) as unnamed_1`, `column 4 ('x' again) as x.1`: the columns
+    `name_columns` named (what normalisation alone did is the spec's own choice)."""
+    notes = []
+    for position, (raw, name) in enumerate(zip(header, names, strict=True), start=1):
+        if raw == "" or (name != raw and name == UNNAMED.format(position)):
+            notes.append(f"column {position} (no name) as {name}")
+        elif name != raw and name != normalize_header(raw):
+            notes.append(f"column {position} ({raw!r}, a repeated name) as {name}")
+    return notes
+
+
 # --------------------------------------------------------------------------- row mapping
 
 Converter = Callable[[str], "dict[str, Any] | None"]
@@ -369,7 +430,8 @@ class RowMapper:
             if name == "":
                 raise TemplateError(f"header column {position + 1} has an empty name")
             if name in seen:
-                raise TemplateError(f"header has the column name {name!r} more than once")
+                raise TemplateError(f"columns.rename gives the name {name!r} to two columns: "
+                                    "give each column a name of its own")
             seen.add(name)
         for column in list(spec.types) + list(spec.transforms):
             if column not in seen:
@@ -453,10 +515,17 @@ class RowMapper:
         return item
 
     def _aligned(self, row: Sequence[str]) -> Sequence[str]:
-        """The row checked against the header's width, with the columns' transforms applied."""
+        """The row checked against the header's width (a short row padded with empty fields
+        at its end, as csv.DictReader reads it, unless the spec rejects short rows), with
+        the columns' transforms applied."""
         if len(row) != self.width:
-            raise RowRejected("column_count",
-                              f"expected {self.width} columns, found {len(row)}")
+            if len(row) < self.width and self.spec.short_rows == "pad":
+                row = [*row, *[""] * (self.width - len(row))]
+            else:
+                rule = (' (columns.short_rows = "reject")' if len(row) < self.width else
+                        ": a row may not have more fields than the header")
+                raise RowRejected("column_count",
+                                  f"expected {self.width} columns, found {len(row)}{rule}")
         if self.has_transforms:
             return [t.apply(v) if t else v for (_, t), v in zip(self.transforms, row, strict=True)]
         return row

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 MIB = 1024 * 1024
 
-# AWS limits the pipeline is built around (see shared AWS_FACTS.md).
+# AWS limits the pipeline is built around (docs/costs.md lists them).
 MAX_BATCH_WRITE_ITEMS = 25
 MAX_SEND_BATCH = 10
 MAX_SQS_MESSAGE_BYTES = 1_048_576
@@ -52,11 +52,16 @@ class PipelineConfig:
     # pass Lambda's 6 MB payload.
     batch_size: int = 1000
     max_batching_window_s: int = 1
-    max_concurrency: int = 50
+    # (The writer's MaximumConcurrency is not a setting here: the stack derives it from the
+    # write budget, infra/fanout_stack/config.py `writer_concurrency`.)
     # BatchWriteItem calls one writer invocation keeps in flight at most (writer/batch_write.py
     # adapts below it when DynamoDB throttles; bench/invocation.py measured the default).
     writer_in_flight: int = 16
-    retention_days: int = 14
+    # The rows queue keeps a message 7 days; its DLQ 14 (SQS's maximum), longer, because a
+    # message moved to a standard queue's DLQ keeps its first enqueue time: with equal
+    # retentions it could expire from the DLQ as soon as it arrived.
+    retention_days: int = 7
+    dlq_retention_days: int = 14
     range_bytes: int = 8 * MIB
     # The splitter saves a checkpoint each time it crosses a multiple of this many bytes
     # (and only there, so a resumed split cuts its messages exactly as the first try).

@@ -36,9 +36,10 @@ from fanout.runtime import Runtime
 from fanout.settings import DEFAULT_CONFIG, Settings
 from fanout_cli.failures import logs_to_stderr
 from fanout_cli.local.file_s3 import FileS3
+from fanout_cli.progress import read_as
 from splitter.errors import InputError
 from splitter.range_reader import head
-from splitter.source import SourceError, open_source, with_hint
+from splitter.source import SourceError, open_source, with_delimiter_hint, with_hint
 from splitter.split import Checkpoint, NoProgress, cut_object
 from splitter.split import log as splitter_log
 from writer.load import log as writer_log
@@ -57,6 +58,8 @@ class CheckResult:
     file: str
     source_format: str = ""  # how the file was read (`fanout.dialect.Dialect.describe`)
     rows_read: int = 0
+    rows_padded: int = 0  # of rows_read: fewer fields than the header, padded with empties
+    columns_named: list[str] = field(default_factory=list)  # Spec.header_notes
     messages: int = 0
     written: int = 0  # would be written (an insert's: written or skipped as existing)
     superseded: int = 0
@@ -86,7 +89,9 @@ class CheckResult:
         return {
             "file": self.file, "source_format": self.source_format,
             **({"mode": self.mode} if self.mode != MODE_PUT else {}),
-            "rows_read": self.rows_read, **mode_fields, "rows_rejected": self.rows_rejected,
+            "columns_named": self.columns_named,
+            "rows_read": self.rows_read, "rows_padded": self.rows_padded,
+            **mode_fields, "rows_rejected": self.rows_rejected,
             "rows_superseded": self.superseded, "messages": self.messages,
             "rejected_by_reason": dict(sorted(self.rejected.items())),
             "first_rejected": [r.as_dict() for r in self.samples],
@@ -142,8 +147,10 @@ def check_file(path: Path, spec: Spec, *, range_bytes: int | None = None) -> Che
             cut_object(runtime, info, job_id_for(info.source), settings.range_bytes, checkpoint,
                        sink=sink, progress=NoProgress())
         except (InputError, SourceError) as exc:
-            raise CheckError(f"{path}: {with_hint(str(exc))}") from None
-        result.rows_read = checkpoint.rows_read
+            raise CheckError(f"{path}: "
+                             f"{with_delimiter_hint(runtime, info, with_hint(str(exc)))}") from None
+        result.rows_read, result.rows_padded = checkpoint.rows_read, checkpoint.rows_padded
+        result.columns_named = runtime.spec.header_notes(checkpoint.header or [])
     finally:
         s3.close()
     result.elapsed_s = time.perf_counter() - started
@@ -155,10 +162,12 @@ def check_file(path: Path, spec: Spec, *, range_bytes: int | None = None) -> Che
 def print_result(result: CheckResult) -> None:
     """The dry run's summary, as `fanout ingest` prints its own."""
     print(f"file        {result.file}")
-    print(f"read as     {result.source_format}")
+    print(f"read as     {read_as(result.source_format, result.columns_named)}")
     if result.mode != MODE_PUT:
         print(f"mode        {result.mode}")
-    print(f"rows read   {result.rows_read:,}")
+    print(f"rows read   {result.rows_read:,}"
+          + (f" ({result.rows_padded:,} padded: fewer fields than the header)"
+             if result.rows_padded else ""))
     if result.mode == MODE_DELETE:
         print(f"  would delete {result.deleted:,} (a key the table does not hold counts too)")
     elif result.mode == MODE_INSERT:

@@ -16,12 +16,14 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from fanout.keys import TemplateError
 from fanout.mapping import Spec, SpecError, load_spec
 from fanout_cli.failures import (
     DEBUG_VARIABLE,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    VERBOSE_VARIABLE,
     OneLineParser,
     describe,
     one_line,
@@ -110,6 +112,13 @@ def _add_file_and_mapping(parser: argparse.ArgumentParser, file_help: str,
     parser.add_argument("--sort-key", metavar="T",
                         help="sort key template (default: offer_id, or the spec's); '' for none")
     _add_source_flags(parser)
+    add_verbose(parser)
+
+
+def add_verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show the Lambdas' INFO logs on stderr (as FANOUT_DEBUG=1 does); "
+                             "their warnings and errors show either way")
 
 
 def _add_source_flags(parser: argparse.ArgumentParser) -> None:
@@ -331,7 +340,13 @@ def main(argv: list[str] | None = None) -> int:
         "make-csv": _make_csv, "ingest": _ingest, "serve": _serve, "status": _status,
         "spec": _spec_infer, "check": _check, "jobs": _jobs, "cancel": _cancel}
     name = f"fanout {args.command}" + (f" {args.spec_command}" if args.command == "spec" else "")
-    return run_command(name, commands[args.command], args)
+    if not getattr(args, "verbose", False):
+        return run_command(name, commands[args.command], args)
+    os.environ[VERBOSE_VARIABLE] = "1"  # read where the Lambdas' loggers are set up
+    try:
+        return run_command(name, commands[args.command], args)
+    finally:
+        os.environ.pop(VERBOSE_VARIABLE, None)
 
 
 def run_command(name: str, command: Callable[[argparse.Namespace], int],
@@ -341,7 +356,7 @@ def run_command(name: str, command: Callable[[argparse.Namespace], int],
         return command(args)
     except CommandError as exc:
         return _fail(name, str(exc), exc.code)
-    except SpecError as exc:
+    except (SpecError, TemplateError) as exc:  # a spec or a key that does not fit the file
         return _fail(name, str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
         return _fail(name, "interrupted", 130)

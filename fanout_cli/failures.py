@@ -112,10 +112,21 @@ class _Stderr:
         sys.stderr.flush()
 
 
+VERBOSE_VARIABLE = "FANOUT_VERBOSE"  # what --verbose sets: the Lambdas' INFO logs on stderr
+
+
+def verbose() -> bool:
+    """--verbose (or FANOUT_DEBUG=1): the Lambdas' INFO lines reach stderr."""
+    return bool(os.environ.get(VERBOSE_VARIABLE) or os.environ.get(DEBUG_VARIABLE))
+
+
 def logs_to_stderr(*loggers: Any) -> None:
     """Locally stdout is the summary's (and `--json`'s alone): the Lambdas' Powertools
-    loggers, which write their JSON lines to stdout as Lambda expects, write to stderr."""
+    loggers, which write their JSON lines to stdout as Lambda expects, write to stderr,
+    and only their warnings and errors unless `verbose()`: a command's user did not ask
+    for the handlers' INFO lines (`reading s3://... as ...`)."""
     for logger in loggers:
+        logger.setLevel(logging.INFO if verbose() else logging.WARNING)
         handler = logger.registered_handler
         if isinstance(handler, logging.StreamHandler):
             handler.setStream(_Stderr())  # type: ignore[arg-type]

@@ -3,7 +3,11 @@
 Each guess is checked with the writer's own converters: a column is typed N, BOOL or JSON
 only if every sampled value converts, so the spec loads its own sample with no
 rejections. The key is a column, or a pair of columns, unique in the sample; when none
-is, the spec says so and falls back to the row's source line as the sort key.
+is, the spec says so and falls back to the row's source line as the sort key (or as the
+whole key, when no column can be one). Every column is named as the loader names it
+(`fanout.mapping.name_columns`: `unnamed_N`, `name.1`), and the spec says so. The spec is
+checked before it is returned: it loads and binds to the header, or inference fails with
+a one-line reason.
 """
 
 from __future__ import annotations
@@ -14,13 +18,29 @@ import io
 import itertools
 import json
 import re
+import tomllib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fanout.dialect import HEAD_BYTES, HINT_LATIN1, DialectError, detect
+from fanout.dialect import (
+    HEAD_BYTES,
+    HINT_LATIN1,
+    DialectError,
+    detect,
+    gunzip_head,
+    header_text,
+    hint_delimiter,
+)
 from fanout.keys import KeyTemplate, TemplateError
-from fanout.mapping import RowRejected, Spec, normalize_header
+from fanout.mapping import (
+    UNNAMED,
+    RowRejected,
+    Spec,
+    SpecError,
+    naming_notes,
+    normalize_header,
+)
 
 DEFAULT_SAMPLE_ROWS = 10_000
 # DynamoDB's limits on key values: 2,048 bytes for a partition key, 1,024 for a sort key.
@@ -74,11 +94,16 @@ class KeyChoice:
     comment: list[str]
 
 
+LINE_KEY = "{_line}"  # the key template of the fallback: the row's source line
+
+
 @dataclass(frozen=True)
 class Inference:
     rows: int
     header: list[str]
     normalize_headers: bool
+    naming: list[str]  # mapping.naming_notes: the columns the loader names
+    source_header: list[str]  # the header as the file has it
     types: dict[str, str]
     empties: dict[str, int]
     missing: dict[str, list[str]]
@@ -95,20 +120,37 @@ class Inference:
                  f"delimiter = {_toml_str(self.delimiter)}",
                  f"encoding = {_toml_str(self.encoding)}", "", "[table]"]
         lines += [f"# {text}" for text in key.comment]
-        lines.append(f"partition_key = {{ name = {_toml_str(key.partition)}, "
-                     f"type = {_toml_str(key.partition_type)} }}")
-        if key.sort == "{_line}":
-            lines.append('sort_key = { name = "line", type = "N", template = "{_line}" }')
+        line_name = _toml_str(line_attribute(self.header))
+        if key.partition == LINE_KEY:
+            lines.append(f'partition_key = {{ name = {line_name}, type = "N", '
+                         'template = "{_line}" }')
+        else:
+            lines.append(f"partition_key = {{ name = {_toml_str(key.partition)}, "
+                         f"type = {_toml_str(key.partition_type)} }}")
+        if key.sort == LINE_KEY:
+            lines.append(f'sort_key = {{ name = {line_name}, type = "N", template = "{{_line}}" }}')
         elif key.sort:
             lines.append(f"sort_key = {{ name = {_toml_str(key.sort)}, "
                          f"type = {_toml_str(key.sort_type)} }}")
         lines += ["", "[columns]", 'default_type = "S"',
                   '# An empty value is left out of the item ("null" would store NULL, "keep" an '
-                  "empty string).", 'empty = "drop"']
+                  "empty string).", 'empty = "drop"',
+                  "# A row with fewer fields than the header gets empty fields at its end (as "
+                  'csv.DictReader reads it); "reject" would reject it.', 'short_rows = "pad"']
         if self.normalize_headers:
             lines.append("# Some headers have spaces or capitals: they become lowercase, "
                          "spaces -> \"_\".")
         lines.append(f"normalize_headers = {'true' if self.normalize_headers else 'false'}")
+        if self.naming:
+            lines += ["# The header does not name every column once, so the loader names them "
+                      "(unnamed_N: column N has no",
+                      "# name, as R's row names and pandas' index; name.1: a repeated name), "
+                      "and this spec uses those names:"]
+            lines += [f"#   {note}" for note in self.naming]
+            example = next((n for n in self.header if re.fullmatch(r"unnamed_\d+", n)), None)
+            lines.append("# To name one yourself: rename = { "
+                         f"{_toml_str(example or self.header[0])} = \"row_name\" }}, and use "
+                         "the new name in [table] and [columns.types].")
         if self.types:
             lines.append("[columns.types]")
             for column, type_ in self.types.items():
@@ -126,7 +168,19 @@ class Inference:
                       f"{'mean' if len(words) > 1 else 'means'} no value: mapped to empty.",
                       f"[transforms.{_toml_str(column)}]",
                       "replace = { " + ", ".join(f"{_toml_str(w)} = \"\"" for w in words) + " }"]
-        return "\n".join(lines) + "\n"
+        text = "\n".join(lines) + "\n"
+        self.check(text)
+        return text
+
+    def check(self, text: str) -> None:
+        """The spec loads and binds to the file's header, as the splitter will bind it; an
+        inference that would not is an error naming the column, never a spec that fails."""
+        try:
+            Spec.from_dict(tomllib.loads(text)).bind(self.source_header)
+        except (SpecError, TemplateError, tomllib.TOMLDecodeError) as exc:
+            raise InferError(f"the inferred spec would not load ({exc}): set the keys with "
+                             "--partition-key/--sort-key, and please report the file's header"
+                             ) from None
 
 
 def infer_file(path: Path, *, max_rows: int = DEFAULT_SAMPLE_ROWS, delimiter: str | None = None,
@@ -135,7 +189,8 @@ def infer_file(path: Path, *, max_rows: int = DEFAULT_SAMPLE_ROWS, delimiter: st
     delimiter detected as the splitter detects them)."""
     try:
         with open(path, "rb") as raw:
-            dialect = detect(raw.read(HEAD_BYTES), encoding=encoding, delimiter=delimiter)
+            head = raw.read(HEAD_BYTES)
+            dialect = detect(head, encoding=encoding, delimiter=delimiter)
             raw.seek(0)
             stream = gzip.GzipFile(fileobj=raw) if dialect.gzip else raw
             codec = {"utf-8": "utf-8-sig"}.get(dialect.encoding, dialect.encoding)
@@ -155,7 +210,9 @@ def infer_file(path: Path, *, max_rows: int = DEFAULT_SAMPLE_ROWS, delimiter: st
         hint = HINT_LATIN1 if dialect.encoding == "utf-8" else ""
         raise InferError(f"{path}: not valid {dialect.encoding} ({exc.reason}){hint}") from None
     except csv.Error as exc:
-        raise InferError(f"{path}: line {reader.line_num}: not valid CSV ({exc})") from None
+        hint = hint_delimiter(header_text(head, dialect.encoding) if not dialect.gzip else
+                              header_text(gunzip_head(head), dialect.encoding), dialect.delimiter)
+        raise InferError(f"{path}: line {reader.line_num}: not valid CSV ({exc}){hint}") from None
 
 
 def _records(reader: Iterator[list[str]]) -> Iterator[list[str]]:
@@ -168,17 +225,29 @@ def infer(header: Sequence[str], rows: Iterable[Sequence[str]], *, delimiter: st
     """Infer types, empties and a key from the header and up to `max_rows` rows."""
     names, normalize = _column_names(header)
     columns = [ColumnStats(name) for name in names]
-    count = 0
+    count = longer = 0
     for row in itertools.islice(rows, max_rows):
-        if len(row) != len(columns):
-            continue  # a ragged row would be rejected as column_count whatever the spec
+        if len(row) > len(columns):
+            longer += 1
+            continue  # a row longer than the header is rejected as column_count whatever the spec
+        if len(row) < len(columns):  # the loader pads a short row (short_rows = "pad")
+            row = [*row, *[""] * (len(columns) - len(row))]
         count += 1
         for stats, value in zip(columns, row, strict=True):
             stats.values.append(value)
             if value == "":
                 stats.empty += 1
-    if count == 0:
-        raise InferError("no data rows with as many fields as the header to infer from")
+    if count == 0:  # nothing to infer from: a spec that loads what rows may come
+        return Inference(rows=0, header=names, normalize_headers=normalize,
+                         naming=naming_notes(header, names), source_header=list(header),
+                         types={}, empties={}, missing={}, delimiter=delimiter,
+                         encoding=encoding, key=KeyChoice(LINE_KEY, "N", None, "S", [
+                             (f"No data row has at most as many fields as the header ({longer:,} "
+                              "sampled rows have more, and would be rejected as column_count)"
+                              if longer else "The file has no data rows (a job would fail: "
+                              "'the file has a header but no data rows')")
+                             + ": every column is a string,",
+                             "and the row's source line is the key."]))
     types = {c.name: t for c in columns if (t := _column_type(c)) != "S"}
     for c in columns:
         if c.name not in types:
@@ -188,26 +257,30 @@ def infer(header: Sequence[str], rows: Iterable[Sequence[str]], *, delimiter: st
         types.pop(name, None)  # the key's own type is in [table]
     empties = {c.name: c.empty + sum(v in c.missing for v in c.values)
                for c in columns if c.empty or c.missing}
-    return Inference(rows=count, header=names, normalize_headers=normalize, types=types,
+    return Inference(rows=count, header=names, normalize_headers=normalize,
+                     naming=naming_notes(header, names), source_header=list(header), types=types,
                      empties=empties, missing={c.name: sorted(c.missing) for c in columns
                                                if c.missing}, key=key,
                      delimiter=delimiter, encoding=encoding)
 
 
 def _column_names(header: Sequence[str]) -> tuple[list[str], bool]:
-    names = list(header)
-    normalized = [normalize_header(name) for name in names]
-    normalize = normalized != names and len(set(normalized)) == len(normalized)
-    if normalize:
-        names = normalized
-    for position, name in enumerate(names, start=1):
-        if name == "":
-            raise InferError(f"header column {position} has no name: give it one in the file")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise InferError(f"header names {', '.join(map(repr, duplicates))} more than once: "
-                         "rename the columns in the file so each name is unique")
-    return names, normalize
+    """The names the loader will give the columns, and whether to normalise them: only if
+    normalising changes a name and makes no two names one (`K` and `k`), and empties no
+    name (`normalize_header` of a blank name)."""
+    normalized = [normalize_header(name) for name in header]
+    normalize = (normalized != list(header) and "" not in set(normalized) - {n for n in header}
+                 and len(set(normalized)) == len(set(header)))
+    spec = replace(Spec.default(), normalize_headers=normalize)
+    return spec.read_names(header), normalize
+
+
+def line_attribute(names: Sequence[str]) -> str:
+    """The attribute name of the {_line} key: `line`, unless a column has that name."""
+    name, number = "line", 1
+    while name in names:
+        name, number = f"source_line_{number}", number + 1
+    return name
 
 
 def _column_type(stats: ColumnStats) -> str:
@@ -276,8 +349,13 @@ def _choose_key(columns: list[ColumnStats], types: dict[str, str], rows: int) ->
     if unique:
         return single(unique[0])
     if not candidates:
-        raise InferError("no column can be a key (every column has empty values or values too "
-                         "long for a key): set the keys with --partition-key/--sort-key")
+        reasons = [f"{c.name!r} {why}" for c in columns if (why := _why_not_key(c, types))]
+        return KeyChoice(LINE_KEY, "N", None, "S", [
+            "No column can be a key (" + "; ".join(reasons[:4])
+            + ("; ..." if len(reasons) > 4 else "") + "),",
+            "so the row's source line is the key: every row becomes its own item.",
+            "A re-upload of the same file overwrites the same items; a changed file (rows "
+            "added or removed above a row) puts rows under other keys."])
     comment = [f"No column or pair of columns is unique in the {rows:,} sampled rows, so the "
                "row's source line is the sort key:",
                "every row becomes its own item (a re-upload of the same file overwrites the "
@@ -326,13 +404,30 @@ def _key_rank(stats: ColumnStats, types: dict[str, str]) -> int | None:
             return None
     except TemplateError:
         return None
-    if _IDENTIFIER.search(stats.name):
-        return 0
+    if _IDENTIFIER.search(stats.name) or re.fullmatch(UNNAMED.format(r"\d+"), stats.name):
+        return 0  # an identifier, or R's row names and pandas' index (an unnamed column)
     return 1 if type_ == "S" else 2
 
 
+def _why_not_key(stats: ColumnStats, types: dict[str, str]) -> str:
+    """Why a column cannot be a key ("" if it can), for the spec's comment."""
+    type_ = types.get(stats.name, "S")
+    if stats.empty or stats.missing:
+        return "has empty values"
+    if stats.max_bytes > MAX_PARTITION_KEY_BYTES:
+        return f"has values over {MAX_PARTITION_KEY_BYTES:,} bytes"
+    if type_ not in ("S", "N"):
+        return f"is {type_}"
+    if type_ == "N" and any("." in v for v in stats.values):
+        return "holds decimals"
+    if _key_rank(stats, types) is None:
+        return "has a brace in its name"
+    return ""
+
+
 def _key_columns(key: KeyChoice) -> set[str]:
-    return {key.partition} | ({key.sort} if key.sort and key.sort != "{_line}" else set())
+    return ({key.partition} if key.partition != LINE_KEY else set()) | (
+        {key.sort} if key.sort and key.sort != LINE_KEY else set())
 
 
 def _empty_note(empty: int, rows: int) -> str:

@@ -114,3 +114,10 @@ def _isatty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):  # a closed or unusual stream is not a terminal
         return False
+
+
+def read_as(source_format: str, columns_named: list[str]) -> str:
+    """The "read as" line: how the file was read, and the columns given a name."""
+    if not columns_named:
+        return source_format
+    return f"{source_format}; named {', '.join(columns_named)}"

@@ -27,26 +27,55 @@ class Sink(Protocol):
     def drain(self) -> int: ...
 
 
+def count_short(records: list[str], delimiter: str, width: int) -> int:
+    """How many of the records (CSV text) have fewer than `width` fields.
+
+    A record with fewer than width - 1 delimiters is short whatever its quoting; one with
+    enough and no quote is not; only one with enough and a quote is parsed (a quoted field
+    may hold the delimiter)."""
+    enough = width - 1
+    short = 0
+    quoted = []
+    for record in records:
+        if record.count(delimiter) < enough:
+            short += 1
+        elif '"' in record:
+            quoted.append(record)
+    for record in quoted:
+        if len(parse_csv_rows(record, delimiter)[0]) < width:
+            short += 1
+    return short
+
+
 class Batcher:
     """Cuts the records of one job, in file order, into messages of 25 and sends them
     (CSV-text bodies, see fanout.contract.CsvRowsEncoder), numbering them from `seq`.
 
-    Whole messages are cut with list slices, so the per-record cost is an append.
-    `rows` and `messages` count what was sent since the caller last reset them. Every
-    message carries the job's write `mode` (the spec's), which the writer obeys.
+    Whole messages are cut with list slices, so the per-record cost is an append (and,
+    with `count_short`, a `str.count`). `rows`, `messages` and `padded` count what was
+    sent since the caller last reset them. Every message carries the job's write `mode`
+    (the spec's), which the writer obeys.
+
+    `padded` counts the records with fewer fields than the header, which the writer pads
+    (the spec's `short_rows = "pad"`, `count_short`): information about the rows read,
+    not an outcome (each still ends written, rejected or superseded).
     """
 
     def __init__(self, enqueuer: Sink, job: str, source: Source, header: list[str],
-                 delimiter: str, seq: int, mode: str = MODE_PUT) -> None:
+                 delimiter: str, seq: int, mode: str = MODE_PUT, *,
+                 count_short: bool = False) -> None:
         self.enqueuer, self.job, self.source = enqueuer, job, source
         self.header, self.delimiter, self.mode = header, delimiter, mode
         self.encoder = CsvRowsEncoder(job, source, header, delimiter, mode)
         self.seq = seq
-        self.rows = self.messages = 0
+        self.rows = self.messages = self.padded = 0
+        self.count_short = count_short and len(header) > 1
         self._lines: list[int] = []
         self._records: list[str] = []
 
     def add(self, lines: list[int], records: list[str]) -> None:
+        if self.count_short:
+            self.padded += count_short(records, self.delimiter, len(self.header))
         self._lines += lines
         self._records += records
         pending = len(self._records)

@@ -1,18 +1,15 @@
-"""Sending message bodies to the rows queue: SendMessageBatch, 10 entries and at most
-1 MiB a call, `Failed` entries resent, calls overlapped on a bounded thread pool."""
+"""Sending message bodies to the rows queue: SendMessageBatch calls of 10 entries and at
+most 1 MiB (fanout.sending, the loop the writer's rejected rows and the replayer share),
+overlapped on a bounded thread pool."""
 
 from __future__ import annotations
 
-import random
 import threading
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from fanout import sending
 from fanout.settings import MAX_SEND_BATCH, MAX_SQS_MESSAGE_BYTES
-from fanout.telemetry import subsegment
-
-MAX_SEND_ATTEMPTS = 8
 
 
 class EnqueueError(RuntimeError):
@@ -21,25 +18,10 @@ class EnqueueError(RuntimeError):
 
 def send_batch(sqs: Any, queue_url: str, bodies: list[str]) -> None:
     """Send up to 10 bodies in one SendMessageBatch, resending `Failed` entries with backoff."""
-    pending = {str(i): body for i, body in enumerate(bodies)}
-    for attempt in range(MAX_SEND_ATTEMPTS):
-        with subsegment("SendMessageBatch", messages=len(pending), attempt=attempt):
-            response = sqs.send_message_batch(
-                QueueUrl=queue_url,
-                Entries=[{"Id": i, "MessageBody": body} for i, body in pending.items()],
-            )
-        failed = response.get("Failed") or []
-        # SenderFault: the message itself is wrong (resending cannot help); otherwise SQS
-        # failed on its side and the entry is retried.
-        ours = [f for f in failed if f.get("SenderFault")]
-        transient = [f for f in failed if not f.get("SenderFault")]
-        if ours:
-            raise EnqueueError(f"SQS rejected a message: {ours[0].get('Code')}: {ours[0].get('Message')}")
-        if not transient:
-            return
-        pending = {f["Id"]: pending[f["Id"]] for f in transient}
-        time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
-    raise EnqueueError(f"{len(pending)} message(s) still failing after {MAX_SEND_ATTEMPTS} attempts")
+    try:
+        sending.send_batch(sqs, queue_url, bodies)
+    except sending.SendError as exc:
+        raise EnqueueError(str(exc)) from exc
 
 
 class Enqueuer:

@@ -141,7 +141,8 @@ def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any]) -> Non
         enqueuer = Enqueuer(runtime.clients.sqs, settings.rows_queue_url)
         batcher = Batcher(enqueuer, job, info.source, ledger.plan_header(job_item)[0],
                           spec.delimiter, index * RANGE_SEQ_SPAN,
-                          ledger.job_mode(job_item))  # the job's, not a later spec's
+                          ledger.job_mode(job_item),  # the job's, not a later spec's
+                          count_short=spec.short_rows == "pad")
         skip_header = index == 0
         try:
             for region in _owned_regions(runtime, info, task["owned"]):
@@ -155,7 +156,7 @@ def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any]) -> Non
             raise InputError(str(exc)) from exc
         finally:
             enqueuer.close()
-        return {"rows": batcher.rows, "messages": batcher.messages}
+        return {"rows": batcher.rows, "messages": batcher.messages, "padded": batcher.padded}
 
     def fan_out(job_item: dict[str, Any]) -> None:
         counted = ledger.step_results(ddb, settings.ledger_table_name, job, "range")
@@ -163,13 +164,14 @@ def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any]) -> Non
             raise InputError(EARLIER_VERSION)
         total_rows = sum(r["rows"] for r in counted if r is not None)
         total_messages = sum(r["messages"] for r in counted if r is not None)
+        total_padded = sum(r.get("padded", 0) for r in counted if r is not None)
         header, header_line = ledger.plan_header(job_item)
         if total_rows == 0 and ledger.status_of(job_item) != ledger.CANCELLING:
             raise InputError(f"line {header_line}: the file has a header but no data rows")
         try:
             job_done = ledger.finish_split(
                 ddb, settings.ledger_table_name, job, rows_read=total_rows,
-                messages_total=total_messages, header=header,
+                rows_padded=total_padded, messages_total=total_messages, header=header,
                 error_location=f"s3://{settings.bucket or info.source.bucket}/"
                                f"{settings.errors_prefix}{job}/",
                 clock=runtime.clock,

@@ -166,3 +166,18 @@ def regrid(chunks: Iterable[bytes], size: int, start: int = 0) -> Iterator[bytes
 def with_hint(error: str) -> str:
     """A UTF-8 decode error also says how to load a Latin-1 file (it cannot be detected)."""
     return error + dialect.HINT_LATIN1 if "bytes are not valid utf-8" in error else error
+
+
+def with_delimiter_hint(runtime: Runtime, info: ObjectInfo, error: str) -> str:
+    """A CSV error also names a delimiter with which the file's start reads as CSV, if one
+    does (one more ranged GET of the first bytes, on the failure path only)."""
+    if "malformed CSV" not in error:
+        return error
+    head = b"".join(iter_ranges(runtime.clients.s3, info, dialect.HEAD_BYTES,
+                                end=dialect.HEAD_BYTES))
+    try:
+        text_head = dialect.gunzip_head(head) if is_gzip(info) else head
+    except dialect.DialectError:
+        return error
+    text = dialect.header_text(text_head, runtime.spec.encoding)
+    return error + dialect.hint_delimiter(text, runtime.spec.delimiter)

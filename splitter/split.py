@@ -30,6 +30,7 @@ from splitter.source import (
     open_source,
     parse_chunks,
     parse_encoding,
+    with_delimiter_hint,
     with_hint,
     with_source_format,
 )
@@ -142,6 +143,7 @@ class Checkpoint:
     check_line: int = 1
     seq: int = 0  # the next message's sequence number
     rows_read: int = 0
+    rows_padded: int = 0  # of rows_read, those with fewer fields than the header (padded)
     messages: int = 0
     header: list[str] | None = None
     header_line: int = 0
@@ -196,9 +198,20 @@ def _split_job(
         runtime, info = open_source(runtime, info)
     except SourceError as exc:
         return _fail(runtime, info, job, exc)
+    earlier = ledger.split_state(item)
+    limit = max_split_resumes(info.size, gzip=is_gzip(info), checkpoint_bytes=max(
+        settings.checkpoint_bytes, earlier.range_bytes or settings.range_bytes))
+    if earlier.resumes > limit:
+        at = json.loads(earlier.checkpoint) if earlier.checkpoint else {}
+        return _fail(runtime, info, job, RuntimeError(
+            f"line {at.get('line', 1)}: the split was resumed {earlier.resumes} times, more "
+            f"than the {limit} a {info.size:,}-byte file can need, so it was stopped rather "
+            f"than loop (it had checked the file to line {at.get('check_line', 1)} and sent "
+            f"the rows before line {at.get('line', 1)}). "
+            "Upload the file again under a new key to load it; if this happens again, the "
+            "splitter's log for this job says why its invocations made no progress"))
     # A parallel job stays parallel: a retry of its planner (or a late duplicate event)
     # plans it again, which only re-sends idempotent scans; it never splits sequentially.
-    earlier = ledger.split_state(item)
     if claim == "resume" and earlier.mode != runtime.spec.mode:
         # A job keeps the write mode it started with: a spec deployed since (a
         # continuation runs $LATEST) must not turn the rest of a put job into deletes.
@@ -245,6 +258,7 @@ def _split_job(
                            checkpoint.messages)
     job_item = ledger.finish_split(
         clients.dynamodb, settings.ledger_table_name, job, rows_read=checkpoint.rows_read,
+        rows_padded=checkpoint.rows_padded,
         messages_total=checkpoint.messages, header=checkpoint.header or [],
         # The writers report into the stack's bucket, whichever bucket the object is in.
         error_location=f"s3://{settings.bucket or bucket}/{settings.errors_prefix}{job}/",
@@ -254,10 +268,34 @@ def _split_job(
     return SplitResult(job, "split", info.source.uri, checkpoint.rows_read, checkpoint.messages)
 
 
+# The guard on the splitter's self-continuation (the stack sets RecursiveLoop: Allow, so
+# Lambda no longer stops the chain): a job resumed more often than its file can need is
+# FAILED, not continued. A split hands over only at a checkpoint (or before reaching the
+# next one), and a hand-over that got past none is redone by the next invocation, so each
+# hop is assumed to pass at least one checkpoint: the check pass and the split pass each
+# cross size / checkpoint_bytes of them. Every hop is an asynchronous invoke that Lambda
+# retries up to SPLITTER_ASYNC_RETRIES times, and a retried resume whose reply was lost
+# counts twice: hence the multiplier. A parsed byte count is bounded by the object's size
+# times PLAIN_MAX_RATIO (UTF-16 is parsed as UTF-8: at most 3 bytes for 2) or, gzip,
+# DEFLATE_MAX_RATIO (a deflate stream inflates at most about 1032:1).
+PLAIN_MAX_RATIO = 2
+DEFLATE_MAX_RATIO = 1032
+SPLITTER_ASYNC_RETRIES = 2  # infra/fanout_stack/functions.py: configure_async_invoke
+
+
+def max_split_resumes(size: int, *, gzip: bool, checkpoint_bytes: int) -> int:
+    """How often a split of an object of `size` bytes may be resumed before it is failed
+    as a loop: O(size / checkpoint_bytes); 16 for a plain file up to 32 MiB, 2,568 for
+    10 GiB of plain CSV with the default 64 MiB checkpoints."""
+    parsed = size * (DEFLATE_MAX_RATIO if gzip else PLAIN_MAX_RATIO)
+    hops = 2 * -(-parsed // max(1, checkpoint_bytes)) + 2  # both passes, the first run, slack
+    return hops * (2 + SPLITTER_ASYNC_RETRIES)
+
+
 def _fail(runtime: Runtime, info: Any, job: str, exc: Exception) -> SplitResult:
     """End the job for bad input: FAILED in the ledger, with file, line and reason."""
     settings, clients = runtime.settings, runtime.clients
-    error = f"{info.source.uri}: {with_hint(str(exc))}"
+    error = f"{info.source.uri}: {with_delimiter_hint(runtime, info, with_hint(str(exc)))}"
     ledger.fail_job(clients.dynamodb, settings.ledger_table_name, job, error=error,
                     clock=runtime.clock)
     publish_summary(clients.sns, settings.topic_arn, {
@@ -409,20 +447,23 @@ def _enqueue_rows(runtime: Runtime, info: Any, job: str, range_bytes: int, cp: C
     batcher: Batcher | None = None
     if cp.header is not None:
         _check_header(runtime, cp.header, cp.header_line)
-        batcher = Batcher(sink, job, info.source, cp.header, spec.delimiter, cp.seq, spec.mode)
+        batcher = Batcher(sink, job, info.source, cp.header, spec.delimiter, cp.seq, spec.mode,
+                          count_short=spec.short_rows == "pad")
 
     def account(batcher: Batcher) -> None:
         batcher.flush()
         cp.seq, cp.rows_read, cp.messages = (batcher.seq, cp.rows_read + batcher.rows,
                                              cp.messages + batcher.messages)
-        batcher.rows = batcher.messages = 0
+        cp.rows_padded += batcher.padded
+        batcher.rows = batcher.messages = batcher.padded = 0
 
     try:
         for region in _regions(runtime, info, range_bytes, cp.offset, cp.line):
             lines, records = region.data_records()
             if batcher is None and records:  # the first non-blank record is the header
                 cp.header, cp.header_line = _header_of(runtime, records[0], lines[0])
-                batcher = Batcher(sink, job, info.source, cp.header, spec.delimiter, cp.seq, spec.mode)
+                batcher = Batcher(sink, job, info.source, cp.header, spec.delimiter, cp.seq,
+                                  spec.mode, count_short=spec.short_rows == "pad")
                 lines, records = lines[1:], records[1:]
             if batcher is not None:
                 batcher.add(lines, records)
@@ -476,3 +517,6 @@ def _check_header(runtime: Runtime, header: list[str], line: int) -> None:
     except TemplateError as exc:
         hint = hint_one_column(header, runtime.spec.delimiter)
         raise InputError(f"line {line}: {exc}{hint}") from exc
+    named = runtime.spec.header_notes(header)  # the writer binds the same names
+    if named:
+        log.info("the header does not name every column once: named %s", ", ".join(named))

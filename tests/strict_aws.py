@@ -21,6 +21,14 @@ identical. These proxies sit between the code under test and moto:
 * `StrictSQS` rejects a SendMessageBatch of more than 10 entries or over 1 MiB, injects
   `Failed` entries, and duplicates deliveries (a received message is sent again, as
   at-least-once delivery may hand it over twice).
+* `StrictDynamoDB.batch_execute_statement` (the insert and update modes' PartiQL) rejects
+  more than 25 statements, a statement over 8,192 characters, parameters that do not
+  match its `?`s, a key that is not the table's, an UPDATE whose WHERE is not every key
+  attribute or that SETs a key or one name twice, two statements on one item, and any
+  statement of a form the writer does not send; runs them on moto as PutItem/UpdateItem
+  (moto cannot parse a parameterised INSERT), answering per statement as DynamoDB does
+  (`DuplicateItem`, `ConditionalCheckFailed`); and injects the call's throttles, 500s and
+  lost replies and a statement's own throttle and 500.
 * `StrictDynamoDB.batch_get_item` rejects more than 100 keys or a key asked twice, and
   injects UnprocessedKeys.
 
@@ -46,6 +54,12 @@ MAX_ITEM_BYTES = 400 * 1024
 MAX_SEND_BATCH = 10
 MAX_BATCH_BYTES = 1_048_576
 MAX_BATCH_GET_KEYS = 100
+MAX_BATCH_STATEMENTS = 25
+MAX_STATEMENT_CHARS = 8192
+_INSERT = re.compile(r'INSERT INTO "([^"]+)" VALUE \{(.*)\}', re.DOTALL)
+_INSERT_NAME = re.compile(r"'([^']*)': \?")
+_UPDATE = re.compile(r'UPDATE "([^"]+)"((?: SET "[^"]+" = \?)+) WHERE (.+)', re.DOTALL)
+_QUOTED = re.compile(r'"([^"]+)"')
 
 
 @dataclass
@@ -325,6 +339,113 @@ class StrictDynamoDB(_Proxy):
             merged.setdefault(table, []).extend(requests)
         return {**response, "UnprocessedItems": merged}
 
+
+    def batch_execute_statement(self, **params: Any) -> Any:
+        """PartiQL writes of the shapes writer/statements.py sends, held to AWS's rules and
+        run on moto as the single-item calls they mean (moto's PartiQL cannot parse an
+        INSERT with parameters): an INSERT is a PutItem on `attribute_not_exists` that
+        answers `DuplicateItem` (with no Item, as MiniStack answers) when the key is
+        there; an UPDATE is an UpdateItem on `attribute_exists` that answers
+        `ConditionalCheckFailed` when the key is absent (a PartiQL UPDATE never creates).
+        Faults: the call's throttles, 500s and lost reply (after every statement ran), and
+        per statement a `ProvisionedThroughputExceeded` or `InternalServerError` error."""
+        operation = "BatchExecuteStatement"
+        with self._lock:
+            self._record.calls["batch_execute_statement"] += 1
+        statements = params["Statements"]
+        if not 1 <= len(statements) <= MAX_BATCH_STATEMENTS:
+            raise self._violation("1 validation error detected: Value at 'statements' failed to "
+                                  "satisfy constraint: Member must have length less than or "
+                                  f"equal to {MAX_BATCH_STATEMENTS}", operation)
+        parsed = [self._statement(s, operation) for s in statements]
+        seen: set[tuple[str, tuple[Any, ...]]] = set()
+        for table, _, key, _ in parsed:
+            if (table, key) in seen:
+                raise self._violation("Provided list of item keys contains duplicates", operation)
+            seen.add((table, key))
+        tables = {table for table, *_ in parsed}
+        if self._faults.items_table in tables:
+            self._inject_call_faults(operation)
+        responses = [self._run_statement(*p) for p in parsed]
+        for table in tables:
+            self._lose_reply(operation, table)
+        return {"Responses": responses}
+
+    def _statement(self, statement: dict[str, Any], operation: str
+                   ) -> tuple[str, str, tuple[Any, ...], dict[str, Any]]:
+        """(table, INSERT or UPDATE, key, the item or the UPDATE's Key and SET values)."""
+        text, values = statement["Statement"], list(statement.get("Parameters") or [])
+        if len(text) > MAX_STATEMENT_CHARS:
+            raise self._violation("Statement length exceeded 8192", operation)
+        if not values or text.count("?") != len(values):
+            raise self._violation("Number of parameters in request and statement don't match.",
+                                  operation)
+        if match := _INSERT.fullmatch(text):
+            table, body = match.groups()
+            names = _INSERT_NAME.findall(body)
+            if ", ".join(f"'{n}': ?" for n in names) != body or len(set(names)) != len(names):
+                raise self._violation(f"strict layer: unknown INSERT form: {text}", operation)
+            item = dict(zip(names, values, strict=True))
+            key = self._key_of(table, item, operation)
+            if item_size(item) > MAX_ITEM_BYTES:
+                raise self._violation("Item size has exceeded the maximum allowed size", operation)
+            return table, "INSERT", key, item
+        if match := _UPDATE.fullmatch(text):
+            table, sets, where = match.groups()
+            names = _QUOTED.findall(sets)
+            keys = _QUOTED.findall(where)
+            if (where != " AND ".join(f'"{k}" = ?' for k in keys)
+                    or sets != "".join(f' SET "{n}" = ?' for n in names)):
+                raise self._violation(f"strict layer: unknown UPDATE form: {text}", operation)
+            if sorted(keys) != sorted(self._keys(table)):
+                raise self._violation("Where clause does not contain a mandatory equality on all "
+                                      "key attributes", operation)
+            if set(names) & set(keys) or len(set(names)) != len(names):
+                raise self._violation("Cannot update a key attribute, nor one path twice",
+                                      operation)
+            key_item = dict(zip(keys, values[len(names):], strict=True))
+            key = self._key_of(table, key_item, operation, exact=True)
+            return table, "UPDATE", key, {"Key": key_item,
+                                          "Set": dict(zip(names, values, strict=False))}
+        raise self._violation(f"strict layer: unknown statement form: {text}", operation)
+
+    def _run_statement(self, table: str, kind: str, _: tuple[Any, ...],
+                       what: dict[str, Any]) -> dict[str, Any]:
+        if table == self._faults.items_table:
+            if self._chance(self._faults.throttle_rate):
+                with self._lock:
+                    self._record.injected["statement_throttle"] += 1
+                return {"Error": {"Code": "ProvisionedThroughputExceeded",
+                                  "Message": "injected: throughput exceeded"}}
+            if self._chance(self._faults.server_error_rate):
+                with self._lock:
+                    self._record.injected["statement_server_error"] += 1
+                return {"Error": {"Code": "InternalServerError", "Message": "injected: 500"}}
+        first = self._keys(table)[0]
+        try:
+            if kind == "INSERT":
+                self._client.put_item(TableName=table, Item=what,
+                                      ConditionExpression="attribute_not_exists(#k)",
+                                      ExpressionAttributeNames={"#k": first})
+            else:
+                sets = list(what["Set"].items())
+                self._client.update_item(
+                    TableName=table, Key=what["Key"],
+                    UpdateExpression="SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(sets))),
+                    ConditionExpression="attribute_exists(#k)",
+                    ExpressionAttributeNames={"#k": first} | {f"#a{i}": n for i, (n, _) in
+                                                              enumerate(sets)},
+                    ExpressionAttributeValues={f":v{i}": v for i, (_, v) in enumerate(sets)})
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "ConditionalCheckFailedException":
+                return {"TableName": table, "Error": {
+                    "Code": "DuplicateItem" if kind == "INSERT" else "ConditionalCheckFailed",
+                    "Message": "Duplicate primary key exists in table" if kind == "INSERT"
+                    else "The conditional request failed"}}
+            return {"Error": {"Code": "ValidationError" if code == "ValidationException" else code,
+                              "Message": exc.response.get("Error", {}).get("Message", "")}}
+        return {"TableName": table}
 
     def batch_get_item(self, **params: Any) -> Any:
         """AWS rejects more than 100 keys, or one key twice, in a call; throttled keys come

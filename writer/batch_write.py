@@ -55,8 +55,8 @@ CALL_S = CONNECT_TIMEOUT_S + READ_TIMEOUT_S
 
 
 class WriterDynamoDB:
-    """The writer's DynamoDB: the item writes (BatchWriteItem, and the PutItem/UpdateItem
-    of the insert and update modes on the items table) through a client built with
+    """The writer's DynamoDB: the item writes (BatchWriteItem, BatchExecuteStatement, and
+    the PutItem/UpdateItem of the insert and update modes on the items table) through a client built with
     ITEMS_CLIENT_CONFIG (shared by the write pool's threads; boto3 clients are
     thread-safe), every other call (the ledger's, on its own table) through the standard
     client, whose botocore retries the ledger relies on."""
@@ -66,8 +66,13 @@ class WriterDynamoDB:
         self._standard = standard
         self._items_table = items_table
 
+    runs_statements = True  # writer/statements.py: the insert and update modes by PartiQL
+
     def batch_write_item(self, **params: Any) -> Any:
         return self._items.batch_write_item(**params)
+
+    def batch_execute_statement(self, **params: Any) -> Any:
+        return self._items.batch_execute_statement(**params)
 
     def put_item(self, **params: Any) -> Any:
         return self._route(params).put_item(**params)
@@ -95,8 +100,8 @@ _BODY = "fanout_body"
 
 
 def encode_whole(client: Any) -> None:
-    """Encode BatchWriteItem bodies with `json.dumps` (C speed) instead of botocore's
-    serializer, which walks the operation's shapes for every attribute of every item (a
+    """Encode BatchWriteItem and BatchExecuteStatement bodies with `json.dumps` (C speed)
+    instead of botocore's serializer, which walks the operation's shapes for every attribute of every item (a
     third of the CPU of a call once validation is off). The items already are DynamoDB
     JSON, which is the wire format (binary values go out base64-encoded, as botocore
     sends blobs), so the body is the same JSON.
@@ -105,15 +110,26 @@ def encode_whole(client: Any) -> None:
     encoded from them and the items are taken out (the table names stay, for endpoint
     resolution); before the call is sent, the body is put in place of the one botocore
     built from the empty lists. tests/integration/test_writer.py sends through this client
-    to moto, which parses the body as DynamoDB would."""
+    to moto, which parses the body as DynamoDB would; tests/integration/test_statements.py
+    compares a BatchExecuteStatement body with botocore's own."""
     events = client.meta.events
-    events.register("before-parameter-build.dynamodb.BatchWriteItem", _take_items)
-    events.register("before-call.dynamodb.BatchWriteItem", _put_body)
+    for operation in _TAKEN:
+        events.register(f"before-parameter-build.dynamodb.{operation}", _take_items)
+        events.register(f"before-call.dynamodb.{operation}", _put_body)
 
 
-def _take_items(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+# What botocore still serializes of each operation so encoded: BatchWriteItem keeps its
+# table names (endpoint resolution reads them); BatchExecuteStatement's statements, whose
+# parameters are DynamoDB JSON too (writer/statements.py), go whole.
+_TAKEN: dict[str, Any] = {
+    "BatchWriteItem": lambda p: p.update(RequestItems={t: [] for t in p["RequestItems"]}),
+    "BatchExecuteStatement": lambda p: p.update(Statements=[]),
+}
+
+
+def _take_items(params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
     context[_BODY] = json.dumps(params, separators=(",", ":"), default=b64_default).encode()
-    params["RequestItems"] = {table: [] for table in params["RequestItems"]}
+    _TAKEN[model.name](params)
 
 
 def _put_body(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:

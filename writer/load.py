@@ -14,7 +14,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from botocore.exceptions import BotoCoreError, ClientError
 
-from fanout import ledger
+from fanout import ledger, sending
 from fanout.aws import b64_default
 from fanout.contract import (
     KIND_REJECTED,
@@ -46,6 +46,7 @@ from writer.batch_write import (
     write_items,
 )
 from writer.rows import insert_request, update_request, write_rows
+from writer.statements import write_statements
 
 log = Logger(service=SERVICE)
 
@@ -64,6 +65,7 @@ class ChunkResult:
     skipped_existing: int = 0
     masks: tuple[int, ...] | None = None  # a replay's rows by outcome (see landed_masks)
     cancelled: int = 0  # rows dropped unwritten: their job was cancelled (see dropped)
+    rejected_bodies: list[str] = field(default_factory=list)  # for the DLQ (send_rejected)
 
     @property
     def counts(self) -> ledger.MessageCounts:
@@ -187,7 +189,7 @@ def write_chunk(prepared: Prepared, runtime: Runtime, budget: Budget,
         write_json_copy(message, result.items, runtime)
     if result.rejections:
         result.rejections.sort(key=lambda r: r.line)
-        report_rejections(message, result.rejections, runtime)
+        result.rejected_bodies = report_rejections(message, result.rejections, runtime)
     return result
 
 
@@ -215,13 +217,17 @@ def landed_masks(prepared: Prepared, outcome: WriteOutcome) -> tuple[int, ...] |
 def write_mode(mode: str, runtime: Runtime, items: list[dict[str, Any]], budget: Budget,
                in_flight: InFlight | None) -> WriteOutcome:
     """Write a message's items as its mode says: put and delete by BatchWriteItem (25 a
-    call), insert and update by one PutItem or UpdateItem a row (writer/rows.py)."""
+    call), insert and update by BatchExecuteStatement (25 a call, writer/statements.py)
+    on a client that runs PartiQL statements, else by one PutItem or UpdateItem a row
+    (writer/rows.py)."""
     ddb, table = runtime.clients.dynamodb, runtime.settings.table_name
     if mode == MODE_PUT:
         return write_items(ddb, table, items, budget, in_flight)
     if mode == MODE_DELETE:
         return write_items(ddb, table, items, budget, in_flight, request=DELETE_REQUEST)
     key_names = [name for name, _ in runtime.spec.key_schema()]
+    if getattr(ddb, "runs_statements", False):  # the Lambda's client (moto cannot run them)
+        return write_statements(ddb, table, items, key_names, mode, budget, in_flight)
     request = insert_request if mode == MODE_INSERT else update_request
     return write_rows(ddb, [request(table, item, key_names) for item in items], budget, in_flight)
 
@@ -258,7 +264,35 @@ def write_batch(records: list[dict[str, Any]], runtime: Runtime, budget: Budget)
                 outcomes[message_id] = future.result()
             except Exception as exc:
                 outcomes[message_id] = exc
+        send_rejected(outcomes, runtime, pool, budget)
     return outcomes
+
+
+def send_rejected(outcomes: dict[str, Outcome], runtime: Runtime, pool: ThreadPoolExecutor,
+                  budget: Budget) -> None:
+    """The batch's rejected rows to the DLQ: every message's DLQ bodies together, 10 a
+    SendMessageBatch (fanout.sending), the calls on the write pool at once, their retries
+    inside the invocation's budget. A message
+    any of whose bodies SQS would not take fails (its outcome becomes the error): SQS
+    delivers it again, so no rejected row is counted that the DLQ does not hold."""
+    url = runtime.settings.dlq_url
+    owned = [(message_id, body) for message_id, outcome in outcomes.items()
+             if isinstance(outcome, ChunkResult) for body in outcome.rejected_bodies]
+    if not url or not owned:
+        return
+    owners = iter(message_id for message_id, _ in owned)
+    sends: list[tuple[set[str], Future[None]]] = []
+    for batch in sending.batches([body for _, body in owned]):
+        sends.append(({next(owners) for _ in batch},
+                      pool.submit(sending.send_batch, runtime.clients.sqs, url, batch,
+                                  time_left=budget.left)))
+    for message_ids, future in sends:
+        error = future.exception()
+        if error is not None:
+            log.warning("rejected rows of %d message(s) not sent to the DLQ: %s",
+                        len(message_ids), error)
+            for message_id in message_ids:
+                outcomes[message_id] = error  # type: ignore[assignment]
 
 
 def throttle_visibility_s(receive_count: int, visibility_timeout_s: int) -> int:
@@ -307,12 +341,11 @@ def write_json_copy(message: RowsMessage, items: list[dict[str, Any]], runtime: 
 
 
 
-def report_rejections(message: RowsMessage, rejections: list[Rejection], runtime: Runtime) -> None:
-    """Rejected rows go to the DLQ (for the replayer) and to the error report in S3."""
+def report_rejections(message: RowsMessage, rejections: list[Rejection], runtime: Runtime
+                      ) -> list[str]:
+    """Rejected rows go to the error report in S3 (for people), and come back as the DLQ
+    bodies that carry them (for the replayer; send_rejected sends a batch's together)."""
     settings, clients = runtime.settings, runtime.clients
-    if settings.dlq_url:
-        for rejected in rejected_messages(message, rejections):
-            clients.sqs.send_message(QueueUrl=settings.dlq_url, MessageBody=rejected.encode())
     if settings.bucket:
         body = "".join(  # for people: a row's index in its seq is the DLQ's business
             json.dumps({"job": message.job, "source": message.source.uri, "header": message.header}
@@ -325,6 +358,9 @@ def report_rejections(message: RowsMessage, rejections: list[Rejection], runtime
             Body=body.encode(),
             ContentType="application/x-ndjson",
         )
+    if not settings.dlq_url:
+        return []
+    return [rejected.encode() for rejected in rejected_messages(message, rejections)]
 
 
 def load_batch(event: dict[str, Any], context: Any, runtime: Runtime,

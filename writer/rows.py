@@ -1,5 +1,8 @@
-"""The insert and update write modes: one call per row (PutItem with a condition, or
+"""The insert and update write modes one call a row (PutItem with a condition, or
 UpdateItem), since BatchWriteItem can neither condition a put nor merge into an item.
+The Lambda writes these modes 25 rows a call by PartiQL (writer/statements.py); this is
+the path for the rows a statement cannot say or that DynamoDB refuses as a statement, and
+for a client that runs no statements (the embedded runtime's moto).
 
 Each call runs in an `InFlight` slot, inside the invocation's `Budget`, and is retried
 with backoff and jitter on a throttle, a 5xx or a lost connection, as BatchWriteItem's

@@ -27,7 +27,10 @@ Who writes what, under which condition, and what each rule survives:
   with it the whole transaction, so a job has exactly one index entry.
 * job's split lease and checkpoint: the splitter holding it, if its owner and SPLITTING.
   Retried: the owner's own condition still holds. Found CANCELLING (ALL_OLD, its own
-  owner): `SplitCancelled`, and the splitter records what it sent (next item).
+  owner): `SplitCancelled`, and the splitter records what it sent (see finish_split).
+* job's `split_resumes` (ADD 1): `start_job` resuming a split, with the lease it takes, if
+  SPLITTING and the lease expired or its own. Retried: counted twice (the owner's
+  condition holds); it only bounds the splitter's loop guard, whose limit allows for it.
 * job RUNNING, the tally's messages_total, the active item: `finish_split`, one
   transaction, if SPLITTING (or STALLED with no total: a split the reconciler took for
   dead that finishes after all). Retried: applied once (a tally without the total would
@@ -43,8 +46,10 @@ Who writes what, under which condition, and what each rule survives:
 * tally ticket ADD: a writer, no condition (tickets are dense). Retried: two tickets;
   the ADD finds its own token (`ticket_by`) in the tally it replaced, so the first is
   this call's phantom, and the writer voids it at once.
-* log record: the ticket's writer, if no record. Retried: ALL_OLD shows its own `r`
-  and `m`, so it succeeds (not TicketVoided).
+* log record: the ticket's writer, if no record, with `expires_at` (TTL) LOG_EXPIRY_S
+  ahead. Retried: ALL_OLD shows its own `r` and `m`, so it succeeds (not TicketVoided).
+* log record deleted by DynamoDB's TTL, after `expires_at`: only records the fold has
+  passed (see the log, below), which nothing reads again.
 * log void: its writer, or a folder once the writer cannot be alive, if no record.
   Retried: reads the item back.
 * fold lease: a folder, if free or out for HOLE_MARGIN_S. Retried: ALL_OLD shows its
@@ -92,9 +97,12 @@ voids a live writer nor races a folder's last write.
 Layout (one DynamoDB table, `pk`/`sk` strings, `pk` = the job id). This package is the
 one owner of it:
 
-* the job item, `sk="job"`: status, source, table, `ledger_format`, rows_read and
-  messages_total (set by the splitter when it has sent everything), the split's lease and
-  checkpoint, started/finished, `mode` (the write mode, absent for put) and, once
+* the job item, `sk="job"`: status, source, table, `ledger_format`, rows_read,
+  rows_padded (of those, the rows shorter than the header, which the writer pads: not an
+  outcome) and messages_total (set by the splitter when it has sent everything), the split's lease and
+  checkpoint, `split_resumes` (how often a splitter resumed the split: a continuation,
+  a retry; the splitter fails a job resumed more often than its file can need),
+  started/finished, `mode` (the write mode, absent for put) and, once
   complete, the exact counts (`rows_<outcome>` for each of OUTCOMES: `rows_written`,
   `rows_rejected`, `rows_superseded`, `rows_deleted`, `rows_skipped_existing`,
   `rows_cancelled`; and
@@ -123,15 +131,20 @@ one owner of it:
   there: `@8` is row 3 written, `@0` every row rejected again; a replay's entry without
   `@` is one of rows from before indexes), and
   `prev_at`, the `ticket_at` its ticket's ADD replaced (when the previous ticket was
-  asked for). The writer takes its ticket from the tally (ADD, so tickets are dense: 1,
-  2, 3, ...) and then writes the record under it, conditionally (`attribute_not_exists`).
-  A ticket whose record has not come (a hole) stops the fold there; it is voided with a
-  tombstone, `void`, written under the same condition, only once no writer can still
-  write it: its writer has outlived the writer function's timeout plus HOLE_MARGIN_S,
-  judged from `prev_at` of the records after it (see `HolePolicy`). A writer whose
-  record put fails voids its own ticket before its batch fails. So a live writer is
-  never voided; one that outlived its own lifetime would find its ticket taken, fail
-  its batch, and SQS would deliver it again under a new ticket;
+  asked for), and `expires_at`, when DynamoDB's TTL may delete it: LOG_EXPIRY_S (30
+  days) after its writer wrote it. The fold reads each record once, when its cursor
+  passes it (from the cursor on, never before it), and the reconciler folds every active
+  job each minute, so a record is folded minutes after it is written; a record still
+  unfolded after 30 days would mean no reconciler ran for a month. The writer takes its
+  ticket from the tally (ADD, so tickets are dense: 1, 2, 3, ...) and then writes the
+  record under it, conditionally (`attribute_not_exists`). A ticket whose record has not
+  come (a hole) stops the fold there; it is voided with a tombstone, `void`, written
+  under the same condition, only once no writer can still write it: its writer has
+  outlived the writer function's timeout plus HOLE_MARGIN_S, judged from `prev_at` of
+  the records after it (see `HolePolicy`). A writer whose record put fails voids its own
+  ticket before its batch fails. So a live writer is never voided; one that outlived its
+  own lifetime would find its ticket taken, fail its batch, and SQS would deliver it
+  again under a new ticket;
 * the shards, `sk="shard#<seq // SHARD_SEQS, 12 digits>"`: what the log says about
   sequence numbers [k*4096, (k+1)*4096), folded: `bits` (a 512-byte bitmap, one bit per
   seq whose message is counted), `parts` (the ids "seq.part" of messages that were split
@@ -156,6 +169,12 @@ one owner of it:
   report after its completion (with that report's ticket, `at_ticket`) until the fold has
   read it, so the reconciler finds every job it must visit with one Query (O(active
   jobs), never a scan);
+* what expires: log records only (`expires_at`, the table's TTL attribute). The job item
+  and the tally (a job's status and counts) stay; so do the shards, the fold and a
+  parallel split's step items: a redrive can send a job's message again at any time (the
+  replayer sends what it drained, as new messages), and the shards' bitmaps are what
+  recognise it (~1,000 items of at most 13.5 KB for 100M rows); void tombstones too (one
+  per dead writer: they keep an outlived writer from writing under its ticket);
 * on the job item, once it ended: `publish_until` (the claim of the invocation that
   publishes its summary), `summary_published`; once STALLED: `stall_reason`,
   `missing_messages`, `missing_seqs` (the first ones, for a sequential split),
@@ -256,6 +275,7 @@ from fanout.ledger.layout import (
     CANCELLING,
     COMPLETE,
     ENDED,
+    EXPIRES_AT,
     FAILED,
     FOLD_BUDGET_S,
     FOLD_LEASE_S,
@@ -265,6 +285,7 @@ from fanout.ledger.layout import (
     HOLE_WAIT_S,
     JOB_SK,
     LEDGER_FORMAT,
+    LOG_EXPIRY_S,
     LOG_PREFIX,
     MAX_BATCH_GET,
     MODE_OUTCOMES,
@@ -345,9 +366,9 @@ from fanout.ledger.tally import TicketVoided, record_batch, should_settle
 __all__ = [
     "ACTIVE_PK", "CANCELLABLE", "CANCELLED", "CANCELLING", "CancelOutcome", "cancel_job",
     "is_cancelled", "JobsPage", "list_jobs", "SplitCancelled", "COMPLETE", "COMPLETE_ATTEMPTS",
-    "ENDED", "FAILED", "FOLD_BUDGET_S",
+    "ENDED", "EXPIRES_AT", "FAILED", "FOLD_BUDGET_S",
     "FOLD_LEASE_S", "FOLD_SK", "HOLE_MARGIN_S", "HOLE_POLL_S", "HOLE_WAIT_S", "JOB_SK",
-    "LEDGER_FORMAT", "LOG_PREFIX", "MAX_BATCH_GET", "MODE_OUTCOMES", "OLD_FORMAT_ERROR",
+    "LEDGER_FORMAT", "LOG_EXPIRY_S", "LOG_PREFIX", "MAX_BATCH_GET", "MODE_OUTCOMES", "OLD_FORMAT_ERROR",
     "OUTCOMES", "PARTITION_KEY", "ROWS_SET", "RUNNING", "SHARD_PREFIX", "SORT_KEY", "SPLITTING",
     "SPLIT_LEASE_S", "STALLED", "STALL_AFTER_S", "SUMMARY_NAMES", "TALLY_SK",
     "WRITER_TIMEOUT_S", "active_jobs", "Clock", "completion_summary", "counts_of", "fail_job",

@@ -242,6 +242,8 @@ def completion_summary(job: Mapping[str, Any]) -> dict[str, Any]:
         "SOURCE": job.get("source"),
         **({"WRITE_MODE": mode} if mode else {}),
         "TOTAL_NUMBER_OF_ROWS_READ": job.get("rows_read"),
+        # Of those, rows with fewer fields than the header, padded (information, not an outcome).
+        **({"TOTAL_NUMBER_OF_ROWS_PADDED": job["rows_padded"]} if job.get("rows_padded") else {}),
         **{SUMMARY_NAMES[name]: job.get(f"rows_{name}") for name in outcomes_shown(mode, counts)
            if name != "cancelled" or job.get("status") != CANCELLED},
         "DESTINATION_TABLE_NAME": job.get("table"),

@@ -66,6 +66,13 @@ ACTIVE_PK = "#active"
 # with one Query that reads about as many items as it lists.
 JOBS_PK = "#jobs"
 
+# A log record carries `expires_at` (the ledger table's TTL attribute), LOG_EXPIRY_S after
+# its writer wrote it. The fold reads a record once, when its cursor passes it, and never
+# again; the reconciler folds every active job each minute, so a record waits minutes to
+# be folded, never a month. Nothing else of the ledger expires (see the door).
+EXPIRES_AT = "expires_at"
+LOG_EXPIRY_S = 30 * 86400
+
 SPLIT_LEASE_S = 960  # a little over the splitter's 15-minute maximum timeout
 
 

@@ -42,7 +42,8 @@ from fanout.ledger.legacy import OLD_FORMAT_ERROR
 
 def read_message_counts(ddb: Any, ledger_table: str, job: str) -> dict[str, MessageCounts]:
     """Every message id in the job's log, once each (a replay whose rows carry indexes,
-    seen more than once, with each row where it first landed). Reads the whole log,
+    seen more than once, with each row where it first landed), as far as DynamoDB's TTL
+    has kept it (records expire LOG_EXPIRY_S after they were written). Reads the whole log,
     so it is for tests and diagnostics of small jobs: nothing in the pipeline calls it."""
     counts: dict[str, MessageCounts] = {}
     paginator = ddb.get_paginator("query")

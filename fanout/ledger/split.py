@@ -106,6 +106,7 @@ class SplitState:
     range_bytes: int = 0  # the first try's range size (0: none recorded)
     checkpoint: str | None = None  # how far it came (the splitter's JSON)
     mode: str = "put"  # the write mode the job started with (a later spec's does not count)
+    resumes: int = 0  # how often a splitter resumed the split (this one included)
 
 
 def split_state(item: Mapping[str, Any] | None) -> SplitState:
@@ -113,7 +114,8 @@ def split_state(item: Mapping[str, Any] | None) -> SplitState:
     item = item or {}
     return SplitState(parallel="parallel_ranges" in item,
                       range_bytes=int(item.get("range_bytes") or 0),
-                      checkpoint=item.get("checkpoint"), mode=item.get("mode") or "put")
+                      checkpoint=item.get("checkpoint"), mode=item.get("mode") or "put",
+                      resumes=int(item.get("split_resumes") or 0))
 
 
 class LeaseLost(RuntimeError):
@@ -172,7 +174,7 @@ def release_split(ddb: Any, ledger_table: str, job: str, owner: str) -> None:
 
 def finish_split(
     ddb: Any, ledger_table: str, job: str, *, rows_read: int, messages_total: int,
-    header: list[str], error_location: str, clock: Clock = time.time,
+    header: list[str], error_location: str, clock: Clock = time.time, rows_padded: int = 0,
 ) -> dict[str, Any]:
     """Record what the splitter sent; the job is RUNNING until every message is counted.
     A job started by the previous ledger format is failed instead (see Upgrades), and
@@ -185,7 +187,7 @@ def finish_split(
             {"Update": {
                 "TableName": ledger_table, "Key": _key(job, JOB_SK),
                 "UpdateExpression": (
-                    "SET rows_read = :r, messages_total = :m, #st = :running, "
+                    "SET rows_read = :r, rows_padded = :p, messages_total = :m, #st = :running, "
                     "split_finished_at = :t, header = :h, error_location = :e "
                     "REMOVE split_lease_until, #cp"),
                 # A split the reconciler stalled (it looked dead) that finishes after all
@@ -194,7 +196,8 @@ def finish_split(
                                        "attribute_not_exists(messages_total))) AND ledger_format = :f",
                 "ExpressionAttributeNames": {"#st": "status", "#cp": "checkpoint"},
                 "ExpressionAttributeValues": {
-                    ":r": _n(rows_read), ":m": _n(messages_total), ":running": _s(RUNNING),
+                    ":r": _n(rows_read), ":p": _n(rows_padded), ":m": _n(messages_total),
+                    ":running": _s(RUNNING),
                     ":splitting": _s(SPLITTING), ":t": _s(now_iso(lambda: now)),
                     ":h": {"L": [_s(h) for h in header]}, ":e": _s(error_location),
                     ":f": _n(LEDGER_FORMAT), ":stalled": _s(STALLED)}}},

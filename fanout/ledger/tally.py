@@ -15,7 +15,9 @@ from fanout.ledger import layout
 from fanout.ledger.layout import (
     CANCELLING,
     COMPLETE,
+    EXPIRES_AT,
     HOLE_WAIT_S,
+    LOG_EXPIRY_S,
     RUNNING,
     TALLY_SK,
     MessageCounts,
@@ -86,7 +88,7 @@ def record_batch(
                  "messages_reported": _n(int(old.get("messages_reported", {}).get("N", "0"))
                                          + len(messages))}
         item = {"pk": _s(job), "sk": _s(_log_sk(ticket)), "m": _s(_encode_entries(messages)),
-                "r": _s(request_id[:64])}
+                "r": _s(request_id[:64]), EXPIRES_AT: _n(int(asked + LOG_EXPIRY_S))}
         if "ticket_at" in old:
             item["prev_at"] = old["ticket_at"]
         try:

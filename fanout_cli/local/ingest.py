@@ -25,7 +25,7 @@ from fanout_cli.local.emulator import Emulator
 from fanout_cli.local.esm import EventSourceMapping, LocalContext
 from fanout_cli.local.preflight import preflight
 from fanout_cli.local.resources import LocalStack, create_resources
-from fanout_cli.progress import ProgressDisplay, format_rate
+from fanout_cli.progress import ProgressDisplay, format_rate, read_as
 
 ASYNC_INVOKE_ATTEMPTS = 3  # Lambda's asynchronous invocation: the first try and two retries
 # Lambda retries a failed asynchronous event after about a minute; locally after 2 s. Not
@@ -429,9 +429,12 @@ def write_outputs(clients: Clients, stack: LocalStack, job: str, options: Ingest
         "source": item.get("source"),
         "table": settings.table_name,
         "source_format": source_format,  # how the file was read: gzip? encoding, delimiter
+        # The header fields given a name (none, a repeated one): mapping.name_columns.
+        "columns_named": options.spec.header_notes(item.get("header") or []),
         "status": status,
         "mode": options.spec.mode,
         "rows_read": item.get("rows_read", 0),
+        "rows_padded": item.get("rows_padded", 0),  # of rows_read: short rows, padded
         **ledger.job_counts(replace(total, rejected=total.rejected + stranded_rows)),
         "rows_in_dlq_unreported": stranded_rows,
         "messages_sent": item.get("messages_total", 0),
@@ -485,10 +488,13 @@ def print_summary(summary: dict[str, Any], stream: TextIO | None = None) -> None
         f"job        {summary['job_id']}",
         f"source     {summary['source']}",
         f"table      {summary['table']}",
-        *([f"read as    {summary['source_format']}"] if summary.get("source_format") else []),
+        *([f"read as    {read_as(summary['source_format'], summary.get('columns_named') or [])}"]
+          if summary.get("source_format") else []),
         f"status     {summary['status']}",
         *([f"mode       {summary['mode']}"] if summary.get("mode", "put") != "put" else []),
-        f"rows read  {summary['rows_read']:,}",
+        f"rows read  {summary['rows_read']:,}"
+        + (f" ({summary['rows_padded']:,} padded: fewer fields than the header)"
+           if summary.get("rows_padded") else ""),
         *outcome_lines(summary, summary.get("mode")),
         f"messages   {summary['messages_sent']:,}",
         f"elapsed    {summary['elapsed_s']:.2f} s "

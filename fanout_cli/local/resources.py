@@ -51,7 +51,7 @@ def create_resources(
     s3.create_bucket(Bucket=names.bucket)
     dlq_url = sqs.create_queue(
         QueueName=names.dlq,
-        Attributes={"MessageRetentionPeriod": str(config.retention_days * 86400)},
+        Attributes={"MessageRetentionPeriod": str(config.dlq_retention_days * 86400)},
     )["QueueUrl"]
     dlq_arn = _queue_arn(sqs, dlq_url)
     rows_url = sqs.create_queue(

@@ -26,7 +26,7 @@ from fanout.settings import DEFAULT_CONFIG, PipelineConfig, timing_error
 # the model and the recorded run; override with `-c rows_per_writer_s=N`.
 DEFAULT_WRITER_MEMORY_MB = 512
 DEFAULT_ROWS_PER_WRITER_S = 5_700
-# A new on-demand table is pre-warmed to 4,000 writes/s (AWS_FACTS.md).
+# A new on-demand table is pre-warmed to 4,000 writes/s (docs/costs.md).
 DEFAULT_WRITE_BUDGET = 4000
 # ScalingConfig.MaximumConcurrency must lie in 2..1000.
 MIN_CONCURRENCY, MAX_CONCURRENCY = 2, 1000
@@ -60,6 +60,22 @@ def bucket_names(value: Any) -> tuple[str, ...]:
         if not BUCKET_NAME.fullmatch(name) or ".." in name:
             raise ValueError(f"source_buckets: {name!r} is not an S3 bucket name (a bucket "
                              "name, not an s3:// URI or an ARN; several are comma-separated)")
+    return out
+
+
+# A KMS key ARN (not an alias: an IAM policy on an alias ARN authorises nothing).
+KMS_KEY_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+")
+
+
+def kms_key_arns(value: Any) -> tuple[str, ...]:
+    """`-c kms_key_arns=arn1,arn2` (or a list in cdk.json): the key ARNs, each checked."""
+    arns = value if isinstance(value, list | tuple) else str(value or "").split(",")
+    out = tuple(dict.fromkeys(str(a).strip() for a in arns if str(a).strip()))
+    for arn in out:
+        if not KMS_KEY_ARN.fullmatch(arn):
+            raise ValueError(f"kms_key_arns: {arn!r} is not a KMS key ARN (expected "
+                             "arn:aws:kms:REGION:ACCOUNT:key/KEY-ID; an alias ARN grants "
+                             "nothing, and several ARNs are comma-separated)")
     return out
 
 
@@ -107,6 +123,14 @@ class StackConfig:
     powertools_layer_version: int | None = None
     powertools_layer_arn: str | None = None
     alarm_email: str | None = None
+    # Customer-managed KMS keys of the source buckets and/or the existing table: both roles
+    # get kms:Decrypt and kms:GenerateDataKey on exactly these keys.
+    kms_key_arns: tuple[str, ...] = ()
+    # DeletionProtectionEnabled on the items table the stack creates.
+    deletion_protection: bool = False
+    # ReservedConcurrentExecutions for the splitter (None: none reserved, the splitter's
+    # parallel fan-out is then bounded only by MAX_RANGES; see functions.py).
+    splitter_concurrency: int | None = None
 
     @property
     def writer_max_concurrency(self) -> int:
@@ -170,6 +194,17 @@ class StackConfig:
             raise ValueError(f"stall_after_s ({pipeline.stall_after_s}) must be more than "
                              f"{pipeline.visibility_timeout_s} s, the visibility timeout, which "
                              "is also longer than a dead writer's ticket takes to be voided")
+        splitter_concurrency = None
+        if (reserved := text("splitter_concurrency")) is not None:
+            splitter_concurrency = int(reserved)
+            if splitter_concurrency < 1:
+                raise ValueError(f"splitter_concurrency ({reserved}) must be at least 1: it is "
+                                 "the splitter's reserved concurrency (0 would stop every split)")
+        if (existing_table_name := text("existing_table")) and flag("deletion_protection"):
+            raise ValueError(f"deletion_protection applies to the items table the stack "
+                             f"creates; the existing table {existing_table_name!r} is its "
+                             "owner's to protect (aws dynamodb update-table "
+                             "--deletion-protection-enabled)")
         return replace(
             config,
             stack_name=text("stack_name") or config.stack_name,
@@ -193,4 +228,7 @@ class StackConfig:
             powertools_layer_version=int(layer_version) if layer_version else None,
             powertools_layer_arn=text("powertools_layer_arn"),
             alarm_email=text("alarm_email"),
+            kms_key_arns=kms_key_arns(get("kms_key_arns")),
+            deletion_protection=flag("deletion_protection"),
+            splitter_concurrency=splitter_concurrency,
         )

@@ -181,6 +181,14 @@ class Functions(Construct):
             timeout=Duration.seconds(pipeline.splitter_timeout_s),
             tracing=lambda_.Tracing.ACTIVE,
             environment={**common_env, "POWERTOOLS_SERVICE_NAME": "fanout-splitter"},
+            # The splitter continues a long split by invoking itself; Lambda's recursive
+            # loop detection would stop that chain after about 16 hops. The loop is
+            # deliberate and bounded by a guard of our own: a split resumed more often than
+            # its file can need fails (splitter/split.py, `max_split_resumes`).
+            recursive_loop=lambda_.RecursiveLoop.ALLOW,
+            # -c splitter_concurrency=N: at most N splitters at once (a parallel split's
+            # steps then wait, as throttled asynchronous events Lambda retries).
+            reserved_concurrent_executions=config.splitter_concurrency,
         )
         self.writer = lambda_.Function(
             self, "Writer",
@@ -206,8 +214,21 @@ class Functions(Construct):
         self._grant_splitter(config, storage, messaging)
         self._grant_writer(config, storage, messaging)
         if self.spec_asset:
+            # The one spec object, not the assets bucket (which holds every CDK asset of the
+            # account and region). Its key is the content hash, known at synth.
             for role in (self.splitter_role, self.writer_role):
-                self.spec_asset.grant_read(role)
+                role.add_to_policy(iam.PolicyStatement(
+                    sid="ReadSpec", actions=["s3:GetObject"],
+                    resources=[self.spec_asset.bucket.arn_for_objects(
+                        self.spec_asset.s3_object_key)]))
+        if config.kms_key_arns:
+            # -c kms_key_arns: source buckets or an existing table encrypted with customer
+            # managed keys. Reading an SSE-KMS object needs kms:Decrypt; writing to a table
+            # (or an object) under such a key needs kms:GenerateDataKey as well.
+            for role in (self.splitter_role, self.writer_role):
+                role.add_to_policy(iam.PolicyStatement(
+                    sid="UseCustomerKeys", actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                    resources=list(config.kms_key_arns)))
         self._trigger_splitter(config, storage.bucket)
         self.writer_source = sources.SqsEventSource(
             messaging.rows_queue,
@@ -284,6 +305,14 @@ class Functions(Construct):
             iam.PolicyStatement(
                 sid="WriteItems",
                 actions=["dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+                resources=[storage.items_table.table_arn]),
+            # The insert and update modes by PartiQL BatchExecuteStatement (its INSERT and
+            # UPDATE statements each need their own action), and the consistent read-back
+            # of the keys an insert found in the table (writer/statements.py).
+            iam.PolicyStatement(
+                sid="WriteStatements",
+                actions=["dynamodb:PartiQLInsert", "dynamodb:PartiQLUpdate",
+                         "dynamodb:BatchGetItem"],
                 resources=[storage.items_table.table_arn]),
             ledger_statement(storage),
             # Rejected rows are sent to the DLQ for the replayer.

@@ -6,7 +6,7 @@ so a new wildcard added later still fails the check.
 
 from __future__ import annotations
 
-from aws_cdk import CfnResource, Stack
+from aws_cdk import CfnResource, Stack, Token
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import IConstruct
 
@@ -38,6 +38,13 @@ def _logical_id(stack: Stack, construct: IConstruct) -> str:
     return str(stack.resolve(stack.get_logical_id(child)))
 
 
+def _for(construct: IConstruct, reason: str) -> str:
+    """The reason, naming what it covers: the construct's path in the stack (a reviewer
+    finds it in `cdk synth` output as the resources' aws:cdk:path)."""
+    path = construct.node.path.split("/", 1)[1]
+    return f"{path}: {reason}"
+
+
 def suppress_findings(stack: Stack) -> None:
     """Attach the reviewed suppressions to the stack's constructs."""
     # Imported lazily: these modules import nothing from here, and the stack passes itself.
@@ -59,47 +66,57 @@ def suppress_findings(stack: Stack) -> None:
         "chosen by uploaders (uploads/) or derived from job ids (errors/, json-copy/), so "
         "a prefix wildcard is the narrowest grant that works."
     )
-    NagSuppressions.add_resource_suppressions(functions.splitter_role, [
-        NagPackSuppression(id="AwsSolutions-IAM5", reason=XRAY_REASON, applies_to=["Resource::*"]),
-        NagPackSuppression(id="AwsSolutions-IAM5", reason=LOG_STREAM_REASON,
+    role = functions.splitter_role
+    NagSuppressions.add_resource_suppressions(role, [
+        NagPackSuppression(id="AwsSolutions-IAM5", reason=_for(role, XRAY_REASON),
+                           applies_to=["Resource::*"]),
+        NagPackSuppression(id="AwsSolutions-IAM5", reason=_for(role, LOG_STREAM_REASON),
                            applies_to=[log_streams(functions.splitter_logs)]),
-        NagPackSuppression(id="AwsSolutions-IAM5", reason=prefix_reason,
+        NagPackSuppression(id="AwsSolutions-IAM5", reason=_for(role, prefix_reason),
                            applies_to=[object_prefix(pipeline.upload_prefix)]),
     ], apply_to_children=True)
     if config.source_buckets:
-        NagSuppressions.add_resource_suppressions(functions.splitter_role, [
+        # As the grant spells it: a token without a region, "aws" once the cdk CLI knows
+        # the account and region (the enablePartitionLiterals feature flag).
+        partition = ("<AWS::Partition>" if Token.is_unresolved(stack.partition)
+                     else stack.partition)
+        NagSuppressions.add_resource_suppressions(role, [
             NagPackSuppression(
                 id="AwsSolutions-IAM5",
-                reason="-c source_buckets: objects of buckets the deployer named for "
-                       "`fanout ingest s3://BUCKET/PREFIX`, whose keys are theirs, so every "
-                       "object of each named bucket is the narrowest grant that works.",
-                applies_to=[f"Resource::arn:<AWS::Partition>:s3:::{name}/*"
+                reason=_for(role, "-c source_buckets: objects of buckets the deployer named "
+                            "for `fanout ingest s3://BUCKET/PREFIX`, whose keys are theirs, so "
+                            "every object of each named bucket is the narrowest grant that "
+                            "works."),
+                applies_to=[f"Resource::arn:{partition}:s3:::{name}/*"
                             for name in config.source_buckets]),
         ], apply_to_children=True)
-    NagSuppressions.add_resource_suppressions(functions.writer_role, [
-        NagPackSuppression(id="AwsSolutions-IAM5", reason=XRAY_REASON, applies_to=["Resource::*"]),
-        NagPackSuppression(id="AwsSolutions-IAM5", reason=LOG_STREAM_REASON,
+    role = functions.writer_role
+    NagSuppressions.add_resource_suppressions(role, [
+        NagPackSuppression(id="AwsSolutions-IAM5", reason=_for(role, XRAY_REASON),
+                           applies_to=["Resource::*"]),
+        NagPackSuppression(id="AwsSolutions-IAM5", reason=_for(role, LOG_STREAM_REASON),
                            applies_to=[log_streams(functions.writer_logs)]),
-        NagPackSuppression(id="AwsSolutions-IAM5", reason=prefix_reason,
+        NagPackSuppression(id="AwsSolutions-IAM5", reason=_for(role, prefix_reason),
                            applies_to=[object_prefix(pipeline.errors_prefix),
                                        object_prefix(pipeline.json_copy_prefix)]),
     ], apply_to_children=True)
-    NagSuppressions.add_resource_suppressions(stack.messaging.splitter_failures, [
+    failures = stack.messaging.splitter_failures
+    NagSuppressions.add_resource_suppressions(failures, [
         NagPackSuppression(
             id="AwsSolutions-SQS3",
-            reason="This queue is itself a dead-letter destination: the splitter's on-failure "
-                   "destination for S3 events that failed all of Lambda's async retries."),
+            reason=_for(failures, "This queue is itself a dead-letter destination: the splitter's on-failure "
+                   "destination for S3 events that failed all of Lambda's async retries.")),
     ])
     for function in (functions.splitter, functions.writer):
         NagSuppressions.add_resource_suppressions(function, [
-            NagPackSuppression(id="AwsSolutions-L1", reason=RUNTIME_REASON),
+            NagPackSuppression(id="AwsSolutions-L1", reason=_for(function, RUNTIME_REASON)),
         ])
     # The handler's path is fixed by aws-cdk-lib (one per stack, hashed id).
     for child in stack.node.children:
         if child.node.id.startswith("BucketNotificationsHandler"):
             NagSuppressions.add_resource_suppressions(child, [
                 NagPackSuppression(
-                    id="AwsSolutions-IAM4", reason=NOTIFICATIONS_HANDLER_REASON,
+                    id="AwsSolutions-IAM4", reason=_for(child, NOTIFICATIONS_HANDLER_REASON),
                     applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
                                 "AWSLambdaBasicExecutionRole"]),
             ], apply_to_children=True)

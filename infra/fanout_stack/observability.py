@@ -3,9 +3,10 @@ concurrency and DynamoDB throttling."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
@@ -50,6 +51,22 @@ class Observability(Construct):
         super().__init__(scope, construct_id)
         self.alarm_topic = sns.Topic(self, "AlarmTopic", display_name="fanout alarms",
                                      enforce_ssl=True)
+        # CloudWatch publishes alarm actions as the service: the topic's policy (which
+        # enforce_ssl creates, holding only a Deny) must allow it, or every alarm changes
+        # state and notifies nobody. Only for this account's alarms in this region.
+        stack = Stack.of(self)
+        self.alarm_topic.add_to_resource_policy(iam.PolicyStatement(
+            sid="CloudWatchAlarmsOfThisAccount",
+            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            actions=["sns:Publish"],
+            resources=[self.alarm_topic.topic_arn],
+            conditions={
+                "StringEquals": {"aws:SourceAccount": stack.account},
+                "ArnLike": {"aws:SourceArn": stack.format_arn(
+                    service="cloudwatch", resource="alarm", resource_name="*",
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME)},
+            },
+        ))
         if config.alarm_email:
             self.alarm_topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
         action = cw_actions.SnsAction(self.alarm_topic)
@@ -124,7 +141,10 @@ class Observability(Construct):
                 periods=5, datapoints=3),
         }
 
-        self.dashboard = cw.Dashboard(self, "Dashboard", default_interval=Duration.hours(3))
+        # A fixed name (the stack's), output as DashboardName: the console lists it there.
+        self.dashboard_name = stack.stack_name
+        self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=self.dashboard_name,
+                                      default_interval=Duration.hours(3))
         rows_queue, dlq = messaging.rows_queue, messaging.dlq
         self.dashboard.add_widgets(
             cw.GraphWidget(title="Rows per minute (writer)", width=12,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from fanout_stack.config import StackConfig
+
+MAX_QUEUE_NAME = 80
 
 
 class Messaging(Construct):
@@ -17,16 +19,37 @@ class Messaging(Construct):
         super().__init__(scope, construct_id)
         pipeline = config.pipeline
         retention = Duration.days(pipeline.retention_days)
+        dlq_retention = Duration.days(pipeline.dlq_retention_days)
+        if pipeline.dlq_retention_days <= pipeline.retention_days:
+            raise ValueError(f"the DLQ's retention ({pipeline.dlq_retention_days} days) must be "
+                             f"longer than the rows queue's ({pipeline.retention_days} days)")
+        # The rows queue has a fixed name, so the DLQ's RedriveAllowPolicy can name it
+        # (its ARN from the name: a reference to the queue would be a cycle, the queue's
+        # RedrivePolicy already names the DLQ).
+        stack = Stack.of(self)
+        self.rows_queue_name = f"{stack.stack_name}-rows"
+        if len(self.rows_queue_name) > MAX_QUEUE_NAME:
+            raise ValueError(f"stack_name {stack.stack_name!r} is too long: the rows queue is "
+                             f"named after it ({self.rows_queue_name!r}) and SQS allows "
+                             f"{MAX_QUEUE_NAME} characters; use at most "
+                             f"{MAX_QUEUE_NAME - len('-rows')}")
+        rows_queue_arn = stack.format_arn(service="sqs", resource=self.rows_queue_name,
+                                          arn_format=ArnFormat.NO_RESOURCE_NAME)
         # Standard queues (at-least-once): the writer is idempotent per (job, seq), so
         # FIFO ordering would cost throughput and buy nothing.
         self.dlq = sqs.Queue(
             self, "RowsDlq",
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
-            retention_period=retention,
+            retention_period=dlq_retention,
+            # Only the rows queue may use this queue as its dead-letter queue.
+            redrive_allow_policy=sqs.RedriveAllowPolicy(
+                redrive_permission=sqs.RedrivePermission.BY_QUEUE,
+                source_queues=[sqs.Queue.from_queue_arn(self, "RowsByName", rows_queue_arn)]),
         )
         self.rows_queue = sqs.Queue(
             self, "Rows",
+            queue_name=self.rows_queue_name,
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
             retention_period=retention,
@@ -42,7 +65,7 @@ class Messaging(Construct):
             self, "SplitterFailures",
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
-            retention_period=retention,
+            retention_period=dlq_retention,
         )
         self.topic = sns.Topic(self, "Completion", display_name="fanout job summaries",
                                enforce_ssl=True)

@@ -40,6 +40,7 @@ class FanoutStack(Stack):
             "DlqUrl": self.messaging.dlq.queue_url,
             "TopicArn": self.messaging.topic.topic_arn,
             "AlarmTopicArn": self.observability.alarm_topic.topic_arn,
+            "DashboardName": self.observability.dashboard_name,
             "SplitterFunctionName": self.functions.splitter.function_name,
             "WriterFunctionName": self.functions.writer.function_name,
             "WriterMaxConcurrency": str(config.writer_max_concurrency),

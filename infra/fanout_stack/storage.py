@@ -15,6 +15,10 @@ from fanout_stack.config import StackConfig
 # is on) and the pipeline's own outputs only as long as someone may look at them.
 OUTPUT_EXPIRY_DAYS = 30
 ACCESS_LOG_EXPIRY_DAYS = 90
+# With versioning on, an overwritten or deleted upload keeps its old version this long
+# (for a look at what was loaded before), then S3 deletes it; a delete marker left with
+# no version behind it is removed too.
+NONCURRENT_VERSION_EXPIRY_DAYS = 30
 
 
 def attribute(name: str, type_: str) -> dynamodb.Attribute:
@@ -52,6 +56,10 @@ class Storage(Construct):
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="uploads-bucket/",
             lifecycle_rules=[
+                *([s3.LifecycleRule(
+                    id="expire-noncurrent-versions",
+                    noncurrent_version_expiration=Duration.days(NONCURRENT_VERSION_EXPIRY_DAYS),
+                    expired_object_delete_marker=True)] if config.versioned else []),
                 s3.LifecycleRule(id="expire-error-reports", prefix=pipeline.errors_prefix,
                                  expiration=Duration.days(OUTPUT_EXPIRY_DAYS)),
                 s3.LifecycleRule(id="expire-json-copies", prefix=pipeline.json_copy_prefix,
@@ -80,6 +88,8 @@ class Storage(Construct):
                 point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                     point_in_time_recovery_enabled=True),
                 encryption=dynamodb.TableEncryption.AWS_MANAGED,
+                # -c deletion_protection=true: DeleteTable fails until someone turns it off.
+                deletion_protection=config.deletion_protection or None,
                 # The loaded data is the point of the stack: `cdk destroy` keeps it.
                 removal_policy=RemovalPolicy.RETAIN,
             )
@@ -91,6 +101,9 @@ class Storage(Construct):
             table_name=config.ledger_table_name,
             partition_key=attribute(ledger.PARTITION_KEY, "S"),
             sort_key=attribute(ledger.SORT_KEY, "S"),
+            # DynamoDB deletes a log record 30 days after it was written (ledger.LOG_EXPIRY_S),
+            # long after the fold read it; job items, counts and shards never expire.
+            time_to_live_attribute=ledger.EXPIRES_AT,
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=True),

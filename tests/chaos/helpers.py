@@ -59,7 +59,7 @@ def poisoned_csv(directory: Path, rows: int = ROWS, seed: int = 1) -> Expected:
     with open(path, newline="", encoding="utf-8") as f:
         header, *body = list(csv.reader(f))
     body[7][0] = ""  # line 9: empty partition key -> empty_key
-    body[30] = body[30][:5]  # line 32: ragged -> column_count
+    body[30] = body[30] + ["extra"]  # line 32: a field more than the header -> column_count
     body[61] = body[60][:2] + body[61][2:]  # line 63: same key as line 62 -> superseded
     with open(path, "w", newline="", encoding="utf-8") as f:
         csv.writer(f, lineterminator="\n").writerows([header, *body])

@@ -33,7 +33,7 @@ BAD = {
     "bad_number": ["a1", "1", "12,5", "yes", "{}"],
     "bad_bool": ["a1", "1", "1", "maybe", "{}"],
     "bad_json": ["a1", "1", "1", "no", "{not json"],
-    "column_count": ["a1", "1", "1"],
+    "column_count": ["a1", "1", "1", "yes", "{}", "extra"],
     "bad_sort_key": ["a1", "x1", "1", "no", "{}"],  # N key that is not a number
 }
 

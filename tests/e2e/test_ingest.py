@@ -66,7 +66,7 @@ def test_tiny_ranges_give_the_same_items_as_large_ones(tmp_path: Path) -> None:
 
 def test_bad_rows_end_in_rejected_jsonl_and_exit_3(tmp_path: Path, capsys) -> None:
     data = tmp_path / "bad.csv"
-    data.write_text("account,offer_id,risk\n1,1,low\n,2,high\n3,3\n4,4,low\n4,4,newer\n")
+    data.write_text("account,offer_id,risk\n1,1,low\n,2,high\n3,3,x,y\n4,4,low\n4,4,newer\n")
     code = main(["ingest", str(data), "--out", str(tmp_path / "out")])
     assert code == 3
     printed = capsys.readouterr().out

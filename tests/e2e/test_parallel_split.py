@@ -178,3 +178,25 @@ def test_a_late_duplicate_event_replans_and_never_splits_sequentially(tmp_path: 
         job = ledger.get_job(clients.dynamodb, stack.settings.ledger_table_name, first.job)
         assert job["status"] == ledger.SPLITTING and job["parallel_ranges"] == 4
         assert "messages_total" not in job  # nothing was split sequentially
+
+
+@pytest.mark.parametrize("faults", ["none", "duplicates"])
+def test_short_rows_are_counted_once_across_parallel_ranges(tmp_path: Path, faults: str) -> None:
+    # Given a large file whose every 7th row lacks its last field (a quoted one elsewhere)
+    data, rows = make_file(tmp_path)
+    short = [r if i % 7 else r[:2] for i, r in enumerate(rows[1:])]
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows([rows[0], *short])
+    data.write_text(buffer.getvalue())
+    config = replace(LOCAL_CONFIG, parallel_threshold_bytes=10_000,
+                     parallel_range_bytes=data.stat().st_size // 12 + 1)
+    strict = StrictLayer(Faults(duplicate_delivery_rate=0.3 if faults == "duplicates" else 0.0,
+                                seed=5))
+    # When it is split in parallel ranges (duplicated steps among them)
+    result = ingest(IngestOptions(file=data, spec=Spec.default(), out_dir=tmp_path / "out",
+                                  range_bytes=READ, config=config, wrap_clients=strict.wrap))
+    # Then every row is written, and the short ones are counted once each
+    s = result.summary
+    assert s["parallel_ranges"] >= 10 and s["status"] == "COMPLETE"
+    assert (s["rows_read"], s["rows_written"], s["rows_padded"]) == (ROWS, ROWS, -(-ROWS // 7))
+    assert strict.record.violations == []

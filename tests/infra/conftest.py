@@ -24,6 +24,7 @@ if str(INFRA_DIR) not in sys.path:
     sys.path.insert(0, str(INFRA_DIR))
 
 from app import build_app  # noqa: E402
+from aws_cdk import Environment  # noqa: E402
 from aws_cdk.assertions import Annotations, Template  # noqa: E402
 
 
@@ -54,12 +55,16 @@ class Synth:
 _cache: dict[str, Synth] = {}
 
 
-def synth(tmp_root: Path, **context: Any) -> Synth:
-    """The app synthesized with this context (cdk-nag aspect included)."""
-    key = json.dumps(context, sort_keys=True)
+def synth(tmp_root: Path, *, env: tuple[str, str] | None = None, **context: Any) -> Synth:
+    """The app synthesized with this context (cdk-nag aspect included); with `env`
+    (account, region), as the cdk CLI synthesizes it with credentials: partition, account
+    and region are then literals in the template, not tokens."""
+    key = json.dumps([context, env], sort_keys=True)
     if key not in _cache:
         outdir = tmp_root / f"cdk.out.{len(_cache)}"
-        app, stack = build_app({k: v for k, v in context.items()}, outdir=str(outdir))
+        environment = Environment(account=env[0], region=env[1]) if env else None
+        app, stack = build_app({k: v for k, v in context.items()}, outdir=str(outdir),
+                               env=environment)
         template = Template.from_stack(stack)
         _cache[key] = Synth(stack, template, Annotations.from_stack(stack), outdir)
     return _cache[key]

@@ -80,8 +80,21 @@ def test_rows_queue_redrives_to_the_dlq_after_max_receive_count(default_stack: S
     assert rows["MessageRetentionPeriod"] == DEFAULT_CONFIG.retention_days * 86400
     assert rows["SqsManagedSseEnabled"] is True
     dlq = default_stack.json["Resources"][dlq_id]["Properties"]
-    assert dlq["MessageRetentionPeriod"] == DEFAULT_CONFIG.retention_days * 86400
+    # A message moved to the DLQ keeps its first enqueue time: the DLQ keeps it longer
+    # than the rows queue did (14 days, SQS's maximum), so it never expires on arrival.
+    assert dlq["MessageRetentionPeriod"] == DEFAULT_CONFIG.dlq_retention_days * 86400 == 14 * 86400
+    assert dlq["MessageRetentionPeriod"] > rows["MessageRetentionPeriod"]
     assert "RedrivePolicy" not in dlq
+    # Only the rows queue may send its dead letters here: named by its (fixed) name.
+    assert rows["QueueName"] == "fanout-rows"
+    assert dlq["RedriveAllowPolicy"] == {
+        "redrivePermission": "byQueue",
+        "sourceQueueArns": [{"Fn::Join": ["", [
+            "arn:", {"Ref": "AWS::Partition"}, ":sqs:", {"Ref": "AWS::Region"}, ":",
+            {"Ref": "AWS::AccountId"}, ":fanout-rows"]]}]}
+    failures = default_stack.json["Resources"][default_stack.logical_id(
+        messaging.splitter_failures)]["Properties"]
+    assert failures["MessageRetentionPeriod"] == 14 * 86400
 
 
 def test_queues_refuse_plain_http(default_stack: Synth) -> None:
@@ -396,7 +409,13 @@ def test_writer_may_only_batch_write_items_use_the_ledger_reject_report_and_cons
     # the reconciler and by the transaction that announces the job's end.
     for action in ("dynamodb:PutItem", "dynamodb:UpdateItem"):
         assert granted.pop(action) == [items, ledger]
-    for action in ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem",
+    # The same modes by PartiQL (writer/statements.py): INSERT and UPDATE statements, and
+    # the read-back of the keys an insert found, on the items table alone.
+    for action in ("dynamodb:PartiQLInsert", "dynamodb:PartiQLUpdate"):
+        assert granted.pop(action) == [items]
+    assert sorted(granted.pop("dynamodb:BatchGetItem"), key=json.dumps) == sorted(
+        [items, ledger], key=json.dumps)
+    for action in ("dynamodb:GetItem", "dynamodb:ConditionCheckItem",
                    "dynamodb:Query", "dynamodb:DeleteItem"):
         assert granted.pop(action) == [ledger]
     assert granted.pop("sqs:SendMessage") == [att(default_stack.logical_id(stack.messaging.dlq))]

@@ -3,6 +3,7 @@ job spanning many shards, folds that die half way, and jobs of the previous form
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -618,3 +619,32 @@ def test_a_shard_whose_rows_are_redriven_round_after_round_stays_small_and_exact
                                    ledger.layout._shard_sk(first // seqs))
         sizes.append(item_size(shard))
     assert max(sizes) < 14_000 and "replays" not in shard
+
+
+def test_only_log_records_expire_thirty_days_after_their_writer_wrote_them(aws, stack):
+    """The ledger table's TTL attribute is on log records alone: the job item, the tally,
+    the fold and the shards (what a late duplicate or a redrive is checked against) carry
+    none, so DynamoDB's TTL never takes a job's status, counts or dedupe memory."""
+    table = stack.settings.ledger_table_name
+    start(aws, stack, total=2, rows=50)
+    now = float(int(time.time()))
+    ledger.record_batch(aws.dynamodb, table, "w1", {JOB: {"0": MessageCounts(25, 0, 0)}},
+                        clock=lambda: now)
+    record(aws, stack, "w2", {"1": MessageCounts(25, 0, 0)})
+    assert settle(aws, stack).status == ledger.COMPLETE
+    items = aws.dynamodb.query(TableName=table, KeyConditionExpression="pk = :pk",
+                               ExpressionAttributeValues={":pk": {"S": JOB}})["Items"]
+    expiring = {i["sk"]["S"] for i in items if ledger.EXPIRES_AT in i}
+    assert expiring == {"log#000000000001", "log#000000000002"}
+    first = next(i for i in items if i["sk"]["S"] == "log#000000000001")
+    assert int(first[ledger.EXPIRES_AT]["N"]) == int(now) + 30 * 86400 == int(now + ledger.LOG_EXPIRY_S)
+    kinds = {i["sk"]["S"].split("#")[0] for i in items}
+    assert {"job", "tally", "fold", "shard"} <= kinds
+    # With the folded records gone (as TTL deletes them), the job reads the same, and a
+    # late duplicate of a counted message still changes nothing.
+    for sk in expiring:
+        aws.dynamodb.delete_item(TableName=table, Key={"pk": {"S": JOB}, "sk": {"S": sk}})
+    before = counts_of(aws, stack)
+    record(aws, stack, "w3", {"0": MessageCounts(25, 0, 0)})
+    settle(aws, stack)
+    assert counts_of(aws, stack) == before == (ledger.COMPLETE, 50, 0, 0)

@@ -63,6 +63,31 @@ def test_every_row_is_enqueued_in_25_row_messages_with_source_lines(aws, stack, 
     assert messages[0].source.key == key
 
 
+def test_short_rows_are_counted_as_padded_in_the_ledger_whatever_the_quoting(aws, stack, runtime):
+    # Given a header with an unnamed and a repeated field, and rows one or more fields
+    # short, one of them with the delimiter inside a quoted field (4 fields by its commas,
+    # 3 as csv.reader reads it)
+    body = ('account,offer_id,,note,note\r\n'
+            'a,1,x,n,m\r\n'  # whole
+            'a,2,x,n\r\n'  # one short
+            'a,3\r\n'  # three short
+            'a,4,"x, y",n\r\n'  # one short, with a quoted comma
+            'a,5,"x, y",n,m\r\n')  # whole, with a quoted comma
+    aws.s3.put_object(Bucket=stack.settings.bucket, Key="uploads/short.csv", Body=body.encode())
+    # When the splitter reads it 7 bytes a range
+    handler.runtime.use(Runtime(
+        type(runtime.settings)(**{**runtime.settings.__dict__, "range_bytes": 7}),
+        runtime.spec, aws))
+    result = handler.lambda_handler(s3_event(stack.settings.bucket, "uploads/short.csv"),
+                                    context())
+    # Then the ledger holds the rows read and, of them, the short ones (padded by the writer)
+    job = ledger.get_job(aws.dynamodb, stack.settings.ledger_table_name, result["jobs"][0]["job"])
+    assert job is not None and (job["rows_read"], job["rows_padded"]) == (5, 3)
+    # And the messages carry the header as the file has it: the writer names its columns
+    messages = rows_messages(aws.sqs, stack.settings.rows_queue_url)
+    assert messages[0].header == ["account", "offer_id", "", "note", "note"]
+
+
 def test_ranged_reads_never_fetch_the_whole_object(aws, stack, runtime, monkeypatch):
     data = put_csv(aws, stack.settings.bucket, "uploads/a.csv", make_rows(100))
     ranges: list[str] = []
@@ -148,7 +173,6 @@ def test_the_check_pass_hands_over_near_the_time_limit_and_resumes_where_it_stop
         (b"", "the file is empty"),
         (b"account,offer_id\r\n", "line 1: the file has a header but no data rows"),
         (b"account,other\r\n1,2\r\n", "line 1: key template 'offer_id' names column 'offer_id'"),
-        (b"account,offer_id,account\r\n1,2,3\r\n", "line 1: header has the column name 'account' more than once"),
         (b"account,offer_id\r\n1,2\r\n3,\xff\r\n", "line 3: bytes are not valid utf-8"),
         (b"\r\naccount,offer_id," + b"x" * 70_000 + b"\r\n1,2,3\r\n",
          "line 2: the header is 70,027 bytes; at most 65,536"),
@@ -264,6 +288,57 @@ def test_a_split_handed_over_at_every_checkpoint_sends_what_one_run_sends(aws, s
     continued = sent("uploads/continued.csv", lambda: settings.split_reserve_s * 0.75)
     assert continued == whole
     assert [row for _, _, rows in whole for row in rows] == expected
+
+
+def test_a_split_that_resumes_without_progress_fails_with_its_reason_instead_of_looping(
+        aws, stack, runtime):
+    """The stack lets the splitter invoke itself past Lambda's recursive-loop limit
+    (RecursiveLoop: Allow); the ledger's count of resumes is the guard. Invocations that
+    each hand over before reaching their next checkpoint (no time left from the start)
+    make no progress: the job is FAILED, naming the count, the bound and what to do,
+    once it was resumed more often than its file can need; nothing continues it."""
+    from splitter.split import max_split_resumes, split_object
+
+    put_csv(aws, stack.settings.bucket, "uploads/loop.csv", make_rows(400))
+    settings = type(runtime.settings)(**{**runtime.settings.__dict__, "range_bytes": 512,
+                                         "checkpoint_bytes": 1024})
+    small = Runtime(settings, runtime.spec, aws)
+    size = aws.s3.head_object(Bucket=stack.settings.bucket, Key="uploads/loop.csv")["ContentLength"]
+    limit = max_split_resumes(size, gzip=False, checkpoint_bytes=1024)
+    handed_over: list[dict] = []
+    results = []
+    while len(results) < 10 * limit:  # bounded: a failure of the guard fails here
+        results.append(split_object(small, stack.settings.bucket, "uploads/loop.csv",
+                                    owner=f"o{len(results)}", remaining_s=lambda: 0.0,
+                                    continue_split=handed_over.append))
+        if results[-1].status != "continued":
+            break
+    last = results[-1]
+    assert last.status == "failed"
+    # The first run plus `limit` resumes continued; the next resume is refused.
+    assert len(results) == limit + 2 and len(handed_over) == limit + 1
+    assert f"resumed {limit + 1} times, more than the {limit} a {size:,}-byte file" in last.error
+    assert last.error.startswith("s3://") and "line " in last.error
+    assert "Upload the file again under a new key" in last.error
+    job = ledger.get_job(aws.dynamodb, settings.ledger_table_name, last.job)
+    assert job["status"] == ledger.FAILED and job["error"] == last.error
+    # A late duplicate of the last hand-over finds the job past splitting.
+    again = split_object(small, stack.settings.bucket, "uploads/loop.csv", owner="late",
+                         remaining_s=lambda: 0.0, continue_split=handed_over.append)
+    assert again.status == "skipped" and len(handed_over) == limit + 1
+
+
+def test_the_resume_bound_grows_with_the_file_and_allows_for_gzip_and_retries():
+    from splitter.split import max_split_resumes
+
+    mib = 1024 * 1024
+    small = max_split_resumes(1000, gzip=False, checkpoint_bytes=64 * mib)
+    assert small == 16  # (2 passes x 1 checkpoint + 2) hops x (1 run + 1 lost reply + 2 retries)
+    big = max_split_resumes(10 * 1024 * mib, gzip=False, checkpoint_bytes=64 * mib)
+    # Each pass crosses 2 x 10 GiB / 64 MiB checkpoints at most (UTF-16 parsed as UTF-8).
+    assert big == (2 * 320 + 2) * 4
+    # A gzip object may inflate ~1032-fold: its bound is that much larger, still finite.
+    assert max_split_resumes(mib, gzip=True, checkpoint_bytes=64 * mib) == (2 * 17 + 2) * 4
 
 
 class FailingSQS:

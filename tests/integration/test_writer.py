@@ -62,7 +62,7 @@ def test_poison_rows_are_rejected_and_never_block_the_rest(aws, stack, spec):
     use(aws, stack, spec, layer)
     rows = [["a", str(i), "low"] for i in range(25)]
     rows[3] = ["", "3", "low"]  # empty partition key
-    rows[7] = ["a", "7"]  # ragged
+    rows[7] = ["a", "7", "low", "extra"]  # more fields than the header
     received = send(aws, stack, message(0, rows))
     response = handler.lambda_handler(sqs_event(received, stack.rows_queue_arn), context())
     assert response == {"batchItemFailures": []}
@@ -511,8 +511,8 @@ def test_row_writes_under_throttles_retry_inside_the_budget_and_cut_in_flight(aw
 
 def test_the_items_client_sends_put_item_and_update_item_and_the_ledger_keeps_its_own(aws, stack):
     """PutItem and UpdateItem on the items table go through the items client (parameter
-    validation off, botocore's own serializer: encode_whole only takes BatchWriteItem);
-    the ledger's calls on its own table through the standard client."""
+    validation off, botocore's own serializer: encode_whole takes only BatchWriteItem and
+    BatchExecuteStatement); the ledger's calls on its own table through the standard client."""
     from writer.batch_write import WriterDynamoDB
     from writer.rows import insert_request, update_request, write_rows
 

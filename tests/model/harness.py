@@ -86,6 +86,7 @@ SKEW_S = 5.0  # an invocation's clock is the global one plus up to this, either 
 ASYNC_RETRY_DELAYS_S = (60.0, 120.0)  # Lambda's retries of a failed asynchronous invocation
 RECONCILE_EVERY_S = 60.0
 CANCEL_SHARE = 0.3  # seeds in which an operator cancels the job
+TTL_SWEEP_EVERY_S = 60.0
 RECONCILER_TIMEOUT_S = 900.0  # the Lambda maximum, until the stack names the reconciler's
 FAILURE_REDRIVE_EVERY_S = 600.0  # after the fault period the operator redrives what failed
 # With a reconciler: how long it runs once nothing else is left: long enough for a dead
@@ -531,6 +532,7 @@ class Pipeline:
         self.cancel_committed: float | None = None  # when the cancel transaction took effect
         self.cancel_outcome: ledger.CancelOutcome | None = None
         self.dropped = 0  # copies the writers dropped as cancelled
+        self.log_records: dict[str, str] = {}  # every committed log record's entries, by its sk
         self.table = table
         self.sim = Sim(START)
         self.faulty = True
@@ -564,6 +566,11 @@ class Pipeline:
         self.ticket_takers: dict[int, str] = {}  # log ticket -> the invocation whose ADD took it
         self.fold_owners: dict[str, str] = {}  # a fold's lease owner -> its invocation
         self._poll_at: float | None = None
+        # Half the seeds delete folded log records (TTL), from their own random stream.
+        self.ttl_rng = random.Random(f"ttl-{seed}")
+        self.ttl_sweeps = self.ttl_rng.random() < 0.5
+        self.ttl_swept = 0  # tickets up to this one were offered to the sweep
+        self.ttl_deleted = 0
         base = [0, 0, 0]
         for message in self.plan.messages:
             base = [a + b for a, b in zip(base, message.counts.values()[:3], strict=True)]
@@ -608,6 +615,8 @@ class Pipeline:
                     self.later(plan.cancel_at, self.cancel)
                 if self.reconcile is not None:
                     self.sim.at(START + RECONCILE_EVERY_S, self.reconcile_tick)
+                if self.ttl_sweeps:
+                    self.sim.at(START + TTL_SWEEP_EVERY_S, self.ttl_tick)
                 self.sim.run(START + plan.fault_period_s)
                 self.faulty = False
                 self.note("faults stop")
@@ -889,6 +898,21 @@ class Pipeline:
             self.redrive(everything=False)
         self.sim.at(self.sim.now + FAILURE_REDRIVE_EVERY_S, self.failure_redrive_tick)
 
+    def ttl_tick(self) -> None:
+        """DynamoDB's TTL, hurried: log records carry `expires_at` (30 days on), and the
+        ledger holds that none is read once the fold's cursor has passed it; here each
+        such record is deleted within a minute, at a random moment between ledger calls."""
+        cursor = int(self.raw.get_item(TableName=self.table, ConsistentRead=True,
+                                       Key=ledger.layout._key(JOB, ledger.FOLD_SK))
+                     .get("Item", {}).get("cursor", {}).get("N", "0"))
+        for ticket in range(self.ttl_swept + 1, cursor + 1):
+            if self.ttl_rng.random() < 0.7:
+                self.raw.delete_item(TableName=self.table, Key=ledger.layout._key(
+                    JOB, ledger.layout._log_sk(ticket)))
+                self.ttl_deleted += 1
+            self.ttl_swept = ticket
+        self.sim.at(self.sim.now + self.ttl_rng.uniform(1.0, TTL_SWEEP_EVERY_S), self.ttl_tick)
+
     def reconcile_tick(self) -> None:
         reconcile = self.reconcile
         assert reconcile is not None
@@ -908,6 +932,8 @@ class Pipeline:
         elif name == "log record":
             self.replays_recorded |= {entry.split(":", 1)[0] for entry in params["Item"]["m"]["S"].split(",")
                                       if REPLAY_MARK in entry.split(":", 1)[0]}
+            # Kept here too: the TTL sweep deletes folded records from the table.
+            self.log_records[params["Item"]["sk"]["S"]] = params["Item"]["m"]["S"]
         elif name == "tally ADD tickets":
             ticket = int(result.get("Attributes", {}).get("tickets", {}).get("N", "0")) + 1
             self.ticket_takers[ticket] = invocation.name
@@ -1015,6 +1041,7 @@ class SeedResult:
     seconds: float
     cpu_seconds: float
     trace: list[str] | None = None
+    ttl_deleted: int = 0  # folded log records the TTL sweep deleted
 
     @property
     def kinds(self) -> list[str]:
@@ -1123,17 +1150,13 @@ def cancelled_trouble(pipeline: Pipeline, state: LedgerState, status: str) -> li
 
 
 def log_totals(pipeline: Pipeline) -> MessageCounts:
-    """The job's counts recomputed from its log, in ticket order: the first record of each
+    """The job's counts recomputed from every log record that committed (the TTL sweep may
+    have deleted folded ones from the table), in ticket order: the first record of each
     message counts (as the fold's bitmaps do), a replay once by its id."""
     first: dict[str, MessageCounts] = {}
-    for page in pipeline.raw.get_paginator("query").paginate(
-            TableName=pipeline.table, ConsistentRead=True,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :log)",
-            ExpressionAttributeValues={":pk": {"S": JOB}, ":log": {"S": ledger.LOG_PREFIX}}):
-        for item in page.get("Items", []):
-            if "m" in item:
-                for message_id, c in ledger.parse_entries(item["m"]["S"]):
-                    first.setdefault(message_id, c)
+    for sk in sorted(pipeline.log_records):
+        for message_id, c in ledger.parse_entries(pipeline.log_records[sk]):
+            first.setdefault(message_id, c)
     return ledger.totals(first)
 
 
@@ -1196,6 +1219,6 @@ def run_seed(seed: int, ddb: Any, template: dict[str, Any], *, trace: bool = Fal
         return SeedResult(seed, pipeline.plan, problems, status, len(pipeline.topic.published),
                           republished, Counter(f.kind for f in pipeline.ddb.faults),
                           sum(pipeline.ddb.calls.values()), time.perf_counter() - started,
-                          time.process_time() - cpu, pipeline.trace)
+                          time.process_time() - cpu, pipeline.trace, pipeline.ttl_deleted)
     finally:
         ddb.delete_table(TableName=table)

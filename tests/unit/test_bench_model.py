@@ -253,8 +253,19 @@ def test_the_stacks_writer_defaults_are_the_models() -> None:
     assert derived.memory_mb == DEFAULT_WRITER_MEMORY_MB
     assert derived.rows_per_writer_s == DEFAULT_ROWS_PER_WRITER_S
     assert DEFAULT_CONFIG.writer_in_flight == derived.in_flight
-    assert DEFAULT_CONFIG.max_concurrency >= derived.writers_for_40k
+    # the stack's MaximumConcurrency for a 40,000 WCU/s budget reaches it
+    assert writer_concurrency(40_000, derived.rows_per_writer_s) >= derived.writers_for_40k
     # and the stack's MaximumConcurrency rule is the model's
     for budget in (1_000, 4_000, 40_000, 5_000_000):
         for rate in (100, 2_500, derived.rows_per_writer_s):
             assert writer_concurrency(budget, rate) == model.max_concurrency(budget, rate)
+
+
+def test_the_cost_model_prices_the_splitter_at_the_stacks_memory() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "infra"))
+    from fanout_stack.functions import SPLITTER_MEMORY_MB
+
+    assert model.SplitterAssumptions().memory_mb == SPLITTER_MEMORY_MB

@@ -7,7 +7,14 @@ import gzip
 
 import pytest
 
-from fanout.dialect import DialectError, detect, hint_one_column, sniff_delimiter
+from fanout.dialect import (
+    DialectError,
+    detect,
+    hint_delimiter,
+    hint_one_column,
+    sniff_delimiter,
+    suggest_delimiter,
+)
 from fanout.mapping import Spec, SpecError
 
 HEADER = "account;offer_id;note\na1;1;x\n"
@@ -53,6 +60,10 @@ def test_a_utf16_bom_against_a_set_encoding_says_what_to_set() -> None:
     ("a;b,c", ","),  # a tie goes to the earlier candidate
     ("account", None),  # one column: nothing to sniff
     ("\n\na;b\n", ";"),  # blank lines before the header
+    ('"name" "pop" "area"', " "),  # R's write.table: quoted fields, single spaces
+    ('"a b" "c"', " "),  # a space inside quotes does not count
+    ("name pop area", None),  # unquoted words: a sentence as much as a header
+    ('"a" "b",c', ","),  # not quoted fields alone: the space is no candidate
 ])
 def test_the_delimiter_is_the_candidate_that_splits_the_header_most(line, expected) -> None:
     assert sniff_delimiter(line + "\n") == expected
@@ -98,3 +109,16 @@ def test_delimiter_flag_words(flag, expected) -> None:
 def test_bad_source_flags_name_the_flag(delimiter, encoding, field) -> None:
     with pytest.raises(SpecError, match=f"^{field}"):
         Spec.default().with_source(delimiter, encoding)
+
+
+def test_a_csv_error_names_the_delimiter_the_file_reads_with() -> None:
+    # Given a space-delimited file whose header is not quoted (so it is not sniffed)
+    text = 'area pop\n"Aberdeen_City" 1142\n"Angus" 116\n'
+    # Then a space is the delimiter it reads with, and the hint says how to set it
+    assert suggest_delimiter(text, ",") == " "
+    assert hint_delimiter(text, ",") == (
+        "; the file reads as CSV with the delimiter ' ': set it (--delimiter ' ', or [source] "
+        'delimiter = " " in the spec)')
+    assert "--delimiter tab" in hint_delimiter("a\tb\n1\t2\n", ",")
+    # And a file no other delimiter reads gets no hint
+    assert hint_delimiter('a,b\n1,"never closed\n', ",") == ""

@@ -111,13 +111,68 @@ def test_every_sampled_row_maps_without_rejection(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("a,a\n1,2\n", "more than once"),
-    ("a,\n1,2\n", "has no name"),
-    ("a,b\n", "no data rows"),
+    ("a,b\n", "The file has no data rows"),
+    ("a,b\n1,2,3\n", "No data row has at most as many fields as the header (1 sampled rows"),
 ])
-def test_unusable_samples_say_what_to_do(text, message):
-    with pytest.raises(InferError, match=message):
-        _infer(text)
+def test_a_sample_with_nothing_to_infer_from_still_gets_a_spec_that_says_why(
+        tmp_path, text, message):
+    result = _infer(text)
+    assert message in result.to_toml("data.csv")
+    spec = _spec(tmp_path, result)
+    assert spec.partition_key.template is not None and spec.partition_key.template.text == "{_line}"
+    assert spec.bind(["a", "b"]).to_item(["x", ""], 3) == {"line": {"N": "3"}, "a": {"S": "x"}}
+
+
+def test_r_row_names_are_named_and_proposed_as_the_key(tmp_path):
+    # Given R's write.csv of a table whose only unique values are its row names
+    text = '"","body","brain"\n"Cow",465,423\n"Goat",27.66,115\n"Pig",192,180\n"Rat",0.28,1.9\n'
+    result = _infer(text)
+    # Then the unnamed column is named as the loader names it, and is the key
+    assert result.header == ["unnamed_1", "body", "brain"]
+    assert (result.key.partition, result.key.sort) == ("unnamed_1", None)
+    toml = result.to_toml("Animals.csv")
+    assert "#   column 1 (no name) as unnamed_1" in toml
+    spec = _spec(tmp_path, result)
+    rows = list(csv.reader(io.StringIO(text)))
+    items = [spec.bind(rows[0]).to_item(row, n) for n, row in enumerate(rows[1:], start=2)]
+    assert [i["unnamed_1"] for i in items] == [{"S": "Cow"}, {"S": "Goat"}, {"S": "Pig"},
+                                               {"S": "Rat"}]
+
+
+def test_repeated_names_are_suffixed_as_the_loader_suffixes_them(tmp_path):
+    result = _infer("0.00,1.00,0.00,1.00\n1,2,3,4\n5,6,7,8\n")
+    assert result.header == ["0.00", "1.00", "0.00.1", "1.00.1"]
+    assert "column 3 ('0.00', a repeated name) as 0.00.1" in result.to_toml("x.csv")
+    spec = _spec(tmp_path, result)
+    assert spec.bind(["0.00", "1.00", "0.00", "1.00"]).to_item(["1", "2", "3", "4"], 2)[
+        "0.00.1"] == {"N": "3"}
+
+
+def test_a_normalisation_that_would_merge_two_columns_is_not_proposed(tmp_path):
+    result = _infer("K,k,Other Name\n1,2,3\n4,5,6\n")
+    assert result.normalize_headers is False
+    assert result.header == ["K", "k", "Other Name"]
+    _spec(tmp_path, result).bind(["K", "k", "Other Name"])
+
+
+def test_no_column_that_can_be_a_key_falls_back_to_the_line_with_true_reasons(tmp_path):
+    # Given a numeric table with repeated decimals and no empties (and a column named line)
+    result = _infer("x,line\n1.5,2.5\n1.5,2.5\n3.5,4.5\n")
+    toml = result.to_toml("data.csv")
+    assert "'x' holds decimals" in toml and "has empty values" not in toml
+    assert "re-upload of the same file overwrites the same items" in toml
+    spec = _spec(tmp_path, result)
+    # Then the key is the source line, under a name no column has
+    assert spec.partition_key.name == "source_line_1" and spec.sort_key is None
+    mapper = spec.bind(["x", "line"])
+    assert mapper.to_item(["1.5", "2.5"], 7) == {"source_line_1": {"N": "7"},
+                                                 "x": {"N": "1.5"}, "line": {"N": "2.5"}}
+
+
+def test_short_rows_in_the_sample_are_padded_as_the_loader_pads_them():
+    result = _infer("id,a,b\n1,2,3\n2,5\n3\n")
+    assert result.rows == 3 and result.empties == {"a": 1, "b": 2}
+    assert result.key.partition == "id"
 
 
 def test_the_sample_is_bounded():
@@ -205,3 +260,15 @@ def test_a_quote_never_closed_names_the_line(tmp_path):
     path.write_text('id,note\n1,ok\n2,"never closed\n3,x\n')
     with pytest.raises(InferError, match=r"open.csv: line 4: not valid CSV"):
         infer_file(path)
+
+
+def test_a_likely_wrong_delimiter_is_named_in_the_error(tmp_path):
+    from fanout_cli.infer import infer_file
+
+    path = tmp_path / "spaces.csv"
+    path.write_text('area pop\n"Aberdeen_City" 1142\n"Angus" 116\n')
+    with pytest.raises(InferError, match=r"line 2: not valid CSV .*delimiter ' ': set it "
+                                         r"\(--delimiter ' '"):
+        infer_file(path)
+    # And with the delimiter set, it infers
+    assert infer_file(path, delimiter=" ").key.partition == "area"

@@ -36,7 +36,6 @@ def test_default_spec_makes_every_value_a_string_and_drops_empties() -> None:
     [
         (["", "1", "x"], "empty_key"),
         (["1", "", "x"], "empty_key"),
-        (["1", "2"], "column_count"),
         (["1", "2", "x", "extra"], "column_count"),
     ],
 )
@@ -164,10 +163,66 @@ def test_spec_file_round_trips_through_toml(tmp_path) -> None:
 
 
 def test_header_problems_are_named() -> None:
-    with pytest.raises(TemplateError, match="more than once"):
-        Spec.default().bind(["account", "offer_id", "account"])
+    with pytest.raises(TemplateError, match="columns.rename gives the name 'b' to two columns"):
+        Spec.from_dict({"table": {"partition_key": "a"},
+                        "columns": {"rename": {"c": "b"}}}).bind(["a", "b", "c"])
     with pytest.raises(TemplateError, match="'offer_id'"):
         Spec.default().bind(["account", "x"])
+
+
+def test_unnamed_and_repeated_header_fields_get_names_as_pandas_gives_them() -> None:
+    # Given R's write.csv row names (an empty first name) and a name repeated twice,
+    # one of whose suffixed forms the file already holds
+    header = ["", "x", "x", "x.1", "x", ""]
+    spec = Spec.from_dict({"table": {"partition_key": "unnamed_1"}})
+    # Then each column has a name of its own, deterministically, and the notes say which
+    assert spec.output_header(header) == ["unnamed_1", "x", "x.2", "x.1", "x.3", "unnamed_6"]
+    assert spec.header_notes(header) == [
+        "column 1 (no name) as unnamed_1", "column 3 ('x', a repeated name) as x.2",
+        "column 5 ('x', a repeated name) as x.3", "column 6 (no name) as unnamed_6"]
+    mapper = spec.bind(header)
+    assert mapper.to_item(["Cow", "1", "2", "3", "4", ""], 2) == {
+        "unnamed_1": {"S": "Cow"}, "x": {"S": "1"}, "x.2": {"S": "2"}, "x.1": {"S": "3"},
+        "x.3": {"S": "4"}}
+
+
+def test_the_spec_names_an_unnamed_column_through_rename() -> None:
+    spec = Spec.from_dict({"table": {"partition_key": "animal"},
+                           "columns": {"rename": {"unnamed_1": "animal"}}})
+    assert spec.bind(["", "body"]).to_item(["Cow", "465"], 2) == {
+        "animal": {"S": "Cow"}, "body": {"S": "465"}}
+    assert spec.header_notes(["", "body"]) == ["column 1 (no name) as unnamed_1"]
+
+
+def test_normalised_names_that_collide_are_suffixed_not_refused() -> None:
+    spec = Spec.from_dict({"table": {"partition_key": "k"}, "columns": {"normalize_headers": True}})
+    assert spec.output_header(["K", "k", " "]) == ["k", "k.1", "unnamed_3"]
+    assert spec.header_notes(["K", "k", " "]) == ["column 2 ('k', a repeated name) as k.1",
+                                                   "column 3 (no name) as unnamed_3"]
+
+
+def test_short_rows_are_padded_as_dictreader_pads_them_unless_the_spec_rejects_them() -> None:
+    header = ["account", "offer_id", "price", "note"]
+    spec = Spec.from_dict({"table": {"partition_key": "account", "sort_key": "offer_id"},
+                           "columns": {"types": {"price": "N"}, "empty": "null"}})
+    # A row two fields short: the missing fields are empty, then the empty rule applies
+    assert spec.bind(header).to_item(["1", "2"], 3) == {
+        "account": {"S": "1"}, "offer_id": {"S": "2"}, "price": {"NULL": True},
+        "note": {"NULL": True}}
+    # A key column missing from a short row is an empty key, as in any row
+    with pytest.raises(RowRejected) as missing_key:
+        spec.bind(header).to_item(["1"], 3)
+    assert missing_key.value.reason == "empty_key"
+    # A row with more fields than the header stays a rejection
+    with pytest.raises(RowRejected, match="more fields than the header") as long_row:
+        spec.bind(header).to_item(["1", "2", "3", "4", "5"], 3)
+    assert long_row.value.reason == "column_count"
+    rejecting = Spec.from_dict({**spec.to_dict(), "columns": {"short_rows": "reject"}})
+    with pytest.raises(RowRejected, match='columns.short_rows = "reject"') as short:
+        rejecting.bind(header).to_item(["1", "2"], 3)
+    assert short.value.reason == "column_count"
+    with pytest.raises(SpecError, match="columns.short_rows: 'drop' is not one of pad, reject"):
+        Spec.from_dict({"columns": {"short_rows": "drop"}})
 
 
 def test_rejected_rows_travel_in_messages_that_fit_and_previews_are_not_replayed() -> None:

@@ -82,7 +82,7 @@ def test_the_splitter_stamps_the_mode_in_every_message():
 
 def test_a_delete_reads_only_the_key_columns():
     rows = [["a", "1", "x", "not a number"], ["a", "2", "", ""], ["", "3", "x", "1"],
-            ["a", "1", "again", "5"], ["a", "4"]]
+            ["a", "1", "again", "5"], ["a", "4", "x", "1", "extra"]]
     m = RowsMessage("j", 0, SOURCE, HEADER, [2, 3, 4, 5, 6], rows, mode="delete")
     items, lines, rejections, superseded = map_rows(m, spec("delete"))
     assert items == [{"account": {"S": "a"}, "offer_id": {"N": "1"}},
