@@ -93,8 +93,8 @@ def settle(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float 
         # between this fold and this transaction fails it, and the next try (it folds
         # again) ends the job CANCELLED. So a cancel racing the last report ends the job in
         # exactly one of the two, with the counts of the same fold.
-        ended, was = ((CANCELLED, "#st = :cancelling") if state.cancelled
-                      else (COMPLETE, "#st IN (:running, :stalled)"))
+        ended, value, was = ((CANCELLED, ":cancelled", "#st = :cancelling") if state.cancelled
+                             else (COMPLETE, ":complete", "#st IN (:running, :stalled)"))
         tickets = "tickets = :c" if state.cursor else "(attribute_not_exists(tickets) OR tickets = :c)"
         try:
             ddb.transact_write_items(TransactItems=[
@@ -109,7 +109,7 @@ def settle(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float 
                     "TableName": ledger_table, "Key": _key(job, JOB_SK),
                     # A STALLED job completes too, when what it missed came after all; its
                     # stall summary was published, this one is published again.
-                    "UpdateExpression": "SET #st = :ended, finished_at = :t, "
+                    "UpdateExpression": f"SET #st = {value}, finished_at = :t, "
                                         f"{ROWS_SET}, counted_through = :c, publish_until = :pu "
                                         "REMOVE summary_published",
                     "ConditionExpression": was,
@@ -117,7 +117,7 @@ def settle(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float 
                     "ExpressionAttributeValues": {k: v for k, v in values.items()
                                                   if k not in (":complete", ":cancelled")} | {
                                                            ":t": _s(now_iso(clock)),
-                                                           ":ended": _s(ended),
+                                                           value: _s(ended),
                                                            **({":cancelling": _s(CANCELLING)}
                                                               if state.cancelled else
                                                               {":running": _s(RUNNING),
