@@ -13,7 +13,7 @@ from dlq_replayer.dlq import DEFAULT_VISIBILITY_S, DlqReader
 from dlq_replayer.export import FixesError, export_rows, read_fixes
 from dlq_replayer.inspect import format_text, read_selected, summarize
 from dlq_replayer.plan import PURGE, REDRIVE, Filters
-from dlq_replayer.redrive import Options, Outcome, run
+from dlq_replayer.redrive import CancelledJobs, Options, Outcome, run
 from dlq_replayer.target import Target, TargetError, discover
 from fanout_cli.failures import OneLineParser, describe, one_line, positive_int
 
@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="an edited `export` file: send its rows back instead")
     redrive.add_argument("--rate", type=_positive_float, metavar="R",
                          help="at most R DLQ messages per second (default: no limit)")
+    redrive.add_argument("--include-cancelled", action="store_true",
+                         help="also send back rows of jobs that were cancelled (by default they "
+                              "stay in the DLQ, with a note saying which jobs)")
 
     purge = commands.add_parser(
         "purge", parents=[common, selection], epilog=EPILOG, formatter_class=formatter,
@@ -204,7 +207,9 @@ def _run(args: argparse.Namespace, fail: Callable[[int, str], int], stdout: Text
         outcome = run(target, Options(
             op=args.command, filters=filters, fixes=fixes, dry_run=args.dry_run,
             max_messages=args.max_messages, rate=getattr(args, "rate", None), confirm=confirm,
-            hook=hook, progress=None if args.json else stderr), reader)
+            hook=hook, progress=None if args.json else stderr,
+            cancelled=CancelledJobs(target.ledger, target.ledger_table) if target.ledger else None,
+            include_cancelled=getattr(args, "include_cancelled", False)), reader)
     except (OSError, FixesError) as exc:
         return fail(EXIT_FAILED, str(exc))
     _print_outcome(outcome, args.json, stdout, stderr)
@@ -272,6 +277,9 @@ def _print_outcome(outcome: Outcome, as_json: bool, stdout: TextIO, stderr: Text
         fixed = f" ({outcome.rows_fixed:,} fixed)" if outcome.rows_fixed else ""
         stdout.write(f"redrive: {would}send {outcome.rows_sent:,} row(s){fixed} from "
                      f"{outcome.messages_done:,} DLQ message(s) back to the rows queue\n")
+    if outcome.rows_refused:
+        stdout.write(f"  {outcome.rows_refused:,} row(s) of cancelled jobs stay in the DLQ "
+                     "(--include-cancelled sends them too)\n")
     if outcome.rows_kept:
         stdout.write(f"  {outcome.rows_kept:,} other row(s) of those messages stay in the DLQ "
                      f"({outcome.remainders:,} remainder message(s))\n")

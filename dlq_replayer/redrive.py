@@ -20,10 +20,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any, TextIO
 
-from dlq_replayer.dlq import DlqReader, Ref, in_flight
+from botocore.exceptions import ClientError
+
+from dlq_replayer.dlq import DlqMessage, DlqReader, Ref, in_flight
 from dlq_replayer.plan import PURGE, REDRIVE, Filters, Plan, plan_message
 from dlq_replayer.target import Target
-from fanout import sending
+from fanout import ledger, sending
 from fanout_cli.progress import ProgressDisplay
 
 Hook = Callable[[str, Plan], None]
@@ -46,6 +48,10 @@ class Options:
     confirm: Callable[[dict[str, Any]], bool] | None = None  # purge: ask before deleting
     hook: Hook | None = None
     progress: TextIO | None = None
+    # Redrive: whether a job was cancelled (`CancelledJobs`); its rows stay in the DLQ
+    # unless `include_cancelled` (the writers would write them: a replay is never dropped).
+    cancelled: Callable[[str], bool] | None = None
+    include_cancelled: bool = False
 
 
 @dataclass
@@ -64,6 +70,7 @@ class Outcome:
     remainders: int = 0
     fixes_unmatched: int = 0
     in_flight: int = 0
+    rows_refused: int = 0  # rows of cancelled jobs left in the DLQ (see Options.cancelled)
     cancelled: bool = False
     held_limit: bool = False
     by_reason: Counter[str] = field(default_factory=Counter)
@@ -155,6 +162,8 @@ def _selected_plans(reader: DlqReader, options: Options, outcome: Outcome,
     for batch in reader.batches():
         for message in batch:
             outcome.messages_seen += 1
+            if _refused(message, options, outcome):
+                continue
             plan = plan_message(message, options.op, options.filters, options.fixes)
             if plan.note:
                 outcome.note(plan.note)
@@ -168,6 +177,42 @@ def _selected_plans(reader: DlqReader, options: Options, outcome: Outcome,
             outcome.messages_selected += 1
             outcome.rows_selected += len(plan.selected)
             yield plan
+
+
+def _refused(message: DlqMessage, options: Options, outcome: Outcome) -> bool:
+    """A redrive leaves a cancelled job's rows in the DLQ, unless told to, and says why."""
+    if options.op != REDRIVE or options.include_cancelled or options.cancelled is None \
+            or message.message is None:
+        return False
+    job = message.message.job
+    rows = [row for row in message.rows if options.filters.match(row)]
+    if not rows or not options.cancelled(job):
+        return False
+    outcome.rows_refused += len(rows)
+    outcome.note(f"job {job} was cancelled: its rows stay in the DLQ (redrive them with "
+                 "--include-cancelled to load them all the same)")
+    return True
+
+
+class CancelledJobs:
+    """Whether a job was cancelled, from the ledger: one read per job a run meets (at most
+    MAX_JOBS_ASKED kept); a ledger that cannot be read says no (the rows go back)."""
+
+    MAX_JOBS_ASKED = 10_000
+
+    def __init__(self, ddb: Any, ledger_table: str) -> None:
+        self.ddb, self.table, self.known = ddb, ledger_table, dict[str, bool]()
+
+    def __call__(self, job: str) -> bool:
+        if job not in self.known:
+            if len(self.known) >= self.MAX_JOBS_ASKED:
+                self.known.clear()
+            try:
+                item = ledger.raw_job(self.ddb, self.table, job)
+            except ClientError:
+                item = {}
+            self.known[job] = ledger.status_of(item) in (ledger.CANCELLING, ledger.CANCELLED)
+        return self.known[job]
 
 
 def execute(target: Target, plan: Plan, hook: Hook | None = None) -> None:

@@ -19,6 +19,7 @@ OUTPUT_DLQ_URL = "DlqUrl"
 OUTPUT_ROWS_QUEUE_URL = "RowsQueueUrl"
 OUTPUT_BUCKET = "BucketName"
 OUTPUT_TABLE = "TableName"
+OUTPUT_LEDGER_TABLE = "LedgerTableName"
 
 
 class TargetError(RuntimeError):
@@ -33,6 +34,10 @@ class Target:
     bucket: str = ""
     table: str = ""
     endpoint_url: str | None = None
+    # The jobs ledger (a DynamoDB client and its table): what `redrive` asks whether a job
+    # was cancelled. None when the queues were named without a stack or an endpoint.
+    ledger: Any = None
+    ledger_table: str = ""
     # Long polling for each DLQ read: AWS's short polling samples a subset of servers and
     # can answer "empty" too early; a local emulator answers exactly, so 0 there.
     wait_s: int = 1
@@ -56,16 +61,19 @@ def discover(*, endpoint_url: str | None = None, stack: str | None = None,
         dlq_url = dlq_url or outputs.get(OUTPUT_DLQ_URL)
         rows_queue_url = rows_queue_url or outputs.get(OUTPUT_ROWS_QUEUE_URL)
         bucket, table = outputs.get(OUTPUT_BUCKET, ""), outputs.get(OUTPUT_TABLE, "")
+        ledger_table = outputs.get(OUTPUT_LEDGER_TABLE, names.ledger_table)
         missing = [n for n, v in ((OUTPUT_DLQ_URL, dlq_url),
                                   (OUTPUT_ROWS_QUEUE_URL, rows_queue_url)) if not v]
         if missing:
             raise TargetError(f"stack {stack} has no output(s) {', '.join(missing)}")
     else:
         bucket, table = names.bucket, names.table
+        ledger_table = names.ledger_table if endpoint_url or not (dlq_url and rows_queue_url) else ""
         dlq_url = dlq_url or queue_url(sqs, names.dlq)
         rows_queue_url = rows_queue_url or queue_url(sqs, names.rows_queue)
     assert dlq_url and rows_queue_url
-    return Target(sqs, dlq_url, rows_queue_url, bucket, table, endpoint_url,
+    ddb = client("dynamodb", endpoint_url=endpoint_url, region=region) if ledger_table else None
+    return Target(sqs, dlq_url, rows_queue_url, bucket, table, endpoint_url, ddb, ledger_table,
                   wait_s=0 if is_loopback(endpoint_url) else 1)
 
 

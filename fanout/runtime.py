@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fanout.aws import Clients
@@ -31,6 +31,9 @@ class Runtime:
     clock: Callable[[], float] = time.time
     # How the ledger waits (a fold polling for a record that is on its way); tests pass theirs.
     sleep: Callable[[float], None] = time.sleep
+    # The jobs this process learned were cancelled (a writer's ledger report returns the
+    # tally, which says so): the writer drops their next messages (see writer.load).
+    cancelled_jobs: dict[str, None] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, required: Sequence[str] = BASE_REQUIRED) -> Runtime:

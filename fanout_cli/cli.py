@@ -1,4 +1,4 @@
-"""The `fanout` command: ingest, make-csv, status (and serve).
+"""The `fanout` command: ingest, make-csv, status, jobs, cancel (and serve).
 
 Every failure ends with one line on stderr and a documented exit code, never a traceback:
 `main` maps what a command cannot fix itself (AWS errors, no credentials, nothing at the
@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--follow", action="store_true",
                         help="with --stack: follow the job with a progress display until it ends")
 
+    add_operator_parsers(commands)
     add_serve_parser(commands)
 
     spec = commands.add_parser(
@@ -232,6 +233,73 @@ class CommandError(Exception):
         self.code = code
 
 
+JOBS_EPILOG = """\
+Reads the jobs index (one item per job, newest first): about --limit index items and as
+many job items a page, never a scan of the ledger. A --status filter also reads the jobs it
+skips. Jobs started before the index existed are not listed (`fanout status JOB` finds them).
+
+exit status:
+  0  listed (even none)
+  1  the ledger could not be read (no such --stack, nothing at --endpoint-url)
+  2  usage error (bad --since)
+"""
+
+CANCEL_EPILOG = """\
+The job is CANCELLING at once: its splitter stops at its next checkpoint or range, and
+its writers drop its remaining messages, counted under the outcome `cancelled` (a writer
+learns of the cancel from its next ledger report, so each one may write one more batch).
+It is CANCELLED once nothing more of it will be written, and its summary says so.
+
+exit status:
+  0  the job is CANCELLING now (or was cancelled already)
+  1  the job had already ended (COMPLETE or FAILED: nothing changed), there is no such
+     job, or the ledger could not be reached
+"""
+
+
+def _add_ledger_target(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--endpoint-url", help="a local stack started by `fanout serve`")
+    where.add_argument("--stack", help="a deployed CloudFormation stack name")
+    parser.add_argument("--ledger-table", default=None, help="ledger table name (default fanout-jobs)")
+
+
+def add_operator_parsers(commands: argparse._SubParsersAction) -> None:
+    """`fanout jobs` and `fanout cancel` (fanout_cli/jobs.py)."""
+    from fanout import ledger
+
+    jobs = commands.add_parser(
+        "jobs", help="list the jobs of a stack, newest first",
+        description="List jobs newest first: id, status, source, rows read / written / "
+                    "rejected, when each started, how long it took (or, with +, has run) and rows/s.",
+        epilog=JOBS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_ledger_target(jobs)
+    jobs.add_argument("--status", action="append", default=[], metavar="STATUS",
+                      choices=(ledger.SPLITTING, ledger.RUNNING, ledger.CANCELLING, ledger.COMPLETE,
+                               ledger.FAILED, ledger.STALLED, ledger.CANCELLED),
+                      help="only jobs in this status (repeatable): SPLITTING, RUNNING, CANCELLING, "
+                           "COMPLETE, FAILED, STALLED, CANCELLED")
+    jobs.add_argument("--since", metavar="WHEN",
+                      help="only jobs started since: a duration back from now (24h, 30m, 7d) or a time")
+    jobs.add_argument("--source", metavar="PREFIX",
+                      help="only jobs whose source starts with this (s3://BUCKET/uploads/...)")
+    jobs.add_argument("--limit", type=positive_int, default=20, metavar="N",
+                      help="jobs a page (default 20)")
+    jobs.add_argument("--after", metavar="TOKEN",
+                      help="the next page: the token the previous page printed")
+    jobs.add_argument("--json", action="store_true", help="print the page as JSON")
+
+    cancel = commands.add_parser(
+        "cancel", help="stop a job: no more of its rows are written",
+        description="Cancel a job that is splitting, running or stalled.",
+        epilog=CANCEL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cancel.add_argument("job", help="the job id (from `fanout jobs`)")
+    _add_ledger_target(cancel)
+    cancel.add_argument("--by", metavar="TEXT",
+                        help="who cancels, as the ledger records it (default USER@HOST)")
+    cancel.add_argument("--json", action="store_true", help="print the job as it is now, as JSON")
+
+
 def add_serve_parser(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser(
         "serve", help="deploy the real stack into MiniStack on 127.0.0.1 and run it until Ctrl-C",
@@ -270,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "make-csv": _make_csv, "ingest": _ingest, "serve": _serve, "status": _status,
-        "spec": _spec_infer, "check": _check}
+        "spec": _spec_infer, "check": _check, "jobs": _jobs, "cancel": _cancel}
     name = f"fanout {args.command}" + (f" {args.spec_command}" if args.command == "spec" else "")
     if not getattr(args, "verbose", False):
         return run_command(name, commands[args.command], args)
@@ -486,27 +554,77 @@ def stack_outputs(stack: str, endpoint_url: str | None = None) -> dict[str, str]
     return {o["OutputKey"]: o["OutputValue"] for o in (stacks[0].get("Outputs", []) if stacks else [])}
 
 
+def _ledger_target(args: argparse.Namespace) -> tuple[object, str]:
+    """The ledger a command reads: the DynamoDB client and the table (`--stack`'s output,
+    `--ledger-table`, or the default name at `--endpoint-url`)."""
+    from fanout.aws import client
+    from fanout.settings import ResourceNames
+
+    use_local_credentials(args.endpoint_url)
+    table = args.ledger_table or ResourceNames().ledger_table
+    if args.stack:
+        table = stack_outputs(args.stack, args.endpoint_url).get("LedgerTableName", table)
+    return client("dynamodb", endpoint_url=args.endpoint_url), table
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from fanout import ledger
+    from fanout_cli.jobs import SinceError, format_table, job_row, since_iso
+
+    try:
+        since = since_iso(args.since) if args.since else None
+    except SinceError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    ddb, table = _ledger_target(args)
+    page = ledger.list_jobs(ddb, table, limit=args.limit, after=args.after, since=since,
+                            source_prefix=args.source, statuses=args.status)
+    rows = [job_row(job) for job in page.jobs]
+    if args.json:
+        print(json.dumps({"jobs": rows, "next": page.next_token}, indent=2))
+        return EXIT_OK
+    print(format_table(rows) if rows else "no jobs" + (" match" if args.status or args.since
+                                                       or args.source else ""))
+    if page.next_token:
+        print(f"more: add --after {page.next_token}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from fanout import ledger
+    from fanout_cli.jobs import cancel_message, who
+
+    ddb, table = _ledger_target(args)
+    outcome = ledger.cancel_job(ddb, table, args.job, by=args.by or who())
+    if outcome.job is None:
+        raise CommandError(f"no job {args.job!r} in {table}")
+    ok, line = cancel_message(outcome, args.job)
+    if not ok:
+        raise CommandError(line)
+    if args.json:
+        print(json.dumps(outcome.job, indent=2, default=str))
+    else:
+        print(line)
+    return EXIT_OK
+
+
 def _status(args: argparse.Namespace) -> int:
     from fanout import ledger
-    from fanout.settings import ResourceNames
 
     if args.follow:
         if not args.stack:
             raise CommandError("--follow needs --stack NAME", EXIT_USAGE)
         return _status_follow(args)
     if args.endpoint_url or args.stack:
-        from fanout.aws import client
+        from fanout_cli.jobs import explain, replayer_target
 
-        use_local_credentials(args.endpoint_url)
-        table = args.ledger_table or ResourceNames().ledger_table
-        if args.stack:
-            table = stack_outputs(args.stack, args.endpoint_url).get("LedgerTableName", table)
-        ddb = client("dynamodb", endpoint_url=args.endpoint_url)
+        ddb, table = _ledger_target(args)
         job = ledger.get_job(ddb, table, args.job)
         if job is None:
             raise CommandError(f"no job {args.job!r} in {table}")
+        why = explain(job, target=replayer_target(args.stack, args.endpoint_url))
         job.pop("sk", None)
         job["job_id"] = job.pop("pk")
+        job["why"] = why
         if job.get("status") not in (ledger.COMPLETE, ledger.FAILED):
             # How long it has not moved (for a STALLED job: since it last did).
             from fanout_cli.local.stack import seconds_since_progress

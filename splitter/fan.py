@@ -136,6 +136,8 @@ def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any]) -> Non
     def work(job_item: dict[str, Any]) -> dict[str, Any]:
         if "owned" not in task:
             raise InputError(EARLIER_VERSION)
+        if ledger.status_of(job_item) == ledger.CANCELLING:
+            return {"rows": 0, "messages": 0}  # cancelled before this range: it sends nothing
         enqueuer = Enqueuer(runtime.clients.sqs, settings.rows_queue_url)
         batcher = Batcher(enqueuer, job, info.source, ledger.plan_header(job_item)[0],
                           spec.delimiter, index * RANGE_SEQ_SPAN,
@@ -164,7 +166,7 @@ def split_range(runtime: Runtime, info: ObjectInfo, task: dict[str, Any]) -> Non
         total_messages = sum(r["messages"] for r in counted if r is not None)
         total_padded = sum(r.get("padded", 0) for r in counted if r is not None)
         header, header_line = ledger.plan_header(job_item)
-        if total_rows == 0:
+        if total_rows == 0 and ledger.status_of(job_item) != ledger.CANCELLING:
             raise InputError(f"line {header_line}: the file has a header but no data rows")
         try:
             job_done = ledger.finish_split(

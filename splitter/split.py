@@ -238,6 +238,11 @@ def _split_job(
             enqueuer.close()
     except (InputError, SourceError) as exc:
         return _fail(runtime, info, job, exc)
+    except ledger.SplitCancelled:
+        # Cancelled: nothing more is sent; what the checkpoint holds is what was sent (the
+        # save comes after the sends drained), and finish_split records it.
+        log.info("the job was cancelled: the split stops at line %s", checkpoint.line)
+        finished = True
     except ledger.LeaseLost:
         return SplitResult(job, "skipped", info.source.uri)
     except BaseException:

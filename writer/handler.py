@@ -38,8 +38,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(name="RowsSuperseded", unit=MetricUnit.Count,
                        value=sum(r.superseded for r in results))
     for name, value in (("RowsDeleted", sum(r.deleted for r in results)),
-                        ("RowsSkippedExisting", sum(r.skipped_existing for r in results))):
-        if value:  # the delete and insert modes' own outcomes (a put batch emits as before)
+                        ("RowsSkippedExisting", sum(r.skipped_existing for r in results)),
+                        ("RowsCancelled", sum(r.cancelled for r in results))):
+        if value:  # the delete and insert modes' own outcomes, and a cancel's (else as before)
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     # Every message failed: not a Lambda error (the processor reports them one by one), so
     # the WriterBatchesFailed alarm watches this metric instead of Errors.

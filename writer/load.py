@@ -64,12 +64,14 @@ class ChunkResult:
     deleted: int = 0
     skipped_existing: int = 0
     masks: tuple[int, ...] | None = None  # a replay's rows by outcome (see landed_masks)
+    cancelled: int = 0  # rows dropped unwritten: their job was cancelled (see dropped)
     rejected_bodies: list[str] = field(default_factory=list)  # for the DLQ (send_rejected)
 
     @property
     def counts(self) -> ledger.MessageCounts:
         return ledger.MessageCounts(self.written, len(self.rejections), self.superseded,
-                                    self.deleted, self.skipped_existing, masks=self.masks)
+                                    self.deleted, self.skipped_existing, self.cancelled,
+                                    masks=self.masks)
 
 
 def runtime_from_env() -> Runtime:
@@ -247,6 +249,9 @@ def write_batch(records: list[dict[str, Any]], runtime: Runtime, budget: Budget)
                 message = decode(record["body"])
                 if message.kind == KIND_REJECTED:
                     message = as_replay(message)
+                if (cancelled := dropped(message, runtime)) is not None:
+                    outcomes[record["messageId"]] = cancelled
+                    continue
                 with log_keys(log, **message_keys(message)):
                     prepared = prepare(message, runtime.spec)
             except Exception as exc:  # reported for this record alone, as the processor would
@@ -382,6 +387,7 @@ def load_batch(event: dict[str, Any], context: Any, runtime: Runtime,
     with subsegment("ledger record_batch", jobs=len(by_job)):
         recorded = ledger.record_batch(runtime.clients.dynamodb, runtime.settings.ledger_table_name,
                                        context.aws_request_id, by_job, clock=runtime.clock)
+    learn_cancels(runtime, recorded)
     for job_item in recorded:
         settle_job(runtime, job_item, owner=context.aws_request_id, remaining_s=budget.remaining_s)
     if on_result:
@@ -394,3 +400,25 @@ def wholly_failed(event: dict[str, Any], response: dict[str, Any]) -> bool:
     """True when every message of the batch was reported failed (SQS retries them all)."""
     records = event.get("Records") or []
     return bool(records) and len(response.get("batchItemFailures") or []) == len(records)
+
+
+KNOWN_CANCELS = 1024  # cancelled jobs a writer process remembers (the oldest are forgotten)
+
+
+def dropped(message: RowsMessage, runtime: Runtime) -> ChunkResult | None:
+    """A message of a job this process knows was cancelled, not written: all its rows
+    counted `cancelled`. A replay is written all the same: the operator redrove it knowing
+    (dlq-replayer refuses a cancelled job's rows unless told to)."""
+    if message.replay or message.job not in runtime.cancelled_jobs:
+        return None
+    return ChunkResult(message, cancelled=len(message.rows) + len(message.rejections))
+
+
+def learn_cancels(runtime: Runtime, recorded: list[dict[str, Any]]) -> None:
+    """What the ledger report returned (each job's tally) says which jobs were cancelled: no
+    read of its own, so a cancel costs nothing per message while no job is cancelled."""
+    for item in recorded:
+        if ledger.is_cancelled(item):
+            runtime.cancelled_jobs[ledger.job_id(item)] = None
+            while len(runtime.cancelled_jobs) > KNOWN_CANCELS:
+                del runtime.cancelled_jobs[next(iter(runtime.cancelled_jobs))]

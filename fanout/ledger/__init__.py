@@ -8,26 +8,39 @@ faults):
    messages, and `rows_read` = the sum of its `rows_<outcome>`.
 2. A job completes once, only when every message is counted, and its summary counts
    every report recorded before the completion.
-3. Every job ends: COMPLETE, FAILED or STALLED (naming what is missing), and its summary
-   is published at least once (once when nothing fails; again when a STALLED job
-   completes after all). No invocation is trusted to finish: the reconciler
-   (`reconciler.py`) comes back, on a schedule, for every job of the active index.
+3. Every job ends: COMPLETE, FAILED, STALLED (naming what is missing) or, once an operator
+   cancelled it, CANCELLED, and its summary is published at least once (once when nothing
+   fails; again when a STALLED job completes after all or is cancelled). No invocation is
+   trusted to finish: the reconciler (`reconciler.py`) comes back, on a schedule, for
+   every job of the active index.
 4. Every write may have its reply lost after it committed and be sent again by botocore;
    each is designed so that its own retry is recognised (the list below).
+5. A cancel and a completion exclude each other: a job that was CANCELLING ends CANCELLED
+   and never COMPLETE; a COMPLETE or FAILED job is never cancelled. Its counts add a
+   sixth outcome, `cancelled` (rows a writer dropped unwritten), and stay exact.
 
 Who writes what, under which condition, and what each rule survives:
 
-* job item, tally format, active item: `start_job`, one transaction, if no job item.
-  Retried: the same ClientRequestToken, applied once.
+* job item, tally format, active item, jobs index entry: `start_job`, one transaction, if
+  no job item. Retried: the same ClientRequestToken, applied once; a later start (a
+  duplicate event, a retry past the token's 10 minutes) fails the job item's condition and
+  with it the whole transaction, so a job has exactly one index entry.
 * job's split lease and checkpoint: the splitter holding it, if its owner and SPLITTING.
-  Retried: the owner's own condition still holds.
+  Retried: the owner's own condition still holds. Found CANCELLING (ALL_OLD, its own
+  owner): `SplitCancelled`, and the splitter records what it sent (see finish_split).
 * job's `split_resumes` (ADD 1): `start_job` resuming a split, with the lease it takes, if
   SPLITTING and the lease expired or its own. Retried: counted twice (the owner's
   condition holds); it only bounds the splitter's loop guard, whose limit allows for it.
 * job RUNNING, the tally's messages_total, the active item: `finish_split`, one
   transaction, if SPLITTING (or STALLED with no total: a split the reconciler took for
   dead that finishes after all). Retried: applied once (a tally without the total would
-  never complete).
+  never complete). Found CANCELLING without a total: the same numbers are recorded and the
+  job stays CANCELLING (`_finish_cancelled_split`, one transaction, if CANCELLING and no
+  messages_total; retried: applied once, or its condition fails and it is done).
+* job CANCELLING (`cancelled_at`, `cancelled_by`, `cancelled_from`, summary_published
+  removed), the tally's `cancelled_at`, the active item: `cancel_job`, one transaction, if
+  SPLITTING, RUNNING or STALLED. Retried: the same token, applied once; a later retry finds
+  it CANCELLING and changes nothing (so does a cancel of an ended job).
 * job FAILED (bad input), active item removed: `fail_job`, one transaction. Retried:
   idempotent.
 * tally ticket ADD: a writer, no condition (tickets are dense). Retried: two tickets;
@@ -46,11 +59,16 @@ Who writes what, under which condition, and what each rule survives:
 * fold cursor and totals: the lease holder, if its owner. Retried: ALL_OLD shows its
   `saved_by` and cursor: done.
 * job COMPLETE, tally `completed_at`, active item: the completing settle, one
-  transaction, if `tickets` = the cursor folded and RUNNING or STALLED. Retried:
-  applied once.
+  transaction, if `tickets` = the cursor folded, the tally has no `cancelled_at`, and
+  RUNNING or STALLED; job CANCELLED the same way, if the tally has `cancelled_at` and
+  CANCELLING. A cancel committed between the fold and this transaction fails its tally
+  condition: the settle folds again and ends the job CANCELLED. Retried: applied once.
 * job STALLED and the tally's `stalled_at`: the reconciler, one transaction, if the status
   it read (and, for a split, no splitter's lease). Retried: the status moved; the next
-  visit hands back the summary.
+  visit hands back the summary. A CANCELLING job without progress for `stall_after_s`
+  (messages in the DLQ; a split whose splitter died after the cancel) is CANCELLED the
+  same way, with the tally's `completed_at` and `counted_through` (so later reports move
+  its counts) and, for a split that never recorded its end, rows_read = what was counted.
 * publish claim: whoever ended the job, then any settle once it expired, if no summary
   published. Retried: held by itself; it expires, and the reconciler publishes.
 * summary published, if the job still has the summary's status (a STALLED summary
@@ -59,7 +77,13 @@ Who writes what, under which condition, and what each rule survives:
   between, the reconciler removes it.
 * active item after completion or a stall: a writer whose ADD found the tally complete or
   stalled, after its record. Removed by the reconciler only once `at_ticket` is folded
-  (the condition) and, for a COMPLETE job, in its counts.
+  (the condition) and, for a COMPLETE (or CANCELLED) job, in its counts.
+* the writer's knowledge of a cancel (no item of its own): the tally its ticket ADD
+  returns (ALL_OLD) has `cancelled_at`; that writer process drops the job's later
+  messages (not replays), counting their rows `cancelled` (`writer.load.dropped`). No read
+  of its own: while no job is cancelled, a cancel costs nothing per message. A process
+  that has not reported since the cancel writes its next batch as usual (counted as
+  written); a duplicate of a message counted one way and delivered again changes nothing.
 
 Faults and what survives them: a writer killed between its ticket and its record leaves a
 hole, voided once its writer cannot be alive (`HolePolicy`), by its batch's redelivery or
@@ -80,7 +104,8 @@ one owner of it:
   a retry; the splitter fails a job resumed more often than its file can need),
   started/finished, `mode` (the write mode, absent for put) and, once
   complete, the exact counts (`rows_<outcome>` for each of OUTCOMES: `rows_written`,
-  `rows_rejected`, `rows_superseded`, `rows_deleted`, `rows_skipped_existing`; and
+  `rows_rejected`, `rows_superseded`, `rows_deleted`, `rows_skipped_existing`,
+  `rows_cancelled`; and
   `counted_through`, the log position they include). A parallel split (splitter/fan.py) adds
   to it `parallel_ranges` (how many), `scans_done` / `ranges_done` (number sets of the
   steps that reported) and `scans_fanned` / `ranges_fanned` (the stage started its next,
@@ -93,11 +118,13 @@ one owner of it:
   clock of the writer that took the last one, when it asked), `messages_reported` (an
   upper bound: duplicates count twice), `ticket_by` (the last ADD's token), a copy of
   messages_total and the format, `split_done_at`, `completed_at` once the job is
-  complete and `stalled_at` once it was STALLED;
+  complete (or CANCELLED), `stalled_at` once it was STALLED and `cancelled_at` once an
+  operator cancelled it (what the writers' ADD returns to them);
 * the log, `sk="log#<ticket, 12 digits>"`: one record per writer invocation and job,
   `m` = `message_id:written:rejected:superseded,...` for each message it finished (with
   `:deleted:skipped_existing` after them when either is not 0: a put's entry is as
-  before, and an entry without them reads as 0 for both; a replay whose rows carry their
+  before, and an entry without them reads as 0 for both; and `:cancelled` after those
+  when it is not 0, a message of a cancelled job dropped unwritten; a replay whose rows carry their
   indexes (see fanout.contract) then adds `@` and, in hex joined by ".", one bitmask
   per outcome a row can land in (`layout.LANDED`: written, superseded, deleted,
   skipped_existing; zeros at the end left out) of the indexes of its rows that ended
@@ -125,7 +152,7 @@ one owner of it:
   (seq, index), 4096 x 25 bits, stored zlib-compressed: a few bytes for a few replayed
   rows, 12,811 at most), `replays` (the ids of replays counted by id: those from before
   indexes), their `distinct` original messages, a count per outcome (OUTCOMES: `written`,
-  `rejected`, `superseded`, `deleted`, `skipped_existing`; replays included), and
+  `rejected`, `superseded`, `deleted`, `skipped_existing`, `cancelled`; replays included), and
   `applied` (the last ticket folded into it); beside `parts` and the old `replays`, a
   shard item is at most 13.5 KB, however often its rows are redriven. Both the
   sequential split's seqs (row index // 25) and a parallel split's (range index * 1e9 +
@@ -134,6 +161,9 @@ one owner of it:
   `distinct` and a count per outcome (the sums over its shards), the
   folder's lease (`lease_owner`, `lease_until`, `dirty`), `saved_by` and `folded_at`
   (when the cursor last moved);
+* the jobs index, `pk="#jobs"`, `sk=<started_at>#<job id>` (`job`, `source`): one item
+  per job, never changed, so `list_jobs` reads the newest first, about as many items as it
+  lists (plus their job items, and the fold items of those not ended);
 * the active index, `pk="#active"`, `sk=<job id>`: one item per job from its start until
   its end is announced (`mark_published`; `fail_job` for a FAILED one), and again from a
   report after its completion (with that report's ticket, `at_ticket`) until the fold has
@@ -148,7 +178,8 @@ one owner of it:
 * on the job item, once it ended: `publish_until` (the claim of the invocation that
   publishes its summary), `summary_published`; once STALLED: `stall_reason`,
   `missing_messages`, `missing_seqs` (the first ones, for a sequential split),
-  `last_progress_at`.
+  `last_progress_at`; once cancelled: `cancelled_at`, `cancelled_by`, `cancelled_from`
+  (and, ended by the reconciler, the STALLED attributes above).
 
 Counting (see `fold`): the folder holds the fold's lease and reads the log from the
 cursor in steps of about FOLD_MESSAGES entries; each entry is set in its shard's bitmap
@@ -219,13 +250,14 @@ sibling on its own floor):
 * `legacy` (the previous format) and `log` (a log record's void);
 * one module per item kind: `split` (the job item while splitting), `tally` (the tally
   and the log records), `folding` (the fold, the shards, holes), `steps` (a parallel
-  split's steps);
+  split's steps), `cancel` (an operator's cancel);
 * `complete` (completion) and `reads` (what the CLI and the tools read);
 * `reconciler` (liveness);
 * this door, which is all the rest of fanout imports.
 """
 
 from fanout.ledger import folding, layout
+from fanout.ledger.cancel import CANCELLABLE, CancelOutcome, cancel_job, is_cancelled
 from fanout.ledger.complete import (
     COMPLETE_ATTEMPTS,
     ROWS_SET,
@@ -239,6 +271,8 @@ from fanout.ledger.complete import (
 from fanout.ledger.folding import FoldLost, FoldState, HolePolicy, Shard, Totals, fold, sum_shards
 from fanout.ledger.layout import (
     ACTIVE_PK,
+    CANCELLED,
+    CANCELLING,
     COMPLETE,
     ENDED,
     EXPIRES_AT,
@@ -288,8 +322,10 @@ from fanout.ledger.legacy import (
     old_format_summary,
 )
 from fanout.ledger.reads import (
+    JobsPage,
     get_job,
     jobs_by_id,
+    list_jobs,
     message_counted,
     progress_at,
     read_message_counts,
@@ -306,6 +342,7 @@ from fanout.ledger.reconciler import (
 )
 from fanout.ledger.split import (
     LeaseLost,
+    SplitCancelled,
     SplitFinished,
     SplitState,
     fail_job,
@@ -327,7 +364,9 @@ from fanout.ledger.steps import (
 from fanout.ledger.tally import TicketVoided, record_batch, should_settle
 
 __all__ = [
-    "ACTIVE_PK", "COMPLETE", "COMPLETE_ATTEMPTS", "ENDED", "EXPIRES_AT", "FAILED", "FOLD_BUDGET_S",
+    "ACTIVE_PK", "CANCELLABLE", "CANCELLED", "CANCELLING", "CancelOutcome", "cancel_job",
+    "is_cancelled", "JobsPage", "list_jobs", "SplitCancelled", "COMPLETE", "COMPLETE_ATTEMPTS",
+    "ENDED", "EXPIRES_AT", "FAILED", "FOLD_BUDGET_S",
     "FOLD_LEASE_S", "FOLD_SK", "HOLE_MARGIN_S", "HOLE_POLL_S", "HOLE_WAIT_S", "JOB_SK",
     "LEDGER_FORMAT", "LOG_EXPIRY_S", "LOG_PREFIX", "MAX_BATCH_GET", "MODE_OUTCOMES", "OLD_FORMAT_ERROR",
     "OUTCOMES", "PARTITION_KEY", "ROWS_SET", "RUNNING", "SHARD_PREFIX", "SORT_KEY", "SPLITTING",

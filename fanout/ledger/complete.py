@@ -12,6 +12,8 @@ from botocore.exceptions import ClientError
 
 from fanout.ledger.folding import FoldLost, fold
 from fanout.ledger.layout import (
+    CANCELLED,
+    CANCELLING,
     COMPLETE,
     FOLD_BUDGET_S,
     FOLD_LEASE_S,
@@ -75,62 +77,92 @@ def settle(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float 
                          clock=clock, sleep=sleep, writer_timeout_s=writer_timeout_s)
         except FoldLost:
             return None  # another folder has the work
-        if state is None or state.messages_total is None:
+        # (A job cancelled during its split, whose splitter never recorded its end, has no
+        # messages_total: the reconciler ended it, and only its counts can move.)
+        if state is None or (state.messages_total is None and not state.complete):
             return None
         values = {**_outcome_values(state.totals.counts, "rows_"), ":c": _n(state.cursor),
-                  ":complete": _s(COMPLETE)}
+                  ":complete": _s(COMPLETE), ":cancelled": _s(CANCELLED)}
         if state.complete:
             break
-        if state.stalled is not None or state.totals.distinct < state.messages_total:
+        if state.messages_total is None or state.stalled is not None or \
+                state.totals.distinct < state.messages_total:
             return None
+        # A cancelled job ends CANCELLED, from CANCELLING only; any other COMPLETE, from
+        # RUNNING or STALLED, only while the tally has no cancel: a cancel that commits
+        # between this fold and this transaction fails it, and the next try (it folds
+        # again) ends the job CANCELLED. So a cancel racing the last report ends the job in
+        # exactly one of the two, with the counts of the same fold.
+        ended, value, was = ((CANCELLED, ":cancelled", "#st = :cancelling") if state.cancelled
+                             else (COMPLETE, ":complete", "#st IN (:running, :stalled)"))
+        tickets = "tickets = :c" if state.cursor else "(attribute_not_exists(tickets) OR tickets = :c)"
         try:
             ddb.transact_write_items(TransactItems=[
                 {"Update": {
                     "TableName": ledger_table, "Key": _key(job, TALLY_SK),
                     "UpdateExpression": "SET completed_at = :t",
-                    "ConditionExpression": "tickets = :c",
+                    "ConditionExpression": tickets + (" AND attribute_exists(cancelled_at)"
+                                                      if state.cancelled
+                                                      else " AND attribute_not_exists(cancelled_at)"),
                     "ExpressionAttributeValues": {":c": _n(state.cursor), ":t": _s(now_iso(clock))}}},
                 {"Update": {
                     "TableName": ledger_table, "Key": _key(job, JOB_SK),
                     # A STALLED job completes too, when what it missed came after all; its
                     # stall summary was published, this one is published again.
-                    "UpdateExpression": "SET #st = :complete, finished_at = :t, "
+                    "UpdateExpression": f"SET #st = {value}, finished_at = :t, "
                                         f"{ROWS_SET}, counted_through = :c, publish_until = :pu "
                                         "REMOVE summary_published",
-                    "ConditionExpression": "#st IN (:running, :stalled)",
+                    "ConditionExpression": was,
                     "ExpressionAttributeNames": {"#st": "status"},
-                    "ExpressionAttributeValues": values | {":t": _s(now_iso(clock)),
-                                                           ":running": _s(RUNNING),
-                                                           ":stalled": _s(STALLED),
+                    "ExpressionAttributeValues": {k: v for k, v in values.items()
+                                                  if k not in (":complete", ":cancelled")} | {
+                                                           ":t": _s(now_iso(clock)),
+                                                           value: _s(ended),
+                                                           **({":cancelling": _s(CANCELLING)}
+                                                              if state.cancelled else
+                                                              {":running": _s(RUNNING),
+                                                               ":stalled": _s(STALLED)}),
                                                            ":pu": _n(int(clock() + lease_s))}}},
                 # In the active index until its summary is published (`mark_published`), so
                 # the reconciler publishes it if this invocation dies first.
                 {"Put": {"TableName": ledger_table,
                          "Item": {**_active_key(job), "since": _n_time(clock())}}},
             ])
-            return Settlement(COMPLETE, completion_summary(plain(raw_job(ddb, ledger_table, job))))
+            return Settlement(ended, completion_summary(plain(raw_job(ddb, ledger_table, job))))
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "TransactionCanceledException":
                 raise
-            if _canceled_on(exc, 1):
+            if _canceled_on(exc, 1) and not _canceled_on(exc, 0):
                 break  # not RUNNING: completed by another settle (or failed)
-            # Reports came in since this fold: fold them too, and try again.
+            # Reports (or a cancel) came in since this fold: fold them too, and try again.
     else:
         return None  # reports keep coming: their own settles complete the job
-    try:  # completed earlier: a replay or a late duplicate came in
+    # Completed (or cancelled) earlier: a replay or a late duplicate came in. A job the
+    # reconciler cancelled with messages missing names what is still missing; one cancelled
+    # during its split, whose end was never recorded, has read what its writers reported.
+    update = f"SET {ROWS_SET}, counted_through = :c"
+    if state.messages_total is None:
+        update += ", rows_read = :sum"
+        values[":sum"] = _n(state.totals.counts.rows)
+    elif state.totals.distinct < state.messages_total:
+        update += ", missing_messages = :missing"
+        values[":missing"] = _n(state.messages_total - state.totals.distinct)
+    else:
+        update += " REMOVE missing_messages, missing_seqs"
+    try:
         ddb.update_item(
             TableName=ledger_table, Key=_key(job, JOB_SK),
-            UpdateExpression=f"SET {ROWS_SET}, counted_through = :c",
-            ConditionExpression="#st = :complete AND counted_through < :c",
+            UpdateExpression=update,
+            ConditionExpression="#st IN (:complete, :cancelled) AND counted_through < :c",
             ExpressionAttributeNames={"#st": "status"},
-            ExpressionAttributeValues={k: v for k, v in values.items() if k != ":running"},
+            ExpressionAttributeValues=values,
         )
     except ClientError as exc:
         if not _conditional_failed(exc):
             raise
     job_item = raw_job(ddb, ledger_table, job)
     status = job_item.get("status", {}).get("S", "")
-    if status in (COMPLETE, STALLED) and claim_publish(ddb, ledger_table, job, lease_s, clock):
+    if status in (COMPLETE, STALLED, CANCELLED) and claim_publish(ddb, ledger_table, job, lease_s, clock):
         return Settlement(status, completion_summary(plain(raw_job(ddb, ledger_table, job))))
     return Settlement(status)
 
@@ -195,7 +227,8 @@ SUMMARY_NAMES = {"written": "TOTAL_NUMBER_OF_ITEMS_WRITTEN",
                  "rejected": "TOTAL_NUMBER_OF_ITEMS_IN_ERROR",
                  "superseded": "TOTAL_NUMBER_OF_ROWS_SUPERSEDED",
                  "deleted": "TOTAL_NUMBER_OF_ITEMS_DELETED",
-                 "skipped_existing": "TOTAL_NUMBER_OF_ROWS_SKIPPED_EXISTING"}
+                 "skipped_existing": "TOTAL_NUMBER_OF_ROWS_SKIPPED_EXISTING",
+                 "cancelled": "TOTAL_NUMBER_OF_ROWS_CANCELLED"}
 
 
 def completion_summary(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -211,11 +244,16 @@ def completion_summary(job: Mapping[str, Any]) -> dict[str, Any]:
         "TOTAL_NUMBER_OF_ROWS_READ": job.get("rows_read"),
         # Of those, rows with fewer fields than the header, padded (information, not an outcome).
         **({"TOTAL_NUMBER_OF_ROWS_PADDED": job["rows_padded"]} if job.get("rows_padded") else {}),
-        **{SUMMARY_NAMES[name]: job.get(f"rows_{name}") for name in outcomes_shown(mode, counts)},
+        **{SUMMARY_NAMES[name]: job.get(f"rows_{name}") for name in outcomes_shown(mode, counts)
+           if name != "cancelled" or job.get("status") != CANCELLED},
         "DESTINATION_TABLE_NAME": job.get("table"),
         "ERROR_DATA_LOCATION": job.get("error_location"),
     }
-    if job.get("status") == STALLED:
+    if job.get("status") == CANCELLED:
+        summary |= {SUMMARY_NAMES["cancelled"]: counts["cancelled"],
+                    "CANCELLED_AT": job.get("cancelled_at"), "CANCELLED_BY": job.get("cancelled_by")}
+    if job.get("status") in (STALLED, CANCELLED) and (
+            "missing_messages" in job or "stall_reason" in job):
         # What is missing: the rows no outcome holds (so the summary still sums to rows
         # read), the messages, the first seqs, and why.
         summary["TOTAL_NUMBER_OF_ROWS_MISSING"] = max(

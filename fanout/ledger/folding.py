@@ -182,7 +182,8 @@ class FoldState:
     tickets: int
     messages_total: int | None
     stalled: int | None = None  # a young hole the fold stopped at (see HolePolicy)
-    complete: bool = False  # the tally says the job completed
+    complete: bool = False  # the tally says the job completed (or, cancelled, ended)
+    cancelled: bool = False  # the tally says the job was cancelled
 
 
 class FoldLost(RuntimeError):
@@ -234,6 +235,7 @@ def fold(ddb: Any, ledger_table: str, job: str, *, owner: str, lease_s: float = 
         if "messages_total" in tally:
             state.messages_total = int(tally["messages_total"]["N"])
         state.complete = "completed_at" in tally
+        state.cancelled = "cancelled_at" in tally
         if state.cursor >= state.tickets or clock() - started >= budget_s:
             return state
 
@@ -296,7 +298,8 @@ def _fold_steps(ddb: Any, ledger_table: str, job: str, owner: str, old: Mapping[
         more = stalled is None and holes.clock() - started < budget_s and cursor < tickets
         _save_fold(ddb, ledger_table, job, owner, cursor, totals, clean=not more, moved_at=moved_at)
         if not more:
-            return FoldState(cursor, totals, tickets, total, stalled, "completed_at" in tally)
+            return FoldState(cursor, totals, tickets, total, stalled, "completed_at" in tally,
+                             "cancelled_at" in tally)
 
 
 def _save_fold(ddb: Any, ledger_table: str, job: str, owner: str, cursor: int, totals: Totals,

@@ -50,12 +50,21 @@ FAILED = "FAILED"
 # retention, a split that died after its retries). Its summary names what is missing; the
 # job still completes if the missing messages come after all (a DLQ redrive).
 STALLED = "STALLED"
-ENDED = (COMPLETE, FAILED, STALLED)
+# An operator's cancel (`cancel.cancel_job`): CANCELLING at once, CANCELLED once nothing
+# more of the job will be written (every message it sent counted, or none came for the
+# stall time). A STALLED job can be cancelled too; a COMPLETE or FAILED one cannot.
+CANCELLING = "CANCELLING"
+CANCELLED = "CANCELLED"
+ENDED = (COMPLETE, FAILED, STALLED, CANCELLED)
 
 # The active index: one item per job that is not yet ended and announced (pk ACTIVE_PK,
 # sk the job id), so the reconciler finds them with one Query, whatever the table holds.
 # A job id never starts with "#" (fanout.contract.job_id_for), so no job's items share it.
 ACTIVE_PK = "#active"
+# The jobs index: one item per job, written once, by the transaction that starts it (pk
+# JOBS_PK, sk its start time and id, `_jobs_sk`), so `fanout jobs` lists the newest first
+# with one Query that reads about as many items as it lists.
+JOBS_PK = "#jobs"
 
 # A log record carries `expires_at` (the ledger table's TTL attribute), LOG_EXPIRY_S after
 # its writer wrote it. The fold reads a record once, when its cursor passes it, and never
@@ -71,9 +80,11 @@ SPLIT_LEASE_S = 960  # a little over the splitter's 15-minute maximum timeout
 # shards and the fold (as named), and the job item (`rows_<name>`). `written` is an item
 # put, inserted or updated; `deleted` a key deleted (absent or not, as DynamoDB counts
 # it); `skipped_existing` an insert whose key the table already held.
-OUTCOMES = ("written", "rejected", "superseded", "deleted", "skipped_existing")
+# `cancelled`: a row of a cancelled job that a writer dropped without writing it.
+OUTCOMES = ("written", "rejected", "superseded", "deleted", "skipped_existing", "cancelled")
 MODE_OUTCOMES = {"delete": ("deleted",), "insert": ("skipped_existing",)}  # beyond put's
-LANDED = tuple(name for name in OUTCOMES if name != "rejected")  # where a replayed row can land
+# Where a replayed row can land (a replay is never dropped as cancelled: see the writer).
+LANDED = ("written", "superseded", "deleted", "skipped_existing")
 
 
 @dataclass(frozen=True)
@@ -83,13 +94,14 @@ class MessageCounts:
     superseded: int = 0
     deleted: int = 0
     skipped_existing: int = 0
+    cancelled: int = 0
     # A replay whose rows carry their indexes (see fanout.contract): per LANDED outcome, a
     # bitmask of the indexes (in the seq) of the rows that ended there. None otherwise.
     masks: tuple[int, ...] | None = field(default=None, kw_only=True)
 
     @property
     def rows(self) -> int:
-        return self.rejected + self.landed
+        return self.rejected + self.landed + self.cancelled
 
     @property
     def landed(self) -> int:
@@ -98,7 +110,8 @@ class MessageCounts:
 
     def values(self) -> tuple[int, ...]:
         """The counts in OUTCOMES order."""
-        return (self.written, self.rejected, self.superseded, self.deleted, self.skipped_existing)
+        return (self.written, self.rejected, self.superseded, self.deleted, self.skipped_existing,
+                self.cancelled)
 
 
 def outcomes_shown(mode: str | None, counts: Mapping[str, int]) -> list[str]:
@@ -168,6 +181,11 @@ def _active_key(job: str) -> dict[str, dict[str, str]]:
     return {PARTITION_KEY: _s(ACTIVE_PK), SORT_KEY: _s(job)}
 
 
+def _jobs_sk(started_at: str, job: str) -> str:
+    """A job's place in the jobs index: its start time (ISO, UTC, so it sorts) and its id."""
+    return f"{started_at}#{job}"
+
+
 def _get(ddb: Any, ledger_table: str, job: str, sk: str) -> dict[str, Any]:
     return ddb.get_item(TableName=ledger_table, Key=_key(job, sk),
                         ConsistentRead=True).get("Item") or {}
@@ -226,9 +244,16 @@ def is_replay(message_id: str) -> bool:
 
 
 def _encode_entries(messages: Mapping[str, MessageCounts]) -> str:
-    return ",".join(":".join(map(str, (mid, *(c.values() if c.deleted or c.skipped_existing
-                                               else c.values()[:3])))) + _encode_masks(c.masks)
+    return ",".join(":".join(map(str, (mid, *_trimmed(c.values())))) + _encode_masks(c.masks)
                     for mid, c in messages.items())
+
+
+def _trimmed(values: tuple[int, ...]) -> tuple[int, ...]:
+    """An entry's counts as written: put's three; the write modes' two after them when either
+    is not 0; `cancelled` last, only when not 0 (so every earlier entry reads as it did)."""
+    if values[5]:
+        return values
+    return values[:5] if values[3] or values[4] else values[:3]
 
 
 def _encode_masks(masks: tuple[int, ...] | None) -> str:

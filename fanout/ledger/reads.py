@@ -4,7 +4,7 @@ reads that only tests and diagnostics of small jobs use."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -12,9 +12,13 @@ from fanout.contract import REPLAY_MARK
 from fanout.ledger import layout
 from fanout.ledger.folding import Shard, Totals
 from fanout.ledger.layout import (
+    CANCELLED,
+    CANCELLING,
     COMPLETE,
+    ENDED,
     FOLD_SK,
     JOB_SK,
+    JOBS_PK,
     LOG_PREFIX,
     RUNNING,
     SPLITTING,
@@ -115,11 +119,11 @@ def get_job(ddb: Any, ledger_table: str, job: str) -> dict[str, Any] | None:
     out["messages_reported"] = int(tally.get("messages_reported", {}).get("N", "0"))
     running = Totals.of(folded)
     out["messages_counted"] = running.distinct
-    if out.get("status") in (SPLITTING, RUNNING):
+    if out.get("status") in (SPLITTING, RUNNING, CANCELLING):
         out["last_progress_at"] = round(progress_at(item, tally, folded), 3)
     if "ledger_format" not in item and out.get("status") in (SPLITTING, RUNNING):
         out["error"] = OLD_FORMAT_ERROR.format(job=job)  # what its next report will do
-    if out.get("status") != COMPLETE and folded:
+    if out.get("status") not in (COMPLETE, CANCELLED) and folded:
         out |= job_counts(running.counts)
     elif "rows_written" in out:  # a job completed before write modes has no rows_deleted
         out |= {name: v for name, v in job_counts(counts_of(out)).items() if name not in out}
@@ -158,4 +162,66 @@ def jobs_by_id(ddb: Any, ledger_table: str, jobs: Iterable[str], *,
     if progress:
         for job, item in found.items():
             item["messages_reported"] = reported.get(job, 0)
+    return found
+
+
+@dataclass(frozen=True)
+class JobsPage:
+    """One page of `list_jobs`: the jobs, newest first (plain job items; a job not ended
+    carries the counts folded so far), and the token of the next page (None: no more)."""
+
+    jobs: list[dict[str, Any]]
+    next_token: str | None
+
+
+def list_jobs(ddb: Any, ledger_table: str, *, limit: int = 20, after: str | None = None,
+              since: str | None = None, source_prefix: str | None = None,
+              statuses: Iterable[str] = ()) -> JobsPage:
+    """The newest `limit` jobs of the jobs index (started at or after `since`, an ISO time;
+    their source starting with `source_prefix`; in one of `statuses`), after the page token
+    `after`. Reads the index items it lists (a Query, newest first) and their job items
+    (BatchGetItem), plus the fold item of each job not ended: O(jobs listed), never a scan.
+    A status filter reads the jobs it skips too. Jobs started before the index have no
+    entry in it."""
+    wanted = set(statuses)
+    found: list[dict[str, Any]] = []
+    params: dict[str, Any] = {
+        "TableName": ledger_table, "ScanIndexForward": False,
+        "KeyConditionExpression": "pk = :pk" + (" AND sk >= :since" if since else ""),
+        "ExpressionAttributeValues": {":pk": _s(JOBS_PK), **({":since": _s(since)} if since else {})},
+    }
+    if source_prefix:
+        params["FilterExpression"] = "begins_with(#src, :src)"
+        params["ExpressionAttributeNames"] = {"#src": "source"}
+        params["ExpressionAttributeValues"][":src"] = _s(source_prefix)
+    if after:
+        params["ExclusiveStartKey"] = {"pk": _s(JOBS_PK), "sk": _s(after)}
+    last: str | None = None
+    more = True
+    while len(found) < limit and more:
+        page = ddb.query(**params, Limit=limit - len(found))
+        entries = page.get("Items", [])
+        jobs = _jobs_with_progress(ddb, ledger_table, [e["job"]["S"] for e in entries])
+        for entry in entries:
+            last = entry["sk"]["S"]
+            job = jobs.get(entry["job"]["S"])
+            if job is not None and (not wanted or job.get("status") in wanted):
+                found.append(job)
+        more = "LastEvaluatedKey" in page
+        if more:
+            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            last = page["LastEvaluatedKey"]["sk"]["S"]
+    return JobsPage(found, last if more else None)
+
+
+def _jobs_with_progress(ddb: Any, ledger_table: str, jobs: list[str]) -> dict[str, dict[str, Any]]:
+    """The job items of `jobs`, plain; each one not ended with the counts folded so far
+    (its fold item: a second BatchGetItem for those only)."""
+    found = {item["pk"]["S"]: plain(item) for item in _batch_get(
+        ddb, ledger_table, [_key(job, JOB_SK) for job in jobs], consistent=False)}
+    going = [job for job, item in found.items() if item.get("status") not in ENDED]
+    for folded in _batch_get(ddb, ledger_table, [_key(job, FOLD_SK) for job in going],
+                             consistent=False):
+        running = Totals.of(folded)
+        found[folded["pk"]["S"]] |= job_counts(running.counts) | {"messages_counted": running.distinct}
     return found

@@ -30,6 +30,8 @@ from fanout.ledger.complete import ROWS_SET, claim_publish, completion_summary, 
 from fanout.ledger.folding import FoldLost, Totals, fold
 from fanout.ledger.layout import (
     ACTIVE_PK,
+    CANCELLED,
+    CANCELLING,
     COMPLETE,
     FOLD_BUDGET_S,
     FOLD_SK,
@@ -125,11 +127,11 @@ def reconcile_job(ddb: Any, ledger_table: str, job: str, *, owner: str,
     """One active job: settled, stalled, or its pending summary handed back."""
     item = raw_job(ddb, ledger_table, job)
     status = status_of(item)
-    if not item or status not in (SPLITTING, RUNNING, COMPLETE, STALLED):
+    if not item or status not in (SPLITTING, RUNNING, COMPLETE, STALLED, CANCELLING, CANCELLED):
         # No job, or a FAILED one (the splitter publishes those).
         ddb.delete_item(TableName=ledger_table, Key=_active_key(job))
         return None
-    if status == SPLITTING:
+    if status == SPLITTING or (status == CANCELLING and "messages_total" not in item):
         lease_until = int(item.get("split_lease_until", {}).get("N", "0"))
         tally, folded = (_get(ddb, ledger_table, job, sk) for sk in (layout.TALLY_SK, FOLD_SK))
         if lease_until >= clock() or clock() - progress_at(item, tally, folded) <= stall_after_s:
@@ -141,6 +143,11 @@ def reconcile_job(ddb: Any, ledger_table: str, job: str, *, owner: str,
                  sleep=sleep, writer_timeout_s=writer_timeout_s)
         except FoldLost:
             return None  # another folder has the log: the next visit stalls it
+        if status == CANCELLING:
+            return _stall(ddb, ledger_table, job, item, clock, time_left(),
+                          "cancelled during the split, whose splitter stopped before it recorded "
+                          "what it sent: rows read counts the rows its writers reported",
+                          to=CANCELLED)
         return _stall(ddb, ledger_table, job, item, clock, time_left(),
                       "the split stopped and no splitter resumed it: upload the file again "
                       "under a new key (the same key and bytes are the same job)")
@@ -152,15 +159,20 @@ def reconcile_job(ddb: Any, ledger_table: str, job: str, *, owner: str,
         return Reconciled(job, settlement.status, settlement.summary)
     item = raw_job(ddb, ledger_table, job)
     status = status_of(item)
-    if status == STALLED and claim_publish(ddb, ledger_table, job, time_left(), clock):
-        return Reconciled(job, STALLED, completion_summary(plain(raw_job(ddb, ledger_table, job))))
+    if status in (STALLED, CANCELLED) and claim_publish(ddb, ledger_table, job, time_left(), clock):
+        return Reconciled(job, status, completion_summary(plain(raw_job(ddb, ledger_table, job))))
     tally, folded = (_get(ddb, ledger_table, job, sk) for sk in (layout.TALLY_SK, FOLD_SK))
-    if status != RUNNING:
+    if status not in (RUNNING, CANCELLING):
         if "summary_published" in item:
             _leave_when_folded(ddb, ledger_table, job, item, tally, folded)
         return None
     if clock() - progress_at(item, tally, folded) <= stall_after_s:
         return None
+    if status == CANCELLING:
+        # Nothing more will be written: what never came back is named as missing.
+        return _stall(ddb, ledger_table, job, item, clock, time_left(),
+                      "cancelled; some messages never came back (the dead-letter queue holds "
+                      "them, or they passed the queue's retention)", tally, folded, to=CANCELLED)
     return _stall(ddb, ledger_table, job, item, clock, time_left(),
                   "messages are missing: redrive the dead-letter queue "
                   "(dlq-replayer redrive), or upload the file again", tally, folded)
@@ -173,7 +185,7 @@ def _leave_when_folded(ddb: Any, ledger_table: str, job: str, item: Mapping[str,
     report came in meanwhile (the condition)."""
     cursor = int(folded.get("cursor", {}).get("N", "0"))
     if cursor < int(tally.get("tickets", {}).get("N", "0")) or (
-            status_of(item) == COMPLETE and int(item.get("counted_through", {}).get("N", "0")) < cursor):
+            status_of(item) in (COMPLETE, CANCELLED) and int(item.get("counted_through", {}).get("N", "0")) < cursor):
         return  # a report not folded, or not yet in the job's counts: the next visit
     try:
         ddb.delete_item(TableName=ledger_table, Key=_active_key(job),
@@ -186,15 +198,21 @@ def _leave_when_folded(ddb: Any, ledger_table: str, job: str, item: Mapping[str,
 
 def _stall(ddb: Any, ledger_table: str, job: str, item: Mapping[str, Any], clock: Clock,
            lease_s: float, reason: str, tally: Mapping[str, Any] | None = None,
-           folded: Mapping[str, Any] | None = None) -> Reconciled | None:
-    """Move the job to STALLED with what is missing; None if it moved on meanwhile."""
+           folded: Mapping[str, Any] | None = None, *, to: str = STALLED) -> Reconciled | None:
+    """Move the job to STALLED (or a CANCELLING one to CANCELLED) with what is missing; None
+    if it moved on meanwhile."""
     folded = folded if folded is not None else _get(ddb, ledger_table, job, FOLD_SK)
     counted = Totals.of(folded)
     status = status_of(item)
     update = ("SET #st = :stalled, finished_at = :t, stall_reason = :why, last_progress_at = :p, "
               f"publish_until = :pu, {ROWS_SET}")
+    if to == CANCELLED:
+        # Ended as a completion ends a job: a report after it (a redrive the operator forced)
+        # moves its counts from `counted_through` on; a split that never recorded its end
+        # has read what its writers reported.
+        update += ", counted_through = :c, rows_read = if_not_exists(rows_read, :sum)"
     values: dict[str, Any] = {
-        ":stalled": _s(STALLED), ":t": _s(now_iso(clock)), ":why": _s(reason), ":was": _s(status),
+        ":stalled": _s(to), ":t": _s(now_iso(clock)), ":why": _s(reason), ":was": _s(status),
         ":pu": _n(int(clock() + lease_s)),
         ":p": _n(int(progress_at(item, tally or {}, folded))),
         **_outcome_values(counted.counts, "rows_"),
@@ -209,8 +227,11 @@ def _stall(ddb: Any, ledger_table: str, job: str, item: Mapping[str, Any], clock
             if seqs:
                 update += ", missing_seqs = :seqs"
                 values[":seqs"] = {"L": [_n(seq) for seq in seqs]}
+    if to == CANCELLED:
+        values[":c"] = _n(int(folded.get("cursor", {}).get("N", "0")))
+        values[":sum"] = _n(counted.counts.rows)
     condition = "#st = :was"
-    if status == SPLITTING:  # not one a splitter resumed since this visit read it
+    if "messages_total" not in item:  # not one a splitter resumed since this visit read it
         condition += " AND (attribute_not_exists(split_lease_until) OR split_lease_until < :now)"
         values[":now"] = _n(int(clock()))
     try:
@@ -223,14 +244,15 @@ def _stall(ddb: Any, ledger_table: str, job: str, item: Mapping[str, Any], clock
                         "ExpressionAttributeNames": {"#st": "status"},
                         "ExpressionAttributeValues": values}},
             {"Update": {"TableName": ledger_table, "Key": _key(job, layout.TALLY_SK),
-                        "UpdateExpression": "SET stalled_at = :t",
+                        "UpdateExpression": "SET completed_at = :t" if to == CANCELLED
+                                            else "SET stalled_at = :t",
                         "ExpressionAttributeValues": {":t": values[":t"]}}},
         ])
     except ClientError as exc:
         if _canceled_on(exc, 0):
             return None  # it moved on (completed, resumed): the next visit sees it
         raise
-    return Reconciled(job, STALLED, completion_summary(plain(raw_job(ddb, ledger_table, job))))
+    return Reconciled(job, to, completion_summary(plain(raw_job(ddb, ledger_table, job))))
 
 
 def first_missing_seqs(ddb: Any, ledger_table: str, job: str, rows_read: int,

@@ -11,10 +11,14 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from fanout.ledger.layout import (
+    CANCELLING,
     FAILED,
     JOB_SK,
+    JOBS_PK,
     LEDGER_FORMAT,
+    PARTITION_KEY,
     RUNNING,
+    SORT_KEY,
     SPLIT_LEASE_S,
     SPLITTING,
     STALLED,
@@ -22,6 +26,7 @@ from fanout.ledger.layout import (
     Clock,
     _active_key,
     _canceled_on,
+    _jobs_sk,
     _key,
     _n,
     _n_time,
@@ -45,13 +50,17 @@ def start_job(
     The lease lasts as long as the claiming invocation can live (`lease_s`), so a retry
     after a crash or a timeout finds it expired and resumes from the last checkpoint."""
     now = clock()
+    started_at = now_iso(lambda: now)
     try:
         # One transaction (a retry after a lost reply is recognised by its token): the job
-        # item, the tally's format and the job's place in the active index, all or none.
+        # item, the tally's format, the job's place in the active index and in the jobs
+        # index, all or none. A later start of the same job (a duplicate event, a retry
+        # after the token expired) fails the job item's condition, so it writes no second
+        # index entry: exactly one, with the job item's own `started_at`.
         ddb.transact_write_items(TransactItems=[
             {"Put": {"TableName": ledger_table, "Item": {
                 "pk": _s(job), "sk": _s(JOB_SK), "status": _s(SPLITTING),
-                "source": _s(source_uri), "table": _s(table), "started_at": _s(now_iso(lambda: now)),
+                "source": _s(source_uri), "table": _s(table), "started_at": _s(started_at),
                 "split_owner": _s(owner), "split_lease_until": _n(int(now + lease_s) + 1),
                 "range_bytes": _n(range_bytes), "ledger_format": _n(LEDGER_FORMAT),
                 **({"mode": _s(mode)} if mode != "put" else {}),
@@ -61,6 +70,9 @@ def start_job(
                         "ExpressionAttributeValues": {":f": _n(LEDGER_FORMAT)}}},
             {"Put": {"TableName": ledger_table,
                      "Item": {**_active_key(job), "since": _n_time(now)}}},
+            {"Put": {"TableName": ledger_table,
+                     "Item": {PARTITION_KEY: _s(JOBS_PK), SORT_KEY: _s(_jobs_sk(started_at, job)),
+                              "job": _s(job), "source": _s(source_uri)}}},
         ])
         return "new", None
     except ClientError as exc:
@@ -128,11 +140,20 @@ def save_checkpoint(ddb: Any, ledger_table: str, job: str, owner: str, checkpoin
                 ":cp": _s(checkpoint), ":t": _s(now_iso(clock)), ":o": _s(owner),
                 ":splitting": _s(SPLITTING), **({":zero": _n(0)} if release else {}),
             },
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            found = exc.response.get("Item") or {}
+            if found.get("status") == _s(CANCELLING) and found.get("split_owner") == _s(owner):
+                raise SplitCancelled(f"job {job} was cancelled: the split stops here") from exc
             raise LeaseLost(f"job {job}: another splitter holds the lease") from exc
         raise
+
+
+class SplitCancelled(RuntimeError):
+    """The job was cancelled (`cancel.cancel_job`): the split sends nothing more, and records
+    what it sent (`finish_split`, which keeps the job CANCELLING)."""
 
 
 def release_split(ddb: Any, ledger_table: str, job: str, owner: str) -> None:
@@ -192,10 +213,45 @@ def finish_split(
     except ClientError as exc:
         if not _canceled_on(exc, 0):
             raise
+        if _finish_cancelled_split(ddb, ledger_table, job, rows_read=rows_read,
+                                   messages_total=messages_total, header=header,
+                                   error_location=error_location, now=now):
+            return raw_job(ddb, ledger_table, job)
         if not fail_old_format(ddb, ledger_table, job, clock=clock):
             raise SplitFinished(f"job {job} is past splitting (finished by an earlier try or "
                                 "a duplicate)") from exc
     return raw_job(ddb, ledger_table, job)
+
+
+def _finish_cancelled_split(ddb: Any, ledger_table: str, job: str, *, rows_read: int,
+                            messages_total: int, header: list[str], error_location: str,
+                            now: float) -> bool:
+    """A split cancelled before it recorded its end records what it sent, and the job stays
+    CANCELLING (its writers drop the rest; completion makes it CANCELLED). False when the job
+    is not CANCELLING without a total (a retry of this, whose first try committed, included)."""
+    try:
+        ddb.transact_write_items(TransactItems=[
+            {"Update": {
+                "TableName": ledger_table, "Key": _key(job, JOB_SK),
+                "UpdateExpression": "SET rows_read = :r, messages_total = :m, split_finished_at = :t, "
+                                    "header = :h, error_location = :e REMOVE split_lease_until, #cp",
+                "ConditionExpression": "#st = :cancelling AND attribute_not_exists(messages_total)",
+                "ExpressionAttributeNames": {"#st": "status", "#cp": "checkpoint"},
+                "ExpressionAttributeValues": {
+                    ":r": _n(rows_read), ":m": _n(messages_total), ":t": _s(now_iso(lambda: now)),
+                    ":h": {"L": [_s(h) for h in header]}, ":e": _s(error_location),
+                    ":cancelling": _s(CANCELLING)}}},
+            {"Update": {
+                "TableName": ledger_table, "Key": _key(job, TALLY_SK),
+                "UpdateExpression": "SET messages_total = :total, rows_read = :r, split_done_at = :at",
+                "ExpressionAttributeValues": {":total": _n(messages_total), ":r": _n(rows_read),
+                                              ":at": _n_time(now)}}},
+        ])
+    except ClientError as exc:
+        if _canceled_on(exc, 0):
+            return False
+        raise
+    return True
 
 
 class SplitFinished(RuntimeError):

@@ -13,6 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from fanout.ledger import layout
 from fanout.ledger.layout import (
+    CANCELLING,
     COMPLETE,
     EXPIRES_AT,
     HOLE_WAIT_S,
@@ -136,9 +137,9 @@ def should_settle(item: Mapping[str, Any]) -> bool:
     many messages were reported as the job has (duplicates make that a little early,
     which costs a short fold, never a whole-job read), and when its record came so late
     that a folder may have stopped at its ticket (`late`, see `record_batch`). A job
-    item: when it is RUNNING or COMPLETE."""
+    item: when it is RUNNING, COMPLETE or CANCELLING (a split that stopped at a cancel)."""
     if "tickets" not in item:
-        return item.get("status", {}).get("S") in (RUNNING, COMPLETE)
+        return item.get("status", {}).get("S") in (RUNNING, COMPLETE, CANCELLING)
     if "late" in item:
         return True
     reported = int(item["messages_reported"]["N"])

@@ -119,11 +119,17 @@ class Activity:
                 # The reconciler's verdict; the job is still watched, since it completes
                 # if its missing messages come after all (a DLQ redrive).
                 self.say(f"job {job}: STALLED: {stall_text(item)}")
-        if status in (ledger.COMPLETE, ledger.FAILED):
+            elif status == ledger.CANCELLING:
+                self.say(f"job {job}: CANCELLING (by {item.get('cancelled_by')} at "
+                         f"{item.get('cancelled_at')}): the writers drop its remaining messages")
+            elif status == ledger.CANCELLED:
+                self.say(f"job {job}: CANCELLED by {item.get('cancelled_by')}: {outcome(item)}")
+        if status in (ledger.COMPLETE, ledger.FAILED, ledger.CANCELLED):
             del self.jobs[job]
             return
         now = self.clock()
-        if now - watched.last_progress >= PROGRESS_EVERY_S and status == ledger.RUNNING:
+        if now - watched.last_progress >= PROGRESS_EVERY_S and status in (ledger.RUNNING,
+                                                                         ledger.CANCELLING):
             watched.last_progress = now
             self.say(f"job {job}: {settled_rows(dict(item)):,} of {item.get('rows_read', 0):,} "
                      "rows settled so far")

@@ -190,7 +190,7 @@ def summary(stack: DeployedStack, item: dict[str, Any], elapsed_s: float) -> dic
     `elapsed_s` (what this command waited) stands in until the ledger has both times."""
     elapsed_s = job_elapsed_s(item) or elapsed_s
     rows_read = int(item.get("rows_read", 0))
-    complete = item.get("status") == ledger.COMPLETE
+    complete = item.get("status") in (ledger.COMPLETE, ledger.CANCELLED)  # counts on the item
     reported = ({} if complete else
                 ledger.totals(ledger.read_message_counts(stack.dynamodb, stack.ledger_table,
                                                          str(item["pk"]))).__dict__)
@@ -215,7 +215,7 @@ def summary(stack: DeployedStack, item: dict[str, Any], elapsed_s: float) -> dic
 
 def exit_code(result: dict[str, Any]) -> int:
     """0 every row landed; 3 rows rejected, or left in the DLQ (INCOMPLETE, or STALLED with
-    messages missing); 1 the job failed, or STALLED in its split."""
+    messages missing); 1 the job failed, was cancelled, or STALLED in its split."""
     if result["status"] == ledger.COMPLETE:
         return EXIT_OK if result["rows_rejected"] == 0 else EXIT_REJECTED
     if result["status"] == ledger.STALLED:
@@ -231,6 +231,9 @@ def print_result(result: dict[str, Any], stream: TextIO) -> None:
         stream.write(f"the job failed: {result['source']}: {result['error']}\n")
     elif result["status"] == ledger.STALLED:
         stream.write(f"the job stalled: {stall_text(result)}\n")
+    elif result["status"] == ledger.CANCELLED:
+        stream.write(f"the job was cancelled: {result['rows_cancelled']:,} row(s) not written "
+                     f"(`fanout status {result['job_id']} --stack {result['stack']}` says who and when)\n")
     elif result["rows_rejected"]:
         stream.write(f"rejected rows: {result['error_data_location']} and "
                      f"`dlq-replayer inspect --stack {result['stack']}`\n")

@@ -76,6 +76,7 @@ from fanout.mapping import Spec
 from fanout.runtime import Runtime, settle_job
 from fanout.settings import DEFAULT_CONFIG, ROWS_PER_MESSAGE, Settings
 from tests.strict_aws import Faults, Record, StrictDynamoDB
+from writer.load import learn_cancels
 
 JOB = "model-job"
 SOURCE = "s3://fanout-uploads/uploads/model.csv"
@@ -84,6 +85,7 @@ START = 1_800_000_000.0  # the global clock's origin (2027)
 SKEW_S = 5.0  # an invocation's clock is the global one plus up to this, either way
 ASYNC_RETRY_DELAYS_S = (60.0, 120.0)  # Lambda's retries of a failed asynchronous invocation
 RECONCILE_EVERY_S = 60.0
+CANCEL_SHARE = 0.3  # seeds in which an operator cancels the job
 TTL_SWEEP_EVERY_S = 60.0
 RECONCILER_TIMEOUT_S = 900.0  # the Lambda maximum, until the stack names the reconciler's
 FAILURE_REDRIVE_EVERY_S = 600.0  # after the fault period the operator redrives what failed
@@ -244,6 +246,8 @@ def call_name(op: str, params: dict[str, Any]) -> str:
     `tally ADD tickets` (a writer's ticket) or `fold SET #cursor` (a fold step's save)."""
     if op == "transact_write_items":  # named by what it does (fanout/ledger's transactions)
         text = str(params["TransactItems"])
+        if "cancelled_by" in text:
+            return "cancel transaction"
         if "completed_at" in text:
             return "completion transaction"
         if "stalled_at" in text:  # (it also removes summary_published: not a publish mark)
@@ -404,6 +408,9 @@ class Plan:
     storm: tuple[float, float] | None  # every row write fails in this span (DLQ traffic)
     redrives_at: tuple[float, ...]  # operator redrives of the whole DLQ, seconds from start
     duplicate_event_at: float | None
+    # An operator's `fanout cancel`, seconds from the start (drawn by its own generator, so
+    # a seed without one runs as it did before cancels existed).
+    cancel_at: float | None = None
 
     @classmethod
     def draw(cls, rng: random.Random) -> Plan:
@@ -449,7 +456,8 @@ class Plan:
                 f"FOLD_BUDGET_S={self.fold_budget_s}, "
                 f"{self.concurrency} writers, rates {self.rates}, faults for "
                 f"{self.fault_period_s:.0f} s, storm {self.storm}, redrives at "
-                f"{[round(t) for t in self.redrives_at]}, duplicate S3 event at {self.duplicate_event_at}")
+                f"{[round(t) for t in self.redrives_at]}, duplicate S3 event at {self.duplicate_event_at}, "
+                f"cancel at {self.cancel_at}")
 
 
 # ------------------------------------------------------------------ the pipeline
@@ -515,6 +523,16 @@ class Pipeline:
         self.seed = seed
         self.rng = random.Random(seed)
         self.plan = Plan.draw(self.rng)
+        self.cancel_rng = random.Random(f"cancel-{seed}")
+        if self.cancel_rng.random() < CANCEL_SHARE:
+            self.plan = replace(self.plan, cancel_at=self.cancel_rng.uniform(
+                0.0, 2.0 if self.cancel_rng.random() < 0.3 else self.plan.fault_period_s + 300.0))
+        # Writer processes (warm containers), each with what it learned of cancels.
+        self.containers: list[dict[str, None]] = [{} for _ in range(self.plan.concurrency)]
+        self.cancel_committed: float | None = None  # when the cancel transaction took effect
+        self.cancel_outcome: ledger.CancelOutcome | None = None
+        self.dropped = 0  # copies the writers dropped as cancelled
+        self.log_records: dict[str, str] = {}  # every committed log record's entries, by its sk
         self.table = table
         self.sim = Sim(START)
         self.faulty = True
@@ -593,6 +611,8 @@ class Pipeline:
                         "a duplicate S3 event", f"s3-{next(self.numbers)}"))
                 for at in plan.redrives_at:
                     self.later(at, lambda: self.redrive(everything=True))
+                if plan.cancel_at is not None:
+                    self.later(plan.cancel_at, self.cancel)
                 if self.reconcile is not None:
                     self.sim.at(START + RECONCILE_EVERY_S, self.reconcile_tick)
                 if self.ttl_sweeps:
@@ -616,7 +636,7 @@ class Pipeline:
         job = self.raw.get_item(TableName=self.table, Key=ledger.layout._key(JOB, ledger.JOB_SK),
                                 ConsistentRead=True).get("Item", {})
         return not self.sim.live and "summary_published" in job and \
-            job.get("status", {}).get("S") not in (ledger.SPLITTING, ledger.RUNNING)
+            job.get("status", {}).get("S") not in (ledger.SPLITTING, ledger.RUNNING, ledger.CANCELLING)
 
     def rates(self) -> FaultRates:
         return self.plan.rates if self.faulty else NO_FAULTS
@@ -680,12 +700,24 @@ class Pipeline:
                 settle_job(runtime, ledger.raw_job(self.ddb, self.table, JOB))
                 return claim
             messages = self.plan.messages
+            sent = len(messages)
             for start in range(0, len(messages), 10):  # SendMessageBatch, 10 a call
                 invocation.wait(self.rng.uniform(0.01, 0.05))
                 for message in messages[start:start + 10]:
                     self.send(message)
+                if self.plan.cancel_at is not None and start + 10 < len(messages):
+                    # A checkpoint after each batch (splitter/split.py's, after the sends
+                    # drained): a cancel stops the split there, with what it sent.
+                    try:
+                        ledger.save_checkpoint(self.ddb, self.table, JOB, request_id,
+                                               json.dumps({"messages": start + 10}),
+                                               clock=invocation.clock)
+                    except ledger.SplitCancelled:
+                        sent = start + 10
+                        self.note(f"{invocation.name}: cancelled after {sent} messages")
+                        break
             job_item = ledger.finish_split(
-                self.ddb, self.table, JOB, rows_read=self.rows_read, messages_total=len(messages),
+                self.ddb, self.table, JOB, rows_read=ROWS_PER_MESSAGE * sent, messages_total=sent,
                 header=["account", "offer_id"], error_location=f"s3://fanout-uploads/errors/{JOB}/",
                 clock=invocation.clock)
             settle_job(runtime, job_item)
@@ -757,6 +789,9 @@ class Pipeline:
         self.writers += 1
         number = next(self.numbers)
 
+        container = (self.containers[self.cancel_rng.randrange(len(self.containers))]
+                     if self.plan.cancel_at is not None else {})
+
         def write(invocation: Invocation) -> list[Copy]:
             """What load_batch does: write the rows (modelled), then record and settle."""
             # Now and then the items table throttles: writer/batch_write.py's Budget writes
@@ -771,6 +806,11 @@ class Pipeline:
             finished: dict[str, MessageCounts] = {}
             failed = []
             for n, copy in enumerate(batch):
+                if JOB in container and REPLAY_MARK not in copy.message.message_id:
+                    # writer.load.dropped: a known-cancelled job's message, not written
+                    finished[copy.message.message_id] = MessageCounts(cancelled=ROWS_PER_MESSAGE)
+                    self.dropped += 1
+                    continue
                 invocation.wait(per_message or self.rng.uniform(0.05, 0.5))
                 failure_rate = 1.0 if self.storming() or n >= done else 0.03 if self.faulty else 0.0
                 if self.rng.random() < failure_rate:  # failed within the budget: SQS retries it
@@ -782,6 +822,7 @@ class Pipeline:
             runtime = self.runtime(invocation)
             recorded = ledger.record_batch(self.ddb, self.table, invocation.request_id,
                                            {JOB: finished} if finished else {}, clock=invocation.clock)
+            learn_cancels(replace(runtime, cancelled_jobs=container), recorded)
             for item in recorded:
                 settle_job(runtime, item, owner=invocation.request_id,
                            remaining_s=invocation.remaining_s)
@@ -836,6 +877,22 @@ class Pipeline:
                 self.replays_sent.append(replay.message_id)
                 self.send(replay)
 
+    def cancel(self, attempt: int = 1) -> None:
+        """The operator's `fanout cancel JOB`; a run that fails (killed, throttled) is run
+        again a little later, up to 3 times."""
+        def run(invocation: Invocation) -> ledger.CancelOutcome:
+            outcome = ledger.cancel_job(self.ddb, self.table, JOB, by="operator", clock=invocation.clock)
+            self.note(f"{invocation.name}: cancelled {outcome.cancelled}, status {outcome.status}")
+            self.cancel_outcome = outcome
+            return outcome
+
+        def ended(invocation: Invocation) -> None:
+            self.ended(invocation)
+            if invocation.error is not None and attempt < 3:
+                self.later(30.0, lambda: self.cancel(attempt + 1))
+
+        self.invoke(f"operator cancel try {attempt}", f"c-{attempt}", 60.0, run, ended)
+
     def failure_redrive_tick(self) -> None:
         if self.failed or self.split_failures:
             self.redrive(everything=False)
@@ -868,15 +925,19 @@ class Pipeline:
 
     def committed(self, invocation: Invocation, name: str, params: dict[str, Any], result: Any) -> None:
         """A ledger write took effect (called by the fault layer, in the invocation)."""
+        if name == "cancel transaction" and self.cancel_committed is None:
+            self.cancel_committed = self.sim.now
         if name == "job SET summary_published":
             self.marked.setdefault(invocation.name, self.sim.now)
         elif name == "log record":
             self.replays_recorded |= {entry.split(":", 1)[0] for entry in params["Item"]["m"]["S"].split(",")
                                       if REPLAY_MARK in entry.split(":", 1)[0]}
+            # Kept here too: the TTL sweep deletes folded records from the table.
+            self.log_records[params["Item"]["sk"]["S"]] = params["Item"]["m"]["S"]
         elif name == "tally ADD tickets":
             ticket = int(result.get("Attributes", {}).get("tickets", {}).get("N", "0")) + 1
             self.ticket_takers[ticket] = invocation.name
-        elif name == "completion transaction" and self.completed_at is None:
+        elif name == "completion transaction" and self.completed_at is None and "'CANCELLED'" not in str(params):
             self.completed_at = self.sim.now
             job = ledger.plain(self.raw.get_item(TableName=self.table, Key=ledger.layout._key(JOB, ledger.JOB_SK),
                                                  ConsistentRead=True)["Item"])
@@ -990,6 +1051,7 @@ class SeedResult:
 AT_LEAST_ONCE = "an earlier publisher died between its publish and mark_published (at-least-once)"
 RACE = "another settle published before the first publisher's mark_published landed"
 STALLED_THEN_COMPLETE = "a STALLED job completed after all (its missing messages came): published again"
+STALLED_THEN_CANCELLED = "a STALLED job was cancelled: its CANCELLED summary published after the STALLED one"
 
 
 def verdict(pipeline: Pipeline) -> tuple[list[Problem], str, list[str]]:
@@ -1004,6 +1066,8 @@ def verdict(pipeline: Pipeline) -> tuple[list[Problem], str, list[str]]:
         # was left to finish the split. Its STALLED summary must be out.
         if not any(p.summary.get("STATUS") == ledger.STALLED for p in pipeline.topic.published):
             problems.append(Problem("STALLED split, no summary published", str(state.job)))
+    elif pipeline.cancel_committed is not None or status == ledger.CANCELLED:
+        problems += cancelled_trouble(pipeline, state, status)
     elif status != ledger.COMPLETE:
         problems.append(Problem(diagnose(pipeline, state), f"ends {status}; {pipeline.state_line()}"))
     else:
@@ -1035,9 +1099,11 @@ def verdict(pipeline: Pipeline) -> tuple[list[Problem], str, list[str]]:
             problems.append(Problem("a published summary is not exact", f"by {p.by}: {trouble}"))
     republished_why = []
     for i, p in enumerate(published[1:], start=1):
-        if p.summary.get("STATUS") == ledger.COMPLETE and any(
-                q.summary.get("STATUS") == ledger.STALLED for q in published[:i]):
-            republished_why.append(STALLED_THEN_COMPLETE)
+        if p.summary.get("STATUS") in (ledger.COMPLETE, ledger.CANCELLED) and any(
+                q.summary.get("STATUS") == ledger.STALLED for q in published[:i]) and not any(
+                q.summary.get("STATUS") == p.summary.get("STATUS") for q in published[:i]):
+            republished_why.append(STALLED_THEN_COMPLETE if p.summary.get("STATUS") == ledger.COMPLETE
+                                   else STALLED_THEN_CANCELLED)
         elif any(q.by not in pipeline.marked for q in published[:i]):
             republished_why.append(AT_LEAST_ONCE)
         else:
@@ -1049,6 +1115,49 @@ def verdict(pipeline: Pipeline) -> tuple[list[Problem], str, list[str]]:
     if pipeline.record.violations:
         problems.append(Problem("a ledger call broke the AWS contract", pipeline.record.violations[0]))
     return problems, status, republished_why
+
+
+def cancelled_trouble(pipeline: Pipeline, state: LedgerState, status: str) -> list[Problem]:
+    """A job whose cancel committed ends CANCELLED, once, with counts that are the log's
+    (each message counted once, as the first report of it said: written, rejected,
+    superseded or cancelled), that sum to its rows read but for the messages it names as
+    missing, and its CANCELLED summary published; and none ends CANCELLED without one."""
+    job = state.job
+    if pipeline.cancel_committed is None:
+        return [Problem("CANCELLED without a cancel", str(job))]
+    if status != ledger.CANCELLED:
+        return [Problem(f"cancelled, ends {status}", f"{pipeline.state_line()}; {job}")]
+    problems = []
+    counts, logged = ledger.counts_of(job), log_totals(pipeline)
+    if counts != logged:
+        problems.append(Problem("CANCELLED, counts not the log's", f"{counts}; the log says {logged}"))
+    rows_read = int(job.get("rows_read", -1))
+    missing = ROWS_PER_MESSAGE * int(job.get("missing_messages", 0))
+    if rows_read > pipeline.rows_read or sum(counts.values()) + missing != rows_read:
+        problems.append(Problem("CANCELLED, counts do not sum to the rows read",
+                                f"{counts} + {missing} missing, rows_read {rows_read}"))
+    if "summary_published" not in job:
+        problems.append(Problem("CANCELLED, no summary recorded as published", str(job)))
+    summaries = [p.summary for p in pipeline.topic.published if p.summary.get("STATUS") == ledger.CANCELLED]
+    if not summaries:
+        problems.append(Problem("CANCELLED, no summary published", ""))
+    for summary in summaries:
+        shown = sum(int(summary.get(name) or 0) for name in ledger.SUMMARY_NAMES.values())
+        if shown + int(summary.get("TOTAL_NUMBER_OF_ROWS_MISSING") or 0) != summary.get(
+                "TOTAL_NUMBER_OF_ROWS_READ"):
+            problems.append(Problem("a CANCELLED summary does not sum to the rows read", str(summary)))
+    return problems
+
+
+def log_totals(pipeline: Pipeline) -> MessageCounts:
+    """The job's counts recomputed from every log record that committed (the TTL sweep may
+    have deleted folded ones from the table), in ticket order: the first record of each
+    message counts (as the fold's bitmaps do), a replay once by its id."""
+    first: dict[str, MessageCounts] = {}
+    for sk in sorted(pipeline.log_records):
+        for message_id, c in ledger.parse_entries(pipeline.log_records[sk]):
+            first.setdefault(message_id, c)
+    return ledger.totals(first)
 
 
 def diagnose(pipeline: Pipeline, state: LedgerState) -> str:

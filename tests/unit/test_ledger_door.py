@@ -60,7 +60,7 @@ def test_only_the_ledger_module_names_the_ledger_tables_attributes() -> None:
 
 # The floors, bottom up (see the door's docstring): a module imports the ledger's modules of
 # lower floors only.
-FLOORS = [{"layout"}, {"legacy", "log"}, {"split", "tally", "folding", "steps"},
+FLOORS = [{"layout"}, {"legacy", "log"}, {"split", "tally", "folding", "steps", "cancel"},
           {"complete", "reads"}, {"reconciler"}, {"__init__"}]
 
 

@@ -119,6 +119,10 @@ def test_log_entries_carry_the_new_outcomes_only_when_they_are_not_zero():
     assert encoded == "0:1:2:3,1.1:0:1:0:20:4,2~abc:0:0:0:1:0"
     assert dict(ledger.parse_entries(encoded)) == counts
     assert dict(ledger.parse_entries("7:25:0:0")) == {"7": ledger.MessageCounts(25)}
+    # A cancelled message's rows: the sixth count, written only when not 0
+    dropped = {"3": ledger.MessageCounts(cancelled=25), "4": ledger.MessageCounts(0, 0, 0, 1, 0, 2)}
+    assert ledger.layout._encode_entries(dropped) == "3:0:0:0:0:0:25,4:0:0:0:1:0:2"
+    assert dict(ledger.parse_entries("3:0:0:0:0:0:25,4:0:0:0:1:0:2")) == dropped
 
 
 def test_a_replay_moves_every_landed_row_out_of_rejected():
@@ -193,4 +197,4 @@ def test_a_job_completed_before_write_modes_reads_with_every_outcome():
     job = ledger.get_job(ddb, "ledger", "j")
     assert ledger.counts_of(job) == ledger.MessageCounts(2, 1, 0)
     assert (job["rows_deleted"], job["rows_skipped_existing"]) == (0, 0)
-    assert list(job)[-2:] == ["rows_deleted", "rows_skipped_existing"]
+    assert list(job)[-3:] == ["rows_deleted", "rows_skipped_existing", "rows_cancelled"]
