@@ -167,7 +167,7 @@ def test_purge_needs_yes_or_a_confirmation(aws, target, waiting):
     assert len(peek(aws.sqs, target.dlq_url)) == 3
 
     code, out, err = replayer(target, "purge", "--reason", "empty_key", stdin=Tty("yes\n"))
-    assert code == 0 and "delete 2 row(s) in 2 DLQ message(s)" in out and "Delete 2 row(s)" in err
+    assert code == 0 and "purge: deleted 2 row(s) in 2 DLQ message(s)" in out and "Delete 2 row(s)" in err
     assert refs_in(aws.sqs, target.dlq_url) == {("job-a", "0", 7), ("job-a", "1", 27),
                                                 ("job-a", "1", 28)}
     assert peek(aws.sqs, target.rows_queue_url) == []
