@@ -165,7 +165,7 @@ def _selected_plans(reader: DlqReader, options: Options, outcome: Outcome,
         for message in batch:
             outcome.messages_seen += 1
             plan = plan_message(message, options.op, options.filters, options.fixes)
-            if started_ms is not None and (message.sent_ms or 0) >= started_ms:
+            if started_ms is not None and (message.sent_ms or 0) > started_ms:
                 # Came back during this run; the reader releases it at the end. Only its
                 # selected rows count: a remainder this run sent holds none.
                 if plan.acts:

@@ -249,12 +249,13 @@ def print_result(result: dict[str, Any], stream: TextIO) -> None:
 
 
 def follow_and_report(stack: DeployedStack, job: str, *, started: float, as_json: bool,
-                      stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr,
+                      stdout: TextIO | None = None, stderr: TextIO | None = None,
                       label: str = "loading", already_loaded: bool = False) -> int:
     """Follow the job with a progress display, then print its summary; Ctrl-C stops the
     following (not the job) and says how to resume it."""
     import json
 
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     display = ProgressDisplay(stderr, label=label, quiet=as_json, from_first_update=True)
     try:
         item = follow(stack, job, display=display)
@@ -289,11 +290,12 @@ def existing_job(stack: DeployedStack, key: str) -> str | None:
 
 def ingest_to_stack(file: Path, stack_name: str, *, endpoint_url: str | None = None,
                     region: str | None = None, as_json: bool = False, announce: str = "",
-                    stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
+                    stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """`fanout ingest FILE --stack NAME`: upload, follow, summarise. The same content
     uploaded again under the same key (no versioning) has the same job id, which the
     splitter does not start twice: that is said, and the job that loaded it is shown."""
     started = time.monotonic()
+    stderr = stderr or sys.stderr
     stack = find_stack(stack_name, endpoint_url, region=region)
     if announce and not as_json:
         stderr.write(announce + "\n")
