@@ -264,12 +264,26 @@ def add_stack_arguments(ingest: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; any failure ends with one line on stderr and its exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named by the command they were given to (`fanout ingest: error: ...`)
+        command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "make-csv": _make_csv, "ingest": _ingest, "serve": _serve, "status": _status,
         "spec": _spec_infer, "check": _check}
     name = f"fanout {args.command}" + (f" {args.spec_command}" if args.command == "spec" else "")
     return run_command(name, commands[args.command], args)
+
+
+def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command `args` ran: `fanout ingest`, `fanout spec infer`."""
+    for name in ("command", "spec_command"):
+        chosen = getattr(args, name, None)
+        subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if chosen is None or not subparsers:
+            break
+        parser = subparsers[0].choices[chosen]
+    return parser
 
 
 def run_command(name: str, command: Callable[[argparse.Namespace], int],
@@ -346,7 +360,7 @@ def _check(args: argparse.Namespace) -> int:
         found = preflight(args.file, spec)  # as `fanout ingest`: a usage error exits 2
         result = check_file(args.file, spec, range_bytes=args.range_bytes)
     except UsageError as exc:
-        raise CommandError(str(exc), EXIT_USAGE) from None
+        raise CommandError(str(exc) + default_sort_key_hint(args, str(exc)), EXIT_USAGE) from None
     except (InputFileError, CheckError) as exc:
         raise CommandError(str(exc), EXIT_FAILED) from None
     result.source_format = found.describe()
@@ -355,6 +369,14 @@ def _check(args: argparse.Namespace) -> int:
     else:
         print_result(result)
     return result.exit_code
+
+
+def default_sort_key_hint(args: argparse.Namespace, message: str) -> str:
+    """`--partition-key a` alone keeps the default sort key (offer_id): say so when it is the
+    one the header lacks."""
+    if args.partition_key and args.sort_key is None and not args.spec and "'offer_id'" in message:
+        return " (the default sort key is offer_id: pass --sort-key '' for none, or --sort-key COLUMN)"
+    return ""
 
 
 def resolve_spec(spec_path: Path | None, partition_key: str | None, sort_key: str | None,
@@ -489,7 +511,7 @@ def _ingest(args: argparse.Namespace) -> int:
             emulator=args.emulator or "inprocess",
             progress=None if args.json else sys.stderr, json_copy=args.json_copy))
     except UsageError as exc:
-        raise CommandError(str(exc), EXIT_USAGE) from None
+        raise CommandError(str(exc) + default_sort_key_hint(args, str(exc)), EXIT_USAGE) from None
     except (InputFileError, PipelineError) as exc:
         raise CommandError(str(exc), EXIT_FAILED) from None
     except Exception as exc:  # the pipeline itself failed: say so, exit 1

@@ -145,3 +145,33 @@ def test_help_documents_the_exit_codes(command) -> None:
     text = parser.format_help()
     assert "exit status" in text
     assert "  0  " in text and "  1  " in text and "  2  " in text
+
+
+def test_a_misspelt_flag_is_named_with_its_command(capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["ingest", "data.csv", "--partiton-key", "a"])
+    assert exited.value.code == 2
+    assert one_line(capsys.readouterr().err) == (
+        "fanout ingest: error: unrecognized arguments: --partiton-key a (see fanout ingest --help)")
+    with pytest.raises(SystemExit):
+        main(["spec", "infer", "data.csv", "--bogus"])
+    assert one_line(capsys.readouterr().err).startswith("fanout spec infer: error: unrecognized arguments: --bogus")
+
+
+def test_a_folder_is_not_a_missing_file(tmp_path: Path, capsys) -> None:
+    assert main(["ingest", str(tmp_path)]) == 2
+    assert one_line(capsys.readouterr().err) == (
+        f"fanout ingest: error: {tmp_path}: a folder, not a file: give one CSV file (for many, put them "
+        "in S3 and use s3://BUCKET/PREFIX with --stack)")
+
+
+@pytest.mark.parametrize("command", ["ingest", "check"])
+def test_a_partition_key_alone_hints_at_the_default_sort_key(command: str, tmp_path: Path, capsys) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text("a,b\n1,2\n")
+    assert main([command, str(data), "--partition-key", "a"]) == 2
+    assert one_line(capsys.readouterr().err).endswith(
+        "(the default sort key is offer_id: pass --sort-key '' for none, or --sort-key COLUMN)")
+    # And with --sort-key '' it loads (or checks) clean
+    assert main([command, str(data), "--partition-key", "a", "--sort-key", "",
+                 *(["--out", str(tmp_path / "out")] if command == "ingest" else [])]) == 0
