@@ -175,3 +175,14 @@ def test_a_partition_key_alone_hints_at_the_default_sort_key(command: str, tmp_p
     # And with --sort-key '' it loads (or checks) clean
     assert main([command, str(data), "--partition-key", "a", "--sort-key", "",
                  *(["--out", str(tmp_path / "out")] if command == "ingest" else [])]) == 0
+
+
+def test_utf16_set_on_a_file_without_its_bom_names_the_setting(tmp_path: Path, capsys) -> None:
+    # The reverse of a UTF-16 file read as utf-8: a UTF-8 file with --encoding utf-16
+    data = tmp_path / "u8.csv"
+    data.write_text("account,offer_id\na,1\n", encoding="utf-8")
+    assert main(["check", str(data), "--encoding", "utf-16"]) == 2
+    assert one_line(capsys.readouterr().err) == (
+        f"fanout check: error: {data}: the encoding is set to utf-16, but the file does not start with a "
+        "UTF-16 byte order mark (UTF-16 is read only with one): leave it unset, or set utf-8 or latin-1 "
+        "(--encoding, or [source] encoding in the spec)")
