@@ -81,7 +81,7 @@ def test_the_local_stack_walkthrough_works_line_by_line(serve: Serve, tmp_path: 
     # Given a shell with the banner's exports and the commands on PATH, no AWS profile
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["PATH"] = f"{serve.bin}{os.pathsep}{env.get('PATH', '')}"
-    script = f"{serve.exports}\n{WALKTHROUGH.read_text()}"
+    script = f"set -euo pipefail\n{serve.exports}\n{WALKTHROUGH.read_text()}"
     # When the walkthrough is typed into it, each line echoed (bash -x) as it runs
     done = subprocess.run(["bash", "-x", "-c", script], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=900, check=False)

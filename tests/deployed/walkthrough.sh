@@ -3,7 +3,8 @@
 # First terminal: fanout serve. Second terminal, in the project's folder:
 #   source .venv/bin/activate
 #   export AWS_ENDPOINT_URL=http://127.0.0.1:PORT AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1
-set -euo pipefail
+# (the test runs it under `set -euo pipefail`: each line must succeed, or exit with the
+# documented code its `|| test $? -eq 3` accepts)
 
 fanout make-csv --rows 2000 --seed 1 --output data.csv
 
