@@ -456,7 +456,8 @@ def _ingest_prefix(args: argparse.Namespace, target: Target) -> int:
                            "`fanout serve` and pass --stack fanout)", EXIT_USAGE)
     try:
         return ingest_prefix(args.file, target.stack or DEFAULT_STACK,
-                             endpoint_url=target.endpoint_url, as_json=args.json)
+                             endpoint_url=target.endpoint_url, as_json=args.json,
+                             stderr=sys.stderr, announce=target.line())
     except PrefixError as exc:
         raise CommandError(str(exc), exc.code) from None
     except StackError as exc:
@@ -489,7 +490,6 @@ def _ingest(args: argparse.Namespace) -> int:
     if isinstance(args.file, str):
         if not target.embedded:
             refuse_local_flags(args, target)
-            say_target(target, args)
         return _ingest_prefix(args, target)
     if args.file.is_dir():
         raise CommandError(f"{args.file}: a folder, not a file: give one CSV file (for many, "
