@@ -400,33 +400,34 @@ def _serve(args: argparse.Namespace) -> int:
                          ingest=args.ingest)
 
 
-# What a stack decides for itself: its splitter and writer read every object (an upload,
-# or one already in S3) with the stack's spec, and its Lambdas run as deployed.
-STACK_DECIDES = {
-    "spec": "the stack's spec", "partition_key": "the stack's spec",
-    "sort_key": "the stack's spec", "delimiter": "the stack's spec ([source] delimiter)",
-    "encoding": "the stack's spec ([source] encoding)", "range_bytes": "the stack (-c range_bytes=N)",
-    "concurrency": "the stack (its writer's SQS event source)",
-    "emulator": "nothing (no emulator runs)", "out": "the stack's bucket (its error reports)",
-    "json_copy": "the stack (-c json_copy=true)",
-}
-# How each flag appears on the command line ('' for --sort-key '' is given too).
-FLAG_GIVEN = {"sort_key": lambda value: value is not None}
+# What a stack decides for itself, so a flag for it is refused with --stack: its splitter
+# and writer read every object (an upload, or one already in S3) with the stack's spec,
+# and its functions run as deployed.
+SPEC_FLAGS = ("spec", "partition_key", "sort_key", "delimiter", "encoding")
+RUNTIME_FLAGS = ("concurrency", "range_bytes", "out", "json_copy", "emulator")
 
 
 def refuse_local_flags(args: argparse.Namespace, target: Target) -> None:
-    """With a stack, the flags only the embedded runtime reads are refused, never ignored."""
-    given = [name for name in STACK_DECIDES
-             if FLAG_GIVEN.get(name, lambda value: bool(value))(getattr(args, name, None))]
-    if not given:
+    """With a stack, the flags only the embedded runtime reads are refused, never ignored
+    (`--sort-key ''` is given too)."""
+    def given(names: tuple[str, ...]) -> list[str]:
+        return [name for name in names
+                if (getattr(args, name, None) is not None if name == "sort_key" else getattr(args, name, None))]
+
+    spec, runtime = given(SPEC_FLAGS), given(RUNTIME_FLAGS)
+    if not spec and not runtime:
         return
-    flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
-    raise CommandError(
-        f"{flags}: not with --stack {target.stack}: its splitter and writer read every file with "
-        f"{STACK_DECIDES[given[0]]}; to change keys, delimiter or encoding, redeploy it with a "
-        "spec (`fanout serve --spec FILE`, or `cdk deploy -c spec=FILE`; [source] in the spec "
-        "for the delimiter and encoding), or drop --stack to load FILE in the embedded runtime",
-        EXIT_USAGE)
+    reasons = []
+    if spec:
+        reasons.append("the stack reads every file with its own spec (keys, delimiter, encoding): "
+                       "to change it, redeploy with a spec (`fanout serve --spec FILE`, or `cdk "
+                       "deploy -c spec=FILE`; [source] in the spec for the delimiter and encoding)")
+    if runtime:
+        reasons.append("the stack runs as it was deployed (its writers' concurrency from -c "
+                       "write_budget, its reads from -c range_bytes, its reports in its bucket)")
+    flags = ", ".join(f"--{name.replace('_', '-')}" for name in spec + runtime)
+    raise CommandError(f"{flags}: not with --stack {target.stack}: {'; '.join(reasons)}; or drop "
+                       "--stack to load FILE in the embedded runtime", EXIT_USAGE)
 
 
 def say_target(target: Target, args: argparse.Namespace) -> None:

@@ -85,7 +85,7 @@ def upload_suffixes(stack: DeployedStack) -> tuple[str, ...]:
     for notification in config.get("LambdaFunctionConfigurations", []):
         rules = notification.get("Filter", {}).get("Key", {}).get("FilterRules", [])
         suffixes += [rule["Value"] for rule in rules if rule.get("Name", "").lower() == "suffix"]
-    return tuple(suffixes) or (".csv",)
+    return tuple(dict.fromkeys(suffixes)) or (".csv",)
 
 
 def why_no_job(key: str, suffixes: tuple[str, ...]) -> str | None:
@@ -97,9 +97,10 @@ def why_no_job(key: str, suffixes: tuple[str, ...]) -> str | None:
     if name.lower().endswith(".csv.gz") and ".csv.gz" not in suffixes:
         return (f"no job: {name} ends in .csv.gz, which only a stack deployed with -c gzip=true "
                 "takes (or name it .csv: gzip is told by its first bytes)")
-    if name.lower().endswith(suffixes):
+    matched = next((suffix for suffix in suffixes if name.lower().endswith(suffix.lower())), None)
+    if matched is not None:
         return (f"no job: the upload filter is case-sensitive ({', '.join(suffixes)}): "
-                f"name it {name[:-len('.csv')]}.csv")
+                f"name it {name[:-len(matched)]}{matched}")
     return f"no job: only names ending in {' or '.join(suffixes)} start one"
 
 

@@ -110,6 +110,8 @@ def test_the_local_stack_walkthrough_works_line_by_line(serve: Serve, tmp_path: 
     console = serve.text()
     assert "uploads/data.csv" in console and "already loaded as job" in console
     assert "uploads/copy.csv" in console
+    assert re.search(r"uploads/DATA\.CSV \([\d,]+ bytes\): no job: the upload filter is case-sensitive "
+                     r"\(\.csv\): name it DATA\.csv", console), console[-3000:]
 
 
 def test_a_second_serve_on_the_same_port_fails_and_leaves_the_first_alone(serve: Serve, tmp_path: Path):

@@ -20,6 +20,7 @@ fanout ingest data.csv --stack fanout --endpoint-url "$AWS_ENDPOINT_URL"   # the
 out() { aws --endpoint-url "$AWS_ENDPOINT_URL" cloudformation describe-stacks --stack-name fanout \
           --query "Stacks[0].Outputs[?OutputKey=='$1'].OutputValue" --output text; }
 aws --endpoint-url "$AWS_ENDPOINT_URL" s3 cp data.csv "s3://$(out BucketName)/uploads/copy.csv"
+aws --endpoint-url "$AWS_ENDPOINT_URL" s3 cp data.csv "s3://$(out BucketName)/uploads/DATA.CSV"  # no job: the serve console says why
 aws --endpoint-url "$AWS_ENDPOINT_URL" s3 ls "s3://$(out BucketName)/uploads/"
 aws --endpoint-url "$AWS_ENDPOINT_URL" sqs get-queue-attributes --queue-url "$(out DlqUrl)" \
     --attribute-names ApproximateNumberOfMessages

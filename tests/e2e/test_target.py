@@ -161,9 +161,13 @@ def test_flags_the_stack_decides_are_refused_with_the_fix(flags, tmp_path, capsy
     err = capsys.readouterr().err
     # Then it is refused in one line naming it, the stack and how to change what it sets
     assert code == 2 and err.count("\n") == 1, err
-    assert err.startswith(f"fanout ingest: error: {flags[0]}: not with --stack fanout: its splitter and "
-                          "writer read every file with ")
-    assert "redeploy it with a spec (`fanout serve --spec FILE`" in err
+    assert err.startswith(f"fanout ingest: error: {flags[0]}: not with --stack fanout: the stack ")
+    if flags[0] in ("--spec", "--partition-key", "--sort-key", "--delimiter", "--encoding"):
+        assert "reads every file with its own spec (keys, delimiter, encoding): to change it, redeploy " \
+               "with a spec (`fanout serve --spec FILE`, or `cdk deploy -c spec=FILE`" in err
+    else:
+        assert "runs as it was deployed (its writers' concurrency from -c write_budget" in err
+    assert err.endswith("; or drop --stack to load FILE in the embedded runtime\n")
 
 
 def test_several_refused_flags_are_named_together(tmp_path, capsys):
@@ -267,6 +271,8 @@ def test_the_serve_console_names_why_an_upload_started_no_job(served):
 def test_a_gzip_stack_takes_csv_gz_names():
     assert why_no_job("uploads/t.csv.gz", (".csv", ".csv.gz")) is None
     assert why_no_job("uploads/t.csv", (".csv",)) is None
+    assert why_no_job("uploads/T.CSV.GZ", (".csv", ".csv.gz")) == (
+        "no job: the upload filter is case-sensitive (.csv, .csv.gz): name it T.csv.gz")
 
 
 def test_serve_fails_on_a_port_another_process_holds_and_names_the_holder(capsys):
