@@ -186,3 +186,20 @@ def test_utf16_set_on_a_file_without_its_bom_names_the_setting(tmp_path: Path, c
         f"fanout check: error: {data}: the encoding is set to utf-16, but the file does not start with a "
         "UTF-16 byte order mark (UTF-16 is read only with one): leave it unset, or set utf-8 or latin-1 "
         "(--encoding, or [source] encoding in the spec)")
+
+
+def test_ingest_into_a_stack_that_does_not_exist_or_without_credentials_says_so(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text("account,offer_id\na,1\n")
+    # No such stack: one line naming it and where it was looked for (no botocore text)
+    with mock_aws():
+        assert main(["ingest", str(data), "--stack", "no-such-stack"]) == 1
+    assert one_line(capsys.readouterr().err) == (
+        "fanout ingest: error: no stack 'no-such-stack' in AWS (us-east-1): check --stack (the `fanout "
+        "serve` banner names it) and the endpoint (--endpoint-url, else AWS_ENDPOINT_URL, else AWS)")
+    # No credentials: the same line `fanout status` gives
+    done = fanout("ingest", str(data), "--stack", "fanout")
+    assert done.returncode == 1
+    assert one_line(done.stderr).startswith(
+        "fanout ingest: error: cannot describe stack 'fanout' in AWS (us-east-1): no AWS credentials found: "
+        "set AWS_PROFILE")
