@@ -16,6 +16,7 @@ from dlq_replayer.plan import PURGE, REDRIVE, Filters
 from dlq_replayer.redrive import CancelledJobs, Options, Outcome, run
 from dlq_replayer.target import Target, TargetError, discover
 from fanout_cli.failures import OneLineParser, describe, one_line, positive_int
+from fanout_cli.target import resolve
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -24,9 +25,10 @@ EXIT_NOTHING = 3
 EXIT_PARTIAL = 4
 
 EPILOG = """\
-target (one of):
-  --endpoint-url URL   a local `fanout serve` (queues found by their default names)
+target (one of; a line on stderr names the one used):
   --stack NAME         a deployed stack (outputs DlqUrl, RowsQueueUrl, BucketName, TableName)
+                       at --endpoint-url URL, else AWS_ENDPOINT_URL, else AWS
+  --endpoint-url URL   alone: the stack `fanout` there (a local `fanout serve`'s default)
   --dlq-url U --rows-queue-url U   the queues themselves
 
 exit status:
@@ -179,14 +181,22 @@ def _run(args: argparse.Namespace, fail: Callable[[int, str], int], stdout: Text
          hook: Callable[[str, Any], None] | None) -> int:
     if target is None:
         if not (args.endpoint_url or args.stack or (args.dlq_url and args.rows_queue_url)):
-            return fail(EXIT_USAGE, "say where: --endpoint-url URL, --stack NAME, or "
-                                    "--dlq-url and --rows-queue-url")
+            return fail(EXIT_USAGE, "say where: --stack NAME (with --endpoint-url URL for a "
+                                    "local `fanout serve`), or --dlq-url and --rows-queue-url")
+        # The queues by URL alone need no stack; otherwise the stack, resolved as every
+        # command resolves it (fanout_cli/target.py).
+        by_url = bool(args.dlq_url and args.rows_queue_url and not args.stack)
+        where = resolve(stack=args.stack, endpoint_url=args.endpoint_url, embedded=False,
+                        region=args.region)
         try:
-            target = discover(endpoint_url=args.endpoint_url, stack=args.stack,
-                              dlq_url=args.dlq_url, rows_queue_url=args.rows_queue_url,
-                              region=args.region or "us-east-1")
+            target = discover(endpoint_url=where.endpoint_url,
+                              stack=None if by_url else where.stack, dlq_url=args.dlq_url,
+                              rows_queue_url=args.rows_queue_url, region=where.region)
         except TargetError as exc:
             return fail(EXIT_FAILED, str(exc))
+        if not args.json:
+            stderr.write((f"target: the queues {target.dlq_url} and {target.rows_queue_url}"
+                          if by_url else where.line()) + "\n")
     reader = DlqReader(target.sqs, target.dlq_url, visibility_s=args.visibility_timeout,
                        wait_s=target.wait_s)
     filters = Filters(frozenset(args.job), frozenset(args.reason))
@@ -263,23 +273,27 @@ def _print_outcome(outcome: Outcome, as_json: bool, stdout: TextIO, stderr: Text
     if as_json:
         stdout.write(json.dumps(outcome.as_dict(), indent=2) + "\n")
         return
-    would = "would " if outcome.dry_run else ""
     if outcome.cancelled:
         stdout.write("purge cancelled: nothing deleted\n")
         return
+    sent, deleted = ("would send", "would delete") if outcome.dry_run else ("sent", "deleted")
     if not outcome.matched:
         stdout.write(f"{outcome.op}: nothing in the DLQ matches "
                      f"({outcome.messages_seen:,} message(s) looked at)\n")
     elif outcome.op == PURGE:
-        stdout.write(f"purge: {would}delete {outcome.rows_purged:,} row(s) in "
+        stdout.write(f"purge: {deleted} {outcome.rows_purged:,} row(s) in "
                      f"{outcome.messages_done:,} DLQ message(s)\n")
     else:
         fixed = f" ({outcome.rows_fixed:,} fixed)" if outcome.rows_fixed else ""
-        stdout.write(f"redrive: {would}send {outcome.rows_sent:,} row(s){fixed} from "
+        stdout.write(f"redrive: {sent} {outcome.rows_sent:,} row(s){fixed} from "
                      f"{outcome.messages_done:,} DLQ message(s) back to the rows queue\n")
     if outcome.rows_refused:
         stdout.write(f"  {outcome.rows_refused:,} row(s) of cancelled jobs stay in the DLQ "
                      "(--include-cancelled sends them too)\n")
+    if outcome.rows_came_back:
+        stdout.write(f"  {outcome.rows_came_back:,} row(s) came back to the DLQ during this run "
+                     f"({outcome.messages_came_back:,} message(s): rejected again); they wait "
+                     "for the next run (`dlq-replayer inspect` says why)\n")
     if outcome.rows_kept:
         stdout.write(f"  {outcome.rows_kept:,} other row(s) of those messages stay in the DLQ "
                      f"({outcome.remainders:,} remainder message(s))\n")

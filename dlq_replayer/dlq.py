@@ -56,6 +56,7 @@ class DlqMessage:
     body: str
     message: RowsMessage | None
     error: str = ""
+    sent_ms: int | None = None  # SQS's SentTimestamp: when it entered the DLQ, epoch ms
 
     @property
     def rows(self) -> list[WaitingRow]:
@@ -174,7 +175,9 @@ def read(sqs_message: dict[str, Any]) -> DlqMessage:
         error = ""
     except ContractError as exc:
         message, error = None, str(exc)
-    return DlqMessage(sqs_message["MessageId"], sqs_message["ReceiptHandle"], body, message, error)
+    sent = sqs_message.get("Attributes", {}).get("SentTimestamp")
+    return DlqMessage(sqs_message["MessageId"], sqs_message["ReceiptHandle"], body, message, error,
+                      int(sent) if sent else None)
 
 
 def in_flight(sqs: Any, queue_url: str) -> tuple[int, int]:

@@ -71,6 +71,9 @@ class Outcome:
     fixes_unmatched: int = 0
     in_flight: int = 0
     rows_refused: int = 0  # rows of cancelled jobs left in the DLQ (see Options.cancelled)
+    # Rows sent to the DLQ during this run (rejected again): left for the next run.
+    rows_came_back: int = 0
+    messages_came_back: int = 0
     cancelled: bool = False
     held_limit: bool = False
     by_reason: Counter[str] = field(default_factory=Counter)
@@ -109,8 +112,13 @@ def run(target: Target, options: Options, reader: DlqReader) -> Outcome:
     # at what one run may hold rather than release a message it would delete.
     reader.stop_at_limit = asks
     spool = PlanSpool()
+    # What enters the DLQ from now on (a row this run sends back and the writer rejects
+    # again) waits for the next run: each row is acted on at most once per run. SQS's
+    # SentTimestamp is the server's clock; a clock behind it by a moment leaves a message
+    # sent just before the run for the next one, never acts on one twice.
+    started_ms = int(time.time() * 1000) if options.op == REDRIVE and not options.dry_run else None
     try:
-        planned = _selected_plans(reader, options, outcome, matched_refs)
+        planned = _selected_plans(reader, options, outcome, matched_refs, started_ms)
         if asks:
             summary = spool.fill(planned)
             confirm = options.confirm
@@ -158,13 +166,20 @@ def run(target: Target, options: Options, reader: DlqReader) -> Outcome:
 
 
 def _selected_plans(reader: DlqReader, options: Options, outcome: Outcome,
-                    matched_refs: set[Ref]) -> Iterable[Plan]:
+                    matched_refs: set[Ref], started_ms: int | None = None) -> Iterable[Plan]:
     for batch in reader.batches():
         for message in batch:
             outcome.messages_seen += 1
             if _refused(message, options, outcome):
                 continue
             plan = plan_message(message, options.op, options.filters, options.fixes)
+            if started_ms is not None and (message.sent_ms or 0) > started_ms:
+                # Came back during this run; the reader releases it at the end. Only its
+                # selected rows count: a remainder this run sent holds none.
+                if plan.acts:
+                    outcome.messages_came_back += 1
+                    outcome.rows_came_back += len(plan.selected)
+                continue
             if plan.note:
                 outcome.note(plan.note)
             if options.fixes is not None:

@@ -99,6 +99,11 @@ def detect(head: bytes, *, encoding: str | None = None, delimiter: str | None = 
             raise SettingConflict(f"the file starts with a UTF-16 byte order mark, but the encoding "
                                f"is set to {encoding}: set it to utf-16 (--encoding utf-16, or "
                                "[source] encoding in the spec), or leave it unset")
+        if encoding == "utf-16" and bom != "utf-16":
+            raise SettingConflict("the encoding is set to utf-16, but the file does not start with "
+                                  "a UTF-16 byte order mark (UTF-16 is read only with one): leave "
+                                  "it unset, or set utf-8 or latin-1 (--encoding, or [source] "
+                                  "encoding in the spec)")
     if delimiter is not None:
         return Dialect(gzip, encoding, delimiter, encoding_from, "spec")
     sniffed = sniff_delimiter(header_text(text_head, encoding))
@@ -115,7 +120,7 @@ def header_of(head: bytes, found: Dialect, *, whole: bool) -> list[str] | None:
     codec = {"utf-16": "utf-16", "utf-8": "utf-8-sig"}.get(found.encoding, found.encoding)
     try:
         text = codecs.getincrementaldecoder(codec)(errors="strict").decode(text_head, final=whole)
-    except UnicodeDecodeError:
+    except UnicodeError:  # UnicodeDecodeError, or UTF-16 without its BOM
         return None
     records = csv.reader(io.StringIO(text, newline=""), delimiter=found.delimiter, strict=True)
     try:

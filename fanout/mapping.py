@@ -747,8 +747,12 @@ def _str_map(value: Any, where: str) -> dict[str, str]:
 
 
 def _key_spec(value: Any, where: str) -> KeySpec:
+    """A key of the spec's [table]. A string is read as the --partition-key / --sort-key flag
+    reads it (one rule for both): a column name (`account`), `NAME=TEMPLATE`,
+    `NAME:N=TEMPLATE`, or a bare template (`{time_hour}#{flight}`), whose attribute is then
+    named `pk` (partition) or `sk` (sort)."""
     if isinstance(value, str):
-        value = {"name": value}
+        return key_from_flag(value, "sk" if where.endswith("sort_key") else "pk")
     if not isinstance(value, Mapping):
         raise SpecError(f"{where}: must be a table with name, type and template")
     _only(value, {"name", "type", "template"}, where)

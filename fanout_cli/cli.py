@@ -15,6 +15,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fanout.keys import TemplateError
 from fanout.mapping import Spec, SpecError, load_spec
@@ -28,8 +29,10 @@ from fanout_cli.failures import (
     describe,
     one_line,
     positive_int,
-    use_local_credentials,
 )
+from fanout_cli.target import DEFAULT_STACK, Target, resolve
+
+DEFAULT_CONCURRENCY = 4
 
 MAIN_EPILOG = """\
 exit status (every command):
@@ -150,9 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output folder (default: ./fanout-out/<file stem>)")
     ingest.add_argument("--range-bytes", type=positive_int, metavar="N",
                         help="bytes per ranged S3 read in the splitter (default 8 MiB)")
-    ingest.add_argument("--concurrency", type=positive_int, default=4,
-                        help="concurrent writer invocations (default 4)")
-    ingest.add_argument("--emulator", choices=("inprocess", "server"), default="inprocess",
+    ingest.add_argument("--concurrency", type=positive_int,
+                        help=f"concurrent writer invocations (default {DEFAULT_CONCURRENCY})")
+    ingest.add_argument("--emulator", choices=("inprocess", "server"),
                         help="moto in this process (default) or a moto server on 127.0.0.1")
     ingest.add_argument("--json-copy", action="store_true",
                         help="also back up written items as JSON lines under json-copy/ in the bucket")
@@ -179,10 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "stack (--stack), or the summary.json files of local runs under ./fanout-out.",
         epilog=STATUS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     status.add_argument("job", help="the job id (printed by ingest, in summary.json)")
-    where = status.add_mutually_exclusive_group()
-    where.add_argument("--endpoint-url", help="a local stack started by `fanout serve`")
-    where.add_argument("--stack", help="a deployed CloudFormation stack name")
-    status.add_argument("--ledger-table", default=None, help="ledger table name (default fanout-jobs)")
+    _add_ledger_target(status)
     status.add_argument("--out-root", type=Path, default=Path("fanout-out"),
                         help="where local runs keep their outputs (default ./fanout-out)")
     status.add_argument("--follow", action="store_true",
@@ -258,10 +258,15 @@ exit status:
 
 
 def _add_ledger_target(parser: argparse.ArgumentParser) -> None:
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--endpoint-url", help="a local stack started by `fanout serve`")
-    where.add_argument("--stack", help="a deployed CloudFormation stack name")
-    parser.add_argument("--ledger-table", default=None, help="ledger table name (default fanout-jobs)")
+    """The target of a command that reads a stack's ledger (status, jobs, cancel): resolved
+    by fanout_cli.target like every command's."""
+    parser.add_argument("--stack", metavar="NAME",
+                        help=f"a deployed stack (default with --endpoint-url: {DEFAULT_STACK})")
+    parser.add_argument("--endpoint-url", metavar="URL",
+                        help="the stack's endpoint, e.g. a local `fanout serve`'s (default: "
+                             "AWS_ENDPOINT_URL with --stack, else AWS)")
+    parser.add_argument("--ledger-table", default=None, metavar="NAME",
+                        help="read this ledger table at the endpoint instead of a stack's")
 
 
 def add_operator_parsers(commands: argparse._SubParsersAction) -> None:
@@ -330,12 +335,16 @@ def add_stack_arguments(ingest: argparse.ArgumentParser) -> None:
                              "the job; or, for s3://BUCKET/PREFIX, start a job for each object "
                              "not yet loaded in its current version and follow them all")
     ingest.add_argument("--endpoint-url", metavar="URL",
-                        help="with --stack: the stack's endpoint (default: AWS_ENDPOINT_URL, else AWS)")
+                        help="the stack's endpoint, e.g. a local `fanout serve`'s (default: "
+                             f"AWS_ENDPOINT_URL with --stack, else AWS); alone: --stack {DEFAULT_STACK}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; any failure ends with one line on stderr and its exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named by the command they were given to (`fanout ingest: error: ...`)
+        command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "make-csv": _make_csv, "ingest": _ingest, "serve": _serve, "status": _status,
         "spec": _spec_infer, "check": _check, "jobs": _jobs, "cancel": _cancel}
@@ -347,6 +356,17 @@ def main(argv: list[str] | None = None) -> int:
         return run_command(name, commands[args.command], args)
     finally:
         os.environ.pop(VERBOSE_VARIABLE, None)
+
+
+def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command `args` ran: `fanout ingest`, `fanout spec infer`."""
+    for name in ("command", "spec_command"):
+        chosen = getattr(args, name, None)
+        subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if chosen is None or not subparsers:
+            break
+        parser = subparsers[0].choices[chosen]
+    return parser
 
 
 def run_command(name: str, command: Callable[[argparse.Namespace], int],
@@ -423,7 +443,7 @@ def _check(args: argparse.Namespace) -> int:
         found = preflight(args.file, spec)  # as `fanout ingest`: a usage error exits 2
         result = check_file(args.file, spec, range_bytes=args.range_bytes)
     except UsageError as exc:
-        raise CommandError(str(exc), EXIT_USAGE) from None
+        raise CommandError(str(exc) + default_sort_key_hint(args, str(exc)), EXIT_USAGE) from None
     except (InputFileError, CheckError) as exc:
         raise CommandError(str(exc), EXIT_FAILED) from None
     result.source_format = found.describe()
@@ -432,6 +452,14 @@ def _check(args: argparse.Namespace) -> int:
     else:
         print_result(result)
     return result.exit_code
+
+
+def default_sort_key_hint(args: argparse.Namespace, message: str) -> str:
+    """`--partition-key a` alone keeps the default sort key (offer_id): say so when it is the
+    one the header lacks."""
+    if args.partition_key and args.sort_key is None and not args.spec and "'offer_id'" in message:
+        return " (the default sort key is offer_id: pass --sort-key '' for none, or --sort-key COLUMN)"
+    return ""
 
 
 def resolve_spec(spec_path: Path | None, partition_key: str | None, sort_key: str | None,
@@ -455,50 +483,83 @@ def _serve(args: argparse.Namespace) -> int:
                          ingest=args.ingest)
 
 
-def _ingest_stack(args: argparse.Namespace) -> int:
+# What a stack decides for itself, so a flag for it is refused with --stack: its splitter
+# and writer read every object (an upload, or one already in S3) with the stack's spec,
+# and its functions run as deployed.
+SPEC_FLAGS = ("spec", "partition_key", "sort_key", "delimiter", "encoding")
+RUNTIME_FLAGS = ("concurrency", "range_bytes", "out", "json_copy", "emulator")
+
+
+def refuse_local_flags(args: argparse.Namespace, target: Target) -> None:
+    """With a stack, the flags only the embedded runtime reads are refused, never ignored
+    (`--sort-key ''` is given too)."""
+    def given(names: tuple[str, ...]) -> list[str]:
+        return [name for name in names
+                if (getattr(args, name, None) is not None if name == "sort_key" else getattr(args, name, None))]
+
+    spec, runtime = given(SPEC_FLAGS), given(RUNTIME_FLAGS)
+    if not spec and not runtime:
+        return
+    reasons = []
+    if spec:
+        reasons.append("the stack reads every file with its own spec (keys, delimiter, encoding): "
+                       "to change it, redeploy with a spec (`fanout serve --spec FILE`, or `cdk "
+                       "deploy -c spec=FILE`; [source] in the spec for the delimiter and encoding)")
+    if runtime:
+        reasons.append("the stack runs as it was deployed (its writers' concurrency from -c "
+                       "write_budget, its reads from -c range_bytes, its reports in its bucket)")
+    flags = ", ".join(f"--{name.replace('_', '-')}" for name in spec + runtime)
+    raise CommandError(f"{flags}: not with --stack {target.stack}: {'; '.join(reasons)}; or drop "
+                       "--stack to load FILE in the embedded runtime", EXIT_USAGE)
+
+
+def say_target(target: Target, args: argparse.Namespace) -> None:
+    """The one line naming the target (on stderr: stdout is the summary's, or the JSON's)."""
+    if not getattr(args, "json", False):
+        print(target.line(), file=sys.stderr)
+
+
+def _ingest_stack(args: argparse.Namespace, target: Target) -> int:
     from fanout_cli.local.stack import StackError, ingest_to_stack
 
     try:
-        return ingest_to_stack(args.file, args.stack, endpoint_url=args.endpoint_url,
-                               as_json=args.json)
+        return ingest_to_stack(args.file, target.stack or DEFAULT_STACK,
+                               endpoint_url=target.endpoint_url, region=target.region,
+                               as_json=args.json, announce=target.line())
     except StackError as exc:
         raise CommandError(str(exc), EXIT_FAILED) from None
 
 
-# What only a local run (or an upload) reads: the stack's spec decides these for objects in S3.
-LOCAL_ONLY_FLAGS = ("spec", "partition_key", "sort_key", "delimiter", "encoding", "out",
-                    "range_bytes", "json_copy")
-
-
-def _ingest_prefix(args: argparse.Namespace) -> int:
+def _ingest_prefix(args: argparse.Namespace, target: Target) -> int:
     from fanout_cli.local.prefix import PrefixError, ingest_prefix
     from fanout_cli.local.stack import StackError
 
-    if not args.stack:
+    if target.embedded:
         raise CommandError(f"{args.file}: objects in S3 are loaded by a deployed stack, which "
                            "reads them where they are: add --stack NAME (for a local one, run "
                            "`fanout serve` and pass --stack fanout)", EXIT_USAGE)
-    given = [f"--{name.replace('_', '-')}" for name in LOCAL_ONLY_FLAGS if getattr(args, name)]
-    if given:
-        raise CommandError(f"{', '.join(given)}: not for s3:// (the stack's splitter and writer "
-                           "read objects with the stack's spec: deploy it with -c spec=FILE)",
-                           EXIT_USAGE)
     try:
-        return ingest_prefix(args.file, args.stack, endpoint_url=args.endpoint_url,
-                             as_json=args.json)
+        return ingest_prefix(args.file, target.stack or DEFAULT_STACK,
+                             endpoint_url=target.endpoint_url, as_json=args.json,
+                             stderr=sys.stderr, announce=target.line())
     except PrefixError as exc:
         raise CommandError(str(exc), exc.code) from None
     except StackError as exc:
         raise CommandError(str(exc), EXIT_FAILED) from None
 
 
-def _status_follow(args: argparse.Namespace) -> int:
+def _status_follow(args: argparse.Namespace, target: Target) -> int:
     import time
 
+    from fanout import ledger
     from fanout_cli.local.stack import StackError, find_stack, follow_and_report
 
     try:
-        stack = find_stack(args.stack, args.endpoint_url)
+        stack = find_stack(target.stack or DEFAULT_STACK, target.endpoint_url, region=target.region)
+        if ledger.get_job(stack.dynamodb, stack.ledger_table, args.job) is None:
+            raise CommandError(f"no job {args.job!r} in stack {stack.name!r}'s ledger "
+                               f"({stack.ledger_table}): check the job id (ingest printed it)")
+        say_target(target, args)
         return follow_and_report(stack, args.job, started=time.monotonic(), as_json=False,
                                  label=f"job {args.job}")
     except StackError as exc:
@@ -509,62 +570,79 @@ def _ingest(args: argparse.Namespace) -> int:
     from fanout_cli.local.ingest import IngestOptions, PipelineError, ingest, print_summary
     from fanout_cli.local.preflight import InputFileError, UsageError
 
+    target = resolve(stack=args.stack, endpoint_url=args.endpoint_url)
     if isinstance(args.file, str):
-        return _ingest_prefix(args)
+        if not target.embedded:
+            refuse_local_flags(args, target)
+        return _ingest_prefix(args, target)
+    if args.file.is_dir():
+        raise CommandError(f"{args.file}: a folder, not a file: give one CSV file (for many, "
+                           "put them in S3 and use s3://BUCKET/PREFIX with --stack)", EXIT_USAGE)
     if not args.file.is_file():
         raise CommandError(f"{args.file}: no such file", EXIT_USAGE)
-    if args.stack:
-        return _ingest_stack(args)
+    if not target.embedded:
+        refuse_local_flags(args, target)
+        return _ingest_stack(args, target)
+    if target.ignored:  # the one line that matters before the run; the summary names it too
+        say_target(target, args)
     spec = resolve_spec(args.spec, args.partition_key, args.sort_key, args.delimiter,
                         args.encoding)
     out = args.out or Path("fanout-out") / args.file.stem
     try:
         result = ingest(IngestOptions(
             file=args.file, spec=spec, out_dir=out, range_bytes=args.range_bytes,
-            concurrency=args.concurrency, emulator=args.emulator,
+            concurrency=args.concurrency or DEFAULT_CONCURRENCY,
+            emulator=args.emulator or "inprocess",
             progress=None if args.json else sys.stderr, json_copy=args.json_copy))
     except UsageError as exc:
-        raise CommandError(str(exc), EXIT_USAGE) from None
+        raise CommandError(str(exc) + default_sort_key_hint(args, str(exc)), EXIT_USAGE) from None
     except (InputFileError, PipelineError) as exc:
         raise CommandError(str(exc), EXIT_FAILED) from None
     except Exception as exc:  # the pipeline itself failed: say so, exit 1
         raise CommandError(describe(exc) or f"pipeline failed: {type(exc).__name__}: {exc}",
                            EXIT_FAILED) from None
+    shown = result.summary | {"target": target.as_dict()}
     if args.json:
-        print(json.dumps(result.summary, indent=2))
+        print(json.dumps(shown, indent=2))
     else:
-        print_summary(result.summary)
+        print_summary(shown)
     return result.exit_code
 
 
-def stack_outputs(stack: str, endpoint_url: str | None = None) -> dict[str, str]:
-    """The CloudFormation outputs of a stack; a stack that does not exist is one line."""
+def stack_outputs(target: Target) -> dict[str, str]:
+    """The CloudFormation outputs of the target's stack; one that does not exist is one line."""
     from botocore.exceptions import ClientError
 
     from fanout.aws import client
 
     try:
-        stacks = client("cloudformation", endpoint_url=endpoint_url).describe_stacks(
-            StackName=stack)["Stacks"]
+        stacks = client("cloudformation", endpoint_url=target.endpoint_url,
+                        region=target.region).describe_stacks(StackName=target.stack)["Stacks"]
     except ClientError as exc:
         if "does not exist" in str(exc):
-            raise CommandError(f"no stack {stack!r} in {os.environ.get('AWS_DEFAULT_REGION') or 'the region'} "
-                               "(check --stack, AWS_PROFILE and AWS_DEFAULT_REGION)") from None
+            where = (f"at {target.endpoint_url} (check --stack, and the endpoint: the `fanout "
+                     "serve` banner names both)" if target.endpoint_url else
+                     f"in {target.region} (check --stack, AWS_PROFILE and AWS_DEFAULT_REGION)")
+            raise CommandError(f"no stack {target.stack!r} {where}") from None
         raise
     return {o["OutputKey"]: o["OutputValue"] for o in (stacks[0].get("Outputs", []) if stacks else [])}
 
 
-def _ledger_target(args: argparse.Namespace) -> tuple[object, str]:
-    """The ledger a command reads: the DynamoDB client and the table (`--stack`'s output,
-    `--ledger-table`, or the default name at `--endpoint-url`)."""
+def _ledger_target(args: argparse.Namespace) -> tuple[Any, str, Target]:
+    """The ledger a command reads: its client, its table (the stack's LedgerTableName output,
+    or `--ledger-table` by name with no stack) and the target they are at."""
     from fanout.aws import client
-    from fanout.settings import ResourceNames
 
-    use_local_credentials(args.endpoint_url)
-    table = args.ledger_table or ResourceNames().ledger_table
-    if args.stack:
-        table = stack_outputs(args.stack, args.endpoint_url).get("LedgerTableName", table)
-    return client("dynamodb", endpoint_url=args.endpoint_url), table
+    target = resolve(stack=args.stack, endpoint_url=args.endpoint_url, embedded=False).use()
+    if args.ledger_table and not args.stack:  # a table by name, no stack to look up
+        target = Target(None, target.endpoint_url, target.region, target.endpoint_from)
+        table = args.ledger_table
+    else:
+        table = stack_outputs(target).get("LedgerTableName") or args.ledger_table
+        if not table:
+            raise CommandError(f"stack {target.stack!r} has no LedgerTableName output: is it a "
+                               "fanout stack?")
+    return client("dynamodb", endpoint_url=target.endpoint_url, region=target.region), table, target
 
 
 def _jobs(args: argparse.Namespace) -> int:
@@ -575,7 +653,8 @@ def _jobs(args: argparse.Namespace) -> int:
         since = since_iso(args.since) if args.since else None
     except SinceError as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
-    ddb, table = _ledger_target(args)
+    ddb, table, target = _ledger_target(args)
+    say_target(target, args)
     page = ledger.list_jobs(ddb, table, limit=args.limit, after=args.after, since=since,
                             source_prefix=args.source, statuses=args.status)
     rows = [job_row(job) for job in page.jobs]
@@ -593,7 +672,8 @@ def _cancel(args: argparse.Namespace) -> int:
     from fanout import ledger
     from fanout_cli.jobs import cancel_message, who
 
-    ddb, table = _ledger_target(args)
+    ddb, table, target = _ledger_target(args)
+    say_target(target, args)
     outcome = ledger.cancel_job(ddb, table, args.job, by=args.by or who())
     if outcome.job is None:
         raise CommandError(f"no job {args.job!r} in {table}")
@@ -611,17 +691,19 @@ def _status(args: argparse.Namespace) -> int:
     from fanout import ledger
 
     if args.follow:
-        if not args.stack:
-            raise CommandError("--follow needs --stack NAME", EXIT_USAGE)
-        return _status_follow(args)
-    if args.endpoint_url or args.stack:
+        if args.ledger_table:
+            raise CommandError("--follow reads a stack, not --ledger-table: pass --stack NAME",
+                               EXIT_USAGE)
+        target = resolve(stack=args.stack, endpoint_url=args.endpoint_url, embedded=False).use()
+        return _status_follow(args, target)
+    if args.endpoint_url or args.stack or args.ledger_table:
         from fanout_cli.jobs import explain, replayer_target
 
-        ddb, table = _ledger_target(args)
+        ddb, table, target = _ledger_target(args)
         job = ledger.get_job(ddb, table, args.job)
         if job is None:
             raise CommandError(f"no job {args.job!r} in {table}")
-        why = explain(job, target=replayer_target(args.stack, args.endpoint_url))
+        why = explain(job, target=replayer_target(target.stack, args.endpoint_url))
         job.pop("sk", None)
         job["job_id"] = job.pop("pk")
         job["why"] = why
@@ -630,6 +712,7 @@ def _status(args: argparse.Namespace) -> int:
             from fanout_cli.local.stack import seconds_since_progress
 
             job["seconds_since_progress"] = seconds_since_progress(job)
+        job["target"] = target.as_dict() | {"ledger_table": table}
         print(json.dumps(job, indent=2, default=str))
         return 0
     for path in sorted(args.out_root.glob("*/summary.json")):
@@ -637,8 +720,8 @@ def _status(args: argparse.Namespace) -> int:
         if summary.get("job_id") == args.job:
             print(json.dumps(summary, indent=2))
             return 0
-    raise CommandError(f"no job {args.job!r} under {args.out_root}/ (use --endpoint-url or --stack "
-                       "for a running or deployed stack)")
+    raise CommandError(f"no job {args.job!r} under {args.out_root}/ (local runs; for a stack: "
+                       "--stack NAME, with --endpoint-url URL for a local `fanout serve`)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,6 +17,9 @@ from typing import TextIO
 
 LIVE_INTERVAL_S = 0.2
 LINE_INTERVAL_S = 5.0
+# A rate is shown once it is measured over at least this long: a first tick a few
+# milliseconds in (or of work done before the display began) is not a rate.
+MIN_RATE_INTERVAL_S = 1.0
 
 
 def format_duration(seconds: float) -> str:
@@ -46,12 +49,16 @@ class ProgressDisplay:
     order given (read=..., written=..., rejected=...). The ETA comes from `fraction` when
     the caller knows how far through the work it is (bytes split of the file's size),
     otherwise from `total`.
+
+    The rate and the ETA measure from the display's start, or, with `from_first_update`
+    (following a job that was already running), from the first figures it is given; both
+    wait for MIN_RATE_INTERVAL_S of measuring.
     """
 
     def __init__(self, stream: TextIO | None, *, label: str, unit: str = "rows",
                  quiet: bool = False, clock: Callable[[], float] = time.monotonic,
                  live_interval_s: float = LIVE_INTERVAL_S,
-                 line_interval_s: float = LINE_INTERVAL_S) -> None:
+                 line_interval_s: float = LINE_INTERVAL_S, from_first_update: bool = False) -> None:
         self.stream = None if quiet else stream
         self.live = bool(self.stream is not None and _isatty(self.stream))
         self.label = label
@@ -61,24 +68,34 @@ class ProgressDisplay:
         self.interval = live_interval_s if self.live else line_interval_s
         self.last_shown: float | None = None
         self.width = 0
+        # (done, progress, when) the rate and the ETA are measured from.
+        self.baseline: tuple[int, float, float] | None = None if from_first_update \
+            else (0, 0.0, self.started)
 
     def render(self, done: int, total: int | None = None, fraction: float | None = None,
                counts: Mapping[str, int] | None = None, note: str | None = None) -> str:
         """The progress text for these figures (and a `note`, such as how long the work
         has not moved), as it would be shown now."""
-        elapsed = self.clock() - self.started
+        now = self.clock()
+        elapsed = now - self.started
         parts: list[str] = []
         if counts:
             parts.append(", ".join(f"{name} {value:,}" for name, value in counts.items()))
         else:
             parts.append(f"{done:,}" + (f"/{total:,}" if total else "") + f" {self.unit}")
-        parts.append(format_rate(done, elapsed, self.unit))
         progress = fraction if fraction is not None else (done / total if total else None)
         if progress is not None:
             progress = min(max(progress, 0.0), 1.0)
+        base_done, base_progress, base_at = self.baseline or (done, progress or 0.0, now)
+        measured = now - base_at
+        timed = measured >= MIN_RATE_INTERVAL_S
+        parts.append(format_rate(done - base_done, measured, self.unit) if timed
+                     else f"— {self.unit}/s")
+        if progress is not None:
             parts.append(f"{progress:.0%}")
-            if 0 < progress < 1 and done > 0:
-                parts.append("ETA " + format_duration(elapsed * (1 - progress) / progress))
+            if timed and 0 < progress < 1 and progress > base_progress:
+                parts.append("ETA " + format_duration(measured * (1 - progress)
+                                                      / (progress - base_progress)))
         if note:
             parts.append(note)
         parts.append(format_duration(elapsed) + " elapsed")
@@ -90,6 +107,9 @@ class ProgressDisplay:
         if self.stream is None:
             return
         now = self.clock()
+        if self.baseline is None:
+            progress = fraction if fraction is not None else (done / total if total else 0.0)
+            self.baseline = (done, min(max(progress, 0.0), 1.0), now)
         if not force and self.last_shown is not None and now - self.last_shown < self.interval:
             return
         self.last_shown = now

@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 from fanout.aws import Clients, client
+from fanout_cli.target import endpoint_variables
 
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -41,6 +42,11 @@ class Emulator:
         for name, value in FAKE_CREDENTIALS.items():
             self._saved_env[name] = os.environ.get(name)
             os.environ[name] = value
+        # An exported AWS_ENDPOINT_URL (`fanout serve`'s banner) would send boto3 past moto to
+        # that endpoint, and leave this run's tables in someone else's emulator: hidden
+        # until the emulator stops (fanout_cli/target.py says so to the user).
+        for name in endpoint_variables(os.environ):
+            self._saved_env[name] = os.environ.pop(name)
         if self.mode == "inprocess":
             from moto import mock_aws
             from moto.core.models import botocore_stubber

@@ -26,6 +26,7 @@ from fanout_cli.local.esm import EventSourceMapping, LocalContext
 from fanout_cli.local.preflight import preflight
 from fanout_cli.local.resources import LocalStack, create_resources
 from fanout_cli.progress import ProgressDisplay, format_rate, read_as
+from fanout_cli.target import describe as describe_target
 
 ASYNC_INVOKE_ATTEMPTS = 3  # Lambda's asynchronous invocation: the first try and two retries
 # Lambda retries a failed asynchronous event after about a minute; locally after 2 s. Not
@@ -497,6 +498,7 @@ def print_summary(summary: dict[str, Any], stream: TextIO | None = None) -> None
            if summary.get("rows_padded") else ""),
         *outcome_lines(summary, summary.get("mode")),
         f"messages   {summary['messages_sent']:,}",
+        *([f"target     {describe_target(summary['target'])}"] if summary.get("target") else []),
         f"elapsed    {summary['elapsed_s']:.2f} s "
         f"({format_rate(summary['rows_read'], summary['elapsed_s'], 'rows')})",
     ]

@@ -93,6 +93,43 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_holder(port: int, host: str = "127.0.0.1") -> str | None:
+    """None if this process can listen on host:port; else who holds it, as well as Linux's
+    /proc tells (`pid 4242: python -m ministack`), or `another process`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed one's TIME_WAIT is free
+        try:
+            s.bind((host, port))
+            return None
+        except OSError:
+            pass
+    return _listener(port) or "another process"
+
+
+def _listener(port: int) -> str | None:
+    """The process listening on TCP `port`, from /proc (Linux; None elsewhere or unseen)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local address HEX:PORT, state 0A = LISTEN, inode in column 10
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if any(os.readlink(fd) in wanted for fd in (proc / "fd").iterdir()):
+                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                return f"pid {proc.name} ({' '.join(command.split())[:120]})"
+        except OSError:  # gone, or another user's
+            continue
+    return None
+
+
 def local_client(service: str, endpoint_url: str, *, ca_bundle: Path | None = None) -> Any:
     """A boto3 client for the emulator with its credentials (and, for an `auth` MiniStack,
     its certificate to trust)."""
@@ -126,7 +163,9 @@ class MiniStack:
         self.port = port or free_port()
         self.auth = auth
         self.endpoint_url = f"{'https' if auth else 'http'}://127.0.0.1:{self.port}"
-        self.log_path = log_path or Path(tempfile.gettempdir()) / f"fanout-ministack-{self.port}.log"
+        # One log per MiniStack (its port and this process): two serves never share one.
+        self.log_path = log_path or Path(tempfile.gettempdir()) / \
+            f"fanout-ministack-{self.port}-{os.getpid()}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.scratch: Path | None = None
 
@@ -139,6 +178,12 @@ class MiniStack:
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> MiniStack:
         python = ministack_python()
+        # Its own port or nothing: a MiniStack already there would answer the health check
+        # below while ours dies, and everything would go into that one.
+        holder = port_holder(self.port)
+        if holder is not None:
+            raise MiniStackError(f"port {self.port} is in use by {holder}: pick another --port "
+                                 "(or none, for a free one), or stop that process")
         env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
         # Each Lambda worker unpacks its code and layers (~10 MB) under TMPDIR, and a worker
         # killed with the emulator leaves them: give MiniStack a folder removed at stop().
@@ -161,6 +206,9 @@ class MiniStack:
                 raise MiniStackError(f"MiniStack exited with {self.process.returncode}: "
                                      f"{self.log_tail()}")
             if self.healthy():
+                if self.process.poll() is not None:  # someone else answered: not ours
+                    raise MiniStackError(f"MiniStack exited with {self.process.returncode}: "
+                                         f"{self.log_tail()}")
                 return self
             time.sleep(0.2)
         self.stop()

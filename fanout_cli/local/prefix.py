@@ -483,11 +483,14 @@ def print_prefix_summary(result: dict[str, Any], stream: TextIO) -> None:
 
 def ingest_prefix(uri: str, stack_name: str, *, endpoint_url: str | None = None,
                   as_json: bool = False, stdout: TextIO = sys.stdout,
-                  stderr: TextIO = sys.stderr, **options: Any) -> int:
-    """`fanout ingest s3://BUCKET/PREFIX --stack NAME`: start, follow, summarise."""
+                  stderr: TextIO = sys.stderr, announce: str = "", **options: Any) -> int:
+    """`fanout ingest s3://BUCKET/PREFIX --stack NAME`: start, follow, summarise.
+    `announce` (the target's line) is said once the stack is found and may read the bucket."""
     target = parse_s3_uri(uri)
     stack = find_stack(stack_name, endpoint_url)
     run = PrefixIngest(stack, target, **options)  # refuses an ungranted bucket here
+    if announce and not as_json:
+        stderr.write(announce + "\n")
     listing = ProgressDisplay(stderr, label=f"{target.uri}: listing", unit="objects",
                               quiet=as_json)
     display = ProgressDisplay(stderr, label=target.uri, quiet=as_json)

@@ -33,6 +33,7 @@ from fanout_cli.local.stack import (
     stall_text,
 )
 from fanout_cli.progress import format_duration, format_rate
+from fanout_cli.target import Target
 
 ACTIVITY_POLL_S = 1.0
 PROGRESS_EVERY_S = 5.0
@@ -43,21 +44,26 @@ class Stopped(Exception):
 
 
 def banner(deployment: ministack.Deployment, emulator_log: Path, cdk_log: Path) -> str:
-    """What an operator needs: endpoint, names, what to export and commands to paste."""
+    """What an operator needs: endpoint, names, what to export and commands to paste.
+    The AWS CLI lines pass --endpoint-url: the pinned CLI (v1) does not read
+    AWS_ENDPOINT_URL for every service (`aws sqs` goes to AWS without it)."""
     o, endpoint, name = deployment.outputs, deployment.endpoint_url, deployment.stack_name
     upload = f"s3://{o['BucketName']}/{o.get('UploadPrefix', 'uploads/')}"
     exports = " ".join(f"{k}={v}" for k, v in ministack.client_env(endpoint).items())
+    target = Target(name, endpoint, ministack.REGION, "--endpoint-url")
+    aws = 'aws --endpoint-url "$AWS_ENDPOINT_URL"'
     return "\n".join([
         f"fanout serve: stack {name!r} (infra/app.py, deployed with the cdk CLI) is running "
         f"in MiniStack {ministack.MINISTACK_VERSION} at {endpoint}",
         *(f"  {key:<22}{value}" for key, value in sorted(o.items())),
         "",
-        "in another terminal:",
+        f"in another terminal ({target.line()}):",
         f"  export {exports}",
-        f"  aws s3 cp data.csv {upload}",
-        f"  fanout ingest data.csv --stack {name}",
-        f"  dlq-replayer inspect --stack {name}",
-        f"  aws logs filter-log-events --log-group-name {o.get('WriterLogGroup', '')}",
+        f"  {aws} s3 cp data.csv {upload}",
+        f"  fanout ingest data.csv --stack {name} --endpoint-url {endpoint}",
+        f"  fanout status JOB --stack {name} --endpoint-url {endpoint}",
+        f"  dlq-replayer inspect --stack {name} --endpoint-url {endpoint}",
+        f"  {aws} logs filter-log-events --log-group-name {o.get('WriterLogGroup', '')}",
         "",
         f"MiniStack's log: {emulator_log}   cdk's log: {cdk_log}",
         "Ctrl-C stops MiniStack and its Lambda workers (all state is in memory and goes with it).",
@@ -72,14 +78,42 @@ class Watched:
     last_progress: float = 0.0
 
 
+def upload_suffixes(stack: DeployedStack) -> tuple[str, ...]:
+    """The suffixes whose uploads start the splitter: the bucket's notification filters."""
+    config = stack.s3.get_bucket_notification_configuration(Bucket=stack.bucket)
+    suffixes = []
+    for notification in config.get("LambdaFunctionConfigurations", []):
+        rules = notification.get("Filter", {}).get("Key", {}).get("FilterRules", [])
+        suffixes += [rule["Value"] for rule in rules if rule.get("Name", "").lower() == "suffix"]
+    return tuple(dict.fromkeys(suffixes)) or (".csv",)
+
+
+def why_no_job(key: str, suffixes: tuple[str, ...]) -> str | None:
+    """Why an upload under the prefix starts no job (None: it starts one). S3's suffix
+    filter is case-sensitive, and .csv.gz is a name only a gzip stack listens for."""
+    if key.endswith(suffixes):
+        return None
+    name = key.rsplit("/", 1)[-1]
+    if name.lower().endswith(".csv.gz") and ".csv.gz" not in suffixes:
+        return (f"no job: {name} ends in .csv.gz, which only a stack deployed with -c gzip=true "
+                "takes (or name it .csv: gzip is told by its first bytes)")
+    matched = next((suffix for suffix in suffixes if name.lower().endswith(suffix.lower())), None)
+    if matched is not None:
+        return (f"no job: the upload filter is case-sensitive ({', '.join(suffixes)}): "
+                f"name it {name[:-len(matched)]}{matched}")
+    return f"no job: only names ending in {' or '.join(suffixes)} start one"
+
+
 class Activity:
     """Prints what the pipeline does: one ListObjectsV2 of the upload prefix and one
-    GetItem per unfinished job a poll."""
+    GetItem per unfinished job a poll. An upload that starts no job says why."""
 
     def __init__(self, stack: DeployedStack, stream: TextIO,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 suffixes: tuple[str, ...] | None = None) -> None:
         self.stack, self.stream, self.clock = stack, stream, clock
-        self.seen: set[str] = set()
+        self.suffixes = suffixes  # read from the bucket at the first poll
+        self.seen: dict[str, tuple[Any, str | None]] = {}  # key: (LastModified, job)
         self.jobs: dict[str, Watched] = {}
 
     def say(self, text: str) -> None:
@@ -87,20 +121,38 @@ class Activity:
         self.stream.flush()
 
     def poll(self) -> None:
+        if self.suffixes is None:
+            self.suffixes = upload_suffixes(self.stack)
         pages = self.stack.s3.get_paginator("list_objects_v2").paginate(
             Bucket=self.stack.bucket, Prefix=self.stack.upload_prefix)
         for page in pages:
             for obj in page.get("Contents", []):
-                if obj["Key"] not in self.seen:
-                    self.seen.add(obj["Key"])
-                    job = job_for_key(self.stack, obj["Key"])
-                    self.jobs[job] = Watched(obj["Key"])
-                    self.say(f"upload  s3://{self.stack.bucket}/{obj['Key']} "
-                             f"({obj['Size']:,} bytes): job {job}")
+                self.upload_seen(obj)
         for job, watched in list(self.jobs.items()):
             item = ledger.get_job(self.stack.dynamodb, self.stack.ledger_table, job)
             if item is not None:
                 self.report(job, watched, item)
+
+    def upload_seen(self, obj: Mapping[str, Any]) -> None:
+        """Say what an object new under the prefix (or uploaded again) does."""
+        key = obj["Key"]
+        previous = self.seen.get(key)
+        if previous is not None and previous[0] == obj["LastModified"]:
+            return
+        where = f"upload  s3://{self.stack.bucket}/{key} ({obj['Size']:,} bytes)"
+        reason = why_no_job(key, self.suffixes or (".csv",))
+        if reason is not None:
+            self.seen[key] = (obj["LastModified"], None)
+            self.say(f"{where}: {reason}")
+            return
+        job = job_for_key(self.stack, key)
+        self.seen[key] = (obj["LastModified"], job)
+        if previous is not None and previous[1] == job:
+            self.say(f"{where}: the same content again: already loaded as job {job}; "
+                     "no new job started")
+            return
+        self.jobs[job] = Watched(key)
+        self.say(f"{where}: job {job}")
 
     def report(self, job: str, watched: Watched, item: Mapping[str, Any]) -> None:
         status = item.get("status")
@@ -164,7 +216,8 @@ def serve_forever(*, port: int = 0, stack_name: str = "fanout",
         with ministack.local_stack(emulator=emulator, stack_name=stack_name, log=cdk_log,
                                    context=context) as (_, deployment):
             if ingest is not None:
-                return ingest_to_stack(ingest, stack_name, endpoint_url=deployment.endpoint_url)
+                return ingest_to_stack(ingest, stack_name, endpoint_url=deployment.endpoint_url,
+                                       region=ministack.REGION)
             stream.write(banner(deployment, emulator.log_path, cdk_log))
             stream.flush()
             activity = Activity(find_stack(stack_name, deployment.endpoint_url), stream)
@@ -181,7 +234,7 @@ def serve_forever(*, port: int = 0, stack_name: str = "fanout",
         stream.flush()
         return 0
     except (ministack.MiniStackError, StackError) as exc:
-        stream.write(f"fanout serve: error: {exc}\n")
+        sys.stderr.write(f"fanout serve: error: {' '.join(str(exc).split())}\n")
         return 1
     finally:
         for sig in previous:  # a second Ctrl-C must not interrupt the cleanup

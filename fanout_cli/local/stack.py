@@ -25,7 +25,7 @@ from fanout import ledger
 from fanout.aws import client
 from fanout.contract import Source, job_id_for
 from fanout.settings import ROWS_PER_MESSAGE
-from fanout_cli.failures import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, use_local_credentials
+from fanout_cli.failures import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, describe, use_local_credentials
 from fanout_cli.progress import ProgressDisplay, format_duration
 
 EXIT_INTERRUPTED = 130
@@ -55,6 +55,7 @@ class DeployedStack:
     dynamodb: Any
     sqs: Any
     endpoint_url: str | None = None
+    region: str = "us-east-1"
 
     @property
     def bucket(self) -> str:
@@ -80,16 +81,25 @@ def find_stack(name: str, endpoint_url: str | None = None, *,
     def make(service: str) -> Any:
         return client(service, endpoint_url=endpoint_url, region=region)
 
+    where = f"at {endpoint_url}" if endpoint_url else f"in AWS ({region})"
     try:
         stacks = make("cloudformation").describe_stacks(StackName=name)["Stacks"]
-    except Exception as exc:  # ClientError (no such stack), no credentials, no endpoint
-        raise StackError(f"cannot describe stack {name!r}"
-                         f"{' at ' + endpoint_url if endpoint_url else ''}: {exc}") from exc
+    except ClientError as exc:
+        if "does not exist" in str(exc):
+            raise StackError(f"no stack {name!r} {where}: check --stack (the `fanout serve` "
+                             "banner names it) and the endpoint (--endpoint-url, else "
+                             "AWS_ENDPOINT_URL, else AWS)") from exc
+        raise StackError(f"cannot describe stack {name!r} {where}: "
+                         f"{describe(exc) or exc}") from exc
+    except Exception as exc:  # no credentials, nothing at the endpoint
+        raise StackError(f"cannot describe stack {name!r} {where}: "
+                         f"{describe(exc) or exc}") from exc
     outputs = {o["OutputKey"]: o["OutputValue"] for o in (stacks[0].get("Outputs") or [])}
     missing = [key for key in ("BucketName", "LedgerTableName", "RowsQueueUrl") if key not in outputs]
     if missing:
         raise StackError(f"stack {name!r} has no output(s) {', '.join(missing)}: is it a fanout stack?")
-    return DeployedStack(name, outputs, make("s3"), make("dynamodb"), make("sqs"), endpoint_url)
+    return DeployedStack(name, outputs, make("s3"), make("dynamodb"), make("sqs"), endpoint_url,
+                         region)
 
 
 def upload(stack: DeployedStack, file: Path, *, key: str | None = None) -> tuple[str, str]:
@@ -210,6 +220,8 @@ def summary(stack: DeployedStack, item: dict[str, Any], elapsed_s: float) -> dic
         "rows_per_s": round(rows_read / elapsed_s, 1) if elapsed_s > 0 else None,
         "error": item.get("error"), "error_data_location": item.get("error_location"),
         **stalled,
+        "target": {"runtime": "stack", "stack": stack.name, "endpoint_url": stack.endpoint_url,
+                   "region": stack.region},
     }
 
 
@@ -240,13 +252,14 @@ def print_result(result: dict[str, Any], stream: TextIO) -> None:
 
 
 def follow_and_report(stack: DeployedStack, job: str, *, started: float, as_json: bool,
-                      stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr,
-                      label: str = "loading") -> int:
+                      stdout: TextIO | None = None, stderr: TextIO | None = None,
+                      label: str = "loading", already_loaded: bool = False) -> int:
     """Follow the job with a progress display, then print its summary; Ctrl-C stops the
     following (not the job) and says how to resume it."""
     import json
 
-    display = ProgressDisplay(stderr, label=label, quiet=as_json)
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+    display = ProgressDisplay(stderr, label=label, quiet=as_json, from_first_update=True)
     try:
         item = follow(stack, job, display=display)
     except (BotoCoreError, ClientError) as exc:
@@ -259,6 +272,8 @@ def follow_and_report(stack: DeployedStack, job: str, *, started: float, as_json
         return EXIT_INTERRUPTED
     display.close()
     result = summary(stack, item, time.monotonic() - started)
+    if already_loaded:
+        result["already_loaded"] = True
     if as_json:
         stdout.write(json.dumps(result, indent=2, default=str) + "\n")
     else:
@@ -266,18 +281,38 @@ def follow_and_report(stack: DeployedStack, job: str, *, started: float, as_json
     return exit_code(result)
 
 
-def ingest_to_stack(file: Path, stack_name: str, *, endpoint_url: str | None = None,
-                    as_json: bool = False, stdout: TextIO = sys.stdout,
-                    stderr: TextIO = sys.stderr) -> int:
-    """`fanout ingest FILE --stack NAME`: upload, follow, summarise."""
-    started = time.monotonic()
-    stack = find_stack(stack_name, endpoint_url)
+def existing_job(stack: DeployedStack, key: str) -> str | None:
+    """The job id of the object at `key` now, if there is one (None: no object)."""
     try:
-        key, job = upload(stack, file)
+        return job_for_key(stack, key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+
+
+def ingest_to_stack(file: Path, stack_name: str, *, endpoint_url: str | None = None,
+                    region: str | None = None, as_json: bool = False, announce: str = "",
+                    stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """`fanout ingest FILE --stack NAME`: upload, follow, summarise. The same content
+    uploaded again under the same key (no versioning) has the same job id, which the
+    splitter does not start twice: that is said, and the job that loaded it is shown."""
+    started = time.monotonic()
+    stderr = stderr or sys.stderr
+    stack = find_stack(stack_name, endpoint_url, region=region)
+    if announce and not as_json:
+        stderr.write(announce + "\n")
+    key = stack.upload_prefix + file.name
+    try:
+        before = existing_job(stack, key)
+        key, job = upload(stack, file, key=key)
     except (BotoCoreError, ClientError) as exc:
         raise StackError(f"cannot upload {file} to s3://{stack.bucket}/{stack.upload_prefix}: "
-                         f"{exc}") from exc
+                         f"{describe(exc) or exc}") from exc
+    loaded = job == before and ledger.get_job(stack.dynamodb, stack.ledger_table, job) is not None
     if not as_json:
-        stderr.write(f"uploaded {file} to s3://{stack.bucket}/{key} (job {job})\n")
+        stderr.write(f"uploaded {file} to s3://{stack.bucket}/{key}: "
+                     + (f"already loaded as job {job} (the same content; no new job started): "
+                        "that job:\n" if loaded else f"job {job}\n"))
     return follow_and_report(stack, job, started=started, as_json=as_json, stdout=stdout,
-                             stderr=stderr)
+                             stderr=stderr, already_loaded=loaded)

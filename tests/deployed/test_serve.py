@@ -75,9 +75,13 @@ def test_the_banner_says_what_to_export_and_run(local: Local, stack: ministack.D
                                                 tmp_path: Path):
     text = banner(stack, tmp_path / "m.log", tmp_path / "c.log")
     assert f"export AWS_ENDPOINT_URL={local.endpoint_url} AWS_ACCESS_KEY_ID=test" in text
-    assert f"aws s3 cp data.csv s3://{stack.outputs['BucketName']}/uploads/" in text
-    assert f"fanout ingest data.csv --stack {stack.stack_name}" in text
-    assert f"aws logs filter-log-events --log-group-name /aws/fanout/{stack.stack_name}/writer" in text
+    # The AWS CLI lines pass the endpoint: the pinned v1 ignores AWS_ENDPOINT_URL for sqs
+    aws = 'aws --endpoint-url "$AWS_ENDPOINT_URL"'
+    assert f"{aws} s3 cp data.csv s3://{stack.outputs['BucketName']}/uploads/" in text
+    assert f"fanout ingest data.csv --stack {stack.stack_name} --endpoint-url {local.endpoint_url}" in text
+    assert f"fanout status JOB --stack {stack.stack_name} --endpoint-url {local.endpoint_url}" in text
+    assert f"{aws} logs filter-log-events --log-group-name /aws/fanout/{stack.stack_name}/writer" in text
+    assert f"(target: stack '{stack.stack_name}' at {local.endpoint_url}, us-east-1 (--endpoint-url))" in text
 
 
 def test_the_tools_are_the_pinned_versions():

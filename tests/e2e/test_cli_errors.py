@@ -145,3 +145,61 @@ def test_help_documents_the_exit_codes(command) -> None:
     text = parser.format_help()
     assert "exit status" in text
     assert "  0  " in text and "  1  " in text and "  2  " in text
+
+
+def test_a_misspelt_flag_is_named_with_its_command(capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["ingest", "data.csv", "--partiton-key", "a"])
+    assert exited.value.code == 2
+    assert one_line(capsys.readouterr().err) == (
+        "fanout ingest: error: unrecognized arguments: --partiton-key a (see fanout ingest --help)")
+    with pytest.raises(SystemExit):
+        main(["spec", "infer", "data.csv", "--bogus"])
+    assert one_line(capsys.readouterr().err).startswith("fanout spec infer: error: unrecognized arguments: --bogus")
+
+
+def test_a_folder_is_not_a_missing_file(tmp_path: Path, capsys) -> None:
+    assert main(["ingest", str(tmp_path)]) == 2
+    assert one_line(capsys.readouterr().err) == (
+        f"fanout ingest: error: {tmp_path}: a folder, not a file: give one CSV file (for many, put them "
+        "in S3 and use s3://BUCKET/PREFIX with --stack)")
+
+
+@pytest.mark.parametrize("command", ["ingest", "check"])
+def test_a_partition_key_alone_hints_at_the_default_sort_key(command: str, tmp_path: Path, capsys) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text("a,b\n1,2\n")
+    assert main([command, str(data), "--partition-key", "a"]) == 2
+    assert one_line(capsys.readouterr().err).endswith(
+        "(the default sort key is offer_id: pass --sort-key '' for none, or --sort-key COLUMN)")
+    # And with --sort-key '' it loads (or checks) clean
+    assert main([command, str(data), "--partition-key", "a", "--sort-key", "",
+                 *(["--out", str(tmp_path / "out")] if command == "ingest" else [])]) == 0
+
+
+def test_utf16_set_on_a_file_without_its_bom_names_the_setting(tmp_path: Path, capsys) -> None:
+    # The reverse of a UTF-16 file read as utf-8: a UTF-8 file with --encoding utf-16
+    data = tmp_path / "u8.csv"
+    data.write_text("account,offer_id\na,1\n", encoding="utf-8")
+    assert main(["check", str(data), "--encoding", "utf-16"]) == 2
+    assert one_line(capsys.readouterr().err) == (
+        f"fanout check: error: {data}: the encoding is set to utf-16, but the file does not start with a "
+        "UTF-16 byte order mark (UTF-16 is read only with one): leave it unset, or set utf-8 or latin-1 "
+        "(--encoding, or [source] encoding in the spec)")
+
+
+def test_ingest_into_a_stack_that_does_not_exist_or_without_credentials_says_so(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text("account,offer_id\na,1\n")
+    # No such stack: one line naming it and where it was looked for (no botocore text)
+    with mock_aws():
+        assert main(["ingest", str(data), "--stack", "no-such-stack"]) == 1
+    assert one_line(capsys.readouterr().err) == (
+        "fanout ingest: error: no stack 'no-such-stack' in AWS (us-east-1): check --stack (the `fanout "
+        "serve` banner names it) and the endpoint (--endpoint-url, else AWS_ENDPOINT_URL, else AWS)")
+    # No credentials: the same line `fanout status` gives
+    done = fanout("ingest", str(data), "--stack", "fanout")
+    assert done.returncode == 1
+    assert one_line(done.stderr).startswith(
+        "fanout ingest: error: cannot describe stack 'fanout' in AWS (us-east-1): no AWS credentials found: "
+        "set AWS_PROFILE")

@@ -51,7 +51,8 @@ def running_job(emulator: Emulator, local: LocalStack, clock: Clock) -> None:
 
 
 def status(emulator: Emulator, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    assert main(["status", JOB, "--endpoint-url", str(emulator.endpoint_url)]) == 0
+    assert main(["status", JOB, "--endpoint-url", str(emulator.endpoint_url),
+                 "--ledger-table", ResourceNames().ledger_table]) == 0
     return dict(json.loads(capsys.readouterr().out))
 
 

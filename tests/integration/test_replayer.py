@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -167,7 +168,7 @@ def test_purge_needs_yes_or_a_confirmation(aws, target, waiting):
     assert len(peek(aws.sqs, target.dlq_url)) == 3
 
     code, out, err = replayer(target, "purge", "--reason", "empty_key", stdin=Tty("yes\n"))
-    assert code == 0 and "delete 2 row(s) in 2 DLQ message(s)" in out and "Delete 2 row(s)" in err
+    assert code == 0 and "purge: deleted 2 row(s) in 2 DLQ message(s)" in out and "Delete 2 row(s)" in err
     assert refs_in(aws.sqs, target.dlq_url) == {("job-a", "0", 7), ("job-a", "1", 27),
                                                 ("job-a", "1", 28)}
     assert peek(aws.sqs, target.rows_queue_url) == []
@@ -321,3 +322,25 @@ def test_the_target_may_come_before_or_after_the_command(argv):
     args = build_parser().parse_args(argv)
     assert (args.command, args.stack, args.json, args.visibility_timeout) == (
         "inspect", "fanout", True, 120)
+
+
+def test_a_row_rejected_again_during_the_run_waits_for_the_next_run(aws, target, waiting):
+    # Given the writer rejects job B's row again as soon as it is sent back (unfixed)
+    def writer_rejects_again(point: str, plan: Any) -> None:
+        if point == "deleted" and plan.selected[0].job == "job-b":
+            time.sleep(0.01)  # SentTimestamp has milliseconds: after the run began
+            put(aws.sqs, target.dlq_url, rejected("job-b", 0, [(2, ["", "9", "high"], "empty_key")]))
+
+    # When the empty_key rows are redriven
+    code, out, _ = replayer(target, "redrive", "--reason", "empty_key", hook=writer_rejects_again)
+    # Then each row was sent once in this run (not twice), and the summary says one came back
+    assert code == 0
+    assert out.splitlines()[0] == "redrive: sent 2 row(s) from 2 DLQ message(s) back to the rows queue"
+    assert ("  1 row(s) came back to the DLQ during this run (1 message(s): rejected again); they wait "
+            "for the next run (`dlq-replayer inspect` says why)") in out.splitlines()
+    assert len(peek(aws.sqs, target.rows_queue_url)) == 2
+    # And it waits in the DLQ, visible, for the next run, which sends it
+    assert ("job-b", "0", 2) in refs_in(aws.sqs, target.dlq_url)
+    code, out, _ = replayer(target, "redrive", "--reason", "empty_key", "--json")
+    outcome = json.loads(out)
+    assert code == 0 and outcome["rows_sent"] == 1 and outcome["rows_came_back"] == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fanout.keys import KeyTemplate, TemplateError
@@ -249,3 +251,19 @@ def test_rejected_rows_travel_in_messages_that_fit_and_previews_are_not_replayed
     replay = as_replay(mixed)
     assert replay.rows == [["1", "2"]] and replay.lines == [2]
     assert [r.reason for r in replay.rejections] == ["row_too_large"]
+
+
+@pytest.mark.parametrize(("text", "role"), [("{time_hour}#{flight}", "sort_key"), ("A_{a}", "partition_key"),
+                                            ("line:N={_line}", "sort_key"), ("pk=A_{a}", "partition_key"),
+                                            ("account", "partition_key")])
+def test_a_key_string_in_a_spec_is_read_as_the_flag_reads_it(text: str, role: str, tmp_path: Path):
+    # One rule: `sort_key = "{time_hour}#{flight}"` names its attribute as
+    # `--sort-key '{time_hour}#{flight}'` does (sk), not literally `{time_hour}#{flight}`
+    other = "account" if role == "sort_key" else "offer_id"
+    keys = {role: text, ("partition_key" if role == "sort_key" else "sort_key"): other}
+    path = tmp_path / "spec.toml"
+    path.write_text("[table]\n" + "".join(f'{name} = "{value}"\n' for name, value in keys.items()))
+    from_spec = getattr(load_spec(path), role)
+    flags = Spec.default().with_keys(keys["partition_key"], keys["sort_key"])
+    assert from_spec == getattr(flags, role)
+    assert "{" not in from_spec.name

@@ -173,7 +173,8 @@ def test_the_stack_summary_and_the_serve_line_name_each_outcome():
     assert outcome(job | {"mode": "insert"}).startswith(
         "9 rows read, 2 written, 1 rejected, 1 superseded, 5 skipped existing in ")
     assert settled_rows(job) == 9
-    stack = SimpleNamespace(name="fanout", outputs={"TableName": "items"})
+    stack = SimpleNamespace(name="fanout", outputs={"TableName": "items"}, endpoint_url=None,
+                            region="us-east-1")
     result = summary(stack, job | {"mode": "insert"}, 1.0)
     assert (result["mode"], result["rows_skipped_existing"], result["rows_deleted"]) == ("insert", 5, 0)
     out = io.StringIO()

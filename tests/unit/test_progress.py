@@ -80,3 +80,29 @@ def test_a_note_stands_before_the_elapsed_time() -> None:
     text = display.render(50, total=75, counts={"read": 75, "settled": 50},
                           note="no progress for 1:05")
     assert text.endswith("· no progress for 1:05 · 1:10 elapsed")
+
+
+def test_no_rate_until_it_is_measured_over_a_real_interval() -> None:
+    # Given a display whose first figures come 2 ms after it started
+    clock = Clock()
+    display = ProgressDisplay(io.StringIO(), label="job", clock=clock)
+    clock.now += 0.002
+    # Then there is no rate (not 500,000 rows/s) and no ETA yet
+    assert display.render(1_000, total=10_000) == "job: 1,000/10,000 rows · — rows/s · 10% · 0:00 elapsed"
+    clock.now += 1.998
+    assert "500 rows/s" in display.render(1_000, total=10_000)
+
+
+def test_following_a_running_job_measures_from_the_first_figures_seen() -> None:
+    # Given a job that settled 500,000 rows before `status --follow` began
+    clock, stream = Clock(), io.StringIO()
+    display = ProgressDisplay(stream, label="job j", clock=clock, from_first_update=True,
+                              line_interval_s=0)
+    display.update(500_000, total=1_000_000)
+    assert "— rows/s" in stream.getvalue() and "ETA" not in stream.getvalue()
+    # When 10,000 more settle in the next 2 s
+    clock.now += 2
+    display.update(510_000, total=1_000_000)
+    # Then the rate is what moved while following (5,000 rows/s), and so is the ETA
+    last = stream.getvalue().splitlines()[-1]
+    assert "5,000 rows/s" in last and "51%" in last and "ETA 1:38" in last
