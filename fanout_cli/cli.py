@@ -645,6 +645,15 @@ def _ledger_target(args: argparse.Namespace) -> tuple[Any, str, Target]:
     return client("dynamodb", endpoint_url=target.endpoint_url, region=target.region), table, target
 
 
+def say_ledger_target(target: Target, table: str, args: argparse.Namespace) -> None:
+    """The target line of a command that reads a ledger: its stack's, or the table by name."""
+    if target.stack is not None:
+        say_target(target, args)
+    elif not getattr(args, "json", False):
+        print(f"target: ledger table {table!r} at {target.endpoint_url or 'AWS'}, {target.region}",
+              file=sys.stderr)
+
+
 def _jobs(args: argparse.Namespace) -> int:
     from fanout import ledger
     from fanout_cli.jobs import SinceError, format_table, job_row, since_iso
@@ -654,7 +663,7 @@ def _jobs(args: argparse.Namespace) -> int:
     except SinceError as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
     ddb, table, target = _ledger_target(args)
-    say_target(target, args)
+    say_ledger_target(target, table, args)
     page = ledger.list_jobs(ddb, table, limit=args.limit, after=args.after, since=since,
                             source_prefix=args.source, statuses=args.status)
     rows = [job_row(job) for job in page.jobs]
@@ -673,7 +682,7 @@ def _cancel(args: argparse.Namespace) -> int:
     from fanout_cli.jobs import cancel_message, who
 
     ddb, table, target = _ledger_target(args)
-    say_target(target, args)
+    say_ledger_target(target, table, args)
     outcome = ledger.cancel_job(ddb, table, args.job, by=args.by or who())
     if outcome.job is None:
         raise CommandError(f"no job {args.job!r} in {table}")

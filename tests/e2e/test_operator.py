@@ -11,16 +11,29 @@ import pytest
 
 from fanout import ledger
 from fanout.ledger import MessageCounts
+from fanout.settings import ResourceNames
 from fanout_cli.cli import main
 from fanout_cli.failures import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from fanout_cli.jobs import since_iso
 from tests.e2e.test_status import server  # noqa: F401  (the fixture)
 from tests.integration.test_ledger import Clock
 
+LEDGER_TABLE = ResourceNames().ledger_table  # the local runtime's, at the test server
+
+
+def at(endpoint: str) -> tuple[str, ...]:
+    """The ledger at the test server, by name (no stack there to find it from)."""
+    return ("--endpoint-url", endpoint, "--ledger-table", LEDGER_TABLE)
+
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """The exit code, stdout and stderr, less the line naming the target (a text command
+    prints it first once its ledger is found)."""
     code = main(list(argv))
     out, err = capsys.readouterr()
+    target = f"target: ledger table '{LEDGER_TABLE}' at "
+    if err.startswith(target):
+        err = err.split("\n", 1)[1]
     return code, out, err
 
 
@@ -55,7 +68,7 @@ def test_find_a_running_job_stop_it_and_read_why_it_ended(server, capsys):  # no
     ddb, table = jobs(emulator, local)
     endpoint = str(emulator.endpoint_url)
     # Find: newest first, with its status and counts
-    code, out, _ = run(capsys, "jobs", "--endpoint-url", endpoint)
+    code, out, _ = run(capsys, "jobs", *at(endpoint))
     lines = out.splitlines()
     assert code == EXIT_OK and lines[0].split() == ["JOB", "STATUS", "SOURCE", "READ", "WRITTEN",
                                                     "REJECTED", "STARTED", "TIME", "ROWS/S"]
@@ -63,28 +76,28 @@ def test_find_a_running_job_stop_it_and_read_why_it_ended(server, capsys):  # no
                                                         ["bad", "FAILED"]]
     assert lines[2].split()[3:6] == ["25", "24", "1"] and lines[2].split()[-2:] == ["10s", "2"]
     assert lines[1].split()[-2].endswith("+")  # still running: how long so far
-    code, out, _ = run(capsys, "jobs", "--endpoint-url", endpoint, "--status", "RUNNING", "--json")
+    code, out, _ = run(capsys, "jobs", *at(endpoint), "--status", "RUNNING", "--json")
     (live,) = json.loads(out)["jobs"]
     assert live["job_id"] == "live" and live["rows_written"] == 0  # nothing folded yet
     # Stop it
-    code, out, err = run(capsys, "cancel", "live", "--endpoint-url", endpoint, "--by", "alice")
+    code, out, err = run(capsys, "cancel", "live", *at(endpoint), "--by", "alice")
     assert (code, err) == (EXIT_OK, "")
     assert out.strip() == ("job live: CANCELLING (was RUNNING); it becomes CANCELLED once nothing more "
                            "of it will be written")
-    assert run(capsys, "cancel", "live", "--endpoint-url", endpoint)[1].startswith(
+    assert run(capsys, "cancel", "live", *at(endpoint))[1].startswith(
         "job live: already CANCELLING (by alice at ")
     # Its last message, dropped by a writer that knew, ends it
     ledger.record_batch(ddb, table, "w2", {"live": {"1": MessageCounts(cancelled=25)}})
     ledger.settle(ddb, table, "live", owner="f")
-    code, out, _ = run(capsys, "status", "live", "--endpoint-url", endpoint)
+    code, out, _ = run(capsys, "status", "live", *at(endpoint))
     why = json.loads(out)["why"]
     assert why["status"] == ledger.CANCELLED and why["cancelled_by"] == "alice"
     assert why["rows_cancelled"] == 25 and why["summary"].startswith("cancelled by alice at ")
     # Why the others ended: the file, the line and the reason; where rejected rows are
-    why = json.loads(run(capsys, "status", "bad", "--endpoint-url", endpoint)[1])["why"]
+    why = json.loads(run(capsys, "status", "bad", *at(endpoint))[1])["why"]
     assert (why["file"], why["line"]) == ("s3://b/uploads/bad.csv", 7)
     assert "unterminated quote" in why["reason"]
-    why = json.loads(run(capsys, "status", "done", "--endpoint-url", endpoint)[1])["why"]
+    why = json.loads(run(capsys, "status", "done", *at(endpoint))[1])["why"]
     assert why["rejected_rows"] == {"count": 1, "report": "s3://b/errors/done/",
                                     "show": f"dlq-replayer inspect --job done --endpoint-url {endpoint}"}
     assert why["summary"] == "every row is accounted for: 24 written, 1 rejected, 0 superseded"
@@ -94,12 +107,12 @@ def test_a_cancel_of_a_finished_or_unknown_job_is_one_line_and_exit_1(server, ca
     emulator, local = server
     ddb, table = jobs(emulator, local)
     before = ledger.raw_job(ddb, table, "done")
-    code, out, err = run(capsys, "cancel", "done", "--endpoint-url", str(emulator.endpoint_url))
+    code, out, err = run(capsys, "cancel", "done", *at(str(emulator.endpoint_url)))
     assert (code, out) == (EXIT_FAILED, "")
     assert err.startswith("fanout cancel: error: job done already ended COMPLETE at ")
     assert err.endswith("there is nothing to cancel, and nothing was changed\n") and err.count("\n") == 1
     assert ledger.raw_job(ddb, table, "done") == before
-    code, _, err = run(capsys, "cancel", "nope", "--endpoint-url", str(emulator.endpoint_url))
+    code, _, err = run(capsys, "cancel", "nope", *at(str(emulator.endpoint_url)))
     assert code == EXIT_FAILED and err == "fanout cancel: error: no job 'nope' in fanout-jobs\n"
 
 
@@ -107,22 +120,27 @@ def test_jobs_pages_and_filters(server, capsys):  # noqa: F811
     emulator, local = server
     jobs(emulator, local)
     endpoint = str(emulator.endpoint_url)
-    code, out, err = run(capsys, "jobs", "--endpoint-url", endpoint, "--limit", "2", "--json")
+    # The text form names its target first, on stderr; the JSON form prints only the JSON
+    assert main(["jobs", *at(endpoint), "--limit", "1"]) == EXIT_OK
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"target: ledger table '{LEDGER_TABLE}' at {endpoint}, us-east-1")
+    code, out, err = run(capsys, "jobs", *at(endpoint), "--limit", "2", "--json")
+    assert err == ""
     first = json.loads(out)
     assert [j["job_id"] for j in first["jobs"]] == ["live", "done"] and first["next"]
-    code, out, err = run(capsys, "jobs", "--endpoint-url", endpoint, "--limit", "2")
+    code, out, err = run(capsys, "jobs", *at(endpoint), "--limit", "2")
     assert err == f"more: add --after {first['next']}\n"
-    code, out, _ = run(capsys, "jobs", "--endpoint-url", endpoint, "--limit", "2", "--after",
+    code, out, _ = run(capsys, "jobs", *at(endpoint), "--limit", "2", "--after",
                        first["next"], "--json")
     assert [j["job_id"] for j in json.loads(out)["jobs"]] == ["bad"]
-    code, out, _ = run(capsys, "jobs", "--endpoint-url", endpoint, "--source", "s3://b/uploads/", "--json")
+    code, out, _ = run(capsys, "jobs", *at(endpoint), "--source", "s3://b/uploads/", "--json")
     assert [j["job_id"] for j in json.loads(out)["jobs"]] == ["done", "bad"]
-    code, out, _ = run(capsys, "jobs", "--endpoint-url", endpoint, "--since", "2030-03-17T17:47:00",
+    code, out, _ = run(capsys, "jobs", *at(endpoint), "--since", "2030-03-17T17:47:00",
                        "--json")
     assert [j["job_id"] for j in json.loads(out)["jobs"]] == ["live", "done"]
-    code, out, _ = run(capsys, "jobs", "--endpoint-url", endpoint, "--status", "STALLED")
+    code, out, _ = run(capsys, "jobs", *at(endpoint), "--status", "STALLED")
     assert (code, out) == (EXIT_OK, "no jobs match\n")
-    code, _, err = run(capsys, "jobs", "--endpoint-url", endpoint, "--since", "yesterday")
+    code, _, err = run(capsys, "jobs", *at(endpoint), "--since", "yesterday")
     assert code == EXIT_USAGE and "--since 'yesterday': give a duration" in err
 
 

@@ -334,7 +334,7 @@ def test_redrive_refuses_a_cancelled_jobs_rows_unless_told_to(aws, stack, spec):
     assert drain(aws.sqs, stack.settings.rows_queue_url) == []
     # Told to: sent back as a replay, which the writers write (a replay is never dropped)
     code, out, err = replayer(target, "redrive", "--include-cancelled")
-    assert code == 0 and "send 1 row(s)" in out
+    assert code == 0 and "sent 1 row(s)" in out
     (sent,) = drain(aws.sqs, stack.settings.rows_queue_url)
     assert decode(sent["Body"]).replay
 
