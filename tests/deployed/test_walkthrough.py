@@ -1,5 +1,6 @@
-"""A real `fanout serve`, as a user runs it: the local-stack walkthrough (walkthrough.sh)
-typed into one shell with the exports its banner prints, line by line; and a second
+"""A real `fanout serve`, as a user runs it: the local-stack walkthrough of the tutorial
+(docs/tutorial.md, its block marked `<!-- run: deployed -->`) typed into one shell with the
+exports its banner prints, line by line; and a second
 serve on its port fails at once, naming the port and its holder, without deploying
 into the first one's MiniStack or writing its log."""
 
@@ -21,7 +22,18 @@ from fanout_cli.local import ministack
 from tests.deployed.helpers import BIN
 
 REPO = Path(__file__).resolve().parents[2]
-WALKTHROUGH = Path(__file__).with_name("walkthrough.sh")
+TUTORIAL = REPO / "docs" / "tutorial.md"
+
+
+def walkthrough() -> str:
+    """The tutorial's walkthrough, less the two lines a user types to set up the shell (the
+    test's shell has the commands on PATH and the banner's own export line)."""
+    from tests.docs.test_docs import blocks
+
+    (body,) = [body for _, body, marker, _ in blocks(TUTORIAL) if marker == "run: deployed"]
+    lines = body.splitlines()
+    assert lines[0] == "source .venv/bin/activate" and lines[1].startswith("export AWS_ENDPOINT_URL=")
+    return "\n".join(lines[2:]) + "\n"
 DEPLOY_TIMEOUT_S = 420
 
 
@@ -81,7 +93,7 @@ def test_the_local_stack_walkthrough_works_line_by_line(serve: Serve, tmp_path: 
     # Given a shell with the banner's exports and the commands on PATH, no AWS profile
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["PATH"] = f"{serve.bin}{os.pathsep}{env.get('PATH', '')}"
-    script = f"set -euo pipefail\n{serve.exports}\n{WALKTHROUGH.read_text()}"
+    script = f"set -euo pipefail\n{serve.exports}\n{walkthrough()}"
     # When the walkthrough is typed into it, each line echoed (bash -x) as it runs
     done = subprocess.run(["bash", "-x", "-c", script], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=900, check=False)

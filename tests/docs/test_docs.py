@@ -1,8 +1,9 @@
 """The manual is checked, not trusted: README.md and docs/ against the code.
 
 * the site builds with `mkdocs build --strict` (a broken link, anchor or page fails);
-* every shell block is marked `<!-- run -->` or `<!-- not run: why -->`; the runnable ones
-  run (tests/docs/test_examples.py);
+* every shell block is marked `<!-- run -->` (tests/docs/test_examples.py runs it),
+  `<!-- run: deployed -->` (a deployed test runs it against `fanout serve`) or
+  `<!-- not run: why -->`;
 * every `fanout` / `dlq-replayer` command, subcommand and flag the manual shows exists in
   the parsers; every `make` target in the Makefile; every `-c KEY=` context option in the
   stack's config, and the deploy page's table lists exactly those;
@@ -30,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SHELL = ("bash", "sh", "shell", "console")
 FENCE = re.compile(r"^[ \t]*```(\w*)[^\n]*\n(.*?)^[ \t]*```", re.S | re.M)
-MARK = re.compile(r"<!--\s*(run|not run:\s*\S[^>]*?)\s*-->\s*$")
+MARK = re.compile(r"<!--\s*(run: deployed|run|not run:\s*\S[^>]*?)\s*-->\s*$")
 
 
 def hooks() -> ModuleType:
