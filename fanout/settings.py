@@ -141,9 +141,29 @@ SPLITTER_REQUIRED = (*BASE_REQUIRED, "FANOUT_ROWS_QUEUE_URL", "FANOUT_BUCKET", "
 WRITER_REQUIRED = (*BASE_REQUIRED, "FANOUT_DLQ_URL", "FANOUT_BUCKET", "FANOUT_TOPIC_ARN")
 
 
+# The settings a handler takes from the pipeline's config: each is spelled once, here, as
+# (the field of PipelineConfig and Settings, its Lambda environment variable, its kind).
+# `for_pipeline`, `from_env` and `to_env` all go through this table, and
+# tests/unit/test_settings.py fails if a field both classes share is missing from it.
+FROM_CONFIG: tuple[tuple[str, str, type], ...] = (
+    ("range_bytes", "FANOUT_RANGE_BYTES", int),
+    ("checkpoint_bytes", "FANOUT_CHECKPOINT_BYTES", int),
+    ("split_reserve_s", "FANOUT_SPLIT_RESERVE_S", float),
+    ("parallel_threshold_bytes", "FANOUT_PARALLEL_THRESHOLD_BYTES", int),
+    ("parallel_range_bytes", "FANOUT_PARALLEL_RANGE_BYTES", int),
+    ("visibility_timeout_s", "FANOUT_VISIBILITY_TIMEOUT_S", int),
+    ("writer_timeout_s", "FANOUT_WRITER_TIMEOUT_S", int),  # the ledger voids no younger hole
+    ("writer_in_flight", "FANOUT_WRITER_IN_FLIGHT", int),
+    ("stall_after_s", "FANOUT_STALL_AFTER_S", int),
+    ("errors_prefix", "FANOUT_ERRORS_PREFIX", str),
+    ("json_copy_prefix", "FANOUT_JSON_COPY_PREFIX", str),
+)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
-    """What a handler needs to run, built from the environment at cold start."""
+    """What a handler needs to run, built from the environment at cold start. The fields
+    below the spec's come from the pipeline's config (FROM_CONFIG)."""
 
     table_name: str
     ledger_table_name: str
@@ -189,20 +209,8 @@ class Settings:
             rows_queue_url=rows_queue_url, dlq_url=dlq_url, bucket=bucket, topic_arn=topic_arn,
             partition_key=spec.partition_key.name,
             sort_key=spec.sort_key.name if spec.sort_key else None,
-            range_bytes=config.range_bytes,
-            checkpoint_bytes=config.checkpoint_bytes,
-            split_reserve_s=config.split_reserve_s,
-            parallel_threshold_bytes=config.parallel_threshold_bytes,
-            parallel_range_bytes=config.parallel_range_bytes,
-            visibility_timeout_s=config.visibility_timeout_s,
-            writer_timeout_s=config.writer_timeout_s,
-            writer_in_flight=config.writer_in_flight,
-            stall_after_s=config.stall_after_s,
-            errors_prefix=config.errors_prefix,
-            json_copy=json_copy,
-            json_copy_prefix=config.json_copy_prefix,
-            endpoint_url=endpoint_url,
-            region=region,
+            json_copy=json_copy, endpoint_url=endpoint_url, region=region,
+            **{name: getattr(config, name) for name, _, _ in FROM_CONFIG},
         )
 
     @classmethod
@@ -218,18 +226,20 @@ class Settings:
             raise SettingsError(f"missing required environment variable(s): {', '.join(missing)}"
                                 " (the stack sets them; a function deployed otherwise must too)")
 
-        def number(name: str, default: float, kind: type = int) -> Any:
+        def value(name: str, default: Any, kind: type) -> Any:
             text = env.get(name)
             if text is None or text == "":
                 return default
+            if kind is str:
+                return text
             try:
-                value = kind(text)
+                parsed = kind(text)
             except ValueError:
                 raise SettingsError(f"{name}={text!r}: not a "
                                     f"{'whole number' if kind is int else 'number'}") from None
-            if value <= 0:
+            if parsed <= 0:
                 raise SettingsError(f"{name}={text!r}: must be greater than 0")
-            return value
+            return parsed
 
         sort_key = env.get("FANOUT_SORT_KEY", "offer_id")
         settings = cls(
@@ -244,20 +254,11 @@ class Settings:
             spec_path=env.get("FANOUT_SPEC") or None,
             spec_json=env.get("FANOUT_SPEC_JSON") or None,
             spec_s3=env.get("FANOUT_SPEC_S3") or None,
-            range_bytes=number("FANOUT_RANGE_BYTES", DEFAULT_CONFIG.range_bytes),
-            checkpoint_bytes=number("FANOUT_CHECKPOINT_BYTES", DEFAULT_CONFIG.checkpoint_bytes),
-            split_reserve_s=number("FANOUT_SPLIT_RESERVE_S", DEFAULT_CONFIG.split_reserve_s, float),
-            parallel_threshold_bytes=number("FANOUT_PARALLEL_THRESHOLD_BYTES", DEFAULT_CONFIG.parallel_threshold_bytes),
-            parallel_range_bytes=number("FANOUT_PARALLEL_RANGE_BYTES", DEFAULT_CONFIG.parallel_range_bytes),
-            visibility_timeout_s=number("FANOUT_VISIBILITY_TIMEOUT_S", DEFAULT_CONFIG.visibility_timeout_s),
-            writer_timeout_s=number("FANOUT_WRITER_TIMEOUT_S", DEFAULT_CONFIG.writer_timeout_s),
-            writer_in_flight=number("FANOUT_WRITER_IN_FLIGHT", DEFAULT_CONFIG.writer_in_flight),
-            stall_after_s=number("FANOUT_STALL_AFTER_S", DEFAULT_CONFIG.stall_after_s),
-            errors_prefix=env.get("FANOUT_ERRORS_PREFIX", DEFAULT_CONFIG.errors_prefix),
             json_copy=env.get("FANOUT_JSON_COPY", "").lower() in ("1", "true", "yes"),
-            json_copy_prefix=env.get("FANOUT_JSON_COPY_PREFIX", DEFAULT_CONFIG.json_copy_prefix),
             endpoint_url=env.get("FANOUT_ENDPOINT_URL") or None,
             region=env.get("AWS_REGION", env.get("AWS_DEFAULT_REGION", "us-east-1")),
+            **{name: value(variable, getattr(DEFAULT_CONFIG, name), kind)
+               for name, variable, kind in FROM_CONFIG},
         )
         error = timing_error(settings.writer_timeout_s, settings.visibility_timeout_s)
         if error:
@@ -275,18 +276,8 @@ class Settings:
             "FANOUT_TOPIC_ARN": self.topic_arn,
             "FANOUT_PARTITION_KEY": self.partition_key,
             "FANOUT_SORT_KEY": self.sort_key or "",
-            "FANOUT_RANGE_BYTES": str(self.range_bytes),
-            "FANOUT_CHECKPOINT_BYTES": str(self.checkpoint_bytes),
-            "FANOUT_SPLIT_RESERVE_S": str(self.split_reserve_s),
-            "FANOUT_PARALLEL_THRESHOLD_BYTES": str(self.parallel_threshold_bytes),
-            "FANOUT_PARALLEL_RANGE_BYTES": str(self.parallel_range_bytes),
-            "FANOUT_VISIBILITY_TIMEOUT_S": str(self.visibility_timeout_s),
-            "FANOUT_WRITER_TIMEOUT_S": str(self.writer_timeout_s),
-            "FANOUT_WRITER_IN_FLIGHT": str(self.writer_in_flight),
-            "FANOUT_STALL_AFTER_S": str(self.stall_after_s),
-            "FANOUT_ERRORS_PREFIX": self.errors_prefix,
             "FANOUT_JSON_COPY": "1" if self.json_copy else "",
-            "FANOUT_JSON_COPY_PREFIX": self.json_copy_prefix,
+            **{variable: str(getattr(self, name)) for name, variable, _ in FROM_CONFIG},
         }
         if self.spec_path:
             env["FANOUT_SPEC"] = self.spec_path

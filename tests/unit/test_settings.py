@@ -152,3 +152,25 @@ def test_the_rule_uses_the_ledgers_margin_and_its_minimum_is_exactly_when_the_ho
     at = received + min_visibility_timeout_s(writer_s)
     assert ledger.HolePolicy(writer_s, clock=lambda: at).voidable(7, records)
     assert not ledger.HolePolicy(writer_s, clock=lambda: at - 1).voidable(7, records)
+
+
+def test_each_setting_the_config_gives_a_handler_is_spelled_once_in_from_config() -> None:
+    from dataclasses import fields, replace
+
+    from fanout.mapping import Spec
+    from fanout.settings import DEFAULT_CONFIG, FROM_CONFIG, PipelineConfig, Settings
+
+    shared = {f.name for f in fields(PipelineConfig)} & {f.name for f in fields(Settings)}
+    names = [name for name, _, _ in FROM_CONFIG]
+    assert sorted(names) == sorted(shared) and len(set(names)) == len(names)
+    assert len({variable for _, variable, _ in FROM_CONFIG}) == len(FROM_CONFIG)
+    # and every one of them travels: config -> settings -> the Lambda's environment -> settings
+    config = replace(DEFAULT_CONFIG, range_bytes=3 << 20, checkpoint_bytes=5 << 20, split_reserve_s=7.5,
+                     parallel_threshold_bytes=11 << 20, parallel_range_bytes=13 << 20,
+                     visibility_timeout_s=500, writer_timeout_s=70, writer_in_flight=9,
+                     stall_after_s=4000, errors_prefix="bad/", json_copy_prefix="copies/")
+    built = Settings.for_pipeline(config, Spec.default(), table_name="t", ledger_table_name="l",
+                                  rows_queue_url="q", dlq_url="d", bucket="b", topic_arn="a")
+    assert all(getattr(built, name) == getattr(config, name) != getattr(DEFAULT_CONFIG, name)
+               for name in names)
+    assert Settings.from_env(built.to_env()) == built
