@@ -227,11 +227,11 @@ class Settings:
                                 " (the stack sets them; a function deployed otherwise must too)")
 
         def value(name: str, default: Any, kind: type) -> Any:
+            if kind is str:  # as set, even empty
+                return env.get(name, default)
             text = env.get(name)
             if text is None or text == "":
                 return default
-            if kind is str:
-                return text
             try:
                 parsed = kind(text)
             except ValueError:

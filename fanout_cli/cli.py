@@ -633,8 +633,11 @@ def _ledger_target(args: argparse.Namespace) -> tuple[Any, str, Target]:
     or `--ledger-table` by name with no stack) and the target they are at."""
     from fanout.aws import client
 
+    if args.ledger_table and args.stack:
+        raise CommandError("--ledger-table reads a table by name, with no stack: drop one of "
+                           "--stack and --ledger-table", EXIT_USAGE)
     target = resolve(stack=args.stack, endpoint_url=args.endpoint_url, embedded=False).use()
-    if args.ledger_table and not args.stack:  # a table by name, no stack to look up
+    if args.ledger_table:  # a table by name, no stack to look up
         target = Target(None, target.endpoint_url, target.region, target.endpoint_from)
         table = args.ledger_table
     else:
@@ -643,6 +646,14 @@ def _ledger_target(args: argparse.Namespace) -> tuple[Any, str, Target]:
             raise CommandError(f"stack {target.stack!r} has no LedgerTableName output: is it a "
                                "fanout stack?")
     return client("dynamodb", endpoint_url=target.endpoint_url, region=target.region), table, target
+
+
+def ledger_target_dict(target: Target, table: str) -> dict[str, Any]:
+    """The target of a command that read a ledger, as its JSON says it."""
+    if target.stack is None:  # a table by name
+        return {"runtime": "ledger_table", "stack": None, "endpoint_url": target.endpoint_url,
+                "region": target.region, "ledger_table": table}
+    return target.as_dict() | {"ledger_table": table}
 
 
 def say_ledger_target(target: Target, table: str, args: argparse.Namespace) -> None:
@@ -668,7 +679,8 @@ def _jobs(args: argparse.Namespace) -> int:
                             source_prefix=args.source, statuses=args.status)
     rows = [job_row(job) for job in page.jobs]
     if args.json:
-        print(json.dumps({"jobs": rows, "next": page.next_token}, indent=2))
+        print(json.dumps({"jobs": rows, "next": page.next_token,
+                          "target": ledger_target_dict(target, table)}, indent=2))
         return EXIT_OK
     print(format_table(rows) if rows else "no jobs" + (" match" if args.status or args.since
                                                        or args.source else ""))
@@ -690,7 +702,8 @@ def _cancel(args: argparse.Namespace) -> int:
     if not ok:
         raise CommandError(line)
     if args.json:
-        print(json.dumps(outcome.job, indent=2, default=str))
+        print(json.dumps(outcome.job | {"target": ledger_target_dict(target, table)}, indent=2,
+                         default=str))
     else:
         print(line)
     return EXIT_OK
@@ -716,12 +729,12 @@ def _status(args: argparse.Namespace) -> int:
         job.pop("sk", None)
         job["job_id"] = job.pop("pk")
         job["why"] = why
-        if job.get("status") not in (ledger.COMPLETE, ledger.FAILED):
+        if job.get("status") not in (ledger.COMPLETE, ledger.FAILED, ledger.CANCELLED):
             # How long it has not moved (for a STALLED job: since it last did).
             from fanout_cli.local.stack import seconds_since_progress
 
             job["seconds_since_progress"] = seconds_since_progress(job)
-        job["target"] = target.as_dict() | {"ledger_table": table}
+        job["target"] = ledger_target_dict(target, table)
         print(json.dumps(job, indent=2, default=str))
         return 0
     for path in sorted(args.out_root.glob("*/summary.json")):

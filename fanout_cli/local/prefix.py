@@ -300,7 +300,7 @@ class PrefixIngest:
             item = known.get(load.job)
             if item is None:
                 to_start.append((load, event))
-            elif item.get("status") in (ledger.COMPLETE, ledger.FAILED):
+            elif item.get("status") in ledger.ENDED:
                 load.action = ALREADY_LOADED
                 load.finish(summary(self.stack, item, 0.0))
             else:

@@ -212,6 +212,7 @@ def summary(stack: DeployedStack, item: dict[str, Any], elapsed_s: float) -> dic
         "job_id": item["pk"], "stack": stack.name, "source": item.get("source"),
         "table": item.get("table") or stack.outputs.get("TableName"),
         "status": item.get("status"), "mode": item.get("mode", "put"), "rows_read": rows_read,
+        "rows_padded": int(item.get("rows_padded", 0)),
         **{f"rows_{name}": count + (unreported if name == "rejected" else 0)
            for name, count in counts.items()},
         "rows_in_dlq_unreported": unreported,

@@ -90,8 +90,16 @@ def test_find_a_running_job_stop_it_and_read_why_it_ended(server, capsys):  # no
     ledger.record_batch(ddb, table, "w2", {"live": {"1": MessageCounts(cancelled=25)}})
     ledger.settle(ddb, table, "live", owner="f")
     code, out, _ = run(capsys, "status", "live", *at(endpoint))
-    why = json.loads(out)["why"]
+    shown = json.loads(out)
+    why = shown["why"]
     assert why["status"] == ledger.CANCELLED and why["cancelled_by"] == "alice"
+    # an ended job has no "since progress"; its target is the table by name, not a runtime
+    assert "seconds_since_progress" not in shown
+    assert shown["target"] == {"runtime": "ledger_table", "stack": None, "endpoint_url": endpoint,
+                               "region": "us-east-1", "ledger_table": LEDGER_TABLE}
+    # a table by name and a stack are one too many
+    code, _, err = run(capsys, "status", "live", *at(endpoint), "--stack", "fanout")
+    assert code == EXIT_USAGE and "drop one of --stack and --ledger-table" in err
     assert why["rows_cancelled"] == 25 and why["summary"].startswith("cancelled by alice at ")
     # Why the others ended: the file, the line and the reason; where rejected rows are
     why = json.loads(run(capsys, "status", "bad", *at(endpoint))[1])["why"]
