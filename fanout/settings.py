@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -36,32 +36,19 @@ HOLE_MARGIN_S = 30.0
 
 
 @dataclass(frozen=True, kw_only=True)
-class PipelineConfig:
-    """Timeouts and queue behaviour: the numbers the stack and the local runtime share."""
+class HandlerConfig:
+    """The part of the pipeline's config the Lambdas run with. Each field is spelled here
+    once: `Settings` inherits it, and its Lambda environment variable is its name in capitals
+    after FANOUT_ (`HANDLER_VARIABLES`), which `for_pipeline`, `from_env` and `to_env` loop over."""
 
+    # The ledger voids no hole younger than one writer timeout (HOLE_MARGIN_S).
     writer_timeout_s: int = 60
-    splitter_timeout_s: int = 900
     # AWS recommends a queue visibility timeout of 6x the function timeout; the ledger needs
     # more than 2x plus HOLE_MARGIN_S (`timing_error`).
     visibility_timeout_s: int = 6 * 60
-    max_receive_count: int = 5
-    # 1,000 messages (25,000 rows) an invocation, gathered for up to 1 s: the ledger's two
-    # writes and Lambda's request fee are paid per invocation, so at 1,000 they are ~0.01%
-    # of the data writes (0.1% at 100; bench/model.py). With writes in flight an invocation
-    # takes ~5 s for them, far inside the timeout; the ESM sends fewer when 1,000 would
-    # pass Lambda's 6 MB payload.
-    batch_size: int = 1000
-    max_batching_window_s: int = 1
-    # (The writer's MaximumConcurrency is not a setting here: the stack derives it from the
-    # write budget, infra/fanout_stack/config.py `writer_concurrency`.)
     # BatchWriteItem calls one writer invocation keeps in flight at most (writer/batch_write.py
     # adapts below it when DynamoDB throttles; bench/invocation.py measured the default).
     writer_in_flight: int = 16
-    # The rows queue keeps a message 7 days; its DLQ 14 (SQS's maximum), longer, because a
-    # message moved to a standard queue's DLQ keeps its first enqueue time: with equal
-    # retentions it could expire from the DLQ as soon as it arrived.
-    retention_days: int = 7
-    dlq_retention_days: int = 14
     range_bytes: int = 8 * MIB
     # The splitter saves a checkpoint each time it crosses a multiple of this many bytes
     # (and only there, so a resumed split cuts its messages exactly as the first try).
@@ -72,14 +59,38 @@ class PipelineConfig:
     # ranges of about parallel_range_bytes each (splitter/fan.py).
     parallel_threshold_bytes: int = 4 * 1024 * MIB
     parallel_range_bytes: int = 1024 * MIB
-    # A job that made no progress for this long is STALLED by the reconciler (which runs
-    # every reconcile_every_s): it names what is missing instead of staying RUNNING.
+    # A job that made no progress for this long is STALLED by the reconciler: it names what
+    # is missing instead of staying RUNNING.
     stall_after_s: int = 3600
+    errors_prefix: str = "errors/"
+    json_copy_prefix: str = "json-copy/"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineConfig(HandlerConfig):
+    """Timeouts and queue behaviour: the numbers the stack and the local runtime share (the
+    handlers' part, HandlerConfig, and what only the queues, the stack and the runtime use)."""
+
+    splitter_timeout_s: int = 900
+    max_receive_count: int = 5
+    # 1,000 messages (25,000 rows) an invocation, gathered for up to 1 s: the ledger's two
+    # writes and Lambda's request fee are paid per invocation, so at 1,000 they are ~0.01%
+    # of the data writes (0.1% at 100; bench/model.py). With writes in flight an invocation
+    # takes ~5 s for them, far inside the timeout; the ESM sends fewer when 1,000 would
+    # pass Lambda's 6 MB payload.
+    batch_size: int = 1000
+    max_batching_window_s: int = 1
+    # (The writer's MaximumConcurrency is not a setting here: the stack derives it from the
+    # write budget, infra/fanout_stack/config.py `writer_concurrency`.)
+    # The rows queue keeps a message 7 days; its DLQ 14 (SQS's maximum), longer, because a
+    # message moved to a standard queue's DLQ keeps its first enqueue time: with equal
+    # retentions it could expire from the DLQ as soon as it arrived.
+    retention_days: int = 7
+    dlq_retention_days: int = 14
+    # How often the reconciler looks for stalled jobs (HandlerConfig.stall_after_s).
     reconcile_every_s: int = 60
     upload_prefix: str = "uploads/"
     upload_suffix: str = ".csv"
-    errors_prefix: str = "errors/"
-    json_copy_prefix: str = "json-copy/"
 
 
 def min_visibility_timeout_s(writer_timeout_s: float) -> int:
@@ -141,29 +152,16 @@ SPLITTER_REQUIRED = (*BASE_REQUIRED, "FANOUT_ROWS_QUEUE_URL", "FANOUT_BUCKET", "
 WRITER_REQUIRED = (*BASE_REQUIRED, "FANOUT_DLQ_URL", "FANOUT_BUCKET", "FANOUT_TOPIC_ARN")
 
 
-# The settings a handler takes from the pipeline's config: each is spelled once, here, as
-# (the field of PipelineConfig and Settings, its Lambda environment variable, its kind).
-# `for_pipeline`, `from_env` and `to_env` all go through this table, and
-# tests/unit/test_settings.py fails if a field both classes share is missing from it.
-FROM_CONFIG: tuple[tuple[str, str, type], ...] = (
-    ("range_bytes", "FANOUT_RANGE_BYTES", int),
-    ("checkpoint_bytes", "FANOUT_CHECKPOINT_BYTES", int),
-    ("split_reserve_s", "FANOUT_SPLIT_RESERVE_S", float),
-    ("parallel_threshold_bytes", "FANOUT_PARALLEL_THRESHOLD_BYTES", int),
-    ("parallel_range_bytes", "FANOUT_PARALLEL_RANGE_BYTES", int),
-    ("visibility_timeout_s", "FANOUT_VISIBILITY_TIMEOUT_S", int),
-    ("writer_timeout_s", "FANOUT_WRITER_TIMEOUT_S", int),  # the ledger voids no younger hole
-    ("writer_in_flight", "FANOUT_WRITER_IN_FLIGHT", int),
-    ("stall_after_s", "FANOUT_STALL_AFTER_S", int),
-    ("errors_prefix", "FANOUT_ERRORS_PREFIX", str),
-    ("json_copy_prefix", "FANOUT_JSON_COPY_PREFIX", str),
-)
+# Each HandlerConfig field as (its name, its Lambda environment variable, its kind): derived
+# from the class, so a new field travels to the Lambdas with nothing else to write.
+HANDLER_VARIABLES: tuple[tuple[str, str, type], ...] = tuple(
+    (f.name, f"FANOUT_{f.name.upper()}", type(f.default)) for f in fields(HandlerConfig))
 
 
 @dataclass(frozen=True, kw_only=True)
-class Settings:
-    """What a handler needs to run, built from the environment at cold start. The fields
-    below the spec's come from the pipeline's config (FROM_CONFIG)."""
+class Settings(HandlerConfig):
+    """What a handler needs to run, built from the environment at cold start: the resources
+    and the spec's key names here, and every number and prefix of HandlerConfig."""
 
     table_name: str
     ledger_table_name: str
@@ -176,18 +174,7 @@ class Settings:
     spec_path: str | None = None
     spec_json: str | None = None  # FANOUT_SPEC_JSON: the spec inline, as the stack passes it
     spec_s3: str | None = None  # FANOUT_SPEC_S3: s3://bucket/key of the spec (-c spec_in_s3=true)
-    range_bytes: int = DEFAULT_CONFIG.range_bytes
-    checkpoint_bytes: int = DEFAULT_CONFIG.checkpoint_bytes
-    split_reserve_s: float = DEFAULT_CONFIG.split_reserve_s
-    parallel_threshold_bytes: int = DEFAULT_CONFIG.parallel_threshold_bytes
-    parallel_range_bytes: int = DEFAULT_CONFIG.parallel_range_bytes
-    visibility_timeout_s: int = DEFAULT_CONFIG.visibility_timeout_s
-    writer_timeout_s: int = DEFAULT_CONFIG.writer_timeout_s  # the ledger voids no younger hole
-    writer_in_flight: int = DEFAULT_CONFIG.writer_in_flight
-    stall_after_s: int = DEFAULT_CONFIG.stall_after_s
-    errors_prefix: str = DEFAULT_CONFIG.errors_prefix
     json_copy: bool = False
-    json_copy_prefix: str = DEFAULT_CONFIG.json_copy_prefix
     endpoint_url: str | None = None
     region: str = "us-east-1"
 
@@ -210,7 +197,7 @@ class Settings:
             partition_key=spec.partition_key.name,
             sort_key=spec.sort_key.name if spec.sort_key else None,
             json_copy=json_copy, endpoint_url=endpoint_url, region=region,
-            **{name: getattr(config, name) for name, _, _ in FROM_CONFIG},
+            **{name: getattr(config, name) for name, _, _ in HANDLER_VARIABLES},
         )
 
     @classmethod
@@ -258,7 +245,7 @@ class Settings:
             endpoint_url=env.get("FANOUT_ENDPOINT_URL") or None,
             region=env.get("AWS_REGION", env.get("AWS_DEFAULT_REGION", "us-east-1")),
             **{name: value(variable, getattr(DEFAULT_CONFIG, name), kind)
-               for name, variable, kind in FROM_CONFIG},
+               for name, variable, kind in HANDLER_VARIABLES},
         )
         error = timing_error(settings.writer_timeout_s, settings.visibility_timeout_s)
         if error:
@@ -277,7 +264,7 @@ class Settings:
             "FANOUT_PARTITION_KEY": self.partition_key,
             "FANOUT_SORT_KEY": self.sort_key or "",
             "FANOUT_JSON_COPY": "1" if self.json_copy else "",
-            **{variable: str(getattr(self, name)) for name, variable, _ in FROM_CONFIG},
+            **{variable: str(getattr(self, name)) for name, variable, _ in HANDLER_VARIABLES},
         }
         if self.spec_path:
             env["FANOUT_SPEC"] = self.spec_path

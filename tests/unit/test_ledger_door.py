@@ -9,8 +9,6 @@ import ast
 import re
 from pathlib import Path
 
-from fanout.settings import FROM_CONFIG
-
 ROOT = Path(__file__).resolve().parents[2]
 LEDGER = ROOT / "fanout" / "ledger"
 EXPRESSION_WORDS = {"attribute_exists", "attribute_not_exists", "begins_with"}
@@ -48,11 +46,6 @@ def test_the_scan_finds_the_ledgers_attributes() -> None:
             "pk", "sk"} <= found
 
 
-# The settings' own names, as settings.FROM_CONFIG spells them (the ledger also records a
-# job's range_bytes, under the same word).
-SETTING_NAMES = {name for name, _, _ in FROM_CONFIG}
-
-
 def test_only_the_ledger_module_names_the_ledger_tables_attributes() -> None:
     attributes = ledger_attributes()
     files = [p for package in ("fanout", "splitter", "writer")
@@ -61,9 +54,7 @@ def test_only_the_ledger_module_names_the_ledger_tables_attributes() -> None:
     named = [f"{path.relative_to(ROOT)}:{line} names {text!r}"
              for path in files for line, text in strings(path) if text in attributes
              # the mapping spec's own key names (an items table's pk/sk), not the ledger's
-             and not (path.name == "mapping.py" and text in ("pk", "sk"))
-             # a setting's own name in settings.FROM_CONFIG (range_bytes), not the ledger's
-             and not (path.name == "settings.py" and text in SETTING_NAMES)]
+             and not (path.name == "mapping.py" and text in ("pk", "sk"))]
     assert named == []
 
 

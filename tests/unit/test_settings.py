@@ -154,16 +154,25 @@ def test_the_rule_uses_the_ledgers_margin_and_its_minimum_is_exactly_when_the_ho
     assert not ledger.HolePolicy(writer_s, clock=lambda: at - 1).voidable(7, records)
 
 
-def test_each_setting_the_config_gives_a_handler_is_spelled_once_in_from_config() -> None:
+def test_each_setting_a_handler_takes_from_the_config_is_spelled_once_in_handler_config() -> None:
     from dataclasses import fields, replace
 
     from fanout.mapping import Spec
-    from fanout.settings import DEFAULT_CONFIG, FROM_CONFIG, PipelineConfig, Settings
+    from fanout.settings import DEFAULT_CONFIG, HANDLER_VARIABLES, HandlerConfig, PipelineConfig, Settings
 
+    # PipelineConfig and Settings share exactly HandlerConfig's fields, with its defaults,
+    # and nothing else: no setting is written a second time in either.
+    handler = {f.name: f.default for f in fields(HandlerConfig)}
     shared = {f.name for f in fields(PipelineConfig)} & {f.name for f in fields(Settings)}
-    names = [name for name, _, _ in FROM_CONFIG]
-    assert sorted(names) == sorted(shared) and len(set(names)) == len(names)
-    assert len({variable for _, variable, _ in FROM_CONFIG}) == len(FROM_CONFIG)
+    assert shared == set(handler)
+    assert {f.name: f.default for f in fields(Settings) if f.name in handler} == handler
+    for cls in (PipelineConfig, Settings):
+        assert not set(cls.__dict__.get("__annotations__", {})) & set(handler), cls
+    names = [name for name, _, _ in HANDLER_VARIABLES]
+    assert names == list(handler)
+    assert [v for _, v, _ in HANDLER_VARIABLES] == [f"FANOUT_{n.upper()}" for n in names]
+    assert {n: k for n, _, k in HANDLER_VARIABLES}["split_reserve_s"] is float
+    assert {n: k for n, _, k in HANDLER_VARIABLES}["errors_prefix"] is str
     # and every one of them travels: config -> settings -> the Lambda's environment -> settings
     config = replace(DEFAULT_CONFIG, range_bytes=3 << 20, checkpoint_bytes=5 << 20, split_reserve_s=7.5,
                      parallel_threshold_bytes=11 << 20, parallel_range_bytes=13 << 20,
