@@ -72,8 +72,9 @@ class Storage(Construct):
         )
 
         if config.existing_table:
-            # Load into a table someone else owns: import it by name; the stack only
-            # grants the writer BatchWriteItem on it and never changes or deletes it.
+            # Load into a table someone else owns: import it by name; the stack grants the
+            # writer only the item writes its modes use (functions.py `_grant_writer`) and
+            # never changes or deletes the table.
             self.items_table: dynamodb.ITable = dynamodb.Table.from_table_name(
                 self, "Items", config.existing_table)
             self.items_table_created = False

@@ -1,6 +1,7 @@
-"""The deploy section's commands, run as written: `make bootstrap`, then `make deploy`,
-against a MiniStack that evaluates IAM (`AUTH=true`, over TLS), with only what a user
-exports to reach an endpoint (AWS_ENDPOINT_URL, credentials, a region).
+"""The deploy section's commands, run as written: `make bootstrap`, then the README's
+`make deploy CDK_ARGS='-c spec=... -c alarm_email=...'` with a spec `fanout spec infer`
+wrote, against a MiniStack that evaluates IAM (`AUTH=true`, over TLS), with only what a
+user exports to reach an endpoint (AWS_ENDPOINT_URL, credentials, a region).
 
 It proves: a non-interactive `make deploy` stops at the IAM approval unless it is given
 `--require-approval never`, and deploys with it; the stack's outputs name the dashboard;
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from fanout_cli.cli import main
 from fanout_cli.local import ministack
 
 STACK = "fanout"  # the README's: `make deploy` deploys the default stack name
@@ -56,18 +58,24 @@ def make(target: str, emulator: ministack.MiniStack, cdk_args: str, log: Path
 
 def test_make_bootstrap_and_a_non_interactive_make_deploy_as_the_docs_say(
         emulator: ministack.MiniStack, tmp_path: Path) -> None:
-    # Each synthesizes into a folder of its own (`--output`), not infra/cdk.out, which
-    # other tests and a running `fanout serve` may use (the only addition to the commands).
+    # The README's spec: `fanout spec infer data.csv --out spec.toml` on a sample.
+    (tmp_path / "data.csv").write_text("sku,name,price\nA-1,kettle,19.5\nA-2,toaster,24\n")
+    assert main(["spec", "infer", str(tmp_path / "data.csv"), "--out",
+                 str(tmp_path / "spec.toml")]) == 0
+    readme = f"-c spec={tmp_path / 'spec.toml'} -c alarm_email=you@example.com"
+    # Added to the README's CDK_ARGS: each synthesizes into a folder of its own
+    # (`--output`), not infra/cdk.out, which other tests and a running `fanout serve` may
+    # use; and the deployed tier's short waits (WAITS), as in the other deployed tests.
     out = f"--output {tmp_path / 'cdk.out'}"
     bootstrap = make("bootstrap", emulator, out, tmp_path / "bootstrap.log")
     assert bootstrap.returncode == 0, bootstrap.stdout[-2000:] + bootstrap.stderr[-2000:]
 
     # No terminal to approve the IAM changes: cdk refuses, and says so.
-    asked = make("deploy", emulator, f"{out} {WAITS}", tmp_path / "deploy-asked.log")
+    asked = make("deploy", emulator, f"{readme} {out} {WAITS}", tmp_path / "deploy-asked.log")
     assert asked.returncode != 0
     assert "(TTY) is not attached so we are unable to get a confirmation" in asked.stderr
 
-    deployed = make("deploy", emulator, f"--require-approval never {out} {WAITS}",
+    deployed = make("deploy", emulator, f"{readme} --require-approval never {out} {WAITS}",
                     tmp_path / "deploy.log")
     assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
 
@@ -76,6 +84,14 @@ def test_make_bootstrap_and_a_non_interactive_make_deploy_as_the_docs_say(
 
     def client(service: str):  # type: ignore[no-untyped-def]
         return ministack.local_client(service, emulator.endpoint_url, ca_bundle=emulator.ca_bundle)
+
+    # The spec reached the functions, and the alarm e-mail is subscribed to the alarm topic.
+    splitter = client("lambda").get_function_configuration(FunctionName=outputs["SplitterFunctionName"])
+    deployed_spec = json.loads(splitter["Environment"]["Variables"]["FANOUT_SPEC_JSON"])
+    assert deployed_spec["table"]["partition_key"] == {"name": "sku", "type": "S"}, deployed_spec
+    subscribed = client("sns").list_subscriptions_by_topic(TopicArn=outputs["AlarmTopicArn"])
+    assert [(s["Protocol"], s["Endpoint"]) for s in subscribed["Subscriptions"]] == [
+        ("email", "you@example.com")]
 
     policy = json.loads(client("sns").get_topic_attributes(
         TopicArn=outputs["AlarmTopicArn"])["Attributes"]["Policy"])

@@ -77,7 +77,7 @@ def test_names_from_context(custom_stack: Synth) -> None:
     assert custom_stack.stack.stack_name == "fanout-custom"
 
 
-def test_existing_table_is_imported_not_created_and_granted_batch_writes(
+def test_existing_table_is_imported_not_created_and_granted_only_item_writes(
     existing_table_stack: Synth,
 ) -> None:
     synth = existing_table_stack

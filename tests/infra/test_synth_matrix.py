@@ -62,6 +62,7 @@ ALONE: dict[str, dict[str, str]] = {
 
 # The combinations the docs show.
 COMBINED: dict[str, dict[str, str]] = {
+    "README deploy: spec and alarm e-mail": {"spec": SPEC, "alarm_email": "you@example.com"},
     "deploy gzip and budget": {"gzip": "true", "write_budget": "2000"},
     "deploy spec and budget": {"spec": SPEC, "write_budget": "2000"},
     "local waits (fanout serve)": {"writer_timeout_s": "30", "visibility_timeout_s": "91",

@@ -174,10 +174,10 @@ def test_each_setting_a_handler_takes_from_the_config_is_spelled_once_in_handler
     assert {n: k for n, _, k in HANDLER_VARIABLES}["split_reserve_s"] is float
     assert {n: k for n, _, k in HANDLER_VARIABLES}["errors_prefix"] is str
     # and every one of them travels: config -> settings -> the Lambda's environment -> settings
-    config = replace(DEFAULT_CONFIG, range_bytes=3 << 20, checkpoint_bytes=5 << 20, split_reserve_s=7.5,
-                     parallel_threshold_bytes=11 << 20, parallel_range_bytes=13 << 20,
-                     visibility_timeout_s=500, writer_timeout_s=70, writer_in_flight=9,
-                     stall_after_s=4000, errors_prefix="bad/", json_copy_prefix="copies/")
+    # (each moved off its default: a number by 3 and a half, a prefix by a word)
+    config = replace(DEFAULT_CONFIG, **{
+        name: kind(getattr(DEFAULT_CONFIG, name) * 3.5) if kind in (int, float)
+        else f"moved-{getattr(DEFAULT_CONFIG, name)}" for name, _, kind in HANDLER_VARIABLES})
     built = Settings.for_pipeline(config, Spec.default(), table_name="t", ledger_table_name="l",
                                   rows_queue_url="q", dlq_url="d", bucket="b", topic_arn="a")
     assert all(getattr(built, name) == getattr(config, name) != getattr(DEFAULT_CONFIG, name)
