@@ -317,7 +317,8 @@ def writer_rows(bodies: list[str], splitter_cpu_rows_s: float, bytes_per_row: fl
         f"{_stack_defaults()}. Cost per 1M rows: {parts}; batches of "
         f"{DEFAULT_CONFIG.batch_size} messages (the stack's BatchSize, filled under load), "
         f"{message_bytes:,.0f} B per message, SQS 10 messages a send, receive and delete, "
-        f"2 ledger writes an invocation, splitter {splitter_rows_s:,.0f} rows/s at 1,769 MB; "
+        f"2 ledger writes an invocation, splitter {splitter_rows_s:,.0f} rows/s at "
+        f"{model.SplitterAssumptions().memory_mb:,} MB; "
         f"not priced: CloudWatch Logs, X-Ray, the ESM's empty receives while idle. Load: ESM "
         f"from 5 batches +300/min (docs/costs.md), 1 WRU per row, the table held at 40,000 WCU/s.")
     return rows, notes

@@ -32,7 +32,8 @@ def count_short(records: list[str], delimiter: str, width: int) -> int:
 
     A record with fewer than width - 1 delimiters is short whatever its quoting; one with
     enough and no quote is not; only one with enough and a quote is parsed (a quoted field
-    may hold the delimiter)."""
+    may hold the delimiter), all of them by one csv.reader: each is one whole record, so
+    joined they read as as many rows (else, say a stray carriage return, one by one)."""
     enough = width - 1
     short = 0
     quoted = []
@@ -41,10 +42,12 @@ def count_short(records: list[str], delimiter: str, width: int) -> int:
             short += 1
         elif '"' in record:
             quoted.append(record)
-    for record in quoted:
-        if len(parse_csv_rows(record, delimiter)[0]) < width:
-            short += 1
-    return short
+    if not quoted:
+        return short
+    rows = parse_csv_rows("\n".join(quoted), delimiter)
+    if len(rows) != len(quoted):
+        rows = [parse_csv_rows(record, delimiter)[0] for record in quoted]
+    return short + sum(1 for row in rows if len(row) < width)
 
 
 class Batcher:
