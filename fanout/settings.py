@@ -59,10 +59,6 @@ class HandlerConfig:
     # ranges of about parallel_range_bytes each (splitter/fan.py).
     parallel_threshold_bytes: int = 4 * 1024 * MIB
     parallel_range_bytes: int = 1024 * MIB
-    # A parallel split runs at most this many ranges, one splitter invocation each at a time
-    # (larger files get larger ranges). The stack lowers it to -c splitter_concurrency, so
-    # that one file's ranges never wait on the splitter's own reserved concurrency.
-    max_ranges: int = 200
     # A job that made no progress for this long is STALLED by the reconciler: it names what
     # is missing instead of staying RUNNING.
     stall_after_s: int = 3600

@@ -51,12 +51,13 @@ EARLIER_VERSION = ("this split was started by an earlier fanout version, which c
                    "a new key to load it")
 RANGE_KEY = "fanout_range"
 RANGE_SEQ_SPAN = 1_000_000_000  # messages one range may send; its seqs are index * span + n
+MAX_RANGES = 200
 
 def plan(runtime: Runtime, info: ObjectInfo, job: str, header: list[str], header_line: int,
          continue_split: Callable[[dict[str, Any]], None]) -> int:
     """Record the plan and start one scan per range; return the number of ranges."""
     settings = runtime.settings
-    parts = min(settings.max_ranges, -(-info.size // settings.parallel_range_bytes))
+    parts = min(MAX_RANGES, -(-info.size // settings.parallel_range_bytes))
     ranges = plan_ranges(info.size, parts, settings.range_bytes)
     ledger.record_plan(runtime.clients.dynamodb, settings.ledger_table_name, job,
                        ranges=len(ranges), header=header, header_line=header_line)

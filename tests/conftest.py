@@ -85,7 +85,7 @@ def queue_clock() -> Iterator[QueueClock]:
 # test_a_folder_killed_mid_fold_is_resumed_by_the_next_invocation ended INCOMPLETE), and
 # the ledger's model (tests/model: one long CPU-bound loop over seeds) keeps to one worker.
 XDIST_GROUPS = {"deployed": "ministack", "infra": "cdk-synth", "chaos": "chaos", "model": "model"}
-# Deployed tests that start a MiniStack of their own, and the kill tests (a stack of
+# Deployed tests that use only a MiniStack of their own, and the kill tests (a stack of
 # their own, on their worker's `local`), form a second group: the deployed tier mostly
 # waits on timers, and two lanes of it beside a third process of CPU-bound tests keep
 # two cores busy (`make test` runs three processes).

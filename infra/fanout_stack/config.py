@@ -129,8 +129,7 @@ class StackConfig:
     # DeletionProtectionEnabled on the items table the stack creates.
     deletion_protection: bool = False
     # ReservedConcurrentExecutions for the splitter (None: none reserved, the splitter's
-    # parallel fan-out is then bounded only by the pipeline's max_ranges, which `from_context`
-    # lowers to this when it is set; see functions.py).
+    # parallel fan-out is then bounded only by MAX_RANGES; see functions.py).
     splitter_concurrency: int | None = None
 
     @property
@@ -201,10 +200,6 @@ class StackConfig:
             if splitter_concurrency < 1:
                 raise ValueError(f"splitter_concurrency ({reserved}) must be at least 1: it is "
                                  "the splitter's reserved concurrency (0 would stop every split)")
-            # A parallel split plans no more ranges than the splitter may run at once: its
-            # ranges then never queue as throttled invocations, which Lambda drops after
-            # their maximum event age (6 hours) however large the file.
-            pipeline = replace(pipeline, max_ranges=min(pipeline.max_ranges, splitter_concurrency))
         if (existing_table_name := text("existing_table")) and flag("deletion_protection"):
             raise ValueError(f"deletion_protection applies to the items table the stack "
                              f"creates; the existing table {existing_table_name!r} is its "

@@ -63,6 +63,8 @@ def test_make_bootstrap_and_a_non_interactive_make_deploy_as_the_docs_say(
     assert main(["spec", "infer", str(tmp_path / "data.csv"), "--out",
                  str(tmp_path / "spec.toml")]) == 0
     readme = f"-c spec={tmp_path / 'spec.toml'} -c alarm_email=you@example.com"
+    # The spec's path is absolute (the README's `../spec.toml` is the same file seen from
+    # infra/, where cdk runs; a spec.toml at the repo root would be shared by every test).
     # Added to the README's CDK_ARGS: each synthesizes into a folder of its own
     # (`--output`), not infra/cdk.out, which other tests and a running `fanout serve` may
     # use; and the deployed tier's short waits (WAITS), as in the other deployed tests.

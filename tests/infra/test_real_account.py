@@ -101,25 +101,6 @@ def test_splitter_concurrency_reserves_that_many(protected_stack: Synth) -> None
     assert splitter["ReservedConcurrentExecutions"] == 10
 
 
-def test_splitter_concurrency_bounds_a_parallel_splits_ranges(default_stack: Synth,
-                                                              protected_stack: Synth) -> None:
-    """Tied together: with N reserved, a parallel split plans at most N ranges, so one
-    file's ranges never wait as throttled invocations (dropped after their event age);
-    without, the pipeline's own bound."""
-    from fanout.settings import DEFAULT_CONFIG
-
-    def max_ranges(synth: Synth) -> str:
-        return props(synth, synth.stack.functions.splitter)["Environment"]["Variables"][
-            "FANOUT_MAX_RANGES"]
-
-    assert max_ranges(protected_stack) == "10"
-    assert max_ranges(default_stack) == str(DEFAULT_CONFIG.max_ranges) == "200"
-    from fanout_stack.config import StackConfig
-
-    big = StackConfig.from_context({"splitter_concurrency": "500"}.get).pipeline
-    assert big.max_ranges == DEFAULT_CONFIG.max_ranges  # never raised above its own bound
-
-
 @pytest.mark.parametrize("value", ["0", "-3"])
 def test_splitter_concurrency_below_one_is_refused_at_synth(value: str) -> None:
     with pytest.raises(ValueError, match=rf"splitter_concurrency \({value}\) must be at least 1"):

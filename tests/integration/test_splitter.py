@@ -434,36 +434,6 @@ def test_duplicate_parallel_steps_never_multiply_the_next_stage(aws, stack, runt
     assert sorted(r[1] for m in messages for r in m.rows) == sorted(r[1] for r in rows)
 
 
-def test_a_parallel_split_plans_no_more_ranges_than_max_ranges_and_still_sends_every_row(
-        aws, stack, runtime):
-    """The stack lowers max_ranges to the splitter's reserved concurrency: the same file
-    that makes at least 4 ranges of 6,000 bytes makes exactly 2 when max_ranges is 2, each
-    range larger, and every row is still sent once."""
-    from dataclasses import replace
-
-    from splitter.split import split_event
-
-    rows = make_rows(600)
-    put_csv(aws, stack.settings.bucket, "uploads/capped.csv", rows)
-    settings, events, parallel = parallel_runtime(runtime, aws, 6000)
-    assert aws.s3.head_object(Bucket=stack.settings.bucket,
-                              Key="uploads/capped.csv")["ContentLength"] > 3 * 6000
-    capped = replace(parallel, settings=replace(settings, max_ranges=2))
-    first = split_event(s3_event(stack.settings.bucket, "uploads/capped.csv"), capped)[0]
-    assert first.status == "planned 2 ranges"
-    started = {"fanout_scan": 0, "fanout_range": 0}
-    while events:
-        event = events.pop(0)
-        (kind,) = event
-        started[kind] += 1
-        split_event(event, capped)
-    assert started == {"fanout_scan": 2, "fanout_range": 2}
-    job = ledger.get_job(aws.dynamodb, settings.ledger_table_name, first.job)
-    assert job["rows_read"] == 600 and job["status"] == ledger.RUNNING
-    messages = rows_messages(aws.sqs, settings.rows_queue_url)
-    assert sorted(r[1] for m in messages for r in m.rows) == sorted(r[1] for r in rows)
-
-
 def test_a_checkpoint_from_an_earlier_version_fails_the_job_instead_of_resuming_inexactly(
         aws, stack, runtime):
     from splitter.split import split_object

@@ -42,4 +42,8 @@ def test_quotes_inside_unquoted_fields_and_stray_carriage_returns_count_as_csv_r
     for width in (2, 3, 4):
         assert count_short(records, ",", width) == one_by_one(records, ",", width), width
     assert count_short(['"p,q"', "a,b,c"], ",", 3) == 1
+    # a carriage return outside quotes (the cutter never hands one over) makes the one
+    # pass read more rows than records: counted one by one instead
+    stray = ['x\ry,"z",q', '"a",b,c']
+    assert count_short(stray, ",", 3) == one_by_one(stray, ",", 3) == 1
     assert count_short(['"p,q",r,s', 'a,"b,c"'], ",", 3) == 1

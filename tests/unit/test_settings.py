@@ -171,8 +171,10 @@ def test_each_setting_a_handler_takes_from_the_config_is_spelled_once_in_handler
     names = [name for name, _, _ in HANDLER_VARIABLES]
     assert names == list(handler)
     assert [v for _, v, _ in HANDLER_VARIABLES] == [f"FANOUT_{n.upper()}" for n in names]
-    assert {n: k for n, _, k in HANDLER_VARIABLES}["split_reserve_s"] is float
-    assert {n: k for n, _, k in HANDLER_VARIABLES}["errors_prefix"] is str
+    # A kind is its default's type: every field's default must be of its declared type,
+    # and one from_env can parse (a 60 for a float, a bool or None would read wrongly)
+    for f, (_, _, kind) in zip(fields(HandlerConfig), HANDLER_VARIABLES, strict=True):
+        assert kind in (int, float, str) and f.type == kind.__name__, (f.name, f.type, kind)
     # and every one of them travels: config -> settings -> the Lambda's environment -> settings
     # (each moved off its default: a number by 3 and a half, a prefix by a word)
     config = replace(DEFAULT_CONFIG, **{
