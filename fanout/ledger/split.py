@@ -214,6 +214,7 @@ def finish_split(
         if not _canceled_on(exc, 0):
             raise
         if _finish_cancelled_split(ddb, ledger_table, job, rows_read=rows_read,
+                                   rows_padded=rows_padded,
                                    messages_total=messages_total, header=header,
                                    error_location=error_location, now=now):
             return raw_job(ddb, ledger_table, job)
@@ -224,8 +225,8 @@ def finish_split(
 
 
 def _finish_cancelled_split(ddb: Any, ledger_table: str, job: str, *, rows_read: int,
-                            messages_total: int, header: list[str], error_location: str,
-                            now: float) -> bool:
+                            rows_padded: int, messages_total: int, header: list[str],
+                            error_location: str, now: float) -> bool:
     """A split cancelled before it recorded its end records what it sent, and the job stays
     CANCELLING (its writers drop the rest; completion makes it CANCELLED). False when the job
     is not CANCELLING without a total (a retry of this, whose first try committed, included)."""
@@ -233,14 +234,15 @@ def _finish_cancelled_split(ddb: Any, ledger_table: str, job: str, *, rows_read:
         ddb.transact_write_items(TransactItems=[
             {"Update": {
                 "TableName": ledger_table, "Key": _key(job, JOB_SK),
-                "UpdateExpression": "SET rows_read = :r, messages_total = :m, split_finished_at = :t, "
-                                    "header = :h, error_location = :e REMOVE split_lease_until, #cp",
+                "UpdateExpression": "SET rows_read = :r, rows_padded = :p, messages_total = :m, "
+                                    "split_finished_at = :t, header = :h, error_location = :e "
+                                    "REMOVE split_lease_until, #cp",
                 "ConditionExpression": "#st = :cancelling AND attribute_not_exists(messages_total)",
                 "ExpressionAttributeNames": {"#st": "status", "#cp": "checkpoint"},
                 "ExpressionAttributeValues": {
-                    ":r": _n(rows_read), ":m": _n(messages_total), ":t": _s(now_iso(lambda: now)),
-                    ":h": {"L": [_s(h) for h in header]}, ":e": _s(error_location),
-                    ":cancelling": _s(CANCELLING)}}},
+                    ":r": _n(rows_read), ":p": _n(rows_padded), ":m": _n(messages_total),
+                    ":t": _s(now_iso(lambda: now)), ":h": {"L": [_s(h) for h in header]},
+                    ":e": _s(error_location), ":cancelling": _s(CANCELLING)}}},
             {"Update": {
                 "TableName": ledger_table, "Key": _key(job, TALLY_SK),
                 "UpdateExpression": "SET messages_total = :total, rows_read = :r, split_done_at = :at",

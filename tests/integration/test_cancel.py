@@ -143,7 +143,8 @@ class CancelsAtCheckpoint:
 
 def test_cancel_during_the_split_stops_it_at_its_next_checkpoint(aws, stack, spec):
     clock = Clock()
-    rows = [[f"acct{i % 7}", f"offer{i}", "low"] for i in range(400)]
+    # every tenth row one field short (padded, and counted rows_padded)
+    rows = [[f"acct{i % 7}", f"offer{i}", "low"][:2 if i % 10 == 3 else 3] for i in range(400)]
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows([["account", "offer_id", "risk"], *rows])
     aws.s3.put_object(Bucket=stack.settings.bucket, Key="uploads/big.csv", Body=buffer.getvalue().encode())
@@ -166,6 +167,7 @@ def test_cancel_during_the_split_stops_it_at_its_next_checkpoint(aws, stack, spe
     assert cancelled_after and job["status"] == ledger.CANCELLING
     sent = drain(aws.sqs, stack.settings.rows_queue_url)
     assert 0 < job["rows_read"] < 400 and job["messages_total"] == len(sent)
+    assert job["rows_padded"] == sum(1 for row in rows[:job["rows_read"]] if len(row) == 2) > 0
     # Its writers (a process that learns of the cancel from its first report) end the job
     writer = Runtime(stack.settings, spec, aws, clock=clock, sleep=clock.sleep)
     bodies = [m["Body"] for m in sent]
