@@ -136,10 +136,11 @@ def same_item(stored: Mapping[str, Any] | None, item: Mapping[str, Any]) -> bool
 
 
 def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: _value(value) for name, value in item.items()}
+    return {name: plain_value(value) for name, value in item.items()}
 
 
-def _value(value: Mapping[str, Any]) -> tuple[str, Any]:
+def plain_value(value: Mapping[str, Any]) -> tuple[str, Any]:
+    """An attribute value as DynamoDB compares it (numbers as numbers, sets as sets)."""
     (type_, v), = value.items()
     if type_ == "N":
         return type_, Decimal(v)
@@ -152,5 +153,5 @@ def _value(value: Mapping[str, Any]) -> tuple[str, Any]:
     if type_ == "M":
         return type_, _plain(v)
     if type_ == "L":
-        return type_, tuple(_value(x) for x in v)
+        return type_, tuple(plain_value(x) for x in v)
     return type_, v

@@ -52,7 +52,7 @@ from writer.batch_write import (
     retry_or_raise,
     slot_for,
 )
-from writer.rows import RowWrite, insert_request, same_item, update_request, write_rows
+from writer.rows import RowWrite, insert_request, plain_value, same_item, update_request, write_rows
 
 MAX_STATEMENTS = 25  # BatchExecuteStatement's limit
 MAX_STATEMENT_CHARS = 8192
@@ -311,7 +311,7 @@ def _read_back(ddb: Any, work: _Work, budget: Budget, slots: InFlight) -> list[_
             finally:
                 slots.release(ticket, throttled=throttled)
             for stored in response.get("Responses", {}).get(work.table, []):
-                found[tuple(_plain_key(stored, work.key_names))] = stored
+                found[_plain_key(stored, work.key_names)] = stored
             left = response.get("UnprocessedKeys", {}).get(work.table, {}).get("Keys", [])
             if left and not budget.backoff(attempt):
                 raise TransientWriteError(f"{len(left)} key(s) unread past the time budget")
@@ -330,15 +330,12 @@ def _read_back(ddb: Any, work: _Work, budget: Budget, slots: InFlight) -> list[_
 
 
 def _key(work: _Work, index: int) -> tuple[Any, ...]:
-    return tuple(_plain_key(work.items[index], work.key_names))
+    return _plain_key(work.items[index], work.key_names)
 
 
-def _plain_key(item: dict[str, Any], key_names: Sequence[str]) -> list[tuple[str, Any]]:
-    out = []
-    for name in key_names:
-        ((type_, value),) = item[name].items()
-        out.append((type_, bytes(value) if type_ == "B" else value))
-    return out
+def _plain_key(item: dict[str, Any], key_names: Sequence[str]) -> tuple[Any, ...]:
+    """An item's key as DynamoDB compares it: `007` and `7` are one number key."""
+    return tuple(plain_value(item[name]) for name in key_names)
 
 
 def _per_row(ddb: Any, work: _Work, budget: Budget, slots: InFlight) -> None:

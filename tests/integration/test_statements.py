@@ -5,6 +5,7 @@ errors and replies lost after the write leave the table and the counts exact."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -284,3 +285,28 @@ def test_the_lambdas_client_writes_by_statements_and_a_plain_one_a_row_at_a_time
     plain = Runtime(stack.settings, spec, strict)
     assert write_mode("insert", plain, items[15:], budget(), None).written == 15
     assert (layer.record.calls["batch_execute_statement"], layer.record.calls["put_item"]) == (1, 15)
+
+
+def test_a_number_key_written_otherwise_than_dynamodb_stores_it_is_still_its_own_item(aws, stack):
+    """A key `007` is the item DynamoDB stores as `7`: an insert of it finds the item there
+    and skips it (one read back, not a loop of inserts), as one PutItem a row would."""
+    forget_orders()
+    name = "numbers"
+    aws.dynamodb.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "account", "KeyType": "HASH"},
+                   {"AttributeName": "offer_id", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "account", "AttributeType": "S"},
+                              {"AttributeName": "offer_id", "AttributeType": "N"}])
+    stored = {"account": {"S": "a"}, "offer_id": {"N": "7"}, "risk": {"S": "old"}}
+    aws.dynamodb.put_item(TableName=name, Item=stored)
+    layer = StrictLayer()
+    items = [{"account": {"S": "a"}, "offer_id": {"N": "007"}, "risk": {"S": "new"}},
+             {"account": {"S": "a"}, "offer_id": {"N": "8.50"}, "risk": {"S": "new"}}]
+    ticks = itertools.count()  # a budget that runs out: a loop of inserts fails, not hangs
+    running_out = Budget(remaining_s=lambda: 60.0 - next(ticks), reserve_s=0.0, sleep=lambda _: None)
+    outcome = write_statements(layer.wrap(aws).dynamodb, name, items, KEYS, "insert", running_out)
+    assert (outcome.written, outcome.skipped) == (1, [0])
+    assert layer.record.violations == []
+    assert aws.dynamodb.get_item(TableName=name, Key={"account": {"S": "a"}, "offer_id": {"N": "7"}})[
+        "Item"]["risk"] == {"S": "old"}
