@@ -226,7 +226,7 @@ class CancelledJobs:
                 item = ledger.raw_job(self.ddb, self.table, job)
             except ClientError:
                 item = {}
-            self.known[job] = ledger.status_of(item) in (ledger.CANCELLING, ledger.CANCELLED)
+            self.known[job] = ledger.is_cancelled(item)
         return self.known[job]
 
 

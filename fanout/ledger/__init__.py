@@ -257,7 +257,7 @@ sibling on its own floor):
 """
 
 from fanout.ledger import folding, layout
-from fanout.ledger.cancel import CANCELLABLE, CancelOutcome, cancel_job, is_cancelled
+from fanout.ledger.cancel import CancelOutcome, cancel_job, is_cancelled
 from fanout.ledger.complete import (
     COMPLETE_ATTEMPTS,
     ROWS_SET,
@@ -364,7 +364,7 @@ from fanout.ledger.steps import (
 from fanout.ledger.tally import TicketVoided, record_batch, should_settle
 
 __all__ = [
-    "ACTIVE_PK", "CANCELLABLE", "CANCELLED", "CANCELLING", "CancelOutcome", "cancel_job",
+    "ACTIVE_PK", "CANCELLED", "CANCELLING", "CancelOutcome", "cancel_job",
     "is_cancelled", "JobsPage", "list_jobs", "SplitCancelled", "COMPLETE", "COMPLETE_ATTEMPTS",
     "ENDED", "EXPIRES_AT", "FAILED", "FOLD_BUDGET_S",
     "FOLD_LEASE_S", "FOLD_SK", "HOLE_MARGIN_S", "HOLE_POLL_S", "HOLE_WAIT_S", "JOB_SK",

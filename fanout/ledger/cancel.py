@@ -31,8 +31,6 @@ from fanout.ledger.layout import (
     status_of,
 )
 
-CANCELLABLE = (SPLITTING, RUNNING, STALLED)
-
 
 @dataclass(frozen=True)
 class CancelOutcome:
