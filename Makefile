@@ -38,11 +38,10 @@ demo: setup
 	$(BIN)/fanout make-csv --rows $(ROWS) --seed 1 --output data.csv
 	$(BIN)/fanout serve --ingest data.csv
 
-# Three pytest processes (pytest-xdist) on two cores: much of the suite waits (visibility
-# timeouts, MiniStack's Lambdas, the cdk CLI). tests/conftest.py keeps the deployed tier in
-# two groups (the shared MiniStack's tests; those with a MiniStack or stack of their own)
-# and the infra tests in one.
-PYTEST_PROCESSES ?= 3
+# Two pytest processes (pytest-xdist): much of the suite waits (visibility timeouts,
+# MiniStack's Lambdas, the cdk CLI), so two share two cores well. tests/conftest.py keeps
+# the deployed tier in one of them (one MiniStack at a time) and the infra tests in one.
+PYTEST_PROCESSES ?= 2
 PYTEST_XDIST := -n $(PYTEST_PROCESSES) --dist loadgroup
 
 test: setup

@@ -78,18 +78,13 @@ def queue_clock() -> Iterator[QueueClock]:
         yield clock
 
 
-# With pytest-xdist (`make test` runs `-n 3 --dist loadgroup`), a group's tests run one
-# after another in one worker: the deployed tier shares one MiniStack (those in
-# OWN_MINISTACK run in a second group), the infra tests share one synthesis per context, and
+# With pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), a group's tests run one
+# after another in one worker: the deployed tier shares one MiniStack (and starts the
+# others it needs one at a time), the infra tests share one synthesis per context, and
 # the chaos scenarios run in their file's order (split over two workers,
 # test_a_folder_killed_mid_fold_is_resumed_by_the_next_invocation ended INCOMPLETE), and
 # the ledger's model (tests/model: one long CPU-bound loop over seeds) keeps to one worker.
 XDIST_GROUPS = {"deployed": "ministack", "infra": "cdk-synth", "chaos": "chaos", "model": "model"}
-# Deployed tests that use only a MiniStack of their own, and the kill tests (a stack of
-# their own, on their worker's `local`), form a second group: the deployed tier mostly
-# waits on timers, and two lanes of it beside a third process of CPU-bound tests keep
-# two cores busy (`make test` runs three processes).
-OWN_MINISTACK = {"test_least_privilege.py", "test_make_deploy.py", "test_walkthrough.py", "test_kills.py"}
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -97,7 +92,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     tests = Path(__file__).parent
     for item in items:
         folder = item.path.relative_to(tests).parts[0] if item.path.is_relative_to(tests) else ""
-        if folder == "deployed" and item.path.name in OWN_MINISTACK:
-            item.add_marker(pytest.mark.xdist_group("ministack-own"))
-        elif folder in XDIST_GROUPS:
+        if folder in XDIST_GROUPS:
             item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS[folder]))
